@@ -1,0 +1,15 @@
+//! murder-core: the engine of murder, BitTorrent deploys for fleets of
+//! servers. A plain library that knows nothing of Ruby: the magnus extension
+//! and the `murder` command are thin front ends over it.
+
+pub mod create;
+pub mod error;
+pub mod hashing;
+pub mod layout;
+pub mod metainfo;
+pub mod progress;
+
+pub use create::{announce_url, auto_piece_length, create_torrent, CreateOptions};
+pub use error::{Error, MetainfoError, Result};
+pub use metainfo::{FileEntry, Metainfo};
+pub use progress::Progress;

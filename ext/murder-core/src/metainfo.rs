@@ -1,0 +1,664 @@
+//! BitTorrent v1 metainfo (BEP 3): reading, validating and writing .torrent
+//! files. The info-hash is always the SHA-1 of the exact bytes of `info` as
+//! they were read, so torrents made by other tools (v1+v2 hybrids with BEP 47
+//! pad files among them) keep the info-hash those tools computed.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use bendy::decoding::{Decoder, Object};
+use bendy::encoding::Encoder;
+use sha1::{Digest, Sha1};
+
+use crate::error::{Error, MetainfoError, Result};
+use crate::layout::Layout;
+
+/// A .torrent larger than this is refused before parsing (a 1 TiB release
+/// in 256 KiB pieces needs 80 MiB of hashes; nothing we deploy comes close).
+pub const MAX_TORRENT_BYTES: usize = 64 << 20;
+/// Largest piece length accepted: bounds the memory one piece needs.
+pub const MAX_PIECE_LENGTH: u64 = 128 << 20;
+/// Deepest bencode nesting accepted. A v2 `file tree` nests two levels per
+/// directory, so this allows paths ~30 directories deep and no stack abuse.
+const MAX_DEPTH: usize = 64;
+
+type MResult<T> = std::result::Result<T, MetainfoError>;
+
+/// One file of a torrent, in the order its bytes appear in the pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Components below the torrent's name (for a single-file torrent: the name).
+    pub path: Vec<String>,
+    pub length: u64,
+    /// A BEP 47 pad file: zeros that align the next file, never written to disk.
+    pub pad: bool,
+}
+
+/// A parsed and validated torrent.
+#[derive(Debug, Clone)]
+pub struct Metainfo {
+    pub announce: Option<String>,
+    pub comment: Option<String>,
+    pub created_by: Option<String>,
+    pub creation_date: Option<i64>,
+    pub name: String,
+    pub piece_length: u64,
+    pub pieces: Vec<[u8; 20]>,
+    pub files: Vec<FileEntry>,
+    /// True when `info` has `length` (one file) rather than `files`.
+    pub single_file: bool,
+    pub private: bool,
+    info_hash: [u8; 20],
+    raw_info: Vec<u8>,
+}
+
+/// The fields of `info` that a new torrent is made of.
+pub(crate) struct NewInfo {
+    pub name: String,
+    pub piece_length: u64,
+    pub pieces: Vec<[u8; 20]>,
+    pub files: Vec<FileEntry>,
+    pub single_file: bool,
+    pub private: bool,
+}
+
+impl Metainfo {
+    /// Reads and validates a .torrent file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() > MAX_TORRENT_BYTES as u64 {
+            return Err(MetainfoError::TooLarge(meta.len() as usize).into());
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self::from_bytes(&bytes)?)
+    }
+
+    /// Parses and validates the bytes of a .torrent file.
+    pub fn from_bytes(bytes: &[u8]) -> MResult<Self> {
+        if bytes.len() > MAX_TORRENT_BYTES {
+            return Err(MetainfoError::TooLarge(bytes.len()));
+        }
+        let mut announce = None;
+        let mut comment = None;
+        let mut created_by = None;
+        let mut creation_date = None;
+        let mut raw_info: Option<&[u8]> = None;
+
+        let mut decoder = Decoder::new(bytes).with_max_depth(MAX_DEPTH);
+        {
+            let top = decoder
+                .next_object()
+                .map_err(bencode)?
+                .ok_or(MetainfoError::Bencode("empty input".into()))?;
+            let Object::Dict(mut dict) = top else {
+                return Err(MetainfoError::Bencode(
+                    "top level is not a dictionary".into(),
+                ));
+            };
+            while let Some((key, value)) = dict.next_pair().map_err(bencode)? {
+                match key {
+                    b"announce" => announce = Some(text(value, "announce")?),
+                    b"comment" => comment = Some(text(value, "comment")?),
+                    b"created by" => created_by = Some(text(value, "created by")?),
+                    b"creation date" => creation_date = Some(int(value, "creation date")?),
+                    b"info" => match value {
+                        Object::Dict(info) => raw_info = Some(info.into_raw().map_err(bencode)?),
+                        _ => return Err(invalid("info", "must be a dictionary")),
+                    },
+                    _ => {} // dropping the value skips (and still checks) it
+                }
+            }
+        }
+        if !matches!(decoder.next_object(), Ok(None)) {
+            return Err(MetainfoError::TrailingData);
+        }
+        let raw_info = raw_info.ok_or(MetainfoError::Missing("info"))?;
+        let info = parse_info(raw_info)?;
+        let mut metainfo = Metainfo {
+            announce,
+            comment,
+            created_by,
+            creation_date,
+            name: info.name,
+            piece_length: info.piece_length,
+            pieces: info.pieces,
+            files: info.files,
+            single_file: info.single_file,
+            private: info.private,
+            info_hash: Sha1::digest(raw_info).into(),
+            raw_info: raw_info.to_vec(),
+        };
+        metainfo.validate()?;
+        metainfo.announce = metainfo.announce.filter(|a| !a.is_empty());
+        Ok(metainfo)
+    }
+
+    /// Builds a new torrent; its `info` is encoded canonically here.
+    pub(crate) fn new(
+        info: NewInfo,
+        announce: Option<String>,
+        comment: Option<String>,
+        created_by: Option<String>,
+        creation_date: Option<i64>,
+    ) -> MResult<Self> {
+        let raw_info = encode_info(&info)?;
+        let metainfo = Metainfo {
+            announce,
+            comment,
+            created_by,
+            creation_date,
+            info_hash: Sha1::digest(&raw_info).into(),
+            raw_info,
+            name: info.name,
+            piece_length: info.piece_length,
+            pieces: info.pieces,
+            files: info.files,
+            single_file: info.single_file,
+            private: info.private,
+        };
+        metainfo.validate()?;
+        Ok(metainfo)
+    }
+
+    pub fn info_hash(&self) -> [u8; 20] {
+        self.info_hash
+    }
+
+    pub fn info_hash_hex(&self) -> String {
+        hex::encode(self.info_hash)
+    }
+
+    /// The exact bencoded bytes of `info`.
+    pub fn raw_info(&self) -> &[u8] {
+        &self.raw_info
+    }
+
+    /// Bytes in all the pieces (pad files included).
+    pub fn total_length(&self) -> u64 {
+        self.files.iter().map(|f| f.length).sum()
+    }
+
+    pub fn piece_count(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// How the pieces map onto the files.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.files, self.piece_length)
+    }
+
+    /// The whole .torrent file. `info` is written back byte for byte, so the
+    /// info-hash never changes in a round trip.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut encoder = Encoder::new();
+        // Every key we emit sorts before "info", which is appended last below.
+        let outer = encoder.emit_dict(|mut d| {
+            if let Some(a) = &self.announce {
+                d.emit_pair(b"announce", a)?;
+            }
+            if let Some(c) = &self.comment {
+                d.emit_pair(b"comment", c)?;
+            }
+            if let Some(c) = &self.created_by {
+                d.emit_pair(b"created by", c)?;
+            }
+            if let Some(t) = self.creation_date {
+                d.emit_pair(b"creation date", t)?;
+            }
+            Ok(())
+        });
+        let mut out = match outer.and_then(|_| encoder.get_output()) {
+            Ok(out) => out,
+            // Only strings and integers were emitted: encoding cannot fail.
+            Err(e) => unreachable!("encoding plain fields failed: {e}"),
+        };
+        out.pop(); // the closing 'e'
+        out.extend_from_slice(b"4:info");
+        out.extend_from_slice(&self.raw_info);
+        out.push(b'e');
+        out
+    }
+
+    /// Writes the .torrent atomically: a reader never sees half a file.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::layout::write_atomically(path.as_ref(), &self.to_bytes())
+    }
+
+    /// The checks every torrent passes, whoever made it.
+    fn validate(&self) -> MResult<()> {
+        check_component(&self.name, &self.name, "name")?;
+        if self.piece_length == 0 || self.piece_length > MAX_PIECE_LENGTH {
+            return Err(invalid(
+                "piece length",
+                format!(
+                    "is {}, must be between 1 and {MAX_PIECE_LENGTH}",
+                    self.piece_length
+                ),
+            ));
+        }
+        let mut total: u64 = 0;
+        let mut seen_files = HashSet::new();
+        let mut seen_dirs = HashSet::new();
+        for file in &self.files {
+            total = total
+                .checked_add(file.length)
+                .filter(|t| *t <= i64::MAX as u64)
+                .ok_or(MetainfoError::LengthOverflow)?;
+            let shown = file.path.join("/");
+            if file.path.is_empty() {
+                return Err(MetainfoError::UnsafePath {
+                    path: shown,
+                    reason: "empty path",
+                });
+            }
+            for component in &file.path {
+                check_component(component, &shown, "path")?;
+            }
+            if file.pad {
+                continue;
+            }
+            // Two entries for one path, or a file where another needs a
+            // directory, would make one write clobber another.
+            if seen_dirs.contains(&shown) || !seen_files.insert(shown.clone()) {
+                return Err(MetainfoError::UnsafePath {
+                    path: shown,
+                    reason: "appears twice in the torrent",
+                });
+            }
+            for depth in 1..file.path.len() {
+                let dir = file.path[..depth].join("/");
+                if seen_files.contains(&dir) {
+                    return Err(MetainfoError::UnsafePath {
+                        path: shown,
+                        reason: "lies under a path that is also a file",
+                    });
+                }
+                seen_dirs.insert(dir);
+            }
+        }
+        if total == 0 {
+            return Err(invalid("length", "adds up to zero bytes: nothing to share"));
+        }
+        let expected_pieces = total.div_ceil(self.piece_length);
+        if self.pieces.len() as u64 != expected_pieces {
+            return Err(MetainfoError::PiecesLength {
+                actual: self.pieces.len() * 20,
+                expected: expected_pieces * 20,
+                total_length: total,
+                piece_length: self.piece_length,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A component must name exactly one entry inside the destination.
+fn check_component(component: &str, shown: &str, _field: &'static str) -> MResult<()> {
+    let reason = if component.is_empty() {
+        "empty component"
+    } else if component == "." || component == ".." {
+        "`.` or `..` component"
+    } else if component.contains('/') {
+        "component holds a slash (absolute or nested path)"
+    } else if component.contains('\0') {
+        "component holds a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(MetainfoError::UnsafePath {
+        path: shown.to_string(),
+        reason,
+    })
+}
+
+fn parse_info(raw: &[u8]) -> MResult<NewInfo> {
+    let mut name = None;
+    let mut piece_length = None;
+    let mut pieces = None;
+    let mut length = None;
+    let mut files = None;
+    let mut private = false;
+    let mut has_file_tree = false;
+
+    let mut decoder = Decoder::new(raw).with_max_depth(MAX_DEPTH);
+    let Some(Object::Dict(mut dict)) = decoder.next_object().map_err(bencode)? else {
+        return Err(invalid("info", "must be a dictionary"));
+    };
+    while let Some((key, value)) = dict.next_pair().map_err(bencode)? {
+        match key {
+            b"name" => name = Some(text(value, "name")?),
+            b"piece length" => piece_length = Some(non_negative(value, "piece length")?),
+            b"pieces" => {
+                let bytes = bytes(value, "pieces")?;
+                if bytes.len() % 20 != 0 {
+                    return Err(invalid(
+                        "pieces",
+                        format!("is {} bytes, not a multiple of 20", bytes.len()),
+                    ));
+                }
+                pieces = Some(
+                    bytes
+                        .chunks_exact(20)
+                        .map(|c| {
+                            let mut h = [0u8; 20];
+                            h.copy_from_slice(c);
+                            h
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            b"length" => length = Some(non_negative(value, "length")?),
+            b"files" => files = Some(parse_files(value)?),
+            b"private" => private = int(value, "private")? == 1,
+            b"file tree" => has_file_tree = true,
+            _ => {}
+        }
+    }
+    let name = name.ok_or(MetainfoError::Missing("name"))?;
+    let piece_length = piece_length.ok_or(MetainfoError::Missing("piece length"))?;
+    let pieces = match pieces {
+        Some(p) => p,
+        None if has_file_tree => return Err(MetainfoError::V2Only),
+        None => return Err(MetainfoError::Missing("pieces")),
+    };
+    let (files, single_file) = match (length, files) {
+        (Some(length), None) => (
+            vec![FileEntry {
+                path: vec![name.clone()],
+                length,
+                pad: false,
+            }],
+            true,
+        ),
+        (None, Some(files)) => (files, false),
+        (Some(_), Some(_)) => {
+            return Err(invalid("info", "has both `length` and `files`"));
+        }
+        (None, None) => return Err(MetainfoError::Missing("length` or `files")),
+    };
+    Ok(NewInfo {
+        name,
+        piece_length,
+        pieces,
+        files,
+        single_file,
+        private,
+    })
+}
+
+fn parse_files(value: Object<'_, '_>) -> MResult<Vec<FileEntry>> {
+    let Object::List(mut list) = value else {
+        return Err(invalid("files", "must be a list"));
+    };
+    let mut files = Vec::new();
+    while let Some(item) = list.next_object().map_err(bencode)? {
+        let Object::Dict(mut dict) = item else {
+            return Err(invalid("files", "entries must be dictionaries"));
+        };
+        let mut length = None;
+        let mut path = None;
+        let mut pad = false;
+        while let Some((key, value)) = dict.next_pair().map_err(bencode)? {
+            match key {
+                b"length" => length = Some(non_negative(value, "length")?),
+                b"path" => {
+                    let Object::List(mut parts) = value else {
+                        return Err(invalid("path", "must be a list of strings"));
+                    };
+                    let mut components = Vec::new();
+                    while let Some(part) = parts.next_object().map_err(bencode)? {
+                        components.push(text(part, "path")?);
+                    }
+                    path = Some(components);
+                }
+                b"attr" => pad = bytes(value, "attr")?.contains(&b'p'),
+                _ => {}
+            }
+        }
+        files.push(FileEntry {
+            path: path.ok_or(MetainfoError::Missing("path"))?,
+            length: length.ok_or(MetainfoError::Missing("length"))?,
+            pad,
+        });
+    }
+    if files.is_empty() {
+        return Err(invalid("files", "is empty"));
+    }
+    Ok(files)
+}
+
+fn encode_info(info: &NewInfo) -> MResult<Vec<u8>> {
+    let mut encoder = Encoder::new();
+    let flat: Vec<u8> = info.pieces.concat();
+    encoder
+        .emit_dict(|mut d| {
+            if info.single_file {
+                let length: u64 = info.files.iter().map(|f| f.length).sum();
+                d.emit_pair(b"length", length)?;
+            } else {
+                d.emit_pair_with(b"files", |e| {
+                    e.emit_list(|list| {
+                        for file in &info.files {
+                            list.emit_dict(|mut f| {
+                                if file.pad {
+                                    f.emit_pair(b"attr", "p")?;
+                                }
+                                f.emit_pair(b"length", file.length)?;
+                                f.emit_pair(b"path", &file.path)
+                            })?;
+                        }
+                        Ok(())
+                    })
+                })?;
+            }
+            d.emit_pair(b"name", &info.name)?;
+            d.emit_pair(b"piece length", info.piece_length)?;
+            d.emit_pair_with(b"pieces", |e| e.emit_bytes(&flat))?;
+            if info.private {
+                d.emit_pair(b"private", 1)?;
+            }
+            Ok(())
+        })
+        .and_then(|_| encoder.get_output())
+        .map_err(|e| MetainfoError::Bencode(e.to_string()))
+}
+
+fn bencode(e: bendy::decoding::Error) -> MetainfoError {
+    MetainfoError::Bencode(e.to_string())
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> MetainfoError {
+    MetainfoError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn bytes<'a>(value: Object<'_, 'a>, field: &'static str) -> MResult<&'a [u8]> {
+    match value {
+        Object::Bytes(b) => Ok(b),
+        _ => Err(invalid(field, "must be a string")),
+    }
+}
+
+fn text(value: Object<'_, '_>, field: &'static str) -> MResult<String> {
+    let b = bytes(value, field)?;
+    String::from_utf8(b.to_vec()).map_err(|_| invalid(field, "is not UTF-8"))
+}
+
+fn int(value: Object<'_, '_>, field: &'static str) -> MResult<i64> {
+    match value {
+        Object::Integer(s) => s
+            .parse::<i64>()
+            .map_err(|_| invalid(field, format!("{s} is out of range"))),
+        _ => Err(invalid(field, "must be an integer")),
+    }
+}
+
+fn non_negative(value: Object<'_, '_>, field: &'static str) -> MResult<u64> {
+    let n = int(value, field)?;
+    u64::try_from(n).map_err(|_| invalid(field, format!("is negative ({n})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid single-file torrent of `len` bytes in 16 KiB pieces.
+    fn single(len: u64) -> Vec<u8> {
+        let pieces = len.div_ceil(16384) as usize * 20;
+        let mut v = format!(
+            "d8:announce22:http://t:8998/announce4:infod6:lengthi{len}e4:name4:file12:piece lengthi16384e6:pieces{pieces}:"
+        )
+        .into_bytes();
+        v.extend(std::iter::repeat_n(7u8, pieces));
+        v.extend_from_slice(b"ee");
+        v
+    }
+
+    fn multi(paths: &[&str]) -> Vec<u8> {
+        let mut files = String::new();
+        for p in paths {
+            let comps: String = p
+                .split('|')
+                .map(|c| format!("{}:{}", c.len(), c))
+                .collect();
+            files.push_str(&format!("d6:lengthi10e4:pathl{comps}ee"));
+        }
+        let total = 10 * paths.len() as u64;
+        let pieces = total.div_ceil(16384) as usize * 20;
+        let mut v = format!(
+            "d4:infod5:filesl{files}e4:name3:dir12:piece lengthi16384e6:pieces{pieces}:"
+        )
+        .into_bytes();
+        v.extend(std::iter::repeat_n(7u8, pieces));
+        v.extend_from_slice(b"ee");
+        v
+    }
+
+    #[test]
+    fn parses_a_single_file_torrent_and_keeps_info_bytes() {
+        let bytes = single(40000);
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        assert_eq!(m.name, "file");
+        assert_eq!(m.total_length(), 40000);
+        assert_eq!(m.piece_count(), 3);
+        assert_eq!(m.announce.as_deref(), Some("http://t:8998/announce"));
+        assert_eq!(m.to_bytes(), bytes, "round trip is byte-identical");
+        let start = bytes.windows(6).position(|w| w == b"4:info").unwrap() + 6;
+        let expected: [u8; 20] = Sha1::digest(&bytes[start..bytes.len() - 1]).into();
+        assert_eq!(m.info_hash(), expected);
+    }
+
+    #[test]
+    fn parses_a_multi_file_torrent() {
+        let m = Metainfo::from_bytes(&multi(&["a", "sub|b"])).unwrap();
+        assert!(!m.single_file);
+        assert_eq!(m.files[1].path, vec!["sub", "b"]);
+        assert_eq!(m.total_length(), 20);
+    }
+
+    fn err(bytes: &[u8]) -> MetainfoError {
+        Metainfo::from_bytes(bytes).unwrap_err()
+    }
+
+    #[test]
+    fn rejects_paths_that_escape_the_destination() {
+        for (path, reason) in [
+            ("..|etc|passwd", "`.` or `..` component"),
+            ("a|..|..|x", "`.` or `..` component"),
+            ("/etc|passwd", "component holds a slash (absolute or nested path)"),
+            ("a/../../b", "component holds a slash (absolute or nested path)"),
+            ("a||b", "empty component"),
+            (".", "`.` or `..` component"),
+        ] {
+            match err(&multi(&[path])) {
+                MetainfoError::UnsafePath { reason: r, .. } => assert_eq!(r, reason, "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        // An empty path list.
+        let bad = multi(&["x"]).replace_bytes(b"4:pathl1:xe", b"4:pathle");
+        assert!(matches!(err(&bad), MetainfoError::UnsafePath { reason: "empty path", .. }));
+        // A name that is itself a path.
+        let bad = single(10).replace_bytes(b"4:name4:file", b"4:name4:../x");
+        assert!(matches!(err(&bad), MetainfoError::UnsafePath { .. }));
+    }
+
+    #[test]
+    fn rejects_duplicate_and_conflicting_paths() {
+        assert!(matches!(
+            err(&multi(&["a", "a"])),
+            MetainfoError::UnsafePath { reason: "appears twice in the torrent", .. }
+        ));
+        assert!(matches!(
+            err(&multi(&["a", "a|b"])),
+            MetainfoError::UnsafePath { reason: "lies under a path that is also a file", .. }
+        ));
+        assert!(matches!(err(&multi(&["a|b", "a"])), MetainfoError::UnsafePath { .. }));
+    }
+
+    #[test]
+    fn rejects_bad_lengths() {
+        let neg = single(10).replace_bytes(b"i10e", b"i-10e");
+        assert_eq!(
+            err(&neg),
+            MetainfoError::Invalid { field: "length", problem: "is negative (-10)".into() }
+        );
+        let huge = single(10).replace_bytes(b"i10e", b"i99999999999999999999e");
+        assert!(matches!(err(&huge), MetainfoError::Invalid { field: "length", .. }));
+        let two = multi(&["a", "b"])
+            .replace_bytes(b"i10e", b"i9223372036854775807e");
+        assert_eq!(err(&two), MetainfoError::LengthOverflow);
+        let zero_pl = single(10).replace_bytes(b"i16384e", b"i0e");
+        assert!(matches!(err(&zero_pl), MetainfoError::Invalid { field: "piece length", .. }));
+    }
+
+    #[test]
+    fn rejects_a_pieces_field_of_the_wrong_size() {
+        // 40000 bytes need 3 pieces; claim 2.
+        let bytes = single(40000).replace_bytes(b"6:pieces60:", b"6:pieces40:");
+        let bytes = [&bytes[..bytes.len() - 22], b"ee"].concat();
+        assert!(matches!(err(&bytes), MetainfoError::PiecesLength { expected: 60, actual: 40, .. }));
+        let odd = single(10).replace_bytes(b"6:pieces20:", b"6:pieces19:");
+        let odd = [&odd[..odd.len() - 3], b"ee"].concat();
+        assert!(matches!(err(&odd), MetainfoError::Invalid { field: "pieces", .. }));
+    }
+
+    #[test]
+    fn rejects_invalid_bencode() {
+        let good = single(10);
+        assert!(matches!(err(&good[..good.len() - 1]), MetainfoError::Bencode(_)), "truncated");
+        assert_eq!(err(&[&good[..], b"x"].concat()), MetainfoError::TrailingData);
+        assert_eq!(err(&[&good[..], b"i1e"].concat()), MetainfoError::TrailingData);
+        assert!(matches!(err(b""), MetainfoError::Bencode(_)));
+        assert!(matches!(err(b"i1e"), MetainfoError::Bencode(_)));
+        let deep = [vec![b'l'; 100_000], vec![b'e'; 100_000]].concat();
+        assert!(matches!(err(&[b"d1:x".as_slice(), &deep, b"e"].concat()), MetainfoError::Bencode(_)));
+        assert!(matches!(err(b"d4:info99999999999999999999:xe"), MetainfoError::Bencode(_)));
+        assert!(matches!(err(b"d4:infod4:name18446744073709551616:e"), MetainfoError::Bencode(_)));
+        // Unsorted keys are not canonical bencode.
+        assert!(matches!(err(b"d4:infod4:name1:a6:lengthi1eee"), MetainfoError::Bencode(_)));
+        assert_eq!(err(b"de"), MetainfoError::Missing("info"));
+    }
+
+    #[test]
+    fn rejects_v2_only_torrents() {
+        let v2 = b"d4:infod9:file treed1:ad0:d6:lengthi1eeee12:meta versioni2e4:name1:a12:piece lengthi16384eee";
+        assert_eq!(err(v2), MetainfoError::V2Only);
+    }
+
+    trait ReplaceBytes {
+        fn replace_bytes(&self, from: &[u8], to: &[u8]) -> Vec<u8>;
+    }
+    impl ReplaceBytes for Vec<u8> {
+        fn replace_bytes(&self, from: &[u8], to: &[u8]) -> Vec<u8> {
+            let at = self
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("pattern in test torrent");
+            [&self[..at], to, &self[at + from.len()..]].concat()
+        }
+    }
+}
