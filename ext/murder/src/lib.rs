@@ -1,1 +1,16 @@
+//! The `murder` Ruby extension: thin magnus bindings over murder-core.
+//! Keyword arguments and documentation live in `lib/murder/*.rb`; the
+//! native methods here take plain positional arguments.
 
+use magnus::{Error, Ruby};
+
+mod errors;
+mod nogvl;
+mod torrent;
+
+#[magnus::init(name = "murder")]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    let module = ruby.define_module("Murder")?;
+    torrent::define(ruby, module)?;
+    Ok(())
+}

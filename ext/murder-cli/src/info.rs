@@ -1,0 +1,63 @@
+//! `murder info TORRENT [--json]`
+
+use std::path::PathBuf;
+
+use murder_core::Metainfo;
+use serde_json::json;
+
+use crate::units::human_bytes;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Print one JSON object (for programs).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let t = Metainfo::load(&args.torrent)?;
+    if args.json {
+        let files: Vec<_> = t
+            .files
+            .iter()
+            .filter(|f| !f.pad)
+            .map(|f| json!({ "path": f.path, "length": f.length }))
+            .collect();
+        let doc = json!({
+            "info_hash": t.info_hash_hex(),
+            "name": t.name,
+            "total_length": t.total_length(),
+            "piece_length": t.piece_length,
+            "piece_count": t.piece_count(),
+            "private": t.private,
+            "single_file": t.single_file,
+            "announce": t.announce,
+            "created_by": t.created_by,
+            "creation_date": t.creation_date,
+            "comment": t.comment,
+            "files": files,
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    println!("name       {}", t.name);
+    println!("info-hash  {}", t.info_hash_hex());
+    println!("announce   {}", t.announce.as_deref().unwrap_or("(none)"));
+    println!("size       {} ({} bytes)", human_bytes(t.total_length()), t.total_length());
+    println!("pieces     {} of {}", t.piece_count(), human_bytes(t.piece_length));
+    println!("private    {}", if t.private { "yes" } else { "no" });
+    if let Some(by) = &t.created_by {
+        println!("made by    {by}");
+    }
+    let real: Vec<_> = t.files.iter().filter(|f| !f.pad).collect();
+    println!("files      {}", real.len());
+    for f in real.iter().take(20) {
+        println!("  {:>10}  {}", f.length, f.path.join("/"));
+    }
+    if real.len() > 20 {
+        println!("  … and {} more (--json lists all)", real.len() - 20);
+    }
+    Ok(())
+}

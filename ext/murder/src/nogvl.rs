@@ -1,0 +1,93 @@
+//! Long work runs on a native thread while the calling Ruby thread waits
+//! without the GVL, so other Ruby threads run meanwhile. Every tick (and
+//! whenever Ruby interrupts the wait) the caller takes the GVL back, checks
+//! for interrupts (Ctrl-C, Thread#raise) and reports progress; an interrupt
+//! cancels the work and raises in Ruby.
+
+use std::ffi::c_void;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use magnus::{Error, Ruby};
+use murder_core::Progress;
+
+const TICK: Duration = Duration::from_millis(100);
+
+enum Event<R> {
+    Done(R),
+    Wake,
+}
+
+/// Runs `work` off the GVL; `tick` runs with the GVL held about every 100 ms
+/// and once at the end.
+pub fn run<R, W, T>(ruby: &Ruby, progress: &Progress, work: W, mut tick: T) -> Result<R, Error>
+where
+    R: Send,
+    W: FnOnce() -> R + Send,
+    T: FnMut() -> Result<(), Error>,
+{
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Event<R>>();
+        let done = tx.clone();
+        scope.spawn(move || {
+            let _ = done.send(Event::Done(work()));
+        });
+        loop {
+            let result = match without_gvl(|| rx.recv_timeout(TICK), &tx) {
+                Some(Ok(Event::Done(r))) => Some(r),
+                // Woken, timed out, or an interrupt was pending before the wait.
+                None | Some(Ok(Event::Wake)) | Some(Err(RecvTimeoutError::Timeout)) => None,
+                Some(Err(RecvTimeoutError::Disconnected)) => {
+                    return Err(Error::new(
+                        ruby.exception_runtime_error(),
+                        "murder: native worker thread died",
+                    ))
+                }
+            };
+            if let Err(e) = ruby.thread_check_ints().and_then(|_| tick()) {
+                progress.cancel(); // the scope joins the worker, which stops soon
+                return Err(e);
+            }
+            if let Some(r) = result {
+                return Ok(r);
+            }
+        }
+    })
+}
+
+/// Calls `f` with the GVL released; Ruby's unblock function wakes the wait.
+/// `None` when an interrupt was already pending and Ruby skipped the call.
+/// The `2` variant never raises itself (a raise would unwind through Rust
+/// frames with longjmp); interrupts are checked by the caller instead.
+fn without_gvl<F, T, R>(f: F, wake: &Sender<Event<R>>) -> Option<T>
+where
+    F: FnOnce() -> T,
+{
+    struct Call<F, T> {
+        f: Option<F>,
+        out: Option<T>,
+    }
+    unsafe extern "C" fn call<F: FnOnce() -> T, T>(data: *mut c_void) -> *mut c_void {
+        // SAFETY: `data` is the `Call` below, alive for the whole call.
+        let call = unsafe { &mut *(data as *mut Call<F, T>) };
+        if let Some(f) = call.f.take() {
+            call.out = Some(f());
+        }
+        std::ptr::null_mut()
+    }
+    unsafe extern "C" fn unblock<R>(data: *mut c_void) {
+        // SAFETY: `data` is the sender borrowed below, alive for the whole call.
+        let wake = unsafe { &*(data as *const Sender<Event<R>>) };
+        let _ = wake.send(Event::Wake);
+    }
+    let mut state = Call { f: Some(f), out: None };
+    unsafe {
+        rb_sys::rb_thread_call_without_gvl2(
+            Some(call::<F, T>),
+            &mut state as *mut Call<F, T> as *mut c_void,
+            Some(unblock::<R>),
+            wake as *const Sender<Event<R>> as *mut c_void,
+        );
+    }
+    state.out
+}
