@@ -30,12 +30,12 @@ File.write("Makefile", <<~MAKE)
   all: $(DLLIB)
 
   $(DLLIB): FORCE
-  \tcd $(ROOT) && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) $(CARGO) build --release --locked -p murder-ruby
-  \tcp $(CARGO_TARGET_DIR)/release/libmurder.so $(DLLIB)
+  \t@cd $(ROOT) && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) $(CARGO) build --release --locked -p murder-ruby
+  \t@cp $(CARGO_TARGET_DIR)/release/libmurder.so $(DLLIB)
 
   install: $(DLLIB)
-  \tmkdir -p $(DESTDIR)$(RUBYARCHDIR)
-  \tinstall -m 0755 $(DLLIB) $(DESTDIR)$(RUBYARCHDIR)/$(DLLIB)
+  \t@mkdir -p $(DESTDIR)$(RUBYARCHDIR)
+  \t@install -m 0755 $(DLLIB) $(DESTDIR)$(RUBYARCHDIR)/$(DLLIB)
 
   clean:
   \trm -f $(DLLIB)

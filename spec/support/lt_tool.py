@@ -1,0 +1,49 @@
+#!/usr/bin/python3
+"""What libtorrent (python3-libtorrent, Debian) makes of a torrent, and
+torrents made by libtorrent, for murder's interop tests.
+
+  lt_tool.py info TORRENT            -> JSON: info_hash (v1), total_size, files
+  lt_tool.py create PATH OUT v1|hybrid [PIECE_LENGTH]
+"""
+import json
+import os
+import sys
+
+import libtorrent as lt
+
+
+def info(path):
+    ti = lt.torrent_info(path)
+    fs = ti.files()
+    files = []
+    for i in range(fs.num_files()):
+        if fs.file_flags(i) & lt.file_storage.flag_pad_file:
+            continue
+        parts = fs.file_path(i).split(os.sep)
+        if ti.num_files() > 1 or len(parts) > 1:
+            parts = parts[1:]  # libtorrent puts the torrent's name first
+        files.append({"path": parts, "length": fs.file_size(i)})
+    print(json.dumps({
+        "info_hash": str(ti.info_hashes().v1),
+        "total_size": ti.total_size(),
+        "name": ti.name(),
+        "num_pieces": ti.num_pieces(),
+        "piece_length": ti.piece_length(),
+        "files": files,
+    }))
+
+
+def create(path, out, kind, piece_length=0):
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    flags = lt.create_torrent.v1_only if kind == "v1" else 0
+    ct = lt.create_torrent(fs, int(piece_length), flags=flags)
+    ct.add_tracker("http://127.0.0.1:8998/announce")
+    lt.set_piece_hashes(ct, os.path.dirname(os.path.abspath(path)))
+    with open(out, "wb") as f:
+        f.write(lt.bencode(ct.generate()))
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    {"info": info, "create": create}[cmd](*args)
