@@ -45,8 +45,16 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("name       {}", t.name);
     println!("info-hash  {}", t.info_hash_hex());
     println!("announce   {}", t.announce.as_deref().unwrap_or("(none)"));
-    println!("size       {} ({} bytes)", human_bytes(t.total_length()), t.total_length());
-    println!("pieces     {} of {}", t.piece_count(), human_bytes(t.piece_length));
+    println!(
+        "size       {} ({} bytes)",
+        human_bytes(t.total_length()),
+        t.total_length()
+    );
+    println!(
+        "pieces     {} of {}",
+        t.piece_count(),
+        human_bytes(t.piece_length)
+    );
     println!("private    {}", if t.private { "yes" } else { "no" });
     if let Some(by) = &t.created_by {
         println!("made by    {by}");

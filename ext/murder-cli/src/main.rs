@@ -5,12 +5,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod daemon;
 mod info;
 mod make_torrent;
+mod signals;
+mod stop;
+mod tracker;
 mod units;
 
 #[derive(Parser)]
-#[command(name = "murder", version, about = "BitTorrent deploys for fleets of servers")]
+#[command(
+    name = "murder",
+    version,
+    about = "BitTorrent deploys for fleets of servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,13 +30,23 @@ enum Command {
     MakeTorrent(make_torrent::Args),
     /// Show what a .torrent holds.
     Info(info::Args),
+    /// Run the HTTP tracker (allow-listed; port 8998 by default).
+    Tracker(tracker::Args),
+    /// Stop a background murder process by its pidfile (quietly, if none runs).
+    Stop(stop::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let result = match cli.command {
         Command::MakeTorrent(args) => make_torrent::run(args),
         Command::Info(args) => info::run(args),
+        Command::Tracker(args) => tracker::run(args),
+        Command::Stop(args) => stop::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

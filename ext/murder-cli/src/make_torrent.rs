@@ -54,8 +54,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ProgressBar::new(0)
     };
     bar.set_style(
-        ProgressStyle::with_template("hashing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .map_err(|e| e.to_string())?,
+        ProgressStyle::with_template(
+            "hashing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .map_err(|e| e.to_string())?,
     );
     while !worker.is_finished() {
         let (done, total) = progress.snapshot();
@@ -72,7 +74,11 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", args.output.display());
         println!("  info-hash  {}", torrent.info_hash_hex());
         println!("  name       {}", torrent.name);
-        println!("  size       {} in {} files", human_bytes(total), torrent.files.len());
+        println!(
+            "  size       {} in {} files",
+            human_bytes(total),
+            torrent.files.len()
+        );
         println!(
             "  pieces     {} of {}",
             torrent.piece_count(),

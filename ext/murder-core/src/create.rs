@@ -70,7 +70,11 @@ pub fn auto_piece_length(total: u64) -> u64 {
 }
 
 /// Hashes `path` (a file or a directory) and returns its torrent.
-pub fn create_torrent(path: &Path, options: &CreateOptions, progress: &Progress) -> Result<Metainfo> {
+pub fn create_torrent(
+    path: &Path,
+    options: &CreateOptions,
+    progress: &Progress,
+) -> Result<Metainfo> {
     let announce = announce_url(&options.tracker)?;
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let name = torrent_name(path)?;
@@ -160,10 +164,9 @@ fn walk(root: &Path) -> Result<(Vec<FileEntry>, Vec<PathBuf>)> {
         if !entry.file_type().is_file() {
             continue;
         }
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .map_err(|_| Error::InvalidArgument(format!("{}: outside the tree", entry.path().display())))?;
+        let relative = entry.path().strip_prefix(root).map_err(|_| {
+            Error::InvalidArgument(format!("{}: outside the tree", entry.path().display()))
+        })?;
         let components = relative
             .components()
             .map(|c| {
@@ -194,9 +197,24 @@ mod tests {
 
     #[test]
     fn tracker_host_port_becomes_an_announce_url() {
-        assert_eq!(announce_url("10.0.0.1:8998").unwrap(), "http://10.0.0.1:8998/announce");
-        assert_eq!(announce_url("http://t/announce").unwrap(), "http://t/announce");
-        for bad in ["", "host", "host:", ":8998", "host:99999", "host:0", "a b:1", "h;rm -rf /:1"] {
+        assert_eq!(
+            announce_url("10.0.0.1:8998").unwrap(),
+            "http://10.0.0.1:8998/announce"
+        );
+        assert_eq!(
+            announce_url("http://t/announce").unwrap(),
+            "http://t/announce"
+        );
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":8998",
+            "host:99999",
+            "host:0",
+            "a b:1",
+            "h;rm -rf /:1",
+        ] {
             assert!(announce_url(bad).is_err(), "{bad:?}");
         }
     }
@@ -303,6 +321,9 @@ mod tests {
         progress.cancel();
         let mut opts = CreateOptions::new("t:1");
         opts.piece_length = Some(16 << 10);
-        assert!(matches!(create_torrent(&path, &opts, &progress), Err(Error::Cancelled)));
+        assert!(matches!(
+            create_torrent(&path, &opts, &progress),
+            Err(Error::Cancelled)
+        ));
     }
 }

@@ -16,7 +16,10 @@ pub enum MetainfoError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
     #[error("unsafe file path {path:?}: {reason}")]
     UnsafePath { path: String, reason: &'static str },
     #[error("file lengths add up to more than 2^63 bytes")]
@@ -51,6 +54,8 @@ pub enum Error {
     ChangedWhileHashing { path: PathBuf },
     #[error("cancelled")]
     Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -39,7 +39,11 @@ impl DataSource {
                 } else if meta.single_file {
                     Some(data_path.to_path_buf())
                 } else {
-                    Some(f.path.iter().fold(data_path.to_path_buf(), |p, c| p.join(c)))
+                    Some(
+                        f.path
+                            .iter()
+                            .fold(data_path.to_path_buf(), |p, c| p.join(c)),
+                    )
                 }
             })
             .collect();
@@ -63,7 +67,9 @@ impl DataSource {
 
 /// Hashes every piece. Any file that cannot be read fully is an error.
 pub fn hash_pieces(src: &DataSource, progress: &Progress) -> Result<Vec<[u8; 20]>> {
-    for_each_piece(src, progress, |_, data| data.map(|d| Sha1::digest(d).into()))
+    for_each_piece(src, progress, |_, data| {
+        data.map(|d| Sha1::digest(d).into())
+    })
 }
 
 /// Which pieces on disk match `expected`. Missing or short files only make

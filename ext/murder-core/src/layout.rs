@@ -145,13 +145,31 @@ mod tests {
         assert_eq!(
             spans,
             vec![
-                Span { file: 0, file_offset: 0, len: 5, pad: false },
-                Span { file: 2, file_offset: 0, len: 3, pad: false },
+                Span {
+                    file: 0,
+                    file_offset: 0,
+                    len: 5,
+                    pad: false
+                },
+                Span {
+                    file: 2,
+                    file_offset: 0,
+                    len: 3,
+                    pad: false
+                },
             ]
         );
         assert_eq!(layout.piece_range(2), (16, 2));
         let last: Vec<_> = layout.spans(16, 2).collect();
-        assert_eq!(last, vec![Span { file: 3, file_offset: 8, len: 2, pad: false }]);
+        assert_eq!(
+            last,
+            vec![Span {
+                file: 3,
+                file_offset: 8,
+                len: 2,
+                pad: false
+            }]
+        );
         let middle: Vec<_> = layout.spans(4, 6).collect();
         assert_eq!(middle.len(), 3);
         assert_eq!(middle.iter().map(|s| s.len).sum::<u64>(), 6);

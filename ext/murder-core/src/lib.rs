@@ -8,6 +8,7 @@ pub mod hashing;
 pub mod layout;
 pub mod metainfo;
 pub mod progress;
+pub mod tracker;
 
 pub use create::{announce_url, auto_piece_length, create_torrent, CreateOptions};
 pub use error::{Error, MetainfoError, Result};

@@ -520,18 +520,14 @@ mod tests {
     fn multi(paths: &[&str]) -> Vec<u8> {
         let mut files = String::new();
         for p in paths {
-            let comps: String = p
-                .split('|')
-                .map(|c| format!("{}:{}", c.len(), c))
-                .collect();
+            let comps: String = p.split('|').map(|c| format!("{}:{}", c.len(), c)).collect();
             files.push_str(&format!("d6:lengthi10e4:pathl{comps}ee"));
         }
         let total = 10 * paths.len() as u64;
         let pieces = total.div_ceil(16384) as usize * 20;
-        let mut v = format!(
-            "d4:infod5:filesl{files}e4:name3:dir12:piece lengthi16384e6:pieces{pieces}:"
-        )
-        .into_bytes();
+        let mut v =
+            format!("d4:infod5:filesl{files}e4:name3:dir12:piece lengthi16384e6:pieces{pieces}:")
+                .into_bytes();
         v.extend(std::iter::repeat_n(7u8, pieces));
         v.extend_from_slice(b"ee");
         v
@@ -568,8 +564,14 @@ mod tests {
         for (path, reason) in [
             ("..|etc|passwd", "`.` or `..` component"),
             ("a|..|..|x", "`.` or `..` component"),
-            ("/etc|passwd", "component holds a slash (absolute or nested path)"),
-            ("a/../../b", "component holds a slash (absolute or nested path)"),
+            (
+                "/etc|passwd",
+                "component holds a slash (absolute or nested path)",
+            ),
+            (
+                "a/../../b",
+                "component holds a slash (absolute or nested path)",
+            ),
             ("a||b", "empty component"),
             (".", "`.` or `..` component"),
         ] {
@@ -580,7 +582,13 @@ mod tests {
         }
         // An empty path list.
         let bad = multi(&["x"]).replace_bytes(b"4:pathl1:xe", b"4:pathle");
-        assert!(matches!(err(&bad), MetainfoError::UnsafePath { reason: "empty path", .. }));
+        assert!(matches!(
+            err(&bad),
+            MetainfoError::UnsafePath {
+                reason: "empty path",
+                ..
+            }
+        ));
         // A name that is itself a path.
         let bad = single(10).replace_bytes(b"4:name4:file", b"4:name4:../x");
         assert!(matches!(err(&bad), MetainfoError::UnsafePath { .. }));
@@ -590,13 +598,22 @@ mod tests {
     fn rejects_duplicate_and_conflicting_paths() {
         assert!(matches!(
             err(&multi(&["a", "a"])),
-            MetainfoError::UnsafePath { reason: "appears twice in the torrent", .. }
+            MetainfoError::UnsafePath {
+                reason: "appears twice in the torrent",
+                ..
+            }
         ));
         assert!(matches!(
             err(&multi(&["a", "a|b"])),
-            MetainfoError::UnsafePath { reason: "lies under a path that is also a file", .. }
+            MetainfoError::UnsafePath {
+                reason: "lies under a path that is also a file",
+                ..
+            }
         ));
-        assert!(matches!(err(&multi(&["a|b", "a"])), MetainfoError::UnsafePath { .. }));
+        assert!(matches!(
+            err(&multi(&["a|b", "a"])),
+            MetainfoError::UnsafePath { .. }
+        ));
     }
 
     #[test]
@@ -604,15 +621,29 @@ mod tests {
         let neg = single(10).replace_bytes(b"i10e", b"i-10e");
         assert_eq!(
             err(&neg),
-            MetainfoError::Invalid { field: "length", problem: "is negative (-10)".into() }
+            MetainfoError::Invalid {
+                field: "length",
+                problem: "is negative (-10)".into()
+            }
         );
         let huge = single(10).replace_bytes(b"i10e", b"i99999999999999999999e");
-        assert!(matches!(err(&huge), MetainfoError::Invalid { field: "length", .. }));
-        let two = multi(&["a", "b"])
-            .replace_bytes(b"i10e", b"i9223372036854775807e");
+        assert!(matches!(
+            err(&huge),
+            MetainfoError::Invalid {
+                field: "length",
+                ..
+            }
+        ));
+        let two = multi(&["a", "b"]).replace_bytes(b"i10e", b"i9223372036854775807e");
         assert_eq!(err(&two), MetainfoError::LengthOverflow);
         let zero_pl = single(10).replace_bytes(b"i16384e", b"i0e");
-        assert!(matches!(err(&zero_pl), MetainfoError::Invalid { field: "piece length", .. }));
+        assert!(matches!(
+            err(&zero_pl),
+            MetainfoError::Invalid {
+                field: "piece length",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -620,26 +651,60 @@ mod tests {
         // 40000 bytes need 3 pieces; claim 2.
         let bytes = single(40000).replace_bytes(b"6:pieces60:", b"6:pieces40:");
         let bytes = [&bytes[..bytes.len() - 22], b"ee"].concat();
-        assert!(matches!(err(&bytes), MetainfoError::PiecesLength { expected: 60, actual: 40, .. }));
+        assert!(matches!(
+            err(&bytes),
+            MetainfoError::PiecesLength {
+                expected: 60,
+                actual: 40,
+                ..
+            }
+        ));
         let odd = single(10).replace_bytes(b"6:pieces20:", b"6:pieces19:");
         let odd = [&odd[..odd.len() - 3], b"ee"].concat();
-        assert!(matches!(err(&odd), MetainfoError::Invalid { field: "pieces", .. }));
+        assert!(matches!(
+            err(&odd),
+            MetainfoError::Invalid {
+                field: "pieces",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn rejects_invalid_bencode() {
         let good = single(10);
-        assert!(matches!(err(&good[..good.len() - 1]), MetainfoError::Bencode(_)), "truncated");
-        assert_eq!(err(&[&good[..], b"x"].concat()), MetainfoError::TrailingData);
-        assert_eq!(err(&[&good[..], b"i1e"].concat()), MetainfoError::TrailingData);
+        assert!(
+            matches!(err(&good[..good.len() - 1]), MetainfoError::Bencode(_)),
+            "truncated"
+        );
+        assert_eq!(
+            err(&[&good[..], b"x"].concat()),
+            MetainfoError::TrailingData
+        );
+        assert_eq!(
+            err(&[&good[..], b"i1e"].concat()),
+            MetainfoError::TrailingData
+        );
         assert!(matches!(err(b""), MetainfoError::Bencode(_)));
         assert!(matches!(err(b"i1e"), MetainfoError::Bencode(_)));
         let deep = [vec![b'l'; 100_000], vec![b'e'; 100_000]].concat();
-        assert!(matches!(err(&[b"d1:x".as_slice(), &deep, b"e"].concat()), MetainfoError::Bencode(_)));
-        assert!(matches!(err(b"d4:info99999999999999999999:xe"), MetainfoError::Bencode(_)));
-        assert!(matches!(err(b"d4:infod4:name18446744073709551616:e"), MetainfoError::Bencode(_)));
+        assert!(matches!(
+            err(&[b"d1:x".as_slice(), &deep, b"e"].concat()),
+            MetainfoError::Bencode(_)
+        ));
+        assert!(matches!(
+            err(b"d4:info99999999999999999999:xe"),
+            MetainfoError::Bencode(_)
+        ));
+        assert!(matches!(
+            err(b"d4:infod4:name18446744073709551616:e"),
+            MetainfoError::Bencode(_)
+        ));
         // Unsorted keys are not canonical bencode.
-        assert!(matches!(err(b"d4:infod4:name1:a6:lengthi1eee"), MetainfoError::Bencode(_)));
+        assert!(matches!(
+            err(b"d4:infod4:name1:a6:lengthi1eee"),
+            MetainfoError::Bencode(_)
+        ));
         assert_eq!(err(b"de"), MetainfoError::Missing("info"));
     }
 

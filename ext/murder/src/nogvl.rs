@@ -80,7 +80,10 @@ where
         let wake = unsafe { &*(data as *const Sender<Event<R>>) };
         let _ = wake.send(Event::Wake);
     }
-    let mut state = Call { f: Some(f), out: None };
+    let mut state = Call {
+        f: Some(f),
+        out: None,
+    };
     unsafe {
         rb_sys::rb_thread_call_without_gvl2(
             Some(call::<F, T>),

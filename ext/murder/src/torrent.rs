@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use magnus::{function, method, prelude::*, block::Proc, Error, RModule, RString, Ruby};
+use magnus::{block::Proc, function, method, prelude::*, Error, RModule, RString, Ruby};
 use murder_core::hashing::{check_pieces, DataSource};
 use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
 

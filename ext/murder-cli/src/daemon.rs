@@ -1,0 +1,180 @@
+//! Running detached with a pidfile, and stopping by pidfile: what Murder did
+//! with `screen` and `pkill -f`, without their failure modes. A pidfile
+//! holds the pid and the process's start time, so a stop never signals an
+//! unrelated process that reused the pid, and a stop with nothing running
+//! succeeds quietly.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The start time of a live process in clock ticks since boot
+/// (/proc/PID/stat, field 22): with the pid, it names one process for good.
+/// `None` for a process that is gone or a zombie.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields follow its ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// A pidfile that this process wrote and removes when dropped.
+pub struct Pidfile {
+    path: PathBuf,
+    contents: String,
+}
+
+impl Pidfile {
+    pub fn write(path: &Path) -> Result<Pidfile, String> {
+        let pid = std::process::id() as i32;
+        let contents = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
+        murder_core::layout::write_atomically(path, contents.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(Pidfile {
+            path: path.to_path_buf(),
+            contents,
+        })
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        // Only our own: a newer daemon may have replaced it.
+        if std::fs::read_to_string(&self.path).ok().as_deref() == Some(&self.contents) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What the detached child tells the parent waiting in the foreground.
+pub struct Ready(Option<File>);
+
+impl Ready {
+    /// The foreground process prints `message` and exits 0.
+    pub fn ok(mut self, message: &str) {
+        if let Some(mut pipe) = self.0.take() {
+            let _ = pipe.write_all(format!("ok {message}").as_bytes());
+        }
+    }
+
+    /// Not detached: print the message here.
+    pub fn foreground() -> Ready {
+        Ready(None)
+    }
+
+    /// Tells the foreground process (if any) that all is well; it prints
+    /// `message` there. Without detaching, prints it here.
+    pub fn report(self, message: &str) {
+        if self.0.is_some() {
+            self.ok(message)
+        } else {
+            println!("{message}");
+        }
+    }
+}
+
+/// Forks into the background. Returns in the child, which runs on with no
+/// terminal, stdio on `log` (or /dev/null), in its own session. The parent
+/// waits until the child calls `Ready::ok` (and exits 0 printing its
+/// message) or dies (and exits 1). Call before starting any threads.
+pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
+    let log_file = match log {
+        Some(path) => OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        None => File::options()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?,
+    };
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on fds we own; fork happens before any thread.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        let (read_end, write_end) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        match libc::fork() {
+            -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => {
+                drop(read_end);
+                libc::setsid();
+                let null_in = File::open("/dev/null").map_err(|e| e.to_string())?;
+                libc::dup2(null_in.as_raw_fd(), 0);
+                libc::dup2(log_file.as_raw_fd(), 1);
+                libc::dup2(log_file.as_raw_fd(), 2);
+                Ok(Ready(Some(File::from(write_end))))
+            }
+            child => {
+                drop(write_end);
+                let mut message = String::new();
+                let _ = File::from(read_end).read_to_string(&mut message);
+                match message.strip_prefix("ok ") {
+                    Some(text) => {
+                        if !text.is_empty() {
+                            println!("{text}");
+                        }
+                        std::process::exit(0)
+                    }
+                    None => {
+                        let mut status = 0;
+                        libc::waitpid(child, &mut status, 0);
+                        let hint = log.map_or(String::new(), |p| format!(" (see {})", p.display()));
+                        Err(format!("the background process failed to start{hint}"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stops the process named by `pidfile`: SIGTERM, then SIGKILL after
+/// `grace`. Succeeds when nothing runs; removes the pidfile either way.
+pub fn stop(pidfile: &Path, grace: Duration) -> Result<&'static str, String> {
+    let text = match std::fs::read_to_string(pidfile) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("not running"),
+        Err(e) => return Err(format!("{}: {e}", pidfile.display())),
+    };
+    let mut fields = text.split_whitespace();
+    let pid: Option<i32> = fields
+        .next()
+        .and_then(|p| p.parse().ok())
+        .filter(|&p| p > 1);
+    let started: Option<u64> = fields.next().and_then(|s| s.parse().ok());
+    let alive =
+        |pid: i32| start_time(pid).is_some_and(|t| Some(t) == started || started == Some(0));
+    let outcome = match pid {
+        Some(pid) if alive(pid) => {
+            // SAFETY: kill(2) on a pid we just checked is the pidfile's process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + grace;
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if alive(pid) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                while alive(pid) && Instant::now() < deadline + Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                "killed"
+            } else {
+                "stopped"
+            }
+        }
+        _ => "not running (stale pidfile removed)",
+    };
+    match std::fs::remove_file(pidfile) {
+        Ok(()) => Ok(outcome),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(outcome),
+        Err(e) => Err(format!("{}: {e}", pidfile.display())),
+    }
+}

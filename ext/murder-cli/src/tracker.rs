@@ -1,0 +1,92 @@
+//! `murder tracker`: the HTTP tracker, in the foreground or as a daemon.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use murder_core::tracker::{self, Tracker, TrackerConfig, DEFAULT_PORT};
+
+use crate::daemon::{self, Pidfile, Ready};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TCP port to serve on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Allow a torrent: a .torrent file or a 40-digit hex info-hash (repeatable).
+    #[arg(long, value_name = "FILE_OR_HASH")]
+    allow: Vec<String>,
+    /// Allow every .torrent in DIR; re-read when it changes.
+    #[arg(long, value_name = "DIR")]
+    allow_dir: Option<PathBuf>,
+    /// Seconds between announces that peers are told to keep.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    interval: u64,
+    /// Forget peers silent for this many seconds [default: 2 × interval].
+    #[arg(long)]
+    peer_timeout: Option<u64>,
+    /// Peers handed out when a client names no numwant.
+    #[arg(long, default_value_t = 50)]
+    numwant: usize,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Write the process id here (removed on exit); `murder stop --pidfile` stops it.
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+    /// Run in the background (needs --pidfile).
+    #[arg(long, requires = "pidfile")]
+    daemon: bool,
+    /// Where a daemon writes its log [default: nowhere].
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(dir) = &args.allow_dir {
+        if !dir.is_dir() {
+            return Err(format!("--allow-dir {}: not a directory", dir.display()).into());
+        }
+    }
+    let config = TrackerConfig {
+        interval: Duration::from_secs(args.interval),
+        peer_timeout: args.peer_timeout.map(Duration::from_secs),
+        default_numwant: args.numwant,
+        allow_dir: args.allow_dir.clone(),
+        max_connections: args.max_connections,
+        ..TrackerConfig::default()
+    };
+    let tracker = Tracker::new(config);
+    for spec in &args.allow {
+        tracker.allow(spec)?;
+    }
+    tracker.reload_allow_dir()?;
+    // Bind before detaching, so a taken port fails in the foreground.
+    let bind = SocketAddr::new(args.bind, args.port);
+    let listener = std::net::TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+
+    let ready = if args.daemon {
+        daemon::detach(args.log.as_deref())?
+    } else {
+        Ready::foreground()
+    };
+    let _pidfile = args.pidfile.as_deref().map(Pidfile::write).transpose()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let allowed = tracker.stats().torrents.len();
+        ready.report(&format!(
+            "murder tracker on http://{addr}/announce ({allowed} torrents allowed)"
+        ));
+        tracker::run(listener, tracker, crate::signals::terminated()).await?;
+        Ok(())
+    })
+}

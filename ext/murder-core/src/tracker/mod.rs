@@ -1,0 +1,302 @@
+//! An HTTP BitTorrent tracker (BEP 3, 7, 23, 48) for deploys: allow-listed,
+//! short intervals, peer handout that spreads a swarm fast. Twitter's Murder
+//! ran BitTornado's tracker as a separate Python process; this one runs in
+//! the `murder` command or inside a Ruby process.
+
+mod http;
+mod page;
+pub mod request;
+pub mod swarm;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::metainfo::Metainfo;
+pub use request::InfoHash;
+use swarm::Registry;
+pub use swarm::{AllowSource, Stats};
+
+pub const DEFAULT_PORT: u16 = 8998;
+
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// How often peers re-announce (Murder: 15 s).
+    pub interval: Duration,
+    /// Peers silent for longer are forgotten (default 2 × interval).
+    pub peer_timeout: Option<Duration>,
+    /// Peers handed out when the request names no `numwant`.
+    pub default_numwant: usize,
+    /// Most peers handed out whatever `numwant` asks.
+    pub max_numwant: usize,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A directory of .torrent files to allow, re-read when it changes.
+    pub allow_dir: Option<PathBuf>,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            interval: Duration::from_secs(15),
+            peer_timeout: None,
+            default_numwant: 50,
+            max_numwant: 500,
+            max_connections: 512,
+            allow_dir: None,
+        }
+    }
+}
+
+impl TrackerConfig {
+    pub fn peer_timeout(&self) -> Duration {
+        self.peer_timeout.unwrap_or(self.interval * 2)
+    }
+}
+
+/// The tracker's state, shared by its connections and its owner.
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: TrackerConfig,
+    registry: Mutex<Registry>,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Tracker {
+            inner: Arc::new(Inner {
+                config,
+                registry: Mutex::new(Registry::default()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.inner.config
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the map half-changed
+        // in a way that matters more than losing the tracker; keep serving.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Allows the torrent; its name and size show on the status page.
+    pub fn allow_torrent(&self, torrent: &Metainfo) {
+        self.allow_with_source(torrent, AllowSource::Given);
+    }
+
+    fn allow_with_source(&self, torrent: &Metainfo, source: AllowSource) {
+        self.registry().allow(
+            torrent.info_hash(),
+            torrent.name.clone(),
+            Some(torrent.total_length()),
+            source,
+        );
+    }
+
+    /// Allows a torrent by its hex info-hash.
+    pub fn allow_hex(&self, hex_hash: &str) -> Result<InfoHash> {
+        let hash = parse_hex_hash(hex_hash)?;
+        self.registry().allow(
+            hash,
+            hex_hash.to_ascii_lowercase(),
+            None,
+            AllowSource::Given,
+        );
+        Ok(hash)
+    }
+
+    /// Allows what `spec` names: a .torrent file, or a 40-digit hex info-hash.
+    pub fn allow(&self, spec: &str) -> Result<InfoHash> {
+        if spec.len() == 40
+            && spec.bytes().all(|b| b.is_ascii_hexdigit())
+            && !Path::new(spec).exists()
+        {
+            return self.allow_hex(spec);
+        }
+        let torrent = Metainfo::load(spec)?;
+        self.allow_torrent(&torrent);
+        Ok(torrent.info_hash())
+    }
+
+    pub fn is_allowed(&self, hash: &InfoHash) -> bool {
+        self.registry().is_allowed(hash)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.registry()
+            .stats(tokio::time::Instant::now().into_std())
+    }
+
+    /// Loads every .torrent in the allow directory and drops the entries of
+    /// files that are gone. Unreadable files are skipped with a warning.
+    pub fn reload_allow_dir(&self) -> Result<()> {
+        let Some(dir) = self.inner.config.allow_dir.clone() else {
+            return Ok(());
+        };
+        let mut keep = Vec::new();
+        for path in torrent_files(&dir)?.into_iter().map(|(p, _)| p) {
+            match Metainfo::load(&path) {
+                Ok(t) => {
+                    self.allow_with_source(&t, AllowSource::Dir(dir.clone()));
+                    keep.push(t.info_hash());
+                }
+                Err(e) => tracing::warn!("allow-dir: skipping {}: {e}", path.display()),
+            }
+        }
+        self.registry().retain_dir_entries(&dir, &keep);
+        Ok(())
+    }
+}
+
+pub fn parse_hex_hash(text: &str) -> Result<InfoHash> {
+    let mut hash = [0u8; 20];
+    hex::decode_to_slice(text, &mut hash).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{text:?} is neither a .torrent file nor a 40-digit hex info-hash"
+        ))
+    })?;
+    Ok(hash)
+}
+
+/// The .torrent files of `dir` with their modification times, sorted.
+fn torrent_files(dir: &Path) -> Result<Vec<(PathBuf, Option<SystemTime>)>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "torrent"))
+        .map(|p| {
+            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            (p, mtime)
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Serves until `shutdown` resolves: the HTTP tracker, the expiry of silent
+/// peers and, if configured, the watch on the allow directory.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    tracker: Tracker,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    tracker.reload_allow_dir()?;
+    let housekeeping = tokio::spawn(housekeeping(tracker.clone()));
+    let served = http::serve(listener, tracker, shutdown).await;
+    housekeeping.abort();
+    served.map_err(|e| Error::io("tracker", e))
+}
+
+async fn housekeeping(tracker: Tracker) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seen_dir = None;
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now().into_std();
+        tracker
+            .registry()
+            .expire(now, tracker.config().peer_timeout());
+        if let Some(dir) = &tracker.config().allow_dir {
+            let listing = torrent_files(dir).ok();
+            if listing != seen_dir {
+                if let Err(e) = tracker.reload_allow_dir() {
+                    tracing::warn!("allow-dir: {e}");
+                }
+                seen_dir = listing;
+            }
+        }
+    }
+}
+
+/// A tracker serving on its own thread, for embedding (Ruby, tests).
+/// Stopping it (or dropping it) closes the port before returning.
+pub struct TrackerServer {
+    tracker: Tracker,
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl TrackerServer {
+    pub fn start(bind: SocketAddr, config: TrackerConfig) -> Result<Self> {
+        let listener =
+            std::net::TcpListener::bind(bind).map_err(|e| Error::io(bind.to_string(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(bind.to_string(), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(bind.to_string(), e))?;
+        let tracker = Tracker::new(config);
+        tracker.reload_allow_dir()?;
+        let (tx, rx) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let served = tracker.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("murder-tracker-{}", local_addr.port()))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| Error::io("tracker", e))?;
+                    run(listener, served, async {
+                        let _ = rx.await;
+                    })
+                    .await
+                })
+            })
+            .map_err(|e| Error::io("tracker thread", e))?;
+        Ok(TrackerServer {
+            tracker,
+            local_addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops serving and waits until the port is closed.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Internal("tracker thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TrackerServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

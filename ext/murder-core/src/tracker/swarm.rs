@@ -1,0 +1,373 @@
+//! The tracker's state: the allow-listed torrents and, for each, the peers
+//! that announced recently. Peer handout is where a tracker helps a fast
+//! deploy: never the asking peer itself, a random mix of seeds and
+//! downloaders for a downloader, only downloaders for a seed.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::request::{Announce, Event, InfoHash, PeerId};
+
+/// Where an allow-list entry came from: entries from a watched directory go
+/// away when their file does; the others stay until the tracker stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowSource {
+    Given,
+    Dir(PathBuf),
+}
+
+#[derive(Debug)]
+struct Peer {
+    addr: SocketAddr,
+    left: u64,
+    uploaded: u64,
+    downloaded: u64,
+    last_seen: Instant,
+    counted_complete: bool,
+}
+
+#[derive(Debug)]
+struct Swarm {
+    name: String,
+    total_length: Option<u64>,
+    source: AllowSource,
+    peers: HashMap<PeerId, Peer>,
+    /// How many peers announced `completed` (the scrape's `downloaded`).
+    completed: u64,
+}
+
+impl Swarm {
+    fn counts(&self) -> (usize, usize) {
+        let seeds = self.peers.values().filter(|p| p.left == 0).count();
+        (seeds, self.peers.len() - seeds)
+    }
+}
+
+/// What an announce gets back.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub peers: Vec<(PeerId, SocketAddr)>,
+    pub complete: usize,
+    pub incomplete: usize,
+}
+
+/// Scrape counts of one torrent (BEP 48).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    pub complete: usize,
+    pub incomplete: usize,
+    pub downloaded: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub torrents: Vec<TorrentStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TorrentStats {
+    pub info_hash: String,
+    pub name: String,
+    pub total_length: Option<u64>,
+    pub seeds: usize,
+    pub downloaders: usize,
+    pub completed: u64,
+    /// Bytes still missing, summed over the peers of the swarm.
+    pub bytes_left: u64,
+    pub peers: Vec<PeerStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerStats {
+    pub ip: String,
+    pub port: u16,
+    pub left: u64,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub percent_done: Option<f64>,
+    pub seconds_since_announce: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    torrents: HashMap<InfoHash, Swarm>,
+}
+
+impl Registry {
+    /// Adds a torrent to the allow-list (or refreshes its name and size).
+    pub fn allow(
+        &mut self,
+        hash: InfoHash,
+        name: String,
+        total_length: Option<u64>,
+        source: AllowSource,
+    ) {
+        let swarm = self.torrents.entry(hash).or_insert_with(|| Swarm {
+            name: name.clone(),
+            total_length,
+            source: source.clone(),
+            peers: HashMap::new(),
+            completed: 0,
+        });
+        swarm.name = name;
+        swarm.total_length = total_length.or(swarm.total_length);
+        // A torrent also given explicitly outlives its directory file.
+        if source == AllowSource::Given {
+            swarm.source = AllowSource::Given;
+        }
+    }
+
+    pub fn is_allowed(&self, hash: &InfoHash) -> bool {
+        self.torrents.contains_key(hash)
+    }
+
+    /// Keeps, of the entries that came from `dir`, only those in `keep`.
+    pub fn retain_dir_entries(&mut self, dir: &PathBuf, keep: &[InfoHash]) {
+        self.torrents.retain(|hash, swarm| {
+            swarm.source != AllowSource::Dir(dir.clone()) || keep.contains(hash)
+        });
+    }
+
+    /// Records an announce and picks peers for the reply. `from` is the
+    /// address the request came from, used when the peer names no `ip`.
+    pub fn announce(
+        &mut self,
+        request: &Announce,
+        from: IpAddr,
+        numwant: usize,
+        now: Instant,
+    ) -> Option<Reply> {
+        let swarm = self.torrents.get_mut(&request.info_hash)?;
+        let ip = request.ip.unwrap_or(from);
+        if request.event == Event::Stopped {
+            swarm.peers.remove(&request.peer_id);
+        } else {
+            let peer = swarm.peers.entry(request.peer_id).or_insert(Peer {
+                addr: SocketAddr::new(ip, request.port),
+                left: request.left,
+                uploaded: 0,
+                downloaded: 0,
+                last_seen: now,
+                counted_complete: false,
+            });
+            peer.addr = SocketAddr::new(ip, request.port);
+            peer.left = request.left;
+            peer.uploaded = request.uploaded;
+            peer.downloaded = request.downloaded;
+            peer.last_seen = now;
+            if request.event == Event::Completed && !peer.counted_complete {
+                peer.counted_complete = true;
+                swarm.completed += 1;
+            }
+        }
+        let (complete, incomplete) = swarm.counts();
+        let mut reply = Reply {
+            peers: Vec::new(),
+            complete,
+            incomplete,
+        };
+        if request.event == Event::Stopped || numwant == 0 {
+            return Some(reply);
+        }
+        let asking_seed = request.left == 0;
+        let mut candidates: Vec<(PeerId, SocketAddr)> = swarm
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != request.peer_id && !(asking_seed && p.left == 0))
+            .map(|(id, p)| (*id, p.addr))
+            .collect();
+        // A random pick, so that downloaders spread over the whole swarm.
+        let take = numwant.min(candidates.len());
+        for i in 0..take {
+            let j = fastrand::usize(i..candidates.len());
+            candidates.swap(i, j);
+        }
+        candidates.truncate(take);
+        reply.peers = candidates;
+        Some(reply)
+    }
+
+    pub fn scrape(&self, hash: &InfoHash) -> Option<ScrapeCounts> {
+        self.torrents.get(hash).map(|s| {
+            let (complete, incomplete) = s.counts();
+            ScrapeCounts {
+                complete,
+                incomplete,
+                downloaded: s.completed,
+            }
+        })
+    }
+
+    pub fn hashes(&self) -> Vec<InfoHash> {
+        self.torrents.keys().copied().collect()
+    }
+
+    /// Forgets peers that have not announced within `timeout`.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) {
+        for swarm in self.torrents.values_mut() {
+            swarm
+                .peers
+                .retain(|_, p| now.saturating_duration_since(p.last_seen) <= timeout);
+        }
+    }
+
+    pub fn stats(&self, now: Instant) -> Stats {
+        let mut torrents: Vec<TorrentStats> = self
+            .torrents
+            .iter()
+            .map(|(hash, s)| {
+                let (seeds, downloaders) = s.counts();
+                let mut peers: Vec<PeerStats> = s
+                    .peers
+                    .values()
+                    .map(|p| PeerStats {
+                        ip: p.addr.ip().to_string(),
+                        port: p.addr.port(),
+                        left: p.left,
+                        uploaded: p.uploaded,
+                        downloaded: p.downloaded,
+                        percent_done: s.total_length.filter(|&t| t > 0).map(|t| {
+                            let done = t.saturating_sub(p.left) as f64 / t as f64;
+                            // Floor: 99.99% must not show as done.
+                            (done * 1000.0).floor() / 10.0
+                        }),
+                        seconds_since_announce: now
+                            .saturating_duration_since(p.last_seen)
+                            .as_secs_f64(),
+                    })
+                    .collect();
+                peers.sort_by(|a, b| (&a.ip, a.port).cmp(&(&b.ip, b.port)));
+                TorrentStats {
+                    info_hash: hex::encode(hash),
+                    name: s.name.clone(),
+                    total_length: s.total_length,
+                    seeds,
+                    downloaders,
+                    completed: s.completed,
+                    bytes_left: s.peers.values().map(|p| p.left).sum(),
+                    peers,
+                }
+            })
+            .collect();
+        torrents.sort_by(|a, b| (&a.name, &a.info_hash).cmp(&(&b.name, &b.info_hash)));
+        Stats { torrents }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: InfoHash = [1; 20];
+
+    fn announce(id: u8, left: u64, event: Event) -> Announce {
+        Announce {
+            info_hash: HASH,
+            peer_id: [id; 20],
+            port: 6000 + id as u16,
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event,
+            numwant: None,
+            ip: None,
+            compact: true,
+            no_peer_id: false,
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::default();
+        r.allow(HASH, "rel".into(), Some(100), AllowSource::Given);
+        r
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn unknown_torrents_get_nothing() {
+        let mut r = Registry::default();
+        assert!(r
+            .announce(&announce(1, 0, Event::Started), LOCAL, 50, Instant::now())
+            .is_none());
+        assert!(r.stats(Instant::now()).torrents.is_empty());
+    }
+
+    #[test]
+    fn handout_excludes_self_and_seeds_get_only_downloaders() {
+        let mut r = registry();
+        let now = Instant::now();
+        r.announce(&announce(1, 0, Event::Started), LOCAL, 50, now)
+            .unwrap();
+        r.announce(&announce(2, 0, Event::Started), LOCAL, 50, now)
+            .unwrap();
+        for id in 3..10 {
+            r.announce(&announce(id, 100, Event::Started), LOCAL, 50, now)
+                .unwrap();
+        }
+        let seed = r
+            .announce(&announce(1, 0, Event::None), LOCAL, 50, now)
+            .unwrap();
+        assert_eq!(seed.peers.len(), 7);
+        assert!(seed.peers.iter().all(|(id, _)| id[0] >= 3));
+        let leech = r
+            .announce(&announce(3, 50, Event::None), LOCAL, 50, now)
+            .unwrap();
+        assert_eq!(leech.peers.len(), 8);
+        assert!(leech.peers.iter().all(|(id, _)| id[0] != 3));
+        assert_eq!((leech.complete, leech.incomplete), (2, 7));
+        let few = r
+            .announce(&announce(4, 50, Event::None), LOCAL, 3, now)
+            .unwrap();
+        assert_eq!(few.peers.len(), 3);
+    }
+
+    #[test]
+    fn the_announced_ip_wins_over_the_source_address() {
+        let mut r = registry();
+        let mut a = announce(1, 0, Event::Started);
+        a.ip = Some("10.9.8.7".parse().unwrap());
+        r.announce(&a, LOCAL, 50, Instant::now());
+        let other = r
+            .announce(&announce(2, 10, Event::Started), LOCAL, 50, Instant::now())
+            .unwrap();
+        assert_eq!(other.peers[0].1, "10.9.8.7:6001".parse().unwrap());
+    }
+
+    #[test]
+    fn completed_is_counted_once_and_stopped_peers_leave() {
+        let mut r = registry();
+        let now = Instant::now();
+        r.announce(&announce(1, 0, Event::Completed), LOCAL, 50, now);
+        r.announce(&announce(1, 0, Event::Completed), LOCAL, 50, now);
+        r.announce(&announce(2, 10, Event::Started), LOCAL, 50, now);
+        assert_eq!(
+            r.scrape(&HASH),
+            Some(ScrapeCounts {
+                complete: 1,
+                incomplete: 1,
+                downloaded: 1
+            })
+        );
+        r.announce(&announce(2, 10, Event::Stopped), LOCAL, 50, now);
+        assert_eq!(r.scrape(&HASH).unwrap().incomplete, 0);
+        let stats = r.stats(now);
+        assert_eq!(stats.torrents[0].peers.len(), 1);
+        assert_eq!(stats.torrents[0].peers[0].percent_done, Some(100.0));
+    }
+
+    #[test]
+    fn silent_peers_expire() {
+        let mut r = registry();
+        let then = Instant::now();
+        r.announce(&announce(1, 0, Event::Started), LOCAL, 50, then);
+        r.expire(then + Duration::from_secs(10), Duration::from_secs(30));
+        assert_eq!(r.scrape(&HASH).unwrap().complete, 1);
+        r.expire(then + Duration::from_secs(31), Duration::from_secs(30));
+        assert_eq!(r.scrape(&HASH).unwrap().complete, 0);
+    }
+}

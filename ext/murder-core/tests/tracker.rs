@@ -1,0 +1,370 @@
+//! The tracker over real sockets on 127.0.0.1: the protocol, the allow-list,
+//! and hostile clients.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use murder_core::tracker::{TrackerConfig, TrackerServer};
+
+const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn start(config: TrackerConfig) -> TrackerServer {
+    let server = TrackerServer::start("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    server.tracker().allow_hex(HASH).unwrap();
+    server
+}
+
+fn escaped(hex_hash: &str) -> String {
+    hex::decode(hex_hash)
+        .unwrap()
+        .iter()
+        .map(|b| format!("%{b:02X}"))
+        .collect()
+}
+
+fn announce_query(hash: &str, peer: u8, port: u16, left: u64, extra: &str) -> String {
+    format!(
+        "/announce?info_hash={}&peer_id=-MU0100-{:012}&port={port}&uploaded=0&downloaded=0&left={left}{extra}",
+        escaped(hash),
+        peer
+    )
+}
+
+/// One GET over a fresh connection; the whole response (head and body).
+fn get(addr: SocketAddr, target: &str) -> (String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    (
+        String::from_utf8_lossy(&raw[..split]).into_owned(),
+        raw[split + 4..].to_vec(),
+    )
+}
+
+fn body(addr: SocketAddr, target: &str) -> Vec<u8> {
+    get(addr, target).1
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn announces_hand_out_peers_compact_and_as_dicts() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    let seed = body(
+        addr,
+        &announce_query(HASH, 1, 7001, 0, "&event=started&ip=10.0.0.1"),
+    );
+    assert_eq!(
+        seed,
+        b"d8:completei1e10:incompletei0e8:intervali15e12:min intervali8e5:peers0:e"
+    );
+    let leech = body(addr, &announce_query(HASH, 2, 7002, 5, "&event=started"));
+    // The seed at 10.0.0.1:7001 (0x1B59), compact.
+    assert!(
+        contains(&leech, b"5:peers6:\x0a\x00\x00\x01\x1b\x59"),
+        "{leech:?}"
+    );
+    let dicts = body(addr, &announce_query(HASH, 3, 7003, 5, "&compact=0"));
+    assert!(
+        contains(
+            &dicts,
+            b"d2:ip8:10.0.0.17:peer id20:-MU0100-0000000000014:porti7001ee"
+        ),
+        "{}",
+        String::from_utf8_lossy(&dicts)
+    );
+    assert!(contains(
+        &dicts,
+        b"d2:ip9:127.0.0.17:peer id20:-MU0100-0000000000024:porti7002ee"
+    ));
+    assert!(
+        !contains(&dicts, b"-MU0100-000000000003"),
+        "never the asking peer"
+    );
+    let v6 = body(addr, &announce_query(HASH, 4, 7004, 0, "&ip=%3A%3A1"));
+    assert!(contains(&v6, b"5:peers"));
+    let other = body(addr, &announce_query(HASH, 5, 7005, 5, ""));
+    assert!(
+        contains(
+            &other,
+            b"6:peers618:\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x1b\x5c"
+        ),
+        "{other:?}"
+    );
+    let scrape = body(addr, &format!("/scrape?info_hash={}", escaped(HASH)));
+    let key = [b"d5:filesd20:".as_slice(), &hex::decode(HASH).unwrap()].concat();
+    assert!(scrape.starts_with(&key));
+    assert!(
+        contains(&scrape, b"d8:completei2e10:downloadedi0e10:incompletei3ee"),
+        "{}",
+        String::from_utf8_lossy(&scrape)
+    );
+}
+
+#[test]
+fn numwant_is_honoured_and_capped() {
+    let server = start(TrackerConfig {
+        max_numwant: 5,
+        ..TrackerConfig::default()
+    });
+    let addr = server.local_addr();
+    for peer in 0..12 {
+        body(addr, &announce_query(HASH, peer, 8000 + peer as u16, 1, ""));
+    }
+    let three = body(addr, &announce_query(HASH, 0, 8000, 1, "&numwant=3"));
+    assert!(contains(&three, b"5:peers18:"));
+    let huge = body(
+        addr,
+        &announce_query(HASH, 0, 8000, 1, "&numwant=99999999999999999999"),
+    );
+    assert!(
+        contains(&huge, b"failure reason"),
+        "absurd numwant is refused"
+    );
+    let many = body(addr, &announce_query(HASH, 0, 8000, 1, "&numwant=100000"));
+    assert!(contains(&many, b"5:peers30:"), "capped at 5 peers");
+}
+
+#[test]
+fn unknown_torrents_get_a_failure_and_stay_out_of_stats() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    let other = "fedcba9876543210fedcba9876543210fedcba98";
+    let reply = body(addr, &announce_query(other, 1, 7001, 0, "&event=started"));
+    assert_eq!(
+        reply,
+        b"d14:failure reason35:torrent not allowed on this trackere"
+    );
+    let stats = String::from_utf8(body(addr, "/stats.json")).unwrap();
+    assert!(stats.contains(HASH) && !stats.contains(other), "{stats}");
+    let scrape = body(addr, &format!("/scrape?info_hash={}", escaped(other)));
+    assert_eq!(scrape, b"d5:filesdee");
+}
+
+#[test]
+fn malformed_requests_get_failure_reasons() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    for (target, reason) in [
+        ("/announce".to_string(), "missing info_hash"),
+        (
+            "/announce?info_hash=abc&peer_id=x&port=1&left=0".to_string(),
+            "info_hash must be 20 bytes, got 3",
+        ),
+        (
+            announce_query(HASH, 1, 7001, 0, "&port=http"),
+            "port must be a non-negative integer",
+        ),
+        (
+            announce_query(HASH, 1, 7001, 0, "&left=-5"),
+            "left must be a non-negative integer",
+        ),
+        (
+            announce_query(HASH, 1, 7001, 0, "&event=%00%ff"),
+            "event must be started, completed, stopped or empty",
+        ),
+        (
+            format!("/announce?{}", "x".repeat(5000)),
+            "request URI too long",
+        ),
+        (
+            "/scrape?info_hash=%00".to_string(),
+            "info_hash must be 20 bytes, got 1",
+        ),
+    ] {
+        let reply = String::from_utf8_lossy(&body(addr, &target)).into_owned();
+        assert_eq!(
+            reply,
+            format!("d14:failure reason{}:{reason}e", reason.len()),
+            "{target:.80}"
+        );
+    }
+    let (head, _) = get(addr, "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"));
+    let (head, page) = get(addr, "/");
+    assert!(head.contains("text/html"));
+    assert!(String::from_utf8(page).unwrap().contains(HASH));
+    assert_eq!(body(addr, "/health"), b"ok\n");
+}
+
+/// Sends raw bytes and reads until the server answers or closes.
+fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn garbage_and_oversized_heads_close_only_their_connection() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    let mut rng = fastrand::Rng::with_seed(1);
+    for _ in 0..200 {
+        let junk: Vec<u8> = (0..rng.usize(1..2000)).map(|_| rng.u8(..)).collect();
+        let reply = raw_exchange(addr, &junk);
+        assert!(
+            reply.is_empty() || reply.starts_with(b"HTTP/1.1 4"),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    let huge_header = format!("GET /health HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(100_000));
+    let reply = raw_exchange(addr, huge_header.as_bytes());
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&reply[..reply.len().min(100)])
+    );
+    let binary_target = raw_exchange(addr, b"GET /announce?\xff\x00 HTTP/1.1\r\n\r\n");
+    assert!(binary_target.is_empty() || binary_target.starts_with(b"HTTP/1.1 400"));
+    assert_eq!(body(addr, "/health"), b"ok\n");
+}
+
+#[test]
+fn slow_loris_clients_are_cut_off_and_others_are_served_meanwhile() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(body(addr, "/health"), b"ok\n", "others are served at once");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("ok"),
+        "no answer to a head never finished"
+    );
+}
+
+#[test]
+fn connections_are_bounded() {
+    let server = start(TrackerConfig {
+        max_connections: 4,
+        ..TrackerConfig::default()
+    });
+    let addr = server.local_addr();
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = TcpStream::connect(addr).unwrap(); // sits in the backlog
+    waiting
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        waiting.read(&mut buf).is_err(),
+        "served beyond the connection limit"
+    );
+    drop(idle);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = Vec::new();
+    waiting.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).ends_with("ok\n"));
+}
+
+#[test]
+fn stopping_frees_the_port_and_several_trackers_run_at_once() {
+    let mut a = start(TrackerConfig::default());
+    let b = start(TrackerConfig::default());
+    let port = a.local_addr();
+    assert_ne!(port, b.local_addr());
+    assert_eq!(body(b.local_addr(), "/health"), b"ok\n");
+    a.stop().unwrap();
+    assert!(!a.is_running());
+    assert!(TcpStream::connect(port).is_err());
+    TcpListener::bind(port).expect("port is free after stop");
+    assert_eq!(body(b.local_addr(), "/health"), b"ok\n");
+}
+
+#[test]
+fn silent_peers_expire() {
+    let server = start(TrackerConfig {
+        peer_timeout: Some(Duration::from_secs(1)),
+        ..TrackerConfig::default()
+    });
+    let addr = server.local_addr();
+    body(addr, &announce_query(HASH, 1, 7001, 0, ""));
+    assert_eq!(server.tracker().stats().torrents[0].seeds, 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(server.tracker().stats().torrents[0].seeds, 0);
+}
+
+#[test]
+fn the_allow_dir_is_reread_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, vec![5u8; 100_000]).unwrap();
+    let torrent = murder_core::create_torrent(
+        &data,
+        &murder_core::CreateOptions::new("127.0.0.1:8998"),
+        &murder_core::Progress::new(),
+    )
+    .unwrap();
+    let allow = dir.path().join("allow");
+    std::fs::create_dir(&allow).unwrap();
+    let server = TrackerServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        TrackerConfig {
+            allow_dir: Some(allow.clone()),
+            ..TrackerConfig::default()
+        },
+    )
+    .unwrap();
+    let hash = torrent.info_hash();
+    assert!(!server.tracker().is_allowed(&hash));
+    torrent.write(allow.join("data.torrent")).unwrap();
+    std::fs::write(allow.join("broken.torrent"), b"not bencode").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.tracker().is_allowed(&hash) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.tracker().is_allowed(&hash),
+        "picked up the new torrent"
+    );
+    assert_eq!(server.tracker().stats().torrents[0].name, "data.bin");
+    std::fs::remove_file(allow.join("data.torrent")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.tracker().is_allowed(&hash) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !server.tracker().is_allowed(&hash),
+        "dropped the removed torrent"
+    );
+}
