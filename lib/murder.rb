@@ -12,6 +12,7 @@ rescue LoadError => e
 end
 
 require_relative "murder/torrent"
+require_relative "murder/tracker"
 
 # BitTorrent deploys for fleets of servers.
 module Murder

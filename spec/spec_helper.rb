@@ -66,3 +66,65 @@ RSpec.configure do |config|
   config.disable_monkey_patching!
   config.order = :random
 end
+
+# Processes a test starts, ended by pid (never by name) when it is done.
+module ProcessHelpers
+  def spawn_logged(*cmd, log:)
+    pid = Process.spawn(*cmd.map(&:to_s), out: log, err: log, pgroup: true)
+    (@spawned ||= []) << pid
+    pid
+  end
+
+  def end_spawned
+    (@spawned || []).each do |pid|
+      Process.kill("TERM", -pid)
+    rescue Errno::ESRCH
+      next
+    ensure
+      begin
+        Process.wait(pid)
+      rescue Errno::ECHILD
+        nil
+      end
+    end
+  end
+
+  # Polls the block until it returns truthy or +timeout+ seconds pass.
+  def eventually(timeout: 20, interval: 0.1)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      result = yield
+      return result if result
+      raise "condition not met within #{timeout} s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep interval
+    end
+  end
+
+  # True while the process runs (a zombie waiting to be reaped has ended).
+  def process_alive?(pid)
+    state = File.read("/proc/#{pid}/stat")[/\) (\S)/, 1]
+    !%w[Z X].include?(state)
+  rescue Errno::ENOENT
+    false
+  end
+
+  def free_port
+    server = TCPServer.new("127.0.0.1", 0)
+    server.addr[1]
+  ensure
+    server&.close
+  end
+
+  def http_get(port, path)
+    Net::HTTP.get_response(URI("http://127.0.0.1:#{port}#{path}"))
+  end
+end
+
+require "net/http"
+require "socket"
+
+RSpec.configure do |config|
+  config.include ProcessHelpers
+  config.after { end_spawned }
+end

@@ -4,10 +4,12 @@ torrents made by libtorrent, for murder's interop tests.
 
   lt_tool.py info TORRENT            -> JSON: info_hash (v1), total_size, files
   lt_tool.py create PATH OUT v1|hybrid [PIECE_LENGTH]
+  lt_tool.py seed TORRENT SAVE_PATH PORT   -> seeds until killed
 """
 import json
 import os
 import sys
+import time
 
 import libtorrent as lt
 
@@ -44,6 +46,32 @@ def create(path, out, kind, piece_length=0):
         f.write(lt.bencode(ct.generate()))
 
 
+def session(port):
+    """A libtorrent session for a LAN test: TCP only, no DHT, LSD, UPnP or
+    NAT-PMP, so peers come from the tracker alone."""
+    return lt.session({
+        "listen_interfaces": "127.0.0.1:%d" % int(port),
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_incoming_utp": False,
+        "enable_outgoing_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "unchoke_slots_limit": -1,
+        "alert_mask": 0,
+    })
+
+
+def seed(torrent, save_path, port):
+    ses = session(port)
+    handle = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save_path})
+    while True:
+        status = handle.status()
+        print("%s %.1f%% peers=%d" % (status.state, status.progress * 100, status.num_peers), flush=True)
+        time.sleep(1)
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"info": info, "create": create}[cmd](*args)
+    {"info": info, "create": create, "seed": seed}[cmd](*args)

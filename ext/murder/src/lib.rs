@@ -7,10 +7,12 @@ use magnus::{Error, Ruby};
 mod errors;
 mod nogvl;
 mod torrent;
+mod tracker;
 
 #[magnus::init(name = "murder")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("Murder")?;
     torrent::define(ruby, module)?;
+    tracker::define(ruby, module)?;
     Ok(())
 }

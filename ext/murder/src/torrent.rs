@@ -83,6 +83,10 @@ fn parse(ruby: &Ruby, bytes: RString) -> Result<Torrent, Error> {
 }
 
 impl Torrent {
+    pub fn metainfo(&self) -> &murder_core::Metainfo {
+        &self.0
+    }
+
     fn info_hash(&self) -> String {
         self.0.info_hash_hex()
     }

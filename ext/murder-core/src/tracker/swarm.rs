@@ -143,8 +143,18 @@ impl Registry {
     ) -> Option<Reply> {
         let swarm = self.torrents.get_mut(&request.info_hash)?;
         let ip = request.ip.unwrap_or(from);
+        // A download counts as completed on `event=completed`, or when a
+        // peer we saw missing bytes reports none left (aria2 sends only
+        // `stopped` when it finishes with --seed-time=0).
+        let was_downloading = swarm.peers.get(&request.peer_id).map(|p| p.left > 0);
+        let finished = request.event == Event::Completed
+            || (was_downloading == Some(true) && request.left == 0);
         if request.event == Event::Stopped {
-            swarm.peers.remove(&request.peer_id);
+            if let Some(peer) = swarm.peers.remove(&request.peer_id) {
+                if finished && !peer.counted_complete {
+                    swarm.completed += 1;
+                }
+            }
         } else {
             let peer = swarm.peers.entry(request.peer_id).or_insert(Peer {
                 addr: SocketAddr::new(ip, request.port),
@@ -159,7 +169,7 @@ impl Registry {
             peer.uploaded = request.uploaded;
             peer.downloaded = request.downloaded;
             peer.last_seen = now;
-            if request.event == Event::Completed && !peer.counted_complete {
+            if finished && !peer.counted_complete {
                 peer.counted_complete = true;
                 swarm.completed += 1;
             }
@@ -355,6 +365,10 @@ mod tests {
         );
         r.announce(&announce(2, 10, Event::Stopped), LOCAL, 50, now);
         assert_eq!(r.scrape(&HASH).unwrap().incomplete, 0);
+        // Finishing without `completed`: seen downloading, then stopped with nothing left.
+        r.announce(&announce(3, 10, Event::Started), LOCAL, 50, now);
+        r.announce(&announce(3, 0, Event::Stopped), LOCAL, 50, now);
+        assert_eq!(r.scrape(&HASH).unwrap().downloaded, 2);
         let stats = r.stats(now);
         assert_eq!(stats.torrents[0].peers.len(), 1);
         assert_eq!(stats.torrents[0].peers[0].percent_done, Some(100.0));

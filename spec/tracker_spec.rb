@@ -1,0 +1,75 @@
+# frozen_string_literal: true
+
+RSpec.describe Murder::Tracker do
+  let(:torrent) { Murder::Torrent.create(sample_file, tracker: "127.0.0.1:8998") }
+
+  def announce(port, hash_hex, peer:, left:, extra: "")
+    hash = [hash_hex].pack("H*").bytes.map { |b| format("%%%02X", b) }.join
+    query = "info_hash=#{hash}&peer_id=-MU0100-#{peer.to_s.rjust(12, '0')}&port=#{6000 + peer}&left=#{left}#{extra}"
+    http_get(port, "/announce?#{query}").body
+  end
+
+  it "starts at once on a free port, tracks allowed torrents and stops, freeing the port" do
+    tracker = described_class.new(port: 0, bind: "127.0.0.1", interval: 7).start
+    port = tracker.port
+    expect(port).to be > 0
+    expect(tracker).to be_running
+    expect(tracker.allow(torrent)).to eq(torrent.info_hash)
+    expect(announce(port, torrent.info_hash, peer: 1, left: 0)).to start_with("d8:completei1e10:incompletei0e8:intervali7e")
+    announce(port, torrent.info_hash, peer: 2, left: 1000, extra: "&ip=10.1.1.2")
+    stats = tracker.stats
+    entry = stats["torrents"].first
+    expect(entry).to include("name" => "app.tgz", "info_hash" => torrent.info_hash, "seeds" => 1, "downloaders" => 1,
+                             "total_length" => 1_500_000, "bytes_left" => 1000)
+    expect(entry["peers"].map { |p| p["ip"] }).to contain_exactly("127.0.0.1", "10.1.1.2")
+    served = JSON.parse(http_get(port, "/stats.json").body)["torrents"].first
+    keys = %w[info_hash name total_length seeds downloaders completed bytes_left]
+    expect(served.slice(*keys)).to eq(entry.slice(*keys))
+    expect(http_get(port, "/").body).to include("app.tgz", "10.1.1.2")
+    tracker.stop
+    expect(tracker).not_to be_running
+    expect { TCPSocket.new("127.0.0.1", port) }.to raise_error(Errno::ECONNREFUSED)
+    TCPServer.new("127.0.0.1", port).close # the port is free again
+    expect { tracker.stop }.not_to raise_error
+  end
+
+  it "refuses torrents it was not told to allow" do
+    tracker = described_class.new(port: 0, bind: "127.0.0.1").start
+    reply = announce(tracker.port, torrent.info_hash, peer: 1, left: 0)
+    expect(reply).to eq("d14:failure reason35:torrent not allowed on this trackere")
+    expect(tracker.stats["torrents"]).to be_empty
+  ensure
+    tracker&.stop
+  end
+
+  it "allows by hex info-hash or .torrent path, and rejects anything else" do
+    tracker = described_class.new(port: 0, bind: "127.0.0.1").start
+    path = File.join(tmpdir, "t.torrent")
+    torrent.write(path)
+    expect(tracker.allow(path)).to eq(torrent.info_hash)
+    expect(tracker.allow("AB" * 20)).to eq("ab" * 20)
+    expect { tracker.allow("not-a-hash") }.to raise_error(Murder::FileError)
+    expect(tracker.stats["torrents"].size).to eq(2)
+  ensure
+    tracker&.stop
+  end
+
+  it "runs several trackers in one process while Ruby threads keep running" do
+    trackers = Array.new(3) { described_class.new(port: 0, bind: "127.0.0.1").start }
+    expect(trackers.map(&:port).uniq.size).to eq(3)
+    # Ruby itself makes the HTTP requests: the trackers serve without the GVL.
+    trackers.each { |t| expect(http_get(t.port, "/health").body).to eq("ok\n") }
+  ensure
+    trackers&.each(&:stop)
+  end
+
+  it "reports a taken port and bad options as Murder errors" do
+    first = described_class.new(port: 0, bind: "127.0.0.1").start
+    expect { described_class.new(port: first.port, bind: "127.0.0.1").start }
+      .to raise_error(Murder::FileError, /Address already in use/)
+    expect { described_class.new(bind: "not an ip").start }.to raise_error(Murder::InvalidArgument, /not an IP address/)
+    expect { described_class.new(interval: 0).start }.to raise_error(Murder::InvalidArgument)
+  ensure
+    first&.stop
+  end
+end
