@@ -2,13 +2,18 @@
 //! servers. A plain library that knows nothing of Ruby: the magnus extension
 //! and the `murder` command are thin front ends over it.
 
+pub mod bitfield;
 pub mod create;
 pub mod error;
 pub mod hashing;
 pub mod layout;
 pub mod metainfo;
+pub mod picker;
 pub mod progress;
+pub mod session;
+pub mod storage;
 pub mod tracker;
+pub mod wire;
 
 pub use create::{announce_url, auto_piece_length, create_torrent, CreateOptions};
 pub use error::{Error, MetainfoError, Result};

@@ -1,0 +1,485 @@
+//! One peer connection: the wire protocol both ways. A reader task parses
+//! messages into a small channel; this task answers them, serves blocks,
+//! keeps a deep pipeline of requests, and follows the session's events.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bendy::decoding::{Decoder, Object};
+use bendy::encoding::Encoder;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::{verify_piece, Event, Shared};
+use crate::bitfield::Bitfield;
+use crate::picker::Arrival;
+use crate::wire::{BlockRequest, Handshake, Message, MessageReader, WireError, MAX_REQUEST};
+
+/// Requests we advertise (BEP 10 `reqq`) and queue from one peer.
+const MAX_QUEUED_UPLOADS: usize = 2048;
+/// Blocks served per turn of the loop before looking at other events.
+const UPLOADS_PER_TURN: usize = 16;
+/// A peer silent this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Pipeline of a peer that stopped delivering, until it delivers again.
+const SNUBBED_PIPELINE: usize = 4;
+
+fn violation<T>(what: impl Into<String>) -> Result<T, WireError> {
+    Err(WireError::Protocol(what.into()))
+}
+
+struct Peer {
+    shared: Arc<Shared>,
+    key: u64,
+    fast: bool,
+    peer_has: Bitfield,
+    sent_have: Bitfield,
+    am_interested: bool,
+    am_choking: bool,
+    peer_choking: bool,
+    outstanding: Vec<BlockRequest>,
+    last_data: Instant,
+    last_recv: Instant,
+    last_sent: Instant,
+    pipeline: usize,
+    their_reqq: usize,
+    snubbed: bool,
+    uploads: VecDeque<BlockRequest>,
+    out: BytesMut,
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    key: u64,
+    theirs: Handshake,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WireError> {
+    let piece_count = shared.meta.piece_count();
+    let (read_half, mut write_half) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        let mut reader =
+            MessageReader::new(BufReader::with_capacity(64 * 1024, read_half), piece_count);
+        loop {
+            let message = reader.next().await;
+            let end = message.is_err();
+            if tx.send(message).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let now = Instant::now();
+    let mut peer = Peer {
+        key,
+        fast: theirs.supports_fast(),
+        peer_has: Bitfield::new(piece_count),
+        sent_have: Bitfield::new(piece_count),
+        am_interested: false,
+        am_choking: true,
+        peer_choking: true,
+        outstanding: Vec::new(),
+        last_data: now,
+        last_recv: now,
+        last_sent: now,
+        pipeline: shared.config.pipeline.max(1),
+        their_reqq: 250,
+        snubbed: false,
+        uploads: VecDeque::new(),
+        out: BytesMut::with_capacity(256 * 1024),
+        shared,
+    };
+    let mut events = peer.shared.events.subscribe();
+    let result = async {
+        peer.greet(theirs.supports_extended());
+        peer.flush(&mut write_half).await?;
+        peer.drive(&mut write_half, &mut rx, &mut events, &mut shutdown)
+            .await
+    }
+    .await;
+    reader.abort();
+    peer.leave();
+    result
+}
+
+impl Peer {
+    fn send(&mut self, message: Message) {
+        message.encode(&mut self.out);
+    }
+
+    async fn flush(&mut self, w: &mut OwnedWriteHalf) -> Result<(), WireError> {
+        if !self.out.is_empty() {
+            w.write_all(&self.out).await?;
+            self.out.clear();
+            self.last_sent = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn greet(&mut self, extended: bool) {
+        if extended {
+            let mut e = Encoder::new();
+            let payload = e
+                .emit_dict(|mut d| {
+                    d.emit_pair_with(b"m", |e| e.emit_dict(|_| Ok(())))?;
+                    d.emit_pair(b"p", self.shared.listen_port)?;
+                    d.emit_pair(b"reqq", MAX_QUEUED_UPLOADS)?;
+                    d.emit_pair(b"v", concat!("murder ", env!("CARGO_PKG_VERSION")))
+                })
+                .and_then(|_| e.get_output());
+            if let Ok(payload) = payload {
+                self.send(Message::Extended {
+                    id: 0,
+                    payload: Bytes::from(payload),
+                });
+            }
+        }
+        let have = self.shared.picker().have().clone();
+        if self.fast && have.is_complete() {
+            self.send(Message::HaveAll);
+        } else if self.fast && have.count() == 0 {
+            self.send(Message::HaveNone);
+        } else if have.count() > 0 {
+            self.send(Message::Bitfield(Bytes::from(have.to_bytes())));
+        }
+        self.sent_have = have;
+    }
+
+    async fn drive(
+        &mut self,
+        w: &mut OwnedWriteHalf,
+        rx: &mut mpsc::Receiver<Result<Message, WireError>>,
+        events: &mut broadcast::Receiver<Event>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), WireError> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                message = rx.recv() => match message {
+                    Some(Ok(m)) => {
+                        self.last_recv = Instant::now();
+                        self.handle(m)?;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                },
+                event = events.recv() => self.on_event(event)?,
+                _ = tick.tick() => self.on_tick()?,
+                _ = std::future::ready(()), if !self.uploads.is_empty() => {}
+            }
+            self.serve_uploads();
+            self.request_more();
+            self.flush(w).await?;
+        }
+    }
+
+    fn handle(&mut self, message: Message) -> Result<(), WireError> {
+        let count = self.peer_has.len();
+        match message {
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Suggest(_)
+            | Message::AllowedFast(_) => {}
+            Message::Choke => {
+                self.peer_choking = true;
+                if !self.fast {
+                    // Without the fast extension a choke drops all requests.
+                    let dropped = std::mem::take(&mut self.outstanding);
+                    self.shared.picker().release(&dropped);
+                }
+            }
+            Message::Unchoke => self.peer_choking = false,
+            Message::Interested => {
+                if self.am_choking {
+                    self.am_choking = false;
+                    self.send(Message::Unchoke);
+                }
+            }
+            Message::NotInterested => {}
+            Message::Have(piece) => {
+                if piece as usize >= count {
+                    return violation(format!("have for piece {piece} of {count}"));
+                }
+                if self.peer_has.set(piece as usize) {
+                    self.shared.picker().peer_has(piece as usize);
+                }
+                self.update_interest();
+            }
+            Message::Bitfield(bytes) => {
+                let Some(bits) = Bitfield::from_bytes(&bytes, count) else {
+                    return violation("bitfield of the wrong size");
+                };
+                self.replace_has(bits);
+            }
+            Message::HaveAll if self.fast => self.replace_has(Bitfield::full(count)),
+            Message::HaveNone if self.fast => self.replace_has(Bitfield::new(count)),
+            Message::HaveAll | Message::HaveNone | Message::Reject(_) => {
+                return violation("fast-extension message without the fast extension");
+            }
+            Message::Request(req) => self.on_request(req),
+            Message::Cancel(req) => self.uploads.retain(|r| *r != req),
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => self.on_block(piece, offset, data)?,
+            Message::Extended { id: 0, payload } => {
+                if let Some(reqq) = extended_reqq(&payload) {
+                    self.their_reqq = reqq.clamp(1, 100_000);
+                }
+            }
+            Message::Extended { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn replace_has(&mut self, bits: Bitfield) {
+        {
+            let mut picker = self.shared.picker();
+            picker.peer_left(&self.peer_has);
+            picker.peer_has_all(&bits);
+        }
+        self.peer_has = bits;
+        self.update_interest();
+    }
+
+    fn update_interest(&mut self) {
+        let want = !self.shared.is_complete() && self.shared.picker().interesting(&self.peer_has);
+        if want != self.am_interested {
+            self.am_interested = want;
+            self.send(if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            });
+        }
+    }
+
+    fn on_request(&mut self, req: BlockRequest) {
+        let layout = self.shared.storage.layout();
+        let valid = (req.piece as usize) < layout.piece_count()
+            && req.length > 0
+            && req.length <= MAX_REQUEST
+            && req.offset as u64 + req.length as u64 <= layout.piece_range(req.piece as usize).1;
+        let servable = valid
+            && !self.am_choking
+            && self.uploads.len() < MAX_QUEUED_UPLOADS
+            && self.shared.picker().have().get(req.piece as usize);
+        if servable {
+            self.uploads.push_back(req);
+        } else if self.fast {
+            self.send(Message::Reject(req));
+        }
+    }
+
+    fn serve_uploads(&mut self) {
+        for _ in 0..UPLOADS_PER_TURN {
+            let Some(req) = self.uploads.pop_front() else {
+                break;
+            };
+            let header_at = self.out.len();
+            Message::encode_piece_header(&mut self.out, req.piece, req.offset, req.length);
+            let data_at = self.out.len();
+            self.out.resize(data_at + req.length as usize, 0);
+            match self
+                .shared
+                .storage
+                .read(req.piece, req.offset, &mut self.out[data_at..])
+            {
+                Ok(()) => {
+                    self.shared
+                        .uploaded
+                        .fetch_add(req.length as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read piece {} for a peer: {e}", req.piece);
+                    self.out.truncate(header_at);
+                    if self.fast {
+                        self.send(Message::Reject(req));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_block(&mut self, piece: u32, offset: u32, data: Bytes) -> Result<(), WireError> {
+        let layout = self.shared.storage.layout();
+        let req = BlockRequest {
+            piece,
+            offset,
+            length: data.len() as u32,
+        };
+        if piece as usize >= layout.piece_count()
+            || data.len() > MAX_REQUEST as usize
+            || offset as u64 + data.len() as u64 > layout.piece_range(piece as usize).1
+        {
+            return violation("block outside its piece");
+        }
+        self.shared
+            .downloaded
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(i) = self.outstanding.iter().position(|r| *r == req) {
+            self.outstanding.swap_remove(i);
+            self.last_data = Instant::now();
+            if self.snubbed {
+                self.snubbed = false;
+                self.pipeline = self.shared.config.pipeline.max(1);
+            }
+        }
+        if !self.shared.picker().wants(&req) {
+            return Ok(());
+        }
+        if let Err(e) = self.shared.storage.write(piece, offset, &data) {
+            // A disk error is the session's problem, not this peer's.
+            tracing::error!("cannot write piece {piece}: {e}");
+            self.shared.picker().release(&[req]);
+            return Ok(());
+        }
+        let arrival = self.shared.picker().arrived(&req, self.key);
+        if let Arrival::New {
+            piece_complete,
+            others_asked,
+        } = arrival
+        {
+            if others_asked {
+                let _ = self.shared.events.send(Event::Arrived {
+                    piece,
+                    offset,
+                    from: self.key,
+                });
+            }
+            if piece_complete {
+                verify_piece(self.shared.clone(), piece);
+            }
+        }
+        Ok(())
+    }
+
+    fn request_more(&mut self) {
+        if self.peer_choking || !self.am_interested {
+            return;
+        }
+        let depth = if self.snubbed {
+            SNUBBED_PIPELINE
+        } else {
+            self.pipeline.min(self.their_reqq)
+        };
+        let room = depth.saturating_sub(self.outstanding.len());
+        // Top up in batches: fewer trips to the picker's lock.
+        if room == 0 || (room < depth / 4 && !self.outstanding.is_empty()) {
+            return;
+        }
+        let picked = self
+            .shared
+            .picker()
+            .pick(&self.peer_has, room, &self.outstanding);
+        if self.outstanding.is_empty() && !picked.is_empty() {
+            self.last_data = Instant::now();
+        }
+        for req in picked {
+            self.send(Message::Request(req));
+            self.outstanding.push(req);
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        event: Result<Event, broadcast::error::RecvError>,
+    ) -> Result<(), WireError> {
+        match event {
+            Ok(Event::Arrived {
+                piece,
+                offset,
+                from,
+            }) if from != self.key => {
+                if let Some(i) = self
+                    .outstanding
+                    .iter()
+                    .position(|r| r.piece == piece && r.offset == offset)
+                {
+                    let req = self.outstanding.swap_remove(i);
+                    self.send(Message::Cancel(req));
+                }
+            }
+            Ok(Event::Arrived { .. }) => {}
+            Ok(Event::Have) | Ok(Event::Complete) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                if self.shared.is_banned(self.key) {
+                    return violation("banned after sending corrupt data");
+                }
+                self.sync_haves();
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+        Ok(())
+    }
+
+    /// Tells the peer of every piece we verified since we last told it, and
+    /// cancels what we still asked for of those pieces.
+    fn sync_haves(&mut self) {
+        let have = self.shared.picker().have().clone();
+        let new: Vec<usize> = have.ones_not_in(&self.sent_have).collect();
+        for piece in new {
+            self.send(Message::Have(piece as u32));
+            let (cancel, keep): (Vec<_>, Vec<_>) = self
+                .outstanding
+                .iter()
+                .partition(|r| r.piece as usize == piece);
+            for req in cancel {
+                self.send(Message::Cancel(req));
+            }
+            self.outstanding = keep;
+        }
+        self.sent_have = have;
+        self.update_interest();
+    }
+
+    fn on_tick(&mut self) -> Result<(), WireError> {
+        let now = Instant::now();
+        if !self.outstanding.is_empty() && now - self.last_data > self.shared.config.snub_timeout {
+            // Stalled: its blocks go to faster peers.
+            let dropped = std::mem::take(&mut self.outstanding);
+            self.shared.picker().release(&dropped);
+            self.snubbed = true;
+        }
+        if now - self.last_recv > IDLE_TIMEOUT {
+            return violation("silent for too long");
+        }
+        if now - self.last_sent > KEEPALIVE {
+            self.send(Message::KeepAlive);
+        }
+        if self.shared.is_complete() && self.peer_has.is_complete() {
+            return Ok(()); // two seeds: nothing to trade, but keep the slot quiet
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        let mut picker = self.shared.picker();
+        picker.release(&self.outstanding);
+        picker.peer_left(&self.peer_has);
+    }
+}
+
+/// The `reqq` of a BEP 10 extension handshake.
+fn extended_reqq(payload: &[u8]) -> Option<usize> {
+    let mut decoder = Decoder::new(payload).with_max_depth(4);
+    let Ok(Some(Object::Dict(mut dict))) = decoder.next_object() else {
+        return None;
+    };
+    while let Ok(Some((key, value))) = dict.next_pair() {
+        if key == b"reqq" {
+            if let Object::Integer(n) = value {
+                return n.parse().ok();
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,114 @@
+//! Seeding and downloading between murder sessions on 127.0.0.1.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use murder_core::session::{Role, SessionConfig, SessionRunner, State};
+use murder_core::tracker::{TrackerConfig, TrackerServer};
+use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
+
+fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+    std::fs::write(path, data).unwrap();
+}
+
+fn torrent(path: &Path, tracker: &str, piece_length: u64) -> Arc<Metainfo> {
+    let mut opts = CreateOptions::new(tracker);
+    opts.piece_length = Some(piece_length);
+    Arc::new(create_torrent(path, &opts, &Progress::new()).unwrap())
+}
+
+fn local() -> SessionConfig {
+    SessionConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_ip: Some("127.0.0.1".parse().unwrap()),
+        ..SessionConfig::default()
+    }
+}
+
+#[test]
+fn a_download_from_a_seed_without_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 3_000_000, 1);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            use_tracker: false,
+            ..local()
+        },
+    )
+    .unwrap();
+    let dest = dir.path().join("out/release.tgz");
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![seed.local_addr()],
+            ..local()
+        },
+    )
+    .unwrap();
+    assert_eq!(peer.wait_done(Duration::from_secs(30)), State::Complete);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
+    assert!(!dest.with_file_name("release.tgz.part").exists());
+    let stats = peer.stats();
+    assert_eq!(stats.pieces_have, meta.piece_count());
+    assert!(
+        stats.downloaded >= 3_000_000 && stats.downloaded < 3_300_000,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_swarm_through_our_tracker_shares_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker =
+        TrackerServer::start("127.0.0.1:0".parse().unwrap(), TrackerConfig::default()).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for i in 0..20 {
+        random_file(&data.join(format!("f{i}")), 100_000 + i * 777, i as u64);
+    }
+    let meta = torrent(&data, &tracker.local_addr().to_string(), 32 * 1024);
+    tracker.tracker().allow_torrent(&meta);
+    let seed =
+        SessionRunner::start(meta.clone(), Role::Seed { data: data.clone() }, local()).unwrap();
+    let peers: Vec<_> = (0..4)
+        .map(|i| {
+            SessionRunner::start(
+                meta.clone(),
+                Role::Download {
+                    dest: dir.path().join(format!("peer{i}/data")),
+                },
+                local(),
+            )
+            .unwrap()
+        })
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(
+            p.wait_done(Duration::from_secs(60)),
+            State::Complete,
+            "peer {i}: {:?}",
+            p.stats()
+        );
+        for f in 0..20 {
+            let name = format!("f{f}");
+            assert_eq!(
+                std::fs::read(dir.path().join(format!("peer{i}/data/{name}"))).unwrap(),
+                std::fs::read(data.join(&name)).unwrap()
+            );
+        }
+    }
+    let total = meta.total_length();
+    let uploaded_by_seed = seed.stats().uploaded;
+    let uploaded_by_peers: u64 = peers.iter().map(|p| p.stats().uploaded).sum();
+    assert!(uploaded_by_seed + uploaded_by_peers >= 4 * total);
+    eprintln!("seed sent {uploaded_by_seed} of {total}, peers {uploaded_by_peers}");
+}
