@@ -215,7 +215,7 @@ mod tests {
         let d = parse_reply(b"d5:peersld2:ip8:10.0.0.14:porti7000eeee").unwrap();
         assert_eq!(d.peers, vec!["10.0.0.1:7000".parse().unwrap()]);
         assert_eq!(
-            parse_reply(b"d14:failure reason3:nope").unwrap_err(),
+            parse_reply(b"d14:failure reason4:nopee").unwrap_err(),
             "nope"
         );
         assert!(parse_reply(b"garbage").is_err());
