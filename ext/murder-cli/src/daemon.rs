@@ -63,6 +63,14 @@ impl Ready {
         }
     }
 
+    /// The background process could not start: the foreground process
+    /// prints `message` as its error and exits 1.
+    pub fn fail(mut self, message: &str) {
+        if let Some(mut pipe) = self.0.take() {
+            let _ = pipe.write_all(format!("err {message}").as_bytes());
+        }
+    }
+
     /// Not detached: print the message here.
     pub fn foreground() -> Ready {
         Ready(None)
@@ -117,6 +125,9 @@ pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
                 drop(write_end);
                 let mut message = String::new();
                 let _ = File::from(read_end).read_to_string(&mut message);
+                if let Some(text) = message.strip_prefix("err ") {
+                    return Err(text.to_string());
+                }
                 match message.strip_prefix("ok ") {
                     Some(text) => {
                         if !text.is_empty() {
@@ -176,5 +187,83 @@ pub fn stop(pidfile: &Path, grace: Duration) -> Result<&'static str, String> {
         Ok(()) => Ok(outcome),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(outcome),
         Err(e) => Err(format!("{}: {e}", pidfile.display())),
+    }
+}
+
+/// The child's side of `fork_until_done`: tells the waiting foreground
+/// process that the work is done, then detaches from the terminal.
+pub struct Handoff(Option<File>);
+
+impl Handoff {
+    pub fn none() -> Handoff {
+        Handoff(None)
+    }
+
+    /// The foreground process exits 0; this process goes on in its own
+    /// session with stdio on `log` (or /dev/null), so an SSH session that
+    /// started it can close.
+    pub fn release(mut self, log: Option<&Path>) {
+        let Some(mut pipe) = self.0.take() else {
+            return;
+        };
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        let _ = pipe.write_all(b"ok");
+        drop(pipe);
+        let target = match log {
+            Some(path) => OpenOptions::new().create(true).append(true).open(path),
+            None => File::options().write(true).open("/dev/null"),
+        };
+        // SAFETY: setsid and dup2 on descriptors we own.
+        unsafe {
+            libc::setsid();
+            if let (Ok(null_in), Ok(target)) = (File::open("/dev/null"), target) {
+                libc::dup2(null_in.as_raw_fd(), 0);
+                libc::dup2(target.as_raw_fd(), 1);
+                libc::dup2(target.as_raw_fd(), 2);
+            }
+        }
+    }
+}
+
+/// Forks; the child returns and does the work on the terminal (Ctrl-C still
+/// reaches it), the parent waits. When the child calls `Handoff::release`
+/// the parent exits 0 and the child carries on in the background; if the
+/// child exits first, the parent exits with its status. Call before
+/// starting any threads.
+pub fn fork_until_done() -> Result<Handoff, String> {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on fds we own; fork happens before any thread.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        let (read_end, write_end) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        match libc::fork() {
+            -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => {
+                drop(read_end);
+                Ok(Handoff(Some(File::from(write_end))))
+            }
+            child => {
+                drop(write_end);
+                // Ctrl-C reaches the child too (same process group); the
+                // parent only waits for its word or its exit.
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                let mut message = String::new();
+                let _ = File::from(read_end).read_to_string(&mut message);
+                if message == "ok" {
+                    std::process::exit(0);
+                }
+                let mut status = 0;
+                libc::waitpid(child, &mut status, 0);
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    1
+                };
+                std::process::exit(if code == 0 { 1 } else { code })
+            }
+        }
     }
 }

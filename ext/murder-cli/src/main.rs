@@ -11,6 +11,7 @@ mod make_torrent;
 mod signals;
 mod stop;
 mod tracker;
+mod transfer;
 mod units;
 
 #[derive(Parser)]
@@ -32,6 +33,11 @@ enum Command {
     Info(info::Args),
     /// Run the HTTP tracker (allow-listed; port 8998 by default).
     Tracker(tracker::Args),
+    /// Seed a torrent's data until stopped.
+    Seed(transfer::SeedArgs),
+    /// Download a torrent; exit 0 once the data is complete and verified,
+    /// then keep seeding in the background for --linger seconds.
+    Peer(transfer::PeerArgs),
     /// Stop a background murder process by its pidfile (quietly, if none runs).
     Stop(stop::Args),
 }
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::MakeTorrent(args) => make_torrent::run(args),
         Command::Info(args) => info::run(args),
         Command::Tracker(args) => tracker::run(args),
+        Command::Seed(args) => transfer::seed(args),
+        Command::Peer(args) => transfer::peer(args),
         Command::Stop(args) => stop::run(args),
     };
     match result {

@@ -390,17 +390,7 @@ impl Session {
 
     /// Resolves when the download is complete (at once for a seed).
     pub async fn wait_complete(&self) -> Result<()> {
-        let mut state = self.state();
-        loop {
-            match &*state.borrow_and_update() {
-                State::Complete => return Ok(()),
-                State::Failed(reason) => return Err(Error::Internal(reason.clone())),
-                State::Downloading => {}
-            }
-            if state.changed().await.is_err() {
-                return Err(Error::Internal("session ended".into()));
-            }
-        }
+        completion(self.state()).await
     }
 
     /// Announces `stopped`, closes every connection and stops.
@@ -411,6 +401,20 @@ impl Session {
         });
         if drained.await.is_err() {
             self.tasks.abort_all();
+        }
+    }
+}
+
+/// Resolves when the session behind `state` completes, or fails.
+pub async fn completion(mut state: watch::Receiver<State>) -> Result<()> {
+    loop {
+        match &*state.borrow_and_update() {
+            State::Complete => return Ok(()),
+            State::Failed(reason) => return Err(Error::Internal(reason.clone())),
+            State::Downloading => {}
+        }
+        if state.changed().await.is_err() {
+            return Err(Error::Internal("session ended".into()));
         }
     }
 }

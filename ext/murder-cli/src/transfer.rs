@@ -1,0 +1,305 @@
+//! `murder seed` and `murder peer`: a session of the engine, with progress
+//! for people (a bar on a terminal) and for programs (`--progress json`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use murder_core::session::{Role, Session, SessionConfig, Stats};
+use murder_core::Metainfo;
+use serde_json::json;
+
+use crate::daemon::{self, Handoff, Pidfile, Ready};
+use crate::units::human_bytes;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, nothing otherwise.
+    Auto,
+    /// One JSON object per second and a final summary line.
+    Json,
+    /// Only the summary.
+    None,
+}
+
+#[derive(clap::Args)]
+pub struct Common {
+    /// Address to announce to the tracker [default: the local address of the route to it].
+    #[arg(long)]
+    ip: Option<IpAddr>,
+    /// TCP port for peers [default: any free port].
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to accept peers on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Most peer connections.
+    #[arg(long, default_value_t = 64)]
+    max_peers: usize,
+    /// Progress output.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Write the process id here (removed on exit); `murder stop --pidfile` stops it.
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+    /// Where a background process writes its log [default: nowhere].
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+impl Common {
+    fn config(&self) -> SessionConfig {
+        SessionConfig {
+            listen: SocketAddr::new(self.bind, self.port),
+            announce_ip: self.ip,
+            max_peers: self.max_peers,
+            ..SessionConfig::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// The data: the file, or the directory named like the torrent.
+    data: PathBuf,
+    #[command(flatten)]
+    common: Common,
+    /// Run in the background (needs --pidfile).
+    #[arg(long, requires = "pidfile")]
+    daemon: bool,
+}
+
+#[derive(clap::Args)]
+pub struct PeerArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Where the data goes: the file, or the directory named like the torrent.
+    dest: PathBuf,
+    #[command(flatten)]
+    common: Common,
+    /// Seconds to keep seeding in the background once the download is done
+    /// (the command itself exits as soon as the data is complete).
+    #[arg(long, default_value_t = 30)]
+    linger: u64,
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let meta = Arc::new(Metainfo::load(&args.torrent)?);
+    let ready = if args.daemon {
+        daemon::detach(args.common.log.as_deref())?
+    } else {
+        Ready::foreground()
+    };
+    let _pidfile = args
+        .common
+        .pidfile
+        .as_deref()
+        .map(Pidfile::write)
+        .transpose()?;
+    let role = Role::Seed {
+        data: args.data.clone(),
+    };
+    runtime()?.block_on(async move {
+        let session = match Session::start(meta.clone(), role, args.common.config()).await {
+            Ok(s) => s,
+            Err(e) => {
+                ready.fail(&e.to_string());
+                return Err(e.into());
+            }
+        };
+        ready.report(&format!(
+            "seeding {} ({}) on port {}",
+            meta.name,
+            meta.info_hash_hex(),
+            session.local_addr().port()
+        ));
+        let mut display = Display::new(args.common.progress, &meta, !args.daemon);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stop = crate::signals::terminated();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => display.update(&session.stats()),
+            }
+        }
+        display.finish(&session.stats(), "seeded");
+        session.shutdown().await;
+        Ok(())
+    })
+}
+
+pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let meta = Arc::new(Metainfo::load(&args.torrent)?);
+    // Fork before any thread exists; the child downloads and lingers.
+    let handoff = if args.linger > 0 {
+        daemon::fork_until_done()?
+    } else {
+        Handoff::none()
+    };
+    let _pidfile = args
+        .common
+        .pidfile
+        .as_deref()
+        .map(Pidfile::write)
+        .transpose()?;
+    let role = Role::Download {
+        dest: args.dest.clone(),
+    };
+    runtime()?.block_on(async move {
+        let started = Instant::now();
+        let session = Session::start(meta.clone(), role, args.common.config()).await?;
+        let mut display = Display::new(args.common.progress, &meta, true);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stop = crate::signals::terminated();
+        tokio::pin!(stop);
+        let done = murder_core::session::completion(session.state());
+        tokio::pin!(done);
+        loop {
+            tokio::select! {
+                _ = &mut stop => {
+                    display.clear();
+                    session.shutdown().await;
+                    return Err("interrupted; verified pieces are kept for the next run".into());
+                }
+                result = &mut done => { result?; break; }
+                _ = tick.tick() => display.update(&session.stats()),
+            }
+        }
+        let stats = session.stats();
+        display.summary(&stats, started.elapsed(), &args.dest);
+        handoff.release(args.common.log.as_deref());
+        // Keep serving the swarm a while: the last hosts finish from us too.
+        tokio::select! {
+            _ = &mut stop => {}
+            _ = tokio::time::sleep(Duration::from_secs(args.linger)) => {}
+        }
+        session.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Progress output, by mode.
+struct Display {
+    mode: ProgressMode,
+    bar: Option<ProgressBar>,
+    last: Option<(Instant, Stats)>,
+}
+
+impl Display {
+    fn new(mode: ProgressMode, meta: &Metainfo, interactive: bool) -> Display {
+        let bar = (mode == ProgressMode::Auto && interactive).then(|| {
+            let bar = ProgressBar::new(meta.total_length());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg} eta {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Display {
+            mode,
+            bar,
+            last: None,
+        }
+    }
+
+    fn update(&mut self, stats: &Stats) {
+        let now = Instant::now();
+        let (down_rate, up_rate) = match &self.last {
+            Some((at, prev)) => {
+                let secs = (now - *at).as_secs_f64().max(1e-3);
+                (
+                    (stats.downloaded - prev.downloaded) as f64 / secs,
+                    (stats.uploaded - prev.uploaded) as f64 / secs,
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        self.last = Some((now, stats.clone()));
+        match self.mode {
+            ProgressMode::Json => println!(
+                "{}",
+                json!({
+                    "event": "progress",
+                    "bytes_done": stats.have_bytes,
+                    "bytes_total": stats.total_bytes,
+                    "download_rate": down_rate.round(),
+                    "upload_rate": up_rate.round(),
+                    "uploaded": stats.uploaded,
+                    "peers": stats.peers,
+                })
+            ),
+            ProgressMode::Auto => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(stats.have_bytes);
+                    bar.set_message(format!(
+                        "{} peers, up {}/s",
+                        stats.peers,
+                        human_bytes(up_rate as u64)
+                    ));
+                }
+            }
+            ProgressMode::None => {}
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn summary(&self, stats: &Stats, elapsed: Duration, dest: &std::path::Path) {
+        self.clear();
+        let secs = elapsed.as_secs_f64();
+        let rate = stats.total_bytes as f64 / secs.max(1e-3);
+        match self.mode {
+            ProgressMode::Json => println!(
+                "{}",
+                json!({
+                    "event": "complete",
+                    "path": dest,
+                    "bytes": stats.total_bytes,
+                    "seconds": (secs * 1000.0).round() / 1000.0,
+                    "rate": rate.round(),
+                    "downloaded": stats.downloaded,
+                    "uploaded": stats.uploaded,
+                    "peers": stats.peers,
+                })
+            ),
+            _ => println!(
+                "{}: {} in {secs:.2} s ({}/s), {} peers, uploaded {}",
+                dest.display(),
+                human_bytes(stats.total_bytes),
+                human_bytes(rate as u64),
+                stats.peers,
+                human_bytes(stats.uploaded)
+            ),
+        }
+    }
+
+    fn finish(&self, stats: &Stats, what: &str) {
+        self.clear();
+        if self.mode == ProgressMode::Json {
+            println!(
+                "{}",
+                json!({ "event": "stopped", "uploaded": stats.uploaded })
+            );
+        } else if self.bar.is_some() {
+            println!("{what}: uploaded {}", human_bytes(stats.uploaded));
+        }
+    }
+}
