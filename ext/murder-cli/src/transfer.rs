@@ -13,7 +13,7 @@ use murder_core::Metainfo;
 use serde_json::json;
 
 use crate::daemon::{self, Handoff, Pidfile, Ready};
-use crate::units::human_bytes;
+use crate::units::{human_bytes, parse_size};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
@@ -39,6 +39,12 @@ pub struct Common {
     /// Most peer connections.
     #[arg(long, default_value_t = 64)]
     max_peers: usize,
+    /// Most bytes per second sent to peers (e.g. 10M).
+    #[arg(long, value_parser = parse_size)]
+    upload_limit: Option<u64>,
+    /// Most bytes per second received from peers (e.g. 10M).
+    #[arg(long, value_parser = parse_size)]
+    download_limit: Option<u64>,
     /// Progress output.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
@@ -56,6 +62,8 @@ impl Common {
             listen: SocketAddr::new(self.bind, self.port),
             announce_ip: self.ip,
             max_peers: self.max_peers,
+            upload_limit: self.upload_limit,
+            download_limit: self.download_limit,
             ..SessionConfig::default()
         }
     }

@@ -94,9 +94,9 @@ impl Picker {
         }
     }
 
-    /// Whether every piece is held by us or by some connected peer.
-    pub fn all_available(&self) -> bool {
-        (0..self.availability.len()).all(|p| self.have.get(p) || self.availability[p] > 0)
+    /// Whether every piece is held by some connected peer.
+    pub fn swarm_has_all(&self) -> bool {
+        self.availability.iter().all(|&a| a > 0)
     }
 
     fn blocks_in(&self, piece: u32) -> usize {
@@ -386,6 +386,6 @@ mod tests {
         p.release(&pick);
         let again = p.pick(&Bitfield::full(8), 2, &[]);
         assert_eq!(again, pick, "released blocks are handed out again");
-        assert!(!p.all_available() || p.availability.iter().all(|&a| a > 0));
+        assert!(p.swarm_has_all());
     }
 }

@@ -7,6 +7,7 @@
 
 mod announcer;
 mod peer;
+mod rate;
 mod runner;
 
 use std::collections::{HashMap, HashSet};
@@ -57,6 +58,10 @@ pub struct SessionConfig {
     pub peers: Vec<SocketAddr>,
     /// Announce to the torrent's tracker.
     pub use_tracker: bool,
+    /// Most bytes per second sent to all peers together.
+    pub upload_limit: Option<u64>,
+    /// Most bytes per second received from all peers together.
+    pub download_limit: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -71,6 +76,8 @@ impl Default for SessionConfig {
             announce_interval: None,
             peers: Vec::new(),
             use_tracker: true,
+            upload_limit: None,
+            download_limit: None,
         }
     }
 }
@@ -105,7 +112,8 @@ pub struct Stats {
     pub piece_count: usize,
     pub peers: usize,
     pub complete: bool,
-    /// Every piece is held by this session or a connected peer.
+    /// Every piece is held by at least one connected peer (a seed may
+    /// leave: the swarm can finish without it).
     pub distributed: bool,
     pub failed_pieces: u64,
     pub banned_peers: usize,
@@ -150,6 +158,8 @@ pub(crate) struct Shared {
     failed_pieces: AtomicU64,
     next_key: AtomicU64,
     listen_port: u16,
+    upload_limit: Option<rate::RateLimit>,
+    download_limit: Option<rate::RateLimit>,
 }
 
 impl Shared {
@@ -185,7 +195,7 @@ impl Shared {
                 .iter_ones()
                 .map(|p| layout.piece_range(p).1)
                 .sum();
-            (picker.have().count(), bytes, picker.all_available())
+            (picker.have().count(), bytes, picker.swarm_has_all())
         };
         let peers = self.peers();
         Stats {
@@ -204,11 +214,16 @@ impl Shared {
     }
 
     /// Registers a handshaken peer; `None` if it is us, banned, already
-    /// connected, or one too many.
+    /// connected, or one too many. A banned peer's address is banned too.
     fn admit(&self, peer_id: [u8; 20], addr: Option<SocketAddr>) -> Option<u64> {
         let mut peers = self.peers();
+        if peers.banned_ids.contains(&peer_id) {
+            if let Some(addr) = addr {
+                peers.banned_addrs.insert(addr);
+            }
+            return None;
+        }
         if peer_id == self.peer_id
-            || peers.banned_ids.contains(&peer_id)
             || peers.connected.values().any(|id| *id == peer_id)
             || peers.connected.len() >= self.config.max_peers
         {
@@ -331,6 +346,8 @@ impl Session {
             State::Downloading
         };
         let (events, _) = broadcast::channel(4096);
+        let upload_limit = config.upload_limit.map(rate::RateLimit::new);
+        let download_limit = config.download_limit.map(rate::RateLimit::new);
         let shared = Arc::new(Shared {
             peer_id: new_peer_id(),
             picker: Mutex::new(Picker::new(storage.layout().clone(), have)),
@@ -351,6 +368,8 @@ impl Session {
             failed_pieces: AtomicU64::new(0),
             next_key: AtomicU64::new(1),
             listen_port: local_addr.port(),
+            upload_limit,
+            download_limit,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -558,11 +577,14 @@ async fn connect(
         shared.ban_address(addr); // ourselves
         return Err("connected to ourselves".into());
     }
-    let Some(key) = shared.admit(theirs.peer_id, None) else {
+    let Some(key) = shared.admit(theirs.peer_id, Some(addr)) else {
         return Err("not admitted".into());
     };
     let result = peer::run(shared.clone(), stream, key, theirs, shutdown).await;
-    shared.leave(key, None);
+    if shared.is_banned(key) {
+        shared.ban_address(addr);
+    }
+    shared.leave(key, Some(addr));
     result.map_err(|e| e.to_string())
 }
 

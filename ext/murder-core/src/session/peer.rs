@@ -64,11 +64,21 @@ pub(super) async fn run(
     let piece_count = shared.meta.piece_count();
     let (read_half, mut write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel(16);
+    let limits = shared.clone();
     let reader = tokio::spawn(async move {
         let mut reader =
             MessageReader::new(BufReader::with_capacity(64 * 1024, read_half), piece_count);
         loop {
             let message = reader.next().await;
+            if let (Some(limit), Ok(Message::Piece { data, .. })) =
+                (&limits.download_limit, &message)
+            {
+                // Reading slower makes the sender slow down (TCP backpressure).
+                let wait = limit.take(data.len() + 13);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             let end = message.is_err();
             if tx.send(message).await.is_err() || end {
                 break;
@@ -115,6 +125,12 @@ impl Peer {
 
     async fn flush(&mut self, w: &mut OwnedWriteHalf) -> Result<(), WireError> {
         if !self.out.is_empty() {
+            if let Some(limit) = &self.shared.upload_limit {
+                let wait = limit.take(self.out.len());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             w.write_all(&self.out).await?;
             self.out.clear();
             self.last_sent = Instant::now();

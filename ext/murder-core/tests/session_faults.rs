@@ -1,0 +1,204 @@
+//! Faults a deploy meets: a peer that serves corrupt data, and a seeder
+//! that leaves as soon as the swarm holds every piece.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use murder_core::session::{Role, SessionConfig, SessionRunner, State};
+use murder_core::tracker::{TrackerConfig, TrackerServer};
+use murder_core::wire::{Handshake, Message, MessageReader};
+use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
+use tokio::io::AsyncWriteExt;
+
+fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+    std::fs::write(path, data).unwrap();
+}
+
+fn torrent(path: &Path, tracker: &str, piece_length: u64) -> Arc<Metainfo> {
+    let mut opts = CreateOptions::new(tracker);
+    opts.piece_length = Some(piece_length);
+    Arc::new(create_torrent(path, &opts, &Progress::new()).unwrap())
+}
+
+fn local() -> SessionConfig {
+    SessionConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_ip: Some("127.0.0.1".parse().unwrap()),
+        ..SessionConfig::default()
+    }
+}
+
+/// A peer that claims every piece and answers every request with zeros.
+/// Returns its address and a counter of the connections it was sent.
+fn corrupt_peer(
+    meta: Arc<Metainfo>,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    break;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let meta = meta.clone();
+                tokio::spawn(async move {
+                    let Ok(theirs) = Handshake::read(&mut stream).await else {
+                        return;
+                    };
+                    let ours = Handshake::new(theirs.info_hash, *b"-XX0001-badbadbadbad");
+                    let mut out = BytesMut::new();
+                    out.extend_from_slice(&ours.to_bytes());
+                    Message::HaveAll.encode(&mut out);
+                    Message::Unchoke.encode(&mut out);
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    let (read, mut write) = stream.into_split();
+                    let mut reader = MessageReader::new(read, meta.piece_count());
+                    while let Ok(message) = reader.next().await {
+                        if let Message::Request(r) = message {
+                            let mut out = BytesMut::new();
+                            Message::Piece {
+                                piece: r.piece,
+                                offset: r.offset,
+                                data: Bytes::from(vec![0u8; r.length as usize]),
+                            }
+                            .encode(&mut out);
+                            if write.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    });
+    (addr, connections)
+}
+
+#[test]
+fn a_peer_serving_corrupt_blocks_is_banned_and_the_download_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 2_000_000, 5);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    // The honest seed is slow, so the liar gets asked for plenty.
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            use_tracker: false,
+            upload_limit: Some(1_000_000),
+            ..local()
+        },
+    )
+    .unwrap();
+    let (liar, liar_connections) = corrupt_peer(meta.clone());
+    let dest = dir.path().join("out/release.tgz");
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![liar, seed.local_addr()],
+            ..local()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        peer.wait_done(Duration::from_secs(60)),
+        State::Complete,
+        "{:?}",
+        peer.stats()
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
+    let stats = peer.stats();
+    assert_eq!(stats.banned_peers, 1, "{stats:?}");
+    assert!(stats.failed_pieces >= 2, "{stats:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let reconnects = liar_connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        reconnects <= 2,
+        "a banned peer is not dialled again ({reconnects} connections)"
+    );
+}
+
+#[test]
+fn the_swarm_finishes_after_the_seeder_leaves_once_every_piece_is_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        TrackerConfig {
+            interval: Duration::from_secs(1),
+            ..TrackerConfig::default()
+        },
+    )
+    .unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 6_000_000, 9);
+    let meta = torrent(&data, &tracker.local_addr().to_string(), 64 * 1024);
+    tracker.tracker().allow_torrent(&meta);
+    let mut seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            upload_limit: Some(4_000_000),
+            ..local()
+        },
+    )
+    .unwrap();
+    let peers: Vec<_> = (0..3)
+        .map(|i| {
+            SessionRunner::start(
+                meta.clone(),
+                Role::Download {
+                    dest: dir.path().join(format!("peer{i}/release.tgz")),
+                },
+                SessionConfig {
+                    download_limit: Some(2_000_000),
+                    ..local()
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seed.stats().distributed && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seed.stats().distributed, "{:?}", seed.stats());
+    let sent = seed.stats().uploaded;
+    seed.stop();
+    let unfinished = peers
+        .iter()
+        .filter(|p| p.state() != State::Complete)
+        .count();
+    assert!(unfinished >= 1, "the seeder left before the swarm was done");
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(
+            p.wait_done(Duration::from_secs(60)),
+            State::Complete,
+            "peer {i}: {:?}",
+            p.stats()
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("peer{i}/release.tgz"))).unwrap(),
+            std::fs::read(&data).unwrap()
+        );
+    }
+    eprintln!("seeder sent {sent} bytes of a {} byte file before leaving; {unfinished} peers unfinished then", meta.total_length());
+}
