@@ -5,6 +5,7 @@ torrents made by libtorrent, for murder's interop tests.
   lt_tool.py info TORRENT            -> JSON: info_hash (v1), total_size, files
   lt_tool.py create PATH OUT v1|hybrid [PIECE_LENGTH]
   lt_tool.py seed TORRENT SAVE_PATH PORT   -> seeds until killed
+  lt_tool.py download TORRENT SAVE_PATH PORT [TIMEOUT] -> exits 0 once complete
 """
 import json
 import os
@@ -72,6 +73,20 @@ def seed(torrent, save_path, port):
         time.sleep(1)
 
 
+def download(torrent, save_path, port, timeout=120):
+    ses = session(port)
+    handle = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save_path})
+    deadline = time.time() + float(timeout)
+    while time.time() < deadline:
+        status = handle.status()
+        if status.is_seeding:
+            print("complete", flush=True)
+            return
+        print("%s %.1f%% peers=%d" % (status.state, status.progress * 100, status.num_peers), flush=True)
+        time.sleep(0.2)
+    sys.exit("timed out")
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"info": info, "create": create, "seed": seed}[cmd](*args)
+    {"info": info, "create": create, "seed": seed, "download": download}[cmd](*args)
