@@ -13,6 +13,7 @@ end
 
 require_relative "murder/torrent"
 require_relative "murder/tracker"
+require_relative "murder/session"
 
 # BitTorrent deploys for fleets of servers.
 module Murder

@@ -6,6 +6,7 @@ use magnus::{Error, Ruby};
 
 mod errors;
 mod nogvl;
+mod session;
 mod torrent;
 mod tracker;
 
@@ -14,5 +15,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("Murder")?;
     torrent::define(ruby, module)?;
     tracker::define(ruby, module)?;
+    session::define(ruby, module)?;
     Ok(())
 }

@@ -1,0 +1,61 @@
+# frozen_string_literal: true
+
+RSpec.describe "Murder::Seeder and Murder::Download" do
+  let(:tracker) { Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 2).start }
+  after { tracker.stop }
+
+  def release(dir_name = "release")
+    root = sample_tree(dir_name, files: 30)
+    torrent = Murder::Torrent.create(root, tracker: "127.0.0.1:#{tracker.port}", piece_length: 32 * 1024)
+    tracker.allow(torrent)
+    [root, torrent]
+  end
+
+  it "downloads a tree from a seeder through the tracker, reporting progress" do
+    root, torrent = release
+    seeder = Murder::Seeder.new(torrent, root, ip: "127.0.0.1", bind: "127.0.0.1").start
+    expect(seeder.port).to be > 0
+    expect(seeder.stats).to include("complete" => true, "pieces_have" => torrent.piece_count)
+    dest = File.join(tmpdir, "host/release")
+    updates = []
+    summary = Murder::Download.new(torrent, dest, ip: "127.0.0.1", bind: "127.0.0.1").run { |p| updates << p }
+    expect(summary).to include("path" => dest, "bytes" => torrent.total_length)
+    expect(summary["downloaded"]).to be >= torrent.total_length
+    expect(updates.last).to include("bytes_done" => torrent.total_length, "bytes_total" => torrent.total_length)
+    expect(torrent.verify(dest)).to all(be(true))
+    expect(Dir.exist?("#{dest}.part")).to be(false)
+    expect(seeder.stats["uploaded"]).to be >= torrent.total_length
+  ensure
+    seeder&.stop
+  end
+
+  it "keeps Ruby threads running while it downloads, and can keep seeding afterwards" do
+    root, torrent = release
+    seeder = Murder::Seeder.new(torrent, root, ip: "127.0.0.1", bind: "127.0.0.1", upload_limit: 2_000_000).start
+    ticks = 0
+    counter = Thread.new { loop { ticks += 1; sleep 0.001 } }
+    download = Murder::Download.new(torrent, File.join(tmpdir, "a/release"), ip: "127.0.0.1", bind: "127.0.0.1")
+    summary = download.run(keep_seeding: true)
+    counter.kill
+    expect(ticks).to be > summary["seconds"] * 1000 / 10
+    expect(download).to be_running
+    # A third host finishes from the first downloader alone.
+    seeder.stop
+    other = Murder::Download.new(torrent, File.join(tmpdir, "b/release"), ip: "127.0.0.1", bind: "127.0.0.1",
+                                 peers: ["127.0.0.1:#{download.port}"])
+    other.run(timeout: 30)
+    expect(torrent.verify(File.join(tmpdir, "b/release"))).to all(be(true))
+  ensure
+    download&.stop
+    seeder&.stop
+  end
+
+  it "refuses to seed data that does not match, and bad options, with Murder errors" do
+    root, torrent = release
+    File.write(File.join(root, "README"), "changed")
+    expect { Murder::Seeder.new(torrent, root).start }.to raise_error(Murder::InvalidArgument, /cannot seed/)
+    expect { Murder::Seeder.new(torrent, root, bind: "nowhere").start }.to raise_error(Murder::InvalidArgument, /bind/)
+    expect { Murder::Download.new(torrent, File.join(tmpdir, "x"), peers: ["bad"]).run }
+      .to raise_error(Murder::InvalidArgument, /expected IP:PORT/)
+  end
+end
