@@ -42,8 +42,26 @@ enum Command {
     Stop(stop::Args),
 }
 
+/// A release of thousands of files keeps many open; the usual soft limit
+/// of 1,024 descriptors is far below what the kernel allows.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_file_limit();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
