@@ -48,9 +48,11 @@ def create(path, out, kind, piece_length=0):
 
 
 def session(port):
-    """A libtorrent session for a LAN test: TCP only, no DHT, LSD, UPnP or
-    NAT-PMP, so peers come from the tracker alone."""
-    return lt.session({
+    """A libtorrent session for a LAN test: its high_performance_seed
+    settings, TCP only (uTP over loopback is very slow), unlimited unchoke
+    slots, no DHT, LSD, UPnP or NAT-PMP, so peers come from the tracker alone."""
+    settings = lt.high_performance_seed()
+    settings.update({
         "listen_interfaces": "127.0.0.1:%d" % int(port),
         "enable_dht": False,
         "enable_lsd": False,
@@ -62,6 +64,7 @@ def session(port):
         "unchoke_slots_limit": -1,
         "alert_mask": 0,
     })
+    return lt.session(settings)
 
 
 def seed(torrent, save_path, port):
