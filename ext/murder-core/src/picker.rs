@@ -27,7 +27,7 @@ enum Block {
 struct Partial {
     blocks: Vec<Block>,
     received: usize,
-    /// Connections that sent blocks of this piece (blamed if it fails).
+    /// The connection that sent each block (blamed if the piece fails).
     sources: Vec<u64>,
 }
 
@@ -145,13 +145,14 @@ impl Picker {
             let Some(piece) = self.choose_new(peer_has) else {
                 break;
             };
-            let blocks = vec![Block::Missing; self.blocks_in(piece)];
+            let blocks_len = self.blocks_in(piece);
+            let blocks = vec![Block::Missing; blocks_len];
             self.partial.insert(
                 piece,
                 Partial {
                     blocks,
                     received: 0,
-                    sources: Vec::new(),
+                    sources: vec![0; blocks_len],
                 },
             );
             self.take_missing(piece, want, &mut out);
@@ -257,9 +258,7 @@ impl Picker {
         }
         partial.blocks[index] = Block::Received;
         partial.received += 1;
-        if !partial.sources.contains(&source) {
-            partial.sources.push(source);
-        }
+        partial.sources[index] = source;
         let piece_complete = partial.received == partial.blocks.len();
         if piece_complete {
             self.verifying.set(req.piece as usize);
@@ -286,8 +285,8 @@ impl Picker {
         }
     }
 
-    /// The outcome of verifying a piece. Returns the connections that sent
-    /// a piece that failed.
+    /// The outcome of verifying a piece. For a piece that failed, returns
+    /// the connection that sent each of its blocks.
     pub fn verified(&mut self, piece: u32, ok: bool) -> Vec<u64> {
         self.verifying.clear(piece as usize);
         let Some(partial) = self.partial.remove(&piece) else {
@@ -363,7 +362,7 @@ mod tests {
         for r in &reqs {
             p.arrived(r, 7);
         }
-        assert_eq!(p.verified(0, false), vec![7]);
+        assert_eq!(p.verified(0, false), vec![7, 7]);
         assert_eq!(p.pick(&all, 10, &[]).len(), 2);
     }
 

@@ -207,9 +207,7 @@ pub struct MessageReader<R> {
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub fn new(reader: R, piece_count: usize) -> Self {
-        let max_len = (1 + piece_count.div_ceil(8))
-            .max(9 + MAX_REQUEST as usize)
-            .max(2 + MAX_EXTENDED);
+        let max_len = max_message_len(piece_count);
         MessageReader {
             reader,
             max_len,
@@ -233,6 +231,36 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         let mut body = self.buf.split().freeze();
         parse(&mut body)
     }
+}
+
+/// The longest message a peer may send for a torrent of `piece_count`
+/// pieces: a bitfield, a block of at most MAX_REQUEST, a small extension.
+pub fn max_message_len(piece_count: usize) -> usize {
+    (1 + piece_count.div_ceil(8))
+        .max(9 + MAX_REQUEST as usize)
+        .max(2 + MAX_EXTENDED)
+}
+
+/// Takes one whole message off the front of `buf`, if it holds one. Block
+/// data is not copied: it shares `buf`'s memory.
+pub fn take_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<Message>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max_len {
+        return violation(format!("message of {len} bytes"));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(4 + len).freeze();
+    frame.advance(4);
+    if len == 0 {
+        return Ok(Some(Message::KeepAlive));
+    }
+    parse(&mut frame).map(Some)
 }
 
 fn parse(body: &mut Bytes) -> Result<Message, WireError> {
@@ -369,6 +397,33 @@ mod tests {
         ] {
             assert_eq!(round_trip(msg.clone()).await, msg);
         }
+    }
+
+    #[test]
+    fn takes_whole_messages_off_a_buffer() {
+        let mut buf = BytesMut::new();
+        Message::Have(3).encode(&mut buf);
+        Message::Piece {
+            piece: 1,
+            offset: 0,
+            data: Bytes::from(vec![7u8; 20]),
+        }
+        .encode(&mut buf);
+        let whole = buf.clone();
+        let mut partial = BytesMut::from(&whole[..whole.len() - 1]);
+        assert_eq!(
+            take_message(&mut partial, 100).unwrap(),
+            Some(Message::Have(3))
+        );
+        assert_eq!(take_message(&mut partial, 100).unwrap(), None, "incomplete");
+        assert_eq!(take_message(&mut buf, 100).unwrap(), Some(Message::Have(3)));
+        assert!(matches!(
+            take_message(&mut buf, 100).unwrap(),
+            Some(Message::Piece { .. })
+        ));
+        assert!(buf.is_empty());
+        let mut huge = BytesMut::from(&[0u8, 1, 0, 0, 7][..]);
+        assert!(take_message(&mut huge, 100).is_err());
     }
 
     #[tokio::test]

@@ -128,7 +128,7 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_download_completes() {
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
     let stats = peer.stats();
     assert_eq!(stats.banned_peers, 1, "{stats:?}");
-    assert!(stats.failed_pieces >= 2, "{stats:?}");
+    assert!(stats.failed_pieces >= 1, "{stats:?}");
     std::thread::sleep(Duration::from_secs(3));
     let reconnects = liar_connections.load(std::sync::atomic::Ordering::SeqCst);
     assert!(

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use sha1::Digest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinSet;
@@ -133,6 +134,8 @@ pub(crate) enum Event {
 #[derive(Default)]
 struct PeerTable {
     connected: HashMap<u64, [u8; 20]>,
+    /// Every connection's peer id, kept after it leaves (for late blame).
+    ids: HashMap<u64, [u8; 20]>,
     addresses: HashSet<SocketAddr>,
     known: Vec<SocketAddr>,
     strikes: HashMap<[u8; 20], u32>,
@@ -158,6 +161,8 @@ pub(crate) struct Shared {
     failed_pieces: AtomicU64,
     next_key: AtomicU64,
     listen_port: u16,
+    /// Failed pieces from several peers: each block's hash and sender.
+    suspects: Mutex<HashMap<u32, Vec<([u8; 20], u64)>>>,
     upload_limit: Option<rate::RateLimit>,
     download_limit: Option<rate::RateLimit>,
 }
@@ -165,6 +170,10 @@ pub(crate) struct Shared {
 impl Shared {
     fn picker(&self) -> MutexGuard<'_, Picker> {
         self.picker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn suspects(&self) -> MutexGuard<'_, HashMap<u32, Vec<([u8; 20], u64)>>> {
+        self.suspects.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn peers(&self) -> MutexGuard<'_, PeerTable> {
@@ -231,6 +240,7 @@ impl Shared {
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         peers.connected.insert(key, peer_id);
+        peers.ids.insert(key, peer_id);
         if let Some(addr) = addr {
             peers.addresses.insert(addr);
         }
@@ -250,29 +260,32 @@ impl Shared {
         self.wake_connector.notify_one();
     }
 
-    /// A piece from these connections failed its hash: strike them, ban
-    /// repeat offenders. Returns the keys to disconnect.
-    fn blame(&self, sources: &[u64]) -> Vec<u64> {
+    /// A piece sent entirely by one connection failed its hash: strike it;
+    /// repeat offenders are banned.
+    fn strike(&self, key: u64) {
         let mut peers = self.peers();
-        let mut ban = Vec::new();
-        for key in sources {
-            let Some(&id) = peers.connected.get(key) else {
-                continue;
-            };
-            let strikes = peers.strikes.entry(id).or_insert(0);
-            *strikes += 1;
-            if *strikes >= STRIKES_TO_BAN {
-                peers.banned_ids.insert(id);
-                ban.push(*key);
-            }
+        let Some(&id) = peers.ids.get(&key) else {
+            return;
+        };
+        let strikes = peers.strikes.entry(id).or_insert(0);
+        *strikes += 1;
+        if *strikes >= STRIKES_TO_BAN {
+            peers.banned_ids.insert(id);
         }
-        ban
+    }
+
+    /// A connection proven to have sent corrupt data.
+    fn ban(&self, key: u64) {
+        let mut peers = self.peers();
+        if let Some(&id) = peers.ids.get(&key) {
+            peers.banned_ids.insert(id);
+        }
     }
 
     fn is_banned(&self, key: u64) -> bool {
         let peers = self.peers();
         peers
-            .connected
+            .ids
             .get(&key)
             .is_some_and(|id| peers.banned_ids.contains(id))
     }
@@ -367,6 +380,7 @@ impl Session {
             uploaded: AtomicU64::new(0),
             failed_pieces: AtomicU64::new(0),
             next_key: AtomicU64::new(1),
+            suspects: Mutex::new(HashMap::new()),
             listen_port: local_addr.port(),
             upload_limit,
             download_limit,
@@ -661,7 +675,10 @@ async fn announce_loop(
     .await;
 }
 
-/// Verifies a fully received piece off the async threads.
+/// Verifies a fully received piece off the async threads. A failed piece
+/// sent by one peer strikes that peer. A failed piece sent by several keeps
+/// the hash of each block; once the piece passes, the peers whose blocks
+/// differed from the good ones are banned and the others are left alone.
 pub(crate) fn verify_piece(shared: Arc<Shared>, piece: u32) {
     tokio::spawn(async move {
         let hashing = shared.clone();
@@ -678,7 +695,16 @@ pub(crate) fn verify_piece(shared: Arc<Shared>, piece: u32) {
             let sources = picker.verified(piece, ok);
             (sources, picker.is_complete())
         };
+        let suspects = shared.suspects().remove(&piece);
         if ok {
+            if let Some(bad) = suspects {
+                let good = block_hashes(&shared, piece).await;
+                for ((bad_hash, source), good_hash) in bad.iter().zip(good) {
+                    if *bad_hash != good_hash {
+                        shared.ban(*source);
+                    }
+                }
+            }
             let _ = shared.events.send(Event::Have);
             if complete {
                 finish(shared).await;
@@ -686,11 +712,43 @@ pub(crate) fn verify_piece(shared: Arc<Shared>, piece: u32) {
         } else {
             shared.failed_pieces.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("piece {piece} failed its hash check; fetching it again");
-            shared.blame(&sources);
+            let mut distinct = sources.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if let [only] = distinct[..] {
+                shared.strike(only);
+            } else {
+                let hashes = block_hashes(&shared, piece).await;
+                let blocks = hashes.into_iter().zip(sources).collect();
+                shared.suspects().insert(piece, blocks);
+            }
             // Banned peers notice on their next event and disconnect.
             let _ = shared.events.send(Event::Have);
         }
     });
+}
+
+/// SHA-1 of each 16 KiB block of a piece as it is on disk.
+async fn block_hashes(shared: &Arc<Shared>, piece: u32) -> Vec<[u8; 20]> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let (_, len) = shared.storage.layout().piece_range(piece as usize);
+        let mut buf = vec![0u8; crate::wire::BLOCK as usize];
+        let mut hashes = Vec::new();
+        let mut offset = 0u64;
+        while offset < len {
+            let n = (len - offset).min(buf.len() as u64) as usize;
+            let hash = match shared.storage.read(piece, offset as u32, &mut buf[..n]) {
+                Ok(()) => sha1::Sha1::digest(&buf[..n]).into(),
+                Err(_) => [0; 20],
+            };
+            hashes.push(hash);
+            offset += n as u64;
+        }
+        hashes
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Every piece is verified: move the data to its destination.

@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 use bendy::decoding::{Decoder, Object};
 use bendy::encoding::Encoder;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 use super::{verify_piece, Event, Shared};
 use crate::bitfield::Bitfield;
 use crate::picker::Arrival;
-use crate::wire::{BlockRequest, Handshake, Message, MessageReader, WireError, MAX_REQUEST};
+use crate::wire::{
+    max_message_len, take_message, BlockRequest, Handshake, Message, WireError, MAX_REQUEST,
+};
 
 /// Requests we advertise (BEP 10 `reqq`) and queue from one peer.
 const MAX_QUEUED_UPLOADS: usize = 2048;
@@ -29,6 +31,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Pipeline of a peer that stopped delivering, until it delivers again.
 const SNUBBED_PIPELINE: usize = 4;
+/// Bytes read from the socket at a time (fewer, larger reads).
+const READ_BUFFER: usize = 256 * 1024;
+/// Blocks are served while less than half of this waits to be written.
+const OUT_BUFFER: usize = 512 * 1024;
 
 fn violation<T>(what: impl Into<String>) -> Result<T, WireError> {
     Err(WireError::Protocol(what.into()))
@@ -51,7 +57,9 @@ struct Peer {
     their_reqq: usize,
     snubbed: bool,
     uploads: VecDeque<BlockRequest>,
+    /// Bytes to write; `out[..sent]` are written already.
     out: BytesMut,
+    sent: usize,
 }
 
 pub(super) async fn run(
@@ -62,29 +70,7 @@ pub(super) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WireError> {
     let piece_count = shared.meta.piece_count();
-    let (read_half, mut write_half) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel(16);
-    let limits = shared.clone();
-    let reader = tokio::spawn(async move {
-        let mut reader =
-            MessageReader::new(BufReader::with_capacity(64 * 1024, read_half), piece_count);
-        loop {
-            let message = reader.next().await;
-            if let (Some(limit), Ok(Message::Piece { data, .. })) =
-                (&limits.download_limit, &message)
-            {
-                // Reading slower makes the sender slow down (TCP backpressure).
-                let wait = limit.take(data.len() + 13);
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            let end = message.is_err();
-            if tx.send(message).await.is_err() || end {
-                break;
-            }
-        }
-    });
+    let (mut read_half, mut write_half) = stream.into_split();
     let now = Instant::now();
     let mut peer = Peer {
         key,
@@ -102,18 +88,15 @@ pub(super) async fn run(
         their_reqq: 250,
         snubbed: false,
         uploads: VecDeque::new(),
-        out: BytesMut::with_capacity(256 * 1024),
+        out: BytesMut::with_capacity(OUT_BUFFER),
+        sent: 0,
         shared,
     };
     let mut events = peer.shared.events.subscribe();
-    let result = async {
-        peer.greet(theirs.supports_extended());
-        peer.flush(&mut write_half).await?;
-        peer.drive(&mut write_half, &mut rx, &mut events, &mut shutdown)
-            .await
-    }
-    .await;
-    reader.abort();
+    peer.greet(theirs.supports_extended());
+    let result = peer
+        .drive(&mut read_half, &mut write_half, &mut events, &mut shutdown)
+        .await;
     peer.leave();
     result
 }
@@ -123,19 +106,63 @@ impl Peer {
         message.encode(&mut self.out);
     }
 
-    async fn flush(&mut self, w: &mut OwnedWriteHalf) -> Result<(), WireError> {
-        if !self.out.is_empty() {
-            if let Some(limit) = &self.shared.upload_limit {
-                let wait = limit.take(self.out.len());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
+    /// One loop for both directions: reading, writing, the session's events
+    /// and timers, all cancel-safe, so neither direction can block the
+    /// other (two peers writing to each other never deadlock).
+    async fn drive(
+        &mut self,
+        r: &mut OwnedReadHalf,
+        w: &mut OwnedWriteHalf,
+        events: &mut broadcast::Receiver<Event>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), WireError> {
+        let max_len = max_message_len(self.peer_has.len());
+        let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut read_at = tokio::time::Instant::now();
+        let mut write_at = tokio::time::Instant::now();
+        loop {
+            while let Some(message) = take_message(&mut inbuf, max_len)? {
+                self.handle(message)?;
             }
-            w.write_all(&self.out).await?;
-            self.out.clear();
-            self.last_sent = Instant::now();
+            if self.out.len() - self.sent < OUT_BUFFER / 2 {
+                self.serve_uploads();
+            }
+            self.request_more();
+            if inbuf.capacity() - inbuf.len() < READ_BUFFER / 4 {
+                inbuf.reserve(READ_BUFFER);
+            }
+            let pending = self.sent < self.out.len();
+            let now = tokio::time::Instant::now();
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                read = r.read_buf(&mut inbuf), if read_at <= now => {
+                    let n = read?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.last_recv = Instant::now();
+                    if let Some(limit) = &self.shared.download_limit {
+                        read_at = now + limit.take(n);
+                    }
+                }
+                written = w.write(&self.out[self.sent..]), if pending && write_at <= now => {
+                    let n = written?;
+                    self.sent += n;
+                    self.last_sent = Instant::now();
+                    if self.sent == self.out.len() {
+                        self.out.clear();
+                        self.sent = 0;
+                    }
+                    if let Some(limit) = &self.shared.upload_limit {
+                        write_at = now + limit.take(n);
+                    }
+                }
+                _ = tokio::time::sleep_until(read_at.max(write_at)), if read_at > now || (pending && write_at > now) => {}
+                event = events.recv() => self.on_event(event)?,
+                _ = tick.tick() => self.on_tick()?,
+            }
         }
-        Ok(())
     }
 
     fn greet(&mut self, extended: bool) {
@@ -165,36 +192,6 @@ impl Peer {
             self.send(Message::Bitfield(Bytes::from(have.to_bytes())));
         }
         self.sent_have = have;
-    }
-
-    async fn drive(
-        &mut self,
-        w: &mut OwnedWriteHalf,
-        rx: &mut mpsc::Receiver<Result<Message, WireError>>,
-        events: &mut broadcast::Receiver<Event>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), WireError> {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => return Ok(()),
-                message = rx.recv() => match message {
-                    Some(Ok(m)) => {
-                        self.last_recv = Instant::now();
-                        self.handle(m)?;
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => return Ok(()),
-                },
-                event = events.recv() => self.on_event(event)?,
-                _ = tick.tick() => self.on_tick()?,
-                _ = std::future::ready(()), if !self.uploads.is_empty() => {}
-            }
-            self.serve_uploads();
-            self.request_more();
-            self.flush(w).await?;
-        }
     }
 
     fn handle(&mut self, message: Message) -> Result<(), WireError> {
