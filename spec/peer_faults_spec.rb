@@ -70,3 +70,33 @@ RSpec.describe "murder peer under faults" do
     expect(File.exist?("#{dest}.part")).to be(false)
   end
 end
+
+RSpec.describe "murder peer --linger" do
+  it "exits 0 once the data is verified and keeps seeding in the background until the linger ends" do
+    tracker = Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 1).start
+    data = File.join(tmpdir, "release.tgz")
+    File.binwrite(data, Random.new(8).bytes(2_000_000))
+    torrent = File.join(tmpdir, "release.torrent")
+    murder("make-torrent", data, "--tracker", "127.0.0.1:#{tracker.port}", "-o", torrent)
+    tracker.allow(torrent)
+    spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--progress", "none",
+                 log: File.join(tmpdir, "seed.log"))
+    eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+
+    pidfile = File.join(tmpdir, "peer.pid")
+    dest = File.join(tmpdir, "host/release.tgz")
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out = murder("peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "3", "--pidfile", pidfile)
+    returned = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    expect(out).to match(/release\.tgz: 1\.9 MiB in [\d.]+ s/)
+    expect(returned).to be < 3
+    expect(FileUtils.compare_file(dest, data)).to be(true)
+    lingering = Integer(File.read(pidfile).split.first)
+    expect(process_alive?(lingering)).to be(true)
+    eventually { tracker.stats["torrents"].first["seeds"] == 2 } # the finished host seeds
+    eventually(timeout: 10) { !process_alive?(lingering) }       # and leaves by itself
+    expect(File.exist?(pidfile)).to be(false)
+  ensure
+    tracker&.stop
+  end
+end
