@@ -94,6 +94,11 @@ impl Picker {
         }
     }
 
+    /// How many connected peers hold `piece`.
+    pub fn availability(&self, piece: usize) -> u32 {
+        self.availability.get(piece).copied().unwrap_or(0)
+    }
+
     /// Whether every piece is held by some connected peer.
     pub fn swarm_has_all(&self) -> bool {
         self.availability.iter().all(|&a| a > 0)

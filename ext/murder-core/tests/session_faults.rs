@@ -202,3 +202,50 @@ fn the_swarm_finishes_after_the_seeder_leaves_once_every_piece_is_out() {
     }
     eprintln!("seeder sent {sent} bytes of a {} byte file before leaving; {unfinished} peers unfinished then", meta.total_length());
 }
+
+/// Regression guard for swarm efficiency (counts bytes, not seconds): with
+/// every link capped alike, the seeder sends little more than one copy —
+/// the downloaders trade the rest among themselves.
+#[test]
+fn the_seeder_sends_about_one_copy_to_a_capped_swarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        TrackerConfig {
+            interval: Duration::from_secs(1),
+            ..TrackerConfig::default()
+        },
+    )
+    .unwrap();
+    let data = dir.path().join("release.tgz");
+    let size = 8 << 20;
+    random_file(&data, size, 12);
+    let meta = torrent(&data, &tracker.local_addr().to_string(), 64 * 1024);
+    tracker.tracker().allow_torrent(&meta);
+    let link = Some(8_000_000);
+    let capped = || SessionConfig {
+        upload_limit: link,
+        download_limit: link,
+        ..local()
+    };
+    let seed =
+        SessionRunner::start(meta.clone(), Role::Seed { data: data.clone() }, capped()).unwrap();
+    let peers: Vec<_> = (0..4)
+        .map(|i| {
+            let dest = dir.path().join(format!("peer{i}/release.tgz"));
+            SessionRunner::start(meta.clone(), Role::Download { dest }, capped()).unwrap()
+        })
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(
+            p.wait_done(Duration::from_secs(60)),
+            State::Complete,
+            "peer {i}: {:?}",
+            p.stats()
+        );
+    }
+    let sent = seed.stats().uploaded;
+    let factor = sent as f64 / size as f64;
+    eprintln!("seeder sent {factor:.2} copies to 4 capped peers");
+    assert!(factor < 1.6, "the seeder sent {factor:.2} copies");
+}

@@ -63,6 +63,10 @@ pub struct SessionConfig {
     pub upload_limit: Option<u64>,
     /// Most bytes per second received from all peers together.
     pub download_limit: Option<u64>,
+    /// A seed steers downloaders: it shows each only a few pieces at a time,
+    /// always those sent least so far, so every piece leaves it once before
+    /// any leaves twice (like BEP 16 super-seeding; standard clients follow).
+    pub steer: bool,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +83,7 @@ impl Default for SessionConfig {
             use_tracker: true,
             upload_limit: None,
             download_limit: None,
+            steer: true,
         }
     }
 }
@@ -163,6 +168,8 @@ pub(crate) struct Shared {
     listen_port: u16,
     /// Failed pieces from several peers: each block's hash and sender.
     suspects: Mutex<HashMap<u32, Vec<([u8; 20], u64)>>>,
+    /// A steering seed's count of how often each piece was offered.
+    offers: Option<Mutex<Vec<u32>>>,
     upload_limit: Option<rate::RateLimit>,
     download_limit: Option<rate::RateLimit>,
 }
@@ -359,6 +366,9 @@ impl Session {
             State::Downloading
         };
         let (events, _) = broadcast::channel(4096);
+        let seeding = matches!(role, Role::Seed { .. });
+        let steer = config.steer;
+        let piece_count = have.len();
         let upload_limit = config.upload_limit.map(rate::RateLimit::new);
         let download_limit = config.download_limit.map(rate::RateLimit::new);
         let shared = Arc::new(Shared {
@@ -381,6 +391,7 @@ impl Session {
             failed_pieces: AtomicU64::new(0),
             next_key: AtomicU64::new(1),
             suspects: Mutex::new(HashMap::new()),
+            offers: (seeding && steer).then(|| Mutex::new(vec![0; piece_count])),
             listen_port: local_addr.port(),
             upload_limit,
             download_limit,

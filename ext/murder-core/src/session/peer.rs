@@ -60,6 +60,9 @@ struct Peer {
     /// Bytes to write; `out[..sent]` are written already.
     out: BytesMut,
     sent: usize,
+    /// A steering seed shows this peer only the pieces in `offered`.
+    steering: bool,
+    offered: Bitfield,
 }
 
 pub(super) async fn run(
@@ -90,6 +93,8 @@ pub(super) async fn run(
         uploads: VecDeque::new(),
         out: BytesMut::with_capacity(OUT_BUFFER),
         sent: 0,
+        steering: false,
+        offered: Bitfield::new(piece_count),
         shared,
     };
     let mut events = peer.shared.events.subscribe();
@@ -184,7 +189,13 @@ impl Peer {
             }
         }
         let have = self.shared.picker().have().clone();
-        if self.fast && have.is_complete() {
+        self.steering = self.shared.offers.is_some() && have.is_complete();
+        if self.steering {
+            // Show nothing yet; offers follow once we know what the peer has.
+            if self.fast {
+                self.send(Message::HaveNone);
+            }
+        } else if self.fast && have.is_complete() {
             self.send(Message::HaveAll);
         } else if self.fast && have.count() == 0 {
             self.send(Message::HaveNone);
@@ -192,6 +203,60 @@ impl Peer {
             self.send(Message::Bitfield(Bytes::from(have.to_bytes())));
         }
         self.sent_have = have;
+        self.offer_more();
+    }
+
+    /// Pieces a steering seed keeps on offer to one peer: just enough to
+    /// fill its request pipeline, so offers stay spread over the swarm.
+    fn offer_window(&self) -> usize {
+        let piece = self.shared.storage.layout().piece_length().max(1);
+        let pipeline = (self.shared.config.pipeline as u64) * crate::wire::BLOCK as u64;
+        (pipeline.div_ceil(piece) + 1).clamp(2, 16) as usize
+    }
+
+    /// Offers the peer pieces it lacks, those offered least so far first
+    /// (then those fewest connected peers hold), until it has a window's
+    /// worth on offer that it does not hold yet.
+    fn offer_more(&mut self) {
+        if !self.steering || self.peer_has.is_complete() {
+            return;
+        }
+        let Some(offers) = &self.shared.offers else {
+            return;
+        };
+        let mut pending = self.offered.ones_not_in(&self.peer_has).count();
+        let window = self.offer_window();
+        if pending >= window {
+            return;
+        }
+        let mut picks = Vec::new();
+        {
+            let picker = self.shared.picker();
+            let mut counts = offers.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts.len();
+            let start = fastrand::usize(..count.max(1));
+            while pending < window {
+                let mut best: Option<((u32, u32), usize)> = None;
+                for i in 0..count {
+                    let p = (start + i) % count;
+                    if self.peer_has.get(p) || self.offered.get(p) {
+                        continue;
+                    }
+                    let rank = (counts[p], picker.availability(p));
+                    if best.is_none_or(|(b, _)| rank < b) {
+                        best = Some((rank, p));
+                    }
+                }
+                let Some((_, p)) = best else { break };
+                counts[p] += 1;
+                self.offered.set(p);
+                picks.push(p);
+                pending += 1;
+            }
+        }
+        for p in picks {
+            self.send(Message::Have(p as u32));
+        }
     }
 
     fn handle(&mut self, message: Message) -> Result<(), WireError> {
@@ -225,6 +290,7 @@ impl Peer {
                     self.shared.picker().peer_has(piece as usize);
                 }
                 self.update_interest();
+                self.offer_more();
             }
             Message::Bitfield(bytes) => {
                 let Some(bits) = Bitfield::from_bytes(&bytes, count) else {
@@ -262,6 +328,7 @@ impl Peer {
         }
         self.peer_has = bits;
         self.update_interest();
+        self.offer_more();
     }
 
     fn update_interest(&mut self) {
@@ -285,7 +352,8 @@ impl Peer {
         let servable = valid
             && !self.am_choking
             && self.uploads.len() < MAX_QUEUED_UPLOADS
-            && self.shared.picker().have().get(req.piece as usize);
+            && self.shared.picker().have().get(req.piece as usize)
+            && (!self.steering || self.offered.get(req.piece as usize));
         if servable {
             self.uploads.push_back(req);
         } else if self.fast {
@@ -475,9 +543,18 @@ impl Peer {
     }
 
     fn leave(&mut self) {
-        let mut picker = self.shared.picker();
-        picker.release(&self.outstanding);
-        picker.peer_left(&self.peer_has);
+        {
+            let mut picker = self.shared.picker();
+            picker.release(&self.outstanding);
+            picker.peer_left(&self.peer_has);
+        }
+        // Offers this peer never took up go back to the pool.
+        if let (true, Some(offers)) = (self.steering, &self.shared.offers) {
+            let mut counts = offers.lock().unwrap_or_else(|e| e.into_inner());
+            for p in self.offered.ones_not_in(&self.peer_has) {
+                counts[p] = counts[p].saturating_sub(1);
+            }
+        }
     }
 }
 
