@@ -60,9 +60,13 @@ struct Peer {
     /// Bytes to write; `out[..sent]` are written already.
     out: BytesMut,
     sent: usize,
-    /// A steering seed shows this peer only the pieces in `offered`.
+    /// A steering seed shows this peer only the pieces in `offered`, and
+    /// offers more as soon as the peer has asked for all of one (`taken`),
+    /// so its pipeline never waits for a `have` round trip.
     steering: bool,
     offered: Bitfield,
+    taken: Bitfield,
+    requested: std::collections::HashMap<u32, u64>,
 }
 
 pub(super) async fn run(
@@ -95,6 +99,8 @@ pub(super) async fn run(
         sent: 0,
         steering: false,
         offered: Bitfield::new(piece_count),
+        taken: Bitfield::new(piece_count),
+        requested: std::collections::HashMap::new(),
         shared,
     };
     let mut events = peer.shared.events.subscribe();
@@ -207,11 +213,18 @@ impl Peer {
     }
 
     /// Pieces a steering seed keeps on offer to one peer: just enough to
-    /// fill its request pipeline, so offers stay spread over the swarm.
+    /// fill its request pipeline, so offers stay spread over the swarm — or
+    /// four times that while it is the only peer, which has no one to share
+    /// with anyway.
     fn offer_window(&self) -> usize {
         let piece = self.shared.storage.layout().piece_length().max(1);
         let pipeline = (self.shared.config.pipeline as u64) * crate::wire::BLOCK as u64;
-        (pipeline.div_ceil(piece) + 1).clamp(2, 16) as usize
+        let window = (pipeline.div_ceil(piece) + 1).clamp(2, 16) as usize;
+        if self.shared.peers().connected.len() <= 1 {
+            window * 4
+        } else {
+            window
+        }
     }
 
     /// Offers the peer pieces it lacks, those offered least so far first
@@ -224,7 +237,11 @@ impl Peer {
         let Some(offers) = &self.shared.offers else {
             return;
         };
-        let mut pending = self.offered.ones_not_in(&self.peer_has).count();
+        let mut pending = self
+            .offered
+            .ones_not_in(&self.peer_has)
+            .filter(|&p| !self.taken.get(p))
+            .count();
         let window = self.offer_window();
         if pending >= window {
             return;
@@ -356,6 +373,15 @@ impl Peer {
             && (!self.steering || self.offered.get(req.piece as usize));
         if servable {
             self.uploads.push_back(req);
+            if self.steering && !self.taken.get(req.piece as usize) {
+                let asked = self.requested.entry(req.piece).or_insert(0);
+                *asked += req.length as u64;
+                if *asked >= layout.piece_range(req.piece as usize).1 {
+                    self.requested.remove(&req.piece);
+                    self.taken.set(req.piece as usize);
+                    self.offer_more();
+                }
+            }
         } else if self.fast {
             self.send(Message::Reject(req));
         }
