@@ -6,6 +6,7 @@
 //! owns shutdown.
 
 mod announcer;
+mod hasher;
 mod peer;
 mod rate;
 mod runner;
@@ -170,6 +171,7 @@ pub(crate) struct Shared {
     suspects: Mutex<HashMap<u32, Vec<([u8; 20], u64)>>>,
     /// A steering seed's count of how often each piece was offered.
     offers: Option<Mutex<Vec<u32>>>,
+    hasher: hasher::Hasher,
     upload_limit: Option<rate::RateLimit>,
     download_limit: Option<rate::RateLimit>,
 }
@@ -392,6 +394,7 @@ impl Session {
             next_key: AtomicU64::new(1),
             suspects: Mutex::new(HashMap::new()),
             offers: (seeding && steer).then(|| Mutex::new(vec![0; piece_count])),
+            hasher: hasher::Hasher::start().map_err(|e| Error::io("hasher thread", e))?,
             listen_port: local_addr.port(),
             upload_limit,
             download_limit,
@@ -692,15 +695,17 @@ async fn announce_loop(
 /// differed from the good ones are banned and the others are left alone.
 pub(crate) fn verify_piece(shared: Arc<Shared>, piece: u32) {
     tokio::spawn(async move {
-        let hashing = shared.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            hashing
-                .storage
-                .hash_piece(piece)
-                .is_ok_and(|h| h == hashing.meta.pieces[piece as usize])
-        })
-        .await
-        .unwrap_or(false);
+        let (_, length) = shared.storage.layout().piece_range(piece as usize);
+        let digest = match shared.hasher.finish(piece, length).await {
+            Some(digest) => Some(digest),
+            None => {
+                let hashing = shared.clone();
+                tokio::task::spawn_blocking(move || hashing.storage.hash_piece(piece).ok())
+                    .await
+                    .unwrap_or(None)
+            }
+        };
+        let ok = digest == Some(shared.meta.pieces[piece as usize]);
         let (sources, complete) = {
             let mut picker = shared.picker();
             let sources = picker.verified(piece, ok);

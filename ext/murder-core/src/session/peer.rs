@@ -456,6 +456,7 @@ impl Peer {
             others_asked,
         } = arrival
         {
+            self.shared.hasher.block(piece, offset, data);
             if others_asked {
                 let _ = self.shared.events.send(Event::Arrived {
                     piece,
