@@ -87,12 +87,43 @@ impl Ready {
     }
 }
 
-/// Forks into the background. Returns in the child, which runs on with no
-/// terminal, stdio on `log` (or /dev/null), in its own session. The parent
-/// waits until the child calls `Ready::ok` (and exits 0 printing its
-/// message) or dies (and exits 1). Call before starting any threads.
-pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
-    let log_file = match log {
+/// What `fork_with_pipe` returns on each side.
+enum Fork {
+    /// In the child: the pipe's write end, to tell the parent how it went.
+    Child(File),
+    /// In the parent: the child's pid and the pipe's read end.
+    Parent {
+        child: libc::pid_t,
+        from_child: File,
+    },
+}
+
+/// Forks with a pipe from the child to the parent. Call before starting any
+/// threads (a forked child has only the thread that forked).
+fn fork_with_pipe() -> Result<Fork, String> {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on descriptors we own; no other thread runs.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        let (read_end, write_end) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        match libc::fork() {
+            -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => Ok(Fork::Child(File::from(write_end))),
+            child => Ok(Fork::Parent {
+                child,
+                from_child: File::from(read_end),
+            }),
+        }
+    }
+}
+
+/// Leaves the terminal: a session of its own, stdin from /dev/null, stdout
+/// and stderr to `log` (or /dev/null), so an SSH session that started this
+/// process can close.
+fn detach_stdio(log: Option<&Path>) -> Result<(), String> {
+    let target = match log {
         Some(path) => OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,46 +134,52 @@ pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
             .open("/dev/null")
             .map_err(|e| format!("/dev/null: {e}"))?,
     };
-    let mut fds = [0; 2];
-    // SAFETY: plain syscalls on fds we own; fork happens before any thread.
+    let null_in = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: setsid and dup2 on descriptors we hold open.
     unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        libc::setsid();
+        libc::dup2(null_in.as_raw_fd(), 0);
+        libc::dup2(target.as_raw_fd(), 1);
+        libc::dup2(target.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+fn read_all(mut pipe: File) -> String {
+    let mut message = String::new();
+    let _ = pipe.read_to_string(&mut message);
+    message
+}
+
+/// Forks into the background. Returns in the child, which runs on with no
+/// terminal, stdio on `log` (or /dev/null), in its own session. The parent
+/// waits until the child calls `Ready::ok` (and exits 0 printing its
+/// message), `Ready::fail` (and returns that error) or dies (and returns an
+/// error). Call before starting any threads.
+pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
+    match fork_with_pipe()? {
+        Fork::Child(to_parent) => {
+            detach_stdio(log)?;
+            Ok(Ready(Some(to_parent)))
         }
-        let (read_end, write_end) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
-        match libc::fork() {
-            -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {
-                drop(read_end);
-                libc::setsid();
-                let null_in = File::open("/dev/null").map_err(|e| e.to_string())?;
-                libc::dup2(null_in.as_raw_fd(), 0);
-                libc::dup2(log_file.as_raw_fd(), 1);
-                libc::dup2(log_file.as_raw_fd(), 2);
-                Ok(Ready(Some(File::from(write_end))))
+        Fork::Parent { child, from_child } => {
+            let message = read_all(from_child);
+            if let Some(text) = message.strip_prefix("err ") {
+                return Err(text.to_string());
             }
-            child => {
-                drop(write_end);
-                let mut message = String::new();
-                let _ = File::from(read_end).read_to_string(&mut message);
-                if let Some(text) = message.strip_prefix("err ") {
-                    return Err(text.to_string());
+            if let Some(text) = message.strip_prefix("ok ") {
+                if !text.is_empty() {
+                    println!("{text}");
                 }
-                match message.strip_prefix("ok ") {
-                    Some(text) => {
-                        if !text.is_empty() {
-                            println!("{text}");
-                        }
-                        std::process::exit(0)
-                    }
-                    None => {
-                        let mut status = 0;
-                        libc::waitpid(child, &mut status, 0);
-                        let hint = log.map_or(String::new(), |p| format!(" (see {})", p.display()));
-                        Err(format!("the background process failed to start{hint}"))
-                    }
-                }
+                std::process::exit(0);
             }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            let hint = log.map_or(String::new(), |p| format!(" (see {})", p.display()));
+            Err(format!("the background process failed to start{hint}"))
         }
     }
 }
@@ -191,7 +228,7 @@ pub fn stop(pidfile: &Path, grace: Duration) -> Result<&'static str, String> {
 }
 
 /// The child's side of `fork_until_done`: tells the waiting foreground
-/// process that the work is done, then detaches from the terminal.
+/// process that the work is done, then leaves the terminal.
 pub struct Handoff(Option<File>);
 
 impl Handoff {
@@ -200,8 +237,7 @@ impl Handoff {
     }
 
     /// The foreground process exits 0; this process goes on in its own
-    /// session with stdio on `log` (or /dev/null), so an SSH session that
-    /// started it can close.
+    /// session with stdio on `log` (or /dev/null).
     pub fn release(mut self, log: Option<&Path>) {
         let Some(mut pipe) = self.0.take() else {
             return;
@@ -210,18 +246,8 @@ impl Handoff {
         let _ = std::io::stderr().flush();
         let _ = pipe.write_all(b"ok");
         drop(pipe);
-        let target = match log {
-            Some(path) => OpenOptions::new().create(true).append(true).open(path),
-            None => File::options().write(true).open("/dev/null"),
-        };
-        // SAFETY: setsid and dup2 on descriptors we own.
-        unsafe {
-            libc::setsid();
-            if let (Ok(null_in), Ok(target)) = (File::open("/dev/null"), target) {
-                libc::dup2(null_in.as_raw_fd(), 0);
-                libc::dup2(target.as_raw_fd(), 1);
-                libc::dup2(target.as_raw_fd(), 2);
-            }
+        if let Err(e) = detach_stdio(log) {
+            tracing::warn!("cannot detach: {e}");
         }
     }
 }
@@ -232,38 +258,24 @@ impl Handoff {
 /// child exits first, the parent exits with its status. Call before
 /// starting any threads.
 pub fn fork_until_done() -> Result<Handoff, String> {
-    let mut fds = [0; 2];
-    // SAFETY: plain syscalls on fds we own; fork happens before any thread.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-        }
-        let (read_end, write_end) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
-        match libc::fork() {
-            -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {
-                drop(read_end);
-                Ok(Handoff(Some(File::from(write_end))))
+    match fork_with_pipe()? {
+        Fork::Child(to_parent) => Ok(Handoff(Some(to_parent))),
+        Fork::Parent { child, from_child } => {
+            // SAFETY: ignoring SIGINT here; the child (same process group)
+            // gets Ctrl-C and the parent only waits for its word or exit.
+            unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+            if read_all(from_child) == "ok" {
+                std::process::exit(0);
             }
-            child => {
-                drop(write_end);
-                // Ctrl-C reaches the child too (same process group); the
-                // parent only waits for its word or its exit.
-                libc::signal(libc::SIGINT, libc::SIG_IGN);
-                let mut message = String::new();
-                let _ = File::from(read_end).read_to_string(&mut message);
-                if message == "ok" {
-                    std::process::exit(0);
-                }
-                let mut status = 0;
-                libc::waitpid(child, &mut status, 0);
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    1
-                };
-                std::process::exit(if code == 0 { 1 } else { code })
-            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                1
+            };
+            std::process::exit(if code == 0 { 1 } else { code })
         }
     }
 }

@@ -91,36 +91,17 @@ impl Bitfield {
     }
 
     pub fn iter_ones(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(w, &word)| {
-            let mut bits = word;
-            std::iter::from_fn(move || {
-                if bits == 0 {
-                    return None;
-                }
-                let tz = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                Some(w * 64 + tz)
-            })
-        })
+        ones(self.words.iter().copied())
     }
 
     /// The pieces in `self` that `other` lacks.
     pub fn ones_not_in<'a>(&'a self, other: &'a Bitfield) -> impl Iterator<Item = usize> + 'a {
-        self.words
-            .iter()
-            .zip(&other.words)
-            .enumerate()
-            .flat_map(|(w, (mine, theirs))| {
-                let mut bits = mine & !theirs;
-                std::iter::from_fn(move || {
-                    if bits == 0 {
-                        return None;
-                    }
-                    let tz = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    Some(w * 64 + tz)
-                })
-            })
+        ones(
+            self.words
+                .iter()
+                .zip(&other.words)
+                .map(|(mine, theirs)| mine & !theirs),
+        )
     }
 
     /// Whether `self` has a piece that `other` lacks.
@@ -130,6 +111,21 @@ impl Bitfield {
             .zip(&other.words)
             .any(|(mine, theirs)| mine & !theirs != 0)
     }
+}
+
+/// The indices of the set bits of a run of 64-bit words.
+fn ones(words: impl Iterator<Item = u64>) -> impl Iterator<Item = usize> {
+    words.enumerate().flat_map(|(w, word)| {
+        let mut bits = word;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let tz = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(w * 64 + tz)
+        })
+    })
 }
 
 #[cfg(test)]

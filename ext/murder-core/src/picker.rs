@@ -133,13 +133,7 @@ impl Picker {
     ) -> Vec<BlockRequest> {
         let mut out = Vec::new();
         // 1. Finish pieces already started.
-        let started: Vec<u32> = self
-            .partial
-            .keys()
-            .copied()
-            .filter(|&p| peer_has.get(p as usize))
-            .collect();
-        for piece in started {
+        for piece in self.started_pieces(peer_has) {
             self.take_missing(piece, want, &mut out);
             if out.len() >= want {
                 return out;
@@ -165,13 +159,7 @@ impl Picker {
         // 3. Endgame: nothing left to start, so ask again what others have
         //    been asked for and not yet delivered.
         if out.len() < want {
-            let started: Vec<u32> = self
-                .partial
-                .keys()
-                .copied()
-                .filter(|&p| peer_has.get(p as usize))
-                .collect();
-            for piece in started {
+            for piece in self.started_pieces(peer_has) {
                 let count = self.partial[&piece].blocks.len();
                 for i in 0..count {
                     if out.len() >= want {
@@ -192,6 +180,15 @@ impl Picker {
             }
         }
         out
+    }
+
+    /// Pieces being downloaded that a peer holding `peer_has` can help with.
+    fn started_pieces(&self, peer_has: &Bitfield) -> Vec<u32> {
+        self.partial
+            .keys()
+            .copied()
+            .filter(|&p| peer_has.get(p as usize))
+            .collect()
     }
 
     fn take_missing(&mut self, piece: u32, want: usize, out: &mut Vec<BlockRequest>) {

@@ -3,6 +3,8 @@
 //! round-trip with the same info-hash. The suite runs a few thousand cases;
 //! for a long run: `PROPTEST_CASES=2000000 cargo test --release -p murder-core --test fuzz_metainfo`.
 
+mod common;
+
 use murder_core::Metainfo;
 use proptest::prelude::*;
 
@@ -75,21 +77,8 @@ fn check(bytes: &[u8]) {
     }
 }
 
-/// 3,000 cases each in the suite; PROPTEST_CASES sets more for a long run.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -2,20 +2,10 @@
 //! query strings never panic, and what parses is well-formed.
 //! Long run: `PROPTEST_CASES=2000000 cargo test --release -p murder-core --test fuzz_tracker_request`.
 
+mod common;
+
 use murder_core::tracker::request::{parse_announce, parse_scrape, MAX_SCRAPE_HASHES};
 use proptest::prelude::*;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 const GOOD: &str = "info_hash=%124Vx%9A%BC%DE%F1%23Eg%89%AB%CD%EF%124Vx%9A&peer_id=-MU0100-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=100&event=started&numwant=50&compact=1&ip=10.0.0.1";
 
@@ -45,7 +35,7 @@ fn pair() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {

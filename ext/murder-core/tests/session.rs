@@ -1,32 +1,12 @@
 //! Seeding and downloading between murder sessions on 127.0.0.1.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+use common::{local, random_file, torrent};
+
 use std::time::Duration;
 
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
 use murder_core::tracker::{TrackerConfig, TrackerServer};
-use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
-
-fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    std::fs::write(path, data).unwrap();
-}
-
-fn torrent(path: &Path, tracker: &str, piece_length: u64) -> Arc<Metainfo> {
-    let mut opts = CreateOptions::new(tracker);
-    opts.piece_length = Some(piece_length);
-    Arc::new(create_torrent(path, &opts, &Progress::new()).unwrap())
-}
-
-fn local() -> SessionConfig {
-    SessionConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_ip: Some("127.0.0.1".parse().unwrap()),
-        ..SessionConfig::default()
-    }
-}
 
 #[test]
 fn a_download_from_a_seed_without_tracker() {

@@ -1,7 +1,9 @@
 //! Faults a deploy meets: a peer that serves corrupt data, and a seeder
 //! that leaves as soon as the swarm holds every piece.
 
-use std::path::Path;
+mod common;
+use common::{local, random_file, torrent};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,28 +11,8 @@ use bytes::{Bytes, BytesMut};
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
 use murder_core::tracker::{TrackerConfig, TrackerServer};
 use murder_core::wire::{Handshake, Message, MessageReader};
-use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
+use murder_core::Metainfo;
 use tokio::io::AsyncWriteExt;
-
-fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    std::fs::write(path, data).unwrap();
-}
-
-fn torrent(path: &Path, tracker: &str, piece_length: u64) -> Arc<Metainfo> {
-    let mut opts = CreateOptions::new(tracker);
-    opts.piece_length = Some(piece_length);
-    Arc::new(create_torrent(path, &opts, &Progress::new()).unwrap())
-}
-
-fn local() -> SessionConfig {
-    SessionConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_ip: Some("127.0.0.1".parse().unwrap()),
-        ..SessionConfig::default()
-    }
-}
 
 /// A peer that claims every piece and answers every request with zeros.
 /// Returns its address and a counter of the connections it was sent.
