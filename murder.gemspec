@@ -17,11 +17,13 @@ Gem::Specification.new do |spec|
   spec.homepage = "https://example.invalid/murder"
   spec.required_ruby_version = ">= 3.1"
 
+  # What building the extension needs (the Cargo workspace and its sources)
+  # and what Ruby loads; tests and benchmarks stay in the repository.
   spec.files = Dir[
     "README.md", "Cargo.toml", "Cargo.lock", "murder.gemspec",
     "lib/**/*.rb", "recipes/**/*", "ext/murder/extconf.rb",
-    "ext/*/Cargo.toml", "ext/*/src/**/*.rs", "ext/*/tests/**/*"
-  ]
+    "ext/*/Cargo.toml", "ext/*/src/**/*.rs"
+  ].select { |f| File.file?(f) }
   spec.require_paths = ["lib"]
   spec.extensions = ["ext/murder/extconf.rb"]
 end
