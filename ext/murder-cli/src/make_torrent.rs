@@ -42,11 +42,12 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let progress = Arc::new(Progress::new());
     let started = Instant::now();
-    let worker = {
+    let (done, result) = std::sync::mpsc::channel();
+    {
         let progress = progress.clone();
         let path = args.path.clone();
-        std::thread::spawn(move || create_torrent(&path, &options, &progress))
-    };
+        std::thread::spawn(move || done.send(create_torrent(&path, &options, &progress)));
+    }
     // indicatif draws only on a terminal, so logs stay clean.
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -59,14 +60,21 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .map_err(|e| e.to_string())?,
     );
-    while !worker.is_finished() {
-        let (done, total) = progress.snapshot();
-        bar.set_length(total);
-        bar.set_position(done);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Wake for the bar every 50 ms, and the moment the hashing is done.
+    let torrent = loop {
+        match result.recv_timeout(Duration::from_millis(50)) {
+            Ok(torrent) => break torrent?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let (done, total) = progress.snapshot();
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("hashing thread panicked".into())
+            }
+        }
+    };
     bar.finish_and_clear();
-    let torrent = worker.join().map_err(|_| "hashing thread panicked")??;
     let seconds = started.elapsed().as_secs_f64();
     torrent.write(&args.output)?;
     if !args.quiet {
