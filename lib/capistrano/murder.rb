@@ -1,0 +1,45 @@
+# frozen_string_literal: true
+
+# Capfile:
+#
+#   require "capistrano/murder"
+#
+# defines Twitter's Murder tasks (murder:start_tracker, murder:create_torrent,
+# murder:start_seeding, murder:peer, ...) and murder:distribute, which runs
+# them all. Hosts run only the `murder` binary (uploaded by
+# murder:distribute_files); they need no Ruby or Python.
+
+require "capistrano/plugin"
+require_relative "murder/support"
+
+module Capistrano
+  module Murder
+    # The murder: tasks and their settings.
+    class Tasks < ::Capistrano::Plugin
+      S = Support # short for the task file
+
+      def set_defaults
+        # Murder's names and meanings.
+        set_if_empty :default_tag, ""
+        set_if_empty :default_seeder_files_path, ""
+        set_if_empty :default_destination_path, ""
+        set_if_empty :default_temp_path, "/tmp"
+        set_if_empty :remote_murder_path, -> { "#{fetch(:deploy_to)}/shared/murder" }
+        set_if_empty :tracker_port, 8998
+        # murder's own.
+        set_if_empty :murder_binary, -> { Support.default_binary }
+        set_if_empty :murder_linger, 30
+        set_if_empty :murder_piece_length, nil
+        set_if_empty :murder_seed_locally, false
+      end
+
+      def define_tasks
+        eval_rakefile File.expand_path("../../recipes/murder.rake", __dir__)
+      end
+
+      def register_hooks; end
+    end
+  end
+end
+
+install_plugin Capistrano::Murder::Tasks

@@ -1,0 +1,299 @@
+# frozen_string_literal: true
+
+# Twitter's Murder tasks on Capistrano 3, loaded by `require "capistrano/murder"`.
+# Evaluated in the plugin (Capistrano::Murder::Tasks): the helpers below are
+# its methods, usable in every task (but not inside `on` blocks, which run
+# in SSHKit's backend: values are taken into local variables first).
+
+# Roles, as in Murder: peers are all servers that take releases; the tracker
+# and the seeder are the first peer unless roles say otherwise.
+def murder_peers
+  explicit = roles(:peer)
+  explicit.empty? ? release_roles(:all) : explicit
+end
+
+def murder_tracker
+  roles(:tracker).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
+end
+
+def murder_seeder
+  roles(:seeder).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
+end
+
+def murder_hosts
+  (murder_peers + [murder_tracker, murder_seeder]).uniq
+end
+
+# Arguments: ENV first (Murder's command line), then the default_ settings.
+def murder_tag
+  S.tag(ENV.fetch("tag", fetch(:default_tag)))
+end
+
+def murder_temp_path
+  S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
+end
+
+def murder_files_path
+  S.absolute_path(ENV.fetch("files_path", fetch(:default_seeder_files_path)), "files_path")
+end
+
+def murder_destination_path
+  S.absolute_path(ENV.fetch("destination_path", fetch(:default_destination_path)), "destination_path")
+end
+
+def remote_murder
+  "#{fetch(:remote_murder_path)}/murder"
+end
+
+def murder_run_dir
+  "#{fetch(:remote_murder_path)}/run"
+end
+
+# What the seeder shares: TEMP/TAG.tgz (or TEMP/TAG for path_is_file).
+def murder_payload
+  name = S.truthy?("path_is_file") ? murder_tag : "#{murder_tag}.tgz"
+  "#{murder_temp_path}/#{name}"
+end
+
+def murder_torrent
+  "#{murder_payload}.torrent"
+end
+
+def local_torrent
+  File.join(murder_temp_path, File.basename(murder_torrent))
+end
+
+def tracker_address
+  host = murder_tracker
+  S.announce_ip(host) || host.hostname
+end
+
+namespace :murder do
+  desc "Upload the murder binary to remote_murder_path on every murder host"
+  task :distribute_files do
+    binary = fetch(:murder_binary)
+    raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
+
+    dir = fetch(:remote_murder_path)
+    on murder_hosts do
+      execute :mkdir, "-p", *S.args(dir, "#{dir}/run", "#{dir}/torrents")
+      upload! binary, "#{dir}/murder.new"
+      execute :chmod, "755", *S.args("#{dir}/murder.new")
+      execute :mv, "-f", *S.args("#{dir}/murder.new", "#{dir}/murder")
+    end
+  end
+
+  desc "Start the tracker (port tracker_port) on the tracker host"
+  task :start_tracker do
+    murder = remote_murder
+    dir = fetch(:remote_murder_path)
+    port = fetch(:tracker_port)
+    pidfile = "#{dir}/run/tracker.pid"
+    on murder_tracker do
+      execute :mkdir, "-p", *S.args("#{dir}/torrents", "#{dir}/run")
+      # A tracker already running keeps serving: starting is idempotent.
+      running = test("[ -f #{pidfile.shellescape} ] && kill -0 \"$(cut -d' ' -f1 #{pidfile.shellescape})\" 2>/dev/null")
+      unless running
+        execute murder, *S.args("tracker", "--port", port, "--allow-dir", "#{dir}/torrents",
+                                "--pidfile", pidfile, "--daemon", "--log", "#{dir}/run/tracker.log")
+      end
+    end
+  end
+
+  desc "Stop the tracker (succeeds when none runs)"
+  task :stop_tracker do
+    murder = remote_murder
+    pidfile = "#{murder_run_dir}/tracker.pid"
+    on murder_tracker do
+      execute murder, *S.args("stop", "--pidfile", pidfile)
+    end
+  end
+
+  desc "Pack files_path on the seeder into temp_path/TAG.tgz and make its torrent"
+  task :create_torrent do
+    murder = remote_murder
+    files = murder_files_path
+    payload = murder_payload
+    torrent = murder_torrent
+    temp = murder_temp_path
+    tracker = "#{tracker_address}:#{fetch(:tracker_port)}"
+    piece = fetch(:murder_piece_length)
+    as_file = S.truthy?("path_is_file")
+    on murder_seeder do |host|
+      execute :mkdir, "-p", *S.args(temp)
+      if as_file
+        raise Capistrano::Murder::Error, "#{host}: #{files} is not a file" unless test(:test, "-f", *S.args(files))
+
+        execute :cp, *S.args(files, payload)
+      else
+        raise Capistrano::Murder::Error, "#{host}: #{files} is not a directory" unless test(:test, "-d", *S.args(files))
+
+        execute :tar, "-czf", *S.args(payload), "--exclude=.git", "--exclude=.git*", "-C", *S.args(files, ".")
+      end
+      extra = piece ? ["--piece-length", piece] : []
+      execute murder, *S.args("make-torrent", payload, "--tracker", tracker, "-o", torrent, "-q", *extra)
+    end
+    invoke "murder:download_torrent" unless S.truthy?("do_not_download_torrent")
+  end
+
+  desc "Fetch the torrent from the seeder to temp_path on this machine"
+  task :download_torrent do
+    torrent = murder_torrent
+    local = local_torrent
+    FileUtils.mkdir_p(File.dirname(local))
+    on murder_seeder do
+      download! torrent, local
+    end
+  end
+
+  desc "Seed the release from the seeder (starts the tracker's allow-listing too)"
+  task :start_seeding do
+    murder = remote_murder
+    torrent = murder_torrent
+    payload = murder_payload
+    local = local_torrent
+    tag = murder_tag
+    dir = fetch(:remote_murder_path)
+    invoke "murder:download_torrent" unless File.exist?(local)
+    on murder_tracker do
+      upload! local, "#{dir}/torrents/#{tag}.torrent"
+    end
+    on murder_seeder do |host|
+      ip = S.announce_ip(host)
+      execute murder, *S.args("seed", torrent, payload, *(ip ? ["--ip", ip] : []),
+                              "--pidfile", "#{dir}/run/seed-#{tag}.pid", "--daemon", "--log", "#{dir}/run/seed-#{tag}.log")
+    end
+  end
+
+  desc "Stop seeding TAG (succeeds when none runs)"
+  task :stop_seeding do
+    murder = remote_murder
+    pidfile = "#{murder_run_dir}/seed-#{murder_tag}.pid"
+    on murder_seeder do
+      execute murder, *S.args("stop", "--pidfile", pidfile)
+    end
+  end
+
+  desc "Stop every seeder murder started on the seeder"
+  task :stop_all_seeding do
+    murder = remote_murder
+    run = murder_run_dir
+    on murder_seeder do
+      pidfiles = capture(:find, *S.args(run), "-maxdepth", "1", "-name", "'seed-*.pid'").split("\n")
+      pidfiles.each { |p| execute murder, *S.args("stop", "--pidfile", p) }
+    end
+  end
+
+  desc "Download the release on every peer and extract it into destination_path/TAG"
+  task :peer do
+    murder = remote_murder
+    torrent = murder_torrent
+    payload = murder_payload
+    local = local_torrent
+    tag = murder_tag
+    temp = murder_temp_path
+    run = murder_run_dir
+    linger = fetch(:murder_linger)
+    as_file = S.truthy?("path_is_file")
+    dest = S.truthy?("no_tag_directory") || as_file ? murder_destination_path : "#{murder_destination_path}/#{tag}"
+    unsafe = S.truthy?("unsafe_please_delete")
+    invoke "murder:download_torrent" unless File.exist?(local)
+    tracker = [tracker_address, fetch(:tracker_port)]
+    peers = murder_peers
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    results = {}
+    watcher = Thread.new { Capistrano::Murder::Progress.new(*tracker, peers.size).watch }
+    begin
+      on peers, in: :parallel do |host|
+        execute :mkdir, "-p", *S.args(temp, run)
+        if !as_file && test("[ -d #{dest.shellescape} ] && [ -n \"$(ls -A #{dest.shellescape})\" ]")
+          unless unsafe
+            raise Capistrano::Murder::Error,
+                  "#{host}: #{dest} is not empty (set unsafe_please_delete=1 to empty it first)"
+          end
+          execute :rm, "-rf", *S.args(dest)
+        end
+        upload! local, torrent
+        ip = S.announce_ip(host)
+        out = capture(murder, *S.args("peer", torrent, payload, *(ip ? ["--ip", ip] : []), "--linger", linger,
+                                      "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
+        summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
+        results[host.to_s] = summary
+        if as_file
+          execute :cp, *S.args(payload, dest)
+        else
+          # Extract beside the destination, then move into place: a failed
+          # extraction leaves no half release at dest.
+          staging = "#{dest}.murder-extract"
+          execute :rm, "-rf", *S.args(staging)
+          execute :mkdir, "-p", *S.args(staging)
+          execute :tar, "-xzf", *S.args(payload), "--no-same-owner", "--no-overwrite-dir", "-C", *S.args(staging)
+          execute :rm, "-rf", *S.args(dest)
+          execute :mkdir, "-p", *S.args(File.dirname(dest))
+          execute :mv, *S.args(staging, dest)
+        end
+      end
+    ensure
+      watcher.kill
+    end
+    Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
+  end
+
+  desc "Stop the download of TAG on every peer (a peer that hangs)"
+  task :stop_peering do
+    murder = remote_murder
+    pidfile = "#{murder_run_dir}/peer-#{murder_tag}.pid"
+    on murder_peers do
+      execute murder, *S.args("stop", "--pidfile", pidfile)
+    end
+  end
+
+  desc "Stop every download murder started on every peer"
+  task :stop_all_peering do
+    murder = remote_murder
+    run = murder_run_dir
+    on murder_peers do
+      next unless test(:test, "-d", *S.args(run))
+
+      capture(:find, *S.args(run), "-maxdepth", "1", "-name", "'peer-*.pid'").split("\n").each do |p|
+        execute murder, *S.args("stop", "--pidfile", p)
+      end
+    end
+  end
+
+  desc "Remove temp_path/TAG.tgz and its torrent on the peers and the seeder"
+  task :clean_temp_files do
+    files = [murder_payload, murder_torrent, "#{murder_payload}.part"]
+    on (murder_peers + [murder_seeder]).uniq do
+      execute :rm, "-rf", *S.args(files)
+    end
+  end
+
+  desc "Show what murder runs where"
+  task :status do
+    run = murder_run_dir
+    murder = remote_murder
+    on murder_hosts do |host|
+      lines = capture(:sh, "-c", *S.args(<<~SH, "murder-status", run), raise_on_non_zero_exit: false)
+        for f in "$1"/*.pid; do [ -f "$f" ] || continue; pid=$(cut -d' ' -f1 "$f"); if kill -0 "$pid" 2>/dev/null; then echo "$(basename "$f" .pid) running (pid $pid)"; else echo "$(basename "$f" .pid) stale pidfile"; fi; done
+      SH
+      installed = test(:test, "-x", *S.args(murder)) ? "murder installed" : "murder not installed"
+      info "#{host}: #{installed}#{lines.empty? ? ', nothing running' : "\n  #{lines.split("\n").join("\n  ")}"}"
+    end
+  end
+
+  desc "The whole Murder flow in one command: pack, torrent, seed, peer, clean up"
+  task :distribute do
+    invoke "murder:distribute_files"
+    invoke "murder:start_tracker"
+    invoke "murder:create_torrent"
+    invoke "murder:start_seeding"
+    begin
+      invoke "murder:peer"
+    ensure
+      invoke "murder:stop_seeding"
+      invoke "murder:stop_tracker"
+      invoke "murder:clean_temp_files"
+    end
+  end
+end
