@@ -112,7 +112,8 @@ namespace :murder do
   desc "Pack files_path on the seeder into temp_path/TAG.tgz and make its torrent"
   task :create_torrent do
     murder = remote_murder
-    files = murder_files_path
+    prepacked = fetch(:murder_prepacked, nil) # the deploy strategy packed it here already
+    files = prepacked ? nil : murder_files_path
     payload = murder_payload
     torrent = murder_torrent
     temp = murder_temp_path
@@ -121,7 +122,9 @@ namespace :murder do
     as_file = S.truthy?("path_is_file")
     on murder_seeder do |host|
       execute :mkdir, "-p", *S.args(temp)
-      if as_file
+      if prepacked
+        upload! prepacked, payload
+      elsif as_file
         raise Capistrano::Murder::Error, "#{host}: #{files} is not a file" unless test(:test, "-f", *S.args(files))
 
         execute :cp, *S.args(files, payload)

@@ -117,3 +117,74 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     expect(out).to include("10.250.0.99")
   end
 end
+
+RSpec.describe "cap deploy with the murder strategy on the farm" do
+  FARM_D = File.join(ROOT, "tmp/farm-spec")
+  CAP_D = File.join(ROOT, "spec/fixtures/farm")
+  SIZE = 8
+
+  before(:all) do
+    out, status = Open3.capture2e({ "FARM_DIR" => FARM_D }, File.join(ROOT, "bin/farm"), "up", SIZE.to_s)
+    raise "farm up failed:\n#{out}" unless status.success?
+
+    @repo = Dir.mktmpdir("murder-app-")
+    git = ->(*args) { system("git", "-C", @repo, *args, out: File::NULL, err: File::NULL, exception: true) }
+    git.call("init", "-q")
+    git.call("config", "user.email", "dev@example.invalid")
+    git.call("config", "user.name", "dev")
+    FileUtils.mkdir_p(File.join(@repo, "app"))
+    File.binwrite(File.join(@repo, "app/blob.bin"), Random.new(1).bytes(1_500_000))
+    File.write(File.join(@repo, "VERSION"), "one\n")
+    git.call("add", ".")
+    git.call("commit", "-q", "-m", "one")
+    @git = git
+  end
+
+  after(:all) do
+    Open3.capture2e({ "FARM_DIR" => FARM_D }, File.join(ROOT, "bin/farm"), "down")
+    FileUtils.rm_rf(@repo) if @repo
+  end
+
+  def cap!(*args)
+    env = { "FARM_DIR" => FARM_D, "FARM_SIZE" => SIZE.to_s, "MURDER_BINARY" => MURDER_BIN,
+            "BUNDLE_GEMFILE" => File.join(ROOT, "Gemfile"), "FARM_REPO" => @repo }
+    out, status = Open3.capture2e(env, "bundle", "exec", "cap", "farm", *args, chdir: CAP_D)
+    raise "cap #{args.join(' ')} failed:\n#{out}" unless status.success?
+
+    out
+  end
+
+  def app(i, path) = File.join(FARM_D, "hosts/h#{i}/srv/farmapp", path)
+
+  # `current` links to an absolute path inside the host: follow it there.
+  def current(i, path) = app(i, "releases/#{File.basename(File.readlink(app(i, 'current')))}/#{path}")
+
+  def head = `git -C #{@repo.shellescape} rev-parse HEAD`.strip
+
+  it "deploys twice through the swarm and rolls back" do
+    cap!("deploy")
+    first = head
+    (1..SIZE).each do |i|
+      expect(File.read(current(i, "VERSION"))).to eq("one\n"), "h#{i}"
+      expect(File.read(current(i, "REVISION")).chomp).to eq(first)
+      expect(File.binread(current(i, "app/blob.bin"))).to eq(File.binread(File.join(@repo, "app/blob.bin")))
+    end
+    first_release = File.readlink(app(1, "current"))
+
+    File.write(File.join(@repo, "VERSION"), "two\n")
+    @git.call("commit", "-q", "-am", "two")
+    cap!("deploy")
+    (1..SIZE).each do |i|
+      expect(File.read(current(i, "VERSION"))).to eq("two\n"), "h#{i}"
+      expect(File.read(current(i, "REVISION")).chomp).to eq(head)
+      expect(Dir.children(app(i, "releases")).size).to eq(2)
+    end
+
+    cap!("deploy:rollback")
+    (1..SIZE).each do |i|
+      expect(File.readlink(app(i, "current"))).to eq(first_release), "h#{i}"
+      expect(File.read(current(i, "VERSION"))).to eq("one\n")
+    end
+    eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  end
+end

@@ -1,0 +1,67 @@
+# frozen_string_literal: true
+
+# A deploy strategy: in a Capfile, in place of the git plugin,
+#
+#   require "capistrano/murder"
+#   require "capistrano/murder/scm"
+#   install_plugin Capistrano::Murder::SCM
+#
+# and `cap STAGE deploy` packs the revision once on this machine (from the
+# local git repository, or from the directory set by :murder_source_dir),
+# ships it through the swarm and extracts it into each server's
+# release_path. The rest of Capistrano's flow (shared links, `current`,
+# rollback, cleanup of old releases) is unchanged.
+
+require "capistrano/scm/plugin"
+require "tmpdir"
+require_relative "support"
+
+module Capistrano
+  module Murder
+    class SCM < ::Capistrano::SCM::Plugin
+      S = Support
+
+      def set_defaults
+        set_if_empty :murder_source_dir, nil
+        set_if_empty :murder_repo_path, "."
+        set_if_empty :branch, "HEAD"
+      end
+
+      def register_hooks
+        after "deploy:new_release_path", "murder:scm:create_release"
+        before "deploy:set_current_revision", "murder:scm:set_current_revision"
+      end
+
+      def define_tasks
+        eval_rakefile File.expand_path("../../../recipes/murder_scm.rake", __dir__)
+      end
+
+      # Packs the release into `archive` on this machine; returns its revision.
+      def pack(archive)
+        if (dir = fetch(:murder_source_dir))
+          dir = File.expand_path(dir)
+          raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
+
+          run_locally!("tar", "-czf", archive, "--exclude=.git", "-C", dir, ".")
+          "dir:#{File.basename(dir)}@#{File.mtime(dir).utc.strftime('%Y%m%d%H%M%S')}"
+        else
+          repo = File.expand_path(fetch(:murder_repo_path))
+          revision = run_locally!("git", "-C", repo, "rev-parse", "--verify", "#{fetch(:branch)}^{commit}").strip
+          run_locally!("git", "-C", repo, "archive", "--format=tar.gz", "-o", archive, revision)
+          revision
+        end
+      end
+
+      private
+
+      def run_locally!(*command)
+        out, status = Open3.capture2e(*command)
+        raise Error, "#{command.first} failed: #{out.strip}" unless status.success?
+
+        out
+      end
+    end
+  end
+end
+
+require "open3"
