@@ -4,7 +4,8 @@
 # (bin/farm: network namespaces with their own sshd and mounts). Needs root.
 RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
   HOSTS = 8
-  FARM = File.join(ROOT, "tmp/farm-spec")
+  # Not under /tmp, /run, /root or /srv: each host mounts its own over those.
+  FARM = "/var/tmp/murder-farm-spec"
   CAP_DIR = File.join(ROOT, "spec/fixtures/farm")
 
   before(:all) do
@@ -119,7 +120,7 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
 end
 
 RSpec.describe "cap deploy with the murder strategy on the farm" do
-  FARM_D = File.join(ROOT, "tmp/farm-spec")
+  FARM_D = "/var/tmp/murder-farm-spec"
   CAP_D = File.join(ROOT, "spec/fixtures/farm")
   SIZE = 8
 
