@@ -201,7 +201,7 @@ namespace :murder do
     dest = S.truthy?("no_tag_directory") || as_file ? murder_destination_path : "#{murder_destination_path}/#{tag}"
     unsafe = S.truthy?("unsafe_please_delete")
     invoke "murder:download_torrent" unless File.exist?(local)
-    tracker = [tracker_address, fetch(:tracker_port)]
+    tracker = fetch(:murder_local_tracker, nil) || [tracker_address, fetch(:tracker_port)]
     peers = murder_peers
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     results = {}

@@ -20,13 +20,21 @@ namespace :murder do
       set :murder_prepacked, archive
       begin
         invoke "murder:distribute_files"
-        invoke "murder:start_tracker"
-        invoke "murder:create_torrent"
-        invoke "murder:start_seeding"
-        invoke "murder:peer"
+        if fetch(:murder_seed_locally)
+          # This machine tracks and seeds, through the native extension:
+          # the release never takes a detour through a seeder host.
+          seed_locally(archive, tag) { invoke "murder:peer" }
+        else
+          invoke "murder:start_tracker"
+          invoke "murder:create_torrent"
+          invoke "murder:start_seeding"
+          invoke "murder:peer"
+        end
       ensure
-        invoke "murder:stop_seeding"
-        invoke "murder:stop_tracker"
+        unless fetch(:murder_seed_locally)
+          invoke "murder:stop_seeding"
+          invoke "murder:stop_tracker"
+        end
         invoke "murder:clean_temp_files"
         FileUtils.rm_rf(local_dir)
       end

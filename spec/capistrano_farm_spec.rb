@@ -146,9 +146,9 @@ RSpec.describe "cap deploy with the murder strategy on the farm" do
     FileUtils.rm_rf(@repo) if @repo
   end
 
-  def cap!(*args)
+  def cap!(*args, env: {})
     env = { "FARM_DIR" => FARM_D, "FARM_SIZE" => SIZE.to_s, "MURDER_BINARY" => MURDER_BIN,
-            "BUNDLE_GEMFILE" => File.join(ROOT, "Gemfile"), "FARM_REPO" => @repo }
+            "BUNDLE_GEMFILE" => File.join(ROOT, "Gemfile"), "FARM_REPO" => @repo }.merge(env)
     out, status = Open3.capture2e(env, "bundle", "exec", "cap", "farm", *args, chdir: CAP_D)
     raise "cap #{args.join(' ')} failed:\n#{out}" unless status.success?
 
@@ -185,6 +185,18 @@ RSpec.describe "cap deploy with the murder strategy on the farm" do
     (1..SIZE).each do |i|
       expect(File.readlink(app(i, "current"))).to eq(first_release), "h#{i}"
       expect(File.read(current(i, "VERSION"))).to eq("one\n")
+    end
+    eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  end
+
+  it "seeds from the deployer itself with murder_seed_locally" do
+    File.write(File.join(@repo, "VERSION"), "three\n")
+    @git.call("commit", "-q", "-am", "three")
+    out = cap!("deploy", env: { "MURDER_SEED_LOCALLY" => "1" })
+    expect(out).not_to include("murder:start_seeding") # no seeder host involved
+    (1..SIZE).each do |i|
+      expect(File.read(current(i, "VERSION"))).to eq("three\n"), "h#{i}"
+      expect(File.read(current(i, "REVISION")).chomp).to eq(head)
     end
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
   end

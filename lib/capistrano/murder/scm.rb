@@ -25,6 +25,7 @@ module Capistrano
         set_if_empty :murder_source_dir, nil
         set_if_empty :murder_repo_path, "."
         set_if_empty :branch, "HEAD"
+        set_if_empty :murder_deployer_ip, nil
       end
 
       def register_hooks
@@ -52,7 +53,36 @@ module Capistrano
         end
       end
 
+      # Runs a tracker and a seeder of `archive` in this process while the
+      # block runs; the torrent goes where murder:peer looks for it.
+      def seed_locally(archive, tag)
+        require "murder"
+        require "socket"
+        ip = fetch(:murder_deployer_ip) || local_address_towards(release_roles(:all).first)
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0").start
+        torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
+                                                   piece_length: fetch(:murder_piece_length))
+        temp = S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
+        FileUtils.mkdir_p(temp)
+        torrent.write(File.join(temp, "#{tag}.tgz.torrent"))
+        tracker.allow(torrent)
+        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip).start
+        set :murder_local_tracker, [ip, tracker.port]
+        yield
+      ensure
+        seeder&.stop
+        tracker&.stop
+      end
+
       private
+
+      # This machine's address on the route to `host` (no packet is sent).
+      def local_address_towards(host)
+        address = Addrinfo.udp(host.hostname, 9).connect.local_address.ip_address
+        raise Error, "cannot tell this machine's address towards #{host}; set :murder_deployer_ip" if address.nil?
+
+        address
+      end
 
       def run_locally!(*command)
         out, status = Open3.capture2e(*command)
