@@ -75,8 +75,14 @@ namespace :murder do
     raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
 
     dir = fetch(:remote_murder_path)
+    digest = Digest::SHA256.file(binary).hexdigest
     on murder_hosts do
       execute :mkdir, "-p", *S.args(dir, "#{dir}/run", "#{dir}/torrents")
+      # Every deploy calls this: upload only when the host's copy differs.
+      installed = capture(:sh, "-c", *S.args('sha256sum "$1" 2>/dev/null | cut -d" " -f1', "sh", "#{dir}/murder"),
+                          raise_on_non_zero_exit: false).strip
+      next if installed == digest
+
       upload! binary, "#{dir}/murder.new"
       execute :chmod, "755", *S.args("#{dir}/murder.new")
       execute :mv, "-f", *S.args("#{dir}/murder.new", "#{dir}/murder")

@@ -1,0 +1,15 @@
+# frozen_string_literal: true
+
+farm = ENV.fetch("FARM_DIR")
+set :application, "benchapp"
+set :deploy_to, "/srv/benchapp"
+set :ssh_options, {
+  user: "root", keys: ["#{farm}/id_ed25519"], keys_only: true, auth_methods: ["publickey"],
+  user_known_hosts_file: "#{farm}/known_hosts", verify_host_key: :always, timeout: 10
+}
+set :murder_binary, ENV.fetch("MURDER_BINARY")
+set :murder_source_dir, ENV.fetch("BENCH_SOURCE")
+set :murder_seed_locally, true
+set :murder_linger, 5
+set :keep_releases, 2
+set :log_level, :warn
