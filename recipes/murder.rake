@@ -94,13 +94,14 @@ namespace :murder do
     murder = remote_murder
     dir = fetch(:remote_murder_path)
     port = fetch(:tracker_port)
+    interval = fetch(:murder_tracker_interval)
     pidfile = "#{dir}/run/tracker.pid"
     on murder_tracker do
       execute :mkdir, "-p", *S.args("#{dir}/torrents", "#{dir}/run")
       # A tracker already running keeps serving: starting is idempotent.
       running = test("[ -f #{pidfile.shellescape} ] && kill -0 \"$(cut -d' ' -f1 #{pidfile.shellescape})\" 2>/dev/null")
       unless running
-        execute murder, *S.args("tracker", "--port", port, "--allow-dir", "#{dir}/torrents",
+        execute murder, *S.args("tracker", "--port", port, "--interval", interval, "--allow-dir", "#{dir}/torrents",
                                 "--pidfile", pidfile, "--daemon", "--log", "#{dir}/run/tracker.log")
       end
     end

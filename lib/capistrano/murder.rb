@@ -26,6 +26,8 @@ module Capistrano
         set_if_empty :default_temp_path, "/tmp"
         set_if_empty :remote_murder_path, -> { "#{fetch(:deploy_to)}/shared/murder" }
         set_if_empty :tracker_port, 8998
+        # Short, so the deployer's progress line (from /stats.json) moves.
+        set_if_empty :murder_tracker_interval, 5
         # murder's own.
         set_if_empty :murder_binary, -> { Support.default_binary }
         set_if_empty :murder_linger, 30

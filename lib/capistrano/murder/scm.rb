@@ -59,7 +59,8 @@ module Capistrano
         require "murder"
         require "socket"
         ip = fetch(:murder_deployer_ip) || local_address_towards(release_roles(:all).first)
-        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0").start
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0",
+                                        interval: fetch(:murder_tracker_interval)).start
         torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
                                                    piece_length: fetch(:murder_piece_length))
         temp = S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
