@@ -156,9 +156,10 @@ impl Picker {
             );
             self.take_missing(piece, want, &mut out);
         }
-        // 3. Endgame: nothing left to start, so ask again what others have
-        //    been asked for and not yet delivered.
-        if out.len() < want {
+        // 3. Endgame: once every piece is done or under way anywhere (not
+        //    merely for this peer), ask again what others were asked for and
+        //    have not delivered, so one slow peer cannot hold up the end.
+        if out.len() < want && self.have.count() + self.partial.len() >= self.availability.len() {
             for piece in self.started_pieces(peer_has) {
                 let count = self.partial[&piece].blocks.len();
                 for i in 0..count {

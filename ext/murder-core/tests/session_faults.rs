@@ -200,7 +200,7 @@ fn the_seeder_sends_about_one_copy_to_a_capped_swarm() {
     )
     .unwrap();
     let data = dir.path().join("release.tgz");
-    let size = 8 << 20;
+    let size = 16 << 20;
     random_file(&data, size, 12);
     let meta = torrent(&data, &tracker.local_addr().to_string(), 64 * 1024);
     tracker.tracker().allow_torrent(&meta);
@@ -229,5 +229,6 @@ fn the_seeder_sends_about_one_copy_to_a_capped_swarm() {
     let sent = seed.stats().uploaded;
     let factor = sent as f64 / size as f64;
     eprintln!("seeder sent {factor:.2} copies to 4 capped peers");
-    assert!(factor < 1.6, "the seeder sent {factor:.2} copies");
+    // Measured: 1.31–1.38 with steering, 1.71–1.75 without it.
+    assert!(factor < 1.55, "the seeder sent {factor:.2} copies");
 }

@@ -229,7 +229,9 @@ impl Peer {
 
     /// Offers the peer pieces it lacks, those offered least so far first
     /// (then those fewest connected peers hold), until it has a window's
-    /// worth on offer that it does not hold yet.
+    /// worth on offer that it does not hold yet. Once a piece has left, it is
+    /// offered again only while no connected peer holds it (it is still in
+    /// flight, or went to a peer that left), so nothing stalls at the end.
     fn offer_more(&mut self) {
         if !self.steering || self.peer_has.is_complete() {
             return;
@@ -257,6 +259,12 @@ impl Peer {
                 for i in 0..count {
                     let p = (start + i) % count;
                     if self.peer_has.get(p) || self.offered.get(p) {
+                        continue;
+                    }
+                    // A piece already sent that some peer holds is better
+                    // fetched from that peer: the seed's uplink is for
+                    // pieces nobody has yet.
+                    if counts[p] > 0 && picker.availability(p) > 0 {
                         continue;
                     }
                     let rank = (counts[p], picker.availability(p));
