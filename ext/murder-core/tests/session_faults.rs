@@ -2,14 +2,13 @@
 //! that leaves as soon as the swarm holds every piece.
 
 mod common;
-use common::{local, random_file, torrent};
+use common::{local, random_file, torrent, tracked_release};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
-use murder_core::tracker::{TrackerConfig, TrackerServer};
 use murder_core::wire::{Handshake, Message, MessageReader};
 use murder_core::Metainfo;
 use tokio::io::AsyncWriteExt;
@@ -122,18 +121,8 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_download_completes() {
 #[test]
 fn the_swarm_finishes_after_the_seeder_leaves_once_every_piece_is_out() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = TrackerServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        TrackerConfig {
-            interval: Duration::from_secs(1),
-            ..TrackerConfig::default()
-        },
-    )
-    .unwrap();
     let data = dir.path().join("release.tgz");
-    random_file(&data, 6_000_000, 9);
-    let meta = torrent(&data, &tracker.local_addr().to_string(), 64 * 1024);
-    tracker.tracker().allow_torrent(&meta);
+    let (_tracker, meta) = tracked_release(&data, 6_000_000, 9);
     let mut seed = SessionRunner::start(
         meta.clone(),
         Role::Seed { data: data.clone() },
@@ -191,19 +180,9 @@ fn the_swarm_finishes_after_the_seeder_leaves_once_every_piece_is_out() {
 #[test]
 fn the_seeder_sends_about_one_copy_to_a_capped_swarm() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = TrackerServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        TrackerConfig {
-            interval: Duration::from_secs(1),
-            ..TrackerConfig::default()
-        },
-    )
-    .unwrap();
     let data = dir.path().join("release.tgz");
     let size = 16 << 20;
-    random_file(&data, size, 12);
-    let meta = torrent(&data, &tracker.local_addr().to_string(), 64 * 1024);
-    tracker.tracker().allow_torrent(&meta);
+    let (_tracker, meta) = tracked_release(&data, size, 12);
     let link = Some(8_000_000);
     let capped = || SessionConfig {
         upload_limit: link,

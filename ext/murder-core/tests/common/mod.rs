@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use murder_core::session::SessionConfig;
+use murder_core::tracker::{TrackerConfig, TrackerServer};
 use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
 use proptest::prelude::ProptestConfig;
 
@@ -19,6 +20,23 @@ pub fn torrent(path: &Path, tracker: &str, piece_length: u64) -> Arc<Metainfo> {
     let mut opts = CreateOptions::new(tracker);
     opts.piece_length = Some(piece_length);
     Arc::new(create_torrent(path, &opts, &Progress::new()).unwrap())
+}
+
+/// A random file at `path`, its torrent (64 KiB pieces), and a tracker on
+/// 127.0.0.1 that allows it and asks for announces every second.
+pub fn tracked_release(path: &Path, len: usize, seed: u64) -> (TrackerServer, Arc<Metainfo>) {
+    let tracker = TrackerServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        TrackerConfig {
+            interval: std::time::Duration::from_secs(1),
+            ..TrackerConfig::default()
+        },
+    )
+    .unwrap();
+    random_file(path, len, seed);
+    let meta = torrent(path, &tracker.local_addr().to_string(), 64 * 1024);
+    tracker.tracker().allow_torrent(&meta);
+    (tracker, meta)
 }
 
 /// A session on 127.0.0.1 that announces 127.0.0.1.
