@@ -230,7 +230,9 @@ namespace :murder do
         summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
         results[host.to_s] = summary
         if as_file
-          execute :cp, *S.args(payload, dest)
+          execute :mkdir, "-p", *S.args(File.dirname(dest))
+          execute :cp, *S.args(payload, "#{dest}.murder-copy")
+          execute :mv, "-f", *S.args("#{dest}.murder-copy", dest)
         else
           # Extract beside the destination, then move into place: a failed
           # extraction leaves no half release at dest.

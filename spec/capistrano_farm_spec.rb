@@ -91,6 +91,14 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     FileUtils.rm_f("/tmp/v2.tgz.torrent")
   end
 
+  it "distributes one file as it is with path_is_file" do
+    cap!("murder:distribute", "tag=v4", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
+         "destination_path=/srv/files/blob.bin")
+    expected = File.binread(host_path(1, "/srv/src/app/lib/blob.bin"))
+    (1..HOSTS).each { |i| expect(File.binread(host_path(i, "/srv/files/blob.bin"))).to eq(expected), "h#{i}" }
+    eventually(timeout: 15) { murder_processes.empty? }
+  end
+
   it "refuses tags with a slash or shell characters, naming the argument and touching nothing" do
     ["a/b", "v1;touch /tmp/pwned", "$(touch /tmp/pwned)", ""].each do |tag|
       out, status = cap("murder:distribute", "tag=#{tag}", "files_path=/srv/src", "destination_path=/srv/releases")
