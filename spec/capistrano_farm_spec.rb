@@ -127,7 +127,7 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
   end
 end
 
-RSpec.describe "cap deploy with the murder strategy on the farm" do
+RSpec.describe "cap deploy with the murder strategy on the farm", order: :defined do
   FARM_D = "/var/tmp/murder-farm-spec"
   CAP_D = File.join(ROOT, "spec/fixtures/farm")
   SIZE = 8
