@@ -46,7 +46,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     {
         let progress = progress.clone();
         let path = args.path.clone();
-        std::thread::spawn(move || done.send(create_torrent(&path, &options, &progress)));
+        std::thread::spawn(move || {
+            // The receiver only goes away if this command is already failing.
+            let _ = done.send(create_torrent(&path, &options, &progress));
+        });
     }
     // indicatif draws only on a terminal, so logs stay clean.
     let bar = if args.quiet {

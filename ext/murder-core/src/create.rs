@@ -100,7 +100,7 @@ pub fn create_torrent(
     }
     let piece_length = match options.piece_length {
         None => auto_piece_length(total),
-        Some(n) if n >= 16 << 10 && n <= MAX_PIECE_LENGTH && n.is_power_of_two() => n,
+        Some(n) if (16 << 10..=MAX_PIECE_LENGTH).contains(&n) && n.is_power_of_two() => n,
         Some(n) => {
             return Err(Error::InvalidArgument(format!(
                 "piece length {n}: must be a power of two from 16 KiB to {} MiB",
@@ -268,7 +268,7 @@ mod tests {
         fs::write(root.join("app/lib/f10.rb"), vec![0u8; 4970]).unwrap();
         let some = check_pieces(&source, &m.pieces, &Progress::new()).unwrap();
         let bad = some.iter().filter(|&&ok| !ok).count();
-        assert!(bad >= 1 && bad <= 2, "{bad} bad pieces");
+        assert!((1..=2).contains(&bad), "{bad} bad pieces");
         // A missing file fails only its pieces, without an error.
         fs::remove_file(root.join("README")).unwrap();
         let first = check_pieces(&source, &m.pieces, &Progress::new()).unwrap();

@@ -150,6 +150,9 @@ struct PeerTable {
     failed_until: HashMap<SocketAddr, Instant>,
 }
 
+/// For each failed piece sent by several peers: each block's hash and sender.
+type Suspects = HashMap<u32, Vec<([u8; 20], u64)>>;
+
 pub(crate) struct Shared {
     meta: Arc<Metainfo>,
     peer_id: [u8; 20],
@@ -168,7 +171,7 @@ pub(crate) struct Shared {
     next_key: AtomicU64,
     listen_port: u16,
     /// Failed pieces from several peers: each block's hash and sender.
-    suspects: Mutex<HashMap<u32, Vec<([u8; 20], u64)>>>,
+    suspects: Mutex<Suspects>,
     /// A steering seed's count of how often each piece was offered.
     offers: Option<Mutex<Vec<u32>>>,
     hasher: hasher::Hasher,
@@ -181,7 +184,7 @@ impl Shared {
         self.picker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn suspects(&self) -> MutexGuard<'_, HashMap<u32, Vec<([u8; 20], u64)>>> {
+    fn suspects(&self) -> MutexGuard<'_, Suspects> {
         self.suspects.lock().unwrap_or_else(|e| e.into_inner())
     }
 

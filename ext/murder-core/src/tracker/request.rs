@@ -50,8 +50,11 @@ pub struct Announce {
     pub no_peer_id: bool,
 }
 
+/// A decoded `key=value` pair.
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// Decoded `key=value` pairs of a query string.
-fn pairs(query: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RequestError> {
+fn pairs(query: &[u8]) -> Result<Vec<Pair>, RequestError> {
     let mut out = Vec::new();
     for part in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         if out.len() == MAX_PAIRS {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -126,9 +126,9 @@ impl Registry {
     }
 
     /// Keeps, of the entries that came from `dir`, only those in `keep`.
-    pub fn retain_dir_entries(&mut self, dir: &PathBuf, keep: &[InfoHash]) {
+    pub fn retain_dir_entries(&mut self, dir: &Path, keep: &[InfoHash]) {
         self.torrents.retain(|hash, swarm| {
-            swarm.source != AllowSource::Dir(dir.clone()) || keep.contains(hash)
+            !matches!(&swarm.source, AllowSource::Dir(d) if d == dir) || keep.contains(hash)
         });
     }
 
