@@ -59,10 +59,6 @@ impl DataSource {
             layout,
         }
     }
-
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
 }
 
 /// Hashes every piece. Any file that cannot be read fully is an error.

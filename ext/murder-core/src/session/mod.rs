@@ -196,27 +196,28 @@ impl Shared {
         *self.state.borrow() == State::Complete
     }
 
-    fn left(&self) -> u64 {
-        let picker = self.picker();
+    /// Bytes of the verified pieces.
+    fn have_bytes(&self, picker: &Picker) -> u64 {
         let layout = self.storage.layout();
-        let have: u64 = picker
+        picker
             .have()
             .iter_ones()
             .map(|p| layout.piece_range(p).1)
-            .sum();
-        layout.total_length() - have
+            .sum()
+    }
+
+    fn left(&self) -> u64 {
+        self.storage.layout().total_length() - self.have_bytes(&self.picker())
     }
 
     pub(crate) fn stats(&self) -> Stats {
         let (pieces_have, have_bytes, distributed) = {
             let picker = self.picker();
-            let layout = self.storage.layout();
-            let bytes = picker
-                .have()
-                .iter_ones()
-                .map(|p| layout.piece_range(p).1)
-                .sum();
-            (picker.have().count(), bytes, picker.swarm_has_all())
+            (
+                picker.have().count(),
+                self.have_bytes(&picker),
+                picker.swarm_has_all(),
+            )
         };
         let peers = self.peers();
         Stats {

@@ -188,13 +188,14 @@ fn torrent_files(dir: &Path) -> Result<Vec<(PathBuf, Option<SystemTime>)>> {
 }
 
 /// Serves until `shutdown` resolves: the HTTP tracker, the expiry of silent
-/// peers and, if configured, the watch on the allow directory.
+/// peers and, if configured, the watch on the allow directory. The caller
+/// loads the allow directory first (`reload_allow_dir`), so that its errors
+/// show before serving starts; from then on it is re-read when it changes.
 pub async fn run(
     listener: tokio::net::TcpListener,
     tracker: Tracker,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    tracker.reload_allow_dir()?;
     let housekeeping = tokio::spawn(housekeeping(tracker.clone()));
     let served = http::serve(listener, tracker, shutdown).await;
     housekeeping.abort();
@@ -203,7 +204,12 @@ pub async fn run(
 
 async fn housekeeping(tracker: Tracker) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut seen_dir = None;
+    // As loaded by the caller; only a change triggers a reload.
+    let mut seen_dir = tracker
+        .config()
+        .allow_dir
+        .as_ref()
+        .and_then(|dir| torrent_files(dir).ok());
     loop {
         tick.tick().await;
         let now = tokio::time::Instant::now().into_std();
