@@ -68,6 +68,21 @@ def tracker_address
   S.announce_ip(host) || host.hostname
 end
 
+# Stops, on `hosts`, every murder process whose pidfile in the run directory
+# matches `pattern` (a name, or a glob like "seed-*.pid"). Nothing running
+# is fine: `murder stop` succeeds quietly then.
+def stop_murder(hosts, pattern)
+  murder = remote_murder
+  run = murder_run_dir
+  on hosts do
+    next unless test(:test, "-d", *S.args(run))
+
+    capture(:find, *S.args(run), "-maxdepth", "1", "-name", S.args(pattern).first).split("\n").each do |pidfile|
+      execute murder, *S.args("stop", "--pidfile", pidfile)
+    end
+  end
+end
+
 namespace :murder do
   desc "Upload the murder binary to remote_murder_path on every murder host"
   task :distribute_files do
@@ -109,11 +124,7 @@ namespace :murder do
 
   desc "Stop the tracker (succeeds when none runs)"
   task :stop_tracker do
-    murder = remote_murder
-    pidfile = "#{murder_run_dir}/tracker.pid"
-    on murder_tracker do
-      execute murder, *S.args("stop", "--pidfile", pidfile)
-    end
+    stop_murder(murder_tracker, "tracker.pid")
   end
 
   desc "Pack files_path on the seeder into temp_path/TAG.tgz and make its torrent"
@@ -177,21 +188,12 @@ namespace :murder do
 
   desc "Stop seeding TAG (succeeds when none runs)"
   task :stop_seeding do
-    murder = remote_murder
-    pidfile = "#{murder_run_dir}/seed-#{murder_tag}.pid"
-    on murder_seeder do
-      execute murder, *S.args("stop", "--pidfile", pidfile)
-    end
+    stop_murder(murder_seeder, "seed-#{murder_tag}.pid")
   end
 
   desc "Stop every seeder murder started on the seeder"
   task :stop_all_seeding do
-    murder = remote_murder
-    run = murder_run_dir
-    on murder_seeder do
-      pidfiles = capture(:find, *S.args(run), "-maxdepth", "1", "-name", "'seed-*.pid'").split("\n")
-      pidfiles.each { |p| execute murder, *S.args("stop", "--pidfile", p) }
-    end
+    stop_murder(murder_seeder, "seed-*.pid")
   end
 
   desc "Download the release on every peer and extract it into destination_path/TAG"
@@ -253,24 +255,12 @@ namespace :murder do
 
   desc "Stop the download of TAG on every peer (a peer that hangs)"
   task :stop_peering do
-    murder = remote_murder
-    pidfile = "#{murder_run_dir}/peer-#{murder_tag}.pid"
-    on murder_peers do
-      execute murder, *S.args("stop", "--pidfile", pidfile)
-    end
+    stop_murder(murder_peers, "peer-#{murder_tag}.pid")
   end
 
   desc "Stop every download murder started on every peer"
   task :stop_all_peering do
-    murder = remote_murder
-    run = murder_run_dir
-    on murder_peers do
-      next unless test(:test, "-d", *S.args(run))
-
-      capture(:find, *S.args(run), "-maxdepth", "1", "-name", "'peer-*.pid'").split("\n").each do |p|
-        execute murder, *S.args("stop", "--pidfile", p)
-      end
-    end
+    stop_murder(murder_peers, "peer-*.pid")
   end
 
   desc "Remove temp_path/TAG.tgz and its torrent on the peers and the seeder"
