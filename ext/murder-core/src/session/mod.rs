@@ -10,6 +10,7 @@ mod hasher;
 mod peer;
 mod rate;
 mod runner;
+mod steering;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -135,6 +136,8 @@ pub(crate) enum Event {
     Arrived { piece: u32, offset: u32, from: u64 },
     /// The download is complete.
     Complete,
+    /// A steering seed's turn came free: waiting downloaders ask again.
+    Offer,
 }
 
 #[derive(Default)]
@@ -160,6 +163,8 @@ pub(crate) struct Shared {
     storage: Storage,
     dest: Option<PathBuf>,
     picker: Mutex<Picker>,
+    /// The picker's epoch, readable without its lock.
+    pick_epoch: Arc<std::sync::atomic::AtomicU64>,
     peers: Mutex<PeerTable>,
     events: broadcast::Sender<Event>,
     state: watch::Sender<State>,
@@ -172,8 +177,9 @@ pub(crate) struct Shared {
     listen_port: u16,
     /// Failed pieces from several peers: each block's hash and sender.
     suspects: Mutex<Suspects>,
-    /// A steering seed's count of how often each piece was offered.
-    offers: Option<Mutex<Vec<u32>>>,
+    /// A seed's choice of what to send to whom (`None` when downloading
+    /// or when steering is off).
+    steering: Option<steering::Steering>,
     hasher: hasher::Hasher,
     upload_limit: Option<rate::RateLimit>,
     download_limit: Option<rate::RateLimit>,
@@ -373,13 +379,15 @@ impl Session {
         };
         let (events, _) = broadcast::channel(4096);
         let seeding = matches!(role, Role::Seed { .. });
-        let steer = config.steer;
-        let piece_count = have.len();
+        let steering = (seeding && config.steer)
+            .then(|| steering::Steering::new(have.len(), storage.layout().piece_length()));
+        let picker = Picker::new(storage.layout().clone(), have);
         let upload_limit = config.upload_limit.map(rate::RateLimit::new);
         let download_limit = config.download_limit.map(rate::RateLimit::new);
         let shared = Arc::new(Shared {
             peer_id: new_peer_id(),
-            picker: Mutex::new(Picker::new(storage.layout().clone(), have)),
+            pick_epoch: picker.epoch(),
+            picker: Mutex::new(picker),
             storage,
             dest,
             meta,
@@ -397,7 +405,7 @@ impl Session {
             failed_pieces: AtomicU64::new(0),
             next_key: AtomicU64::new(1),
             suspects: Mutex::new(HashMap::new()),
-            offers: (seeding && steer).then(|| Mutex::new(vec![0; piece_count])),
+            steering,
             hasher: hasher::Hasher::start().map_err(|e| Error::io("hasher thread", e))?,
             listen_port: local_addr.port(),
             upload_limit,

@@ -31,6 +31,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Pipeline of a peer that stopped delivering, until it delivers again.
 const SNUBBED_PIPELINE: usize = 4;
+/// Requests kept in flight to a peer cover this many seconds at the rate it
+/// delivers: enough to keep its link busy, few enough that a fresh piece
+/// arrives soon after it is asked for (so it can be passed on) and that
+/// endgame starts only at the very end of a download.
+const QUEUE_SECONDS: f64 = 0.5;
+/// The smallest pipeline, and the first one on a new connection.
+const MIN_PIPELINE: usize = 16;
+/// How often a peer's delivery rate is measured.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
 /// Bytes read from the socket at a time (fewer, larger reads).
 const READ_BUFFER: usize = 256 * 1024;
 /// Blocks are served while less than half of this waits to be written.
@@ -45,6 +54,11 @@ struct Peer {
     key: u64,
     fast: bool,
     peer_has: Bitfield,
+    /// Bumped when `peer_has` changes.
+    has_version: u64,
+    /// The picker epoch and `has_version` when a pick last came up short:
+    /// until either moves, picking again would find nothing new.
+    starved: Option<(u64, u64)>,
     sent_have: Bitfield,
     am_interested: bool,
     am_choking: bool,
@@ -53,7 +67,11 @@ struct Peer {
     last_data: Instant,
     last_recv: Instant,
     last_sent: Instant,
-    pipeline: usize,
+    /// Block bytes received since `window_start`, and the smoothed rate
+    /// (bytes per second) of earlier windows.
+    received: u64,
+    window_start: Instant,
+    rate: f64,
     their_reqq: usize,
     snubbed: bool,
     uploads: VecDeque<BlockRequest>,
@@ -64,6 +82,10 @@ struct Peer {
     /// offers more as soon as the peer has asked for all of one (`taken`),
     /// so its pipeline never waits for a `have` round trip.
     steering: bool,
+    /// Piece bytes serialized into `out` and not yet written (a steering
+    /// seed counts them as work still to do).
+    unsent_piece_bytes: u64,
+    offers_done: bool,
     offered: Bitfield,
     taken: Bitfield,
     requested: std::collections::HashMap<u32, u64>,
@@ -83,6 +105,8 @@ pub(super) async fn run(
         key,
         fast: theirs.supports_fast(),
         peer_has: Bitfield::new(piece_count),
+        has_version: 0,
+        starved: None,
         sent_have: Bitfield::new(piece_count),
         am_interested: false,
         am_choking: true,
@@ -91,13 +115,17 @@ pub(super) async fn run(
         last_data: now,
         last_recv: now,
         last_sent: now,
-        pipeline: shared.config.pipeline.max(1),
+        received: 0,
+        window_start: now,
+        rate: 0.0,
         their_reqq: 250,
         snubbed: false,
         uploads: VecDeque::new(),
         out: BytesMut::with_capacity(OUT_BUFFER),
         sent: 0,
         steering: false,
+        unsent_piece_bytes: 0,
+        offers_done: false,
         offered: Bitfield::new(piece_count),
         taken: Bitfield::new(piece_count),
         requested: std::collections::HashMap::new(),
@@ -160,6 +188,7 @@ impl Peer {
                 written = w.write(&self.out[self.sent..]), if pending && write_at <= now => {
                     let n = written?;
                     self.sent += n;
+                    self.written(n as u64);
                     self.last_sent = Instant::now();
                     if self.sent == self.out.len() {
                         self.out.clear();
@@ -195,7 +224,7 @@ impl Peer {
             }
         }
         let have = self.shared.picker().have().clone();
-        self.steering = self.shared.offers.is_some() && have.is_complete();
+        self.steering = self.shared.steering.is_some() && have.is_complete();
         if self.steering {
             // Show nothing yet; offers follow once we know what the peer has.
             if self.fast {
@@ -212,13 +241,13 @@ impl Peer {
         self.offer_more();
     }
 
-    /// Pieces a steering seed keeps on offer to one peer: just enough to
-    /// fill its request pipeline, so offers stay spread over the swarm — or
+    /// Pieces a steering seed keeps on offer to one peer: enough to fill a
+    /// small request pipeline twice, so offers stay spread over the swarm — or
     /// four times that while it is the only peer, which has no one to share
     /// with anyway.
     fn offer_window(&self) -> usize {
         let piece = self.shared.storage.layout().piece_length().max(1);
-        let pipeline = (self.shared.config.pipeline as u64) * crate::wire::BLOCK as u64;
+        let pipeline = 2 * (MIN_PIPELINE as u64) * crate::wire::BLOCK as u64;
         let window = (pipeline.div_ceil(piece) + 1).clamp(2, 16) as usize;
         if self.shared.peers().connected.len() <= 1 {
             window * 4
@@ -227,60 +256,53 @@ impl Peer {
         }
     }
 
-    /// Offers the peer pieces it lacks, those offered least so far first
-    /// (then those fewest connected peers hold), until it has a window's
-    /// worth on offer that it does not hold yet. Once a piece has left, it is
-    /// offered again only while no connected peer holds it (it is still in
-    /// flight, or went to a peer that left), so nothing stalls at the end.
+    /// Offers the peer pieces it lacks (see `steering`) until it has a
+    /// window's worth on offer that it has not asked for yet.
     fn offer_more(&mut self) {
-        if !self.steering || self.peer_has.is_complete() {
+        if !self.steering {
             return;
         }
-        let Some(offers) = &self.shared.offers else {
+        let Some(steering) = &self.shared.steering else {
             return;
         };
-        let mut pending = self
+        if self.peer_has.is_complete() {
+            // It needs nothing more from us: give up its place in line.
+            if !self.offers_done {
+                self.offers_done = true;
+                if steering.forget(self.key, std::iter::empty()) {
+                    let _ = self.shared.events.send(Event::Offer);
+                }
+            }
+            return;
+        }
+        let pending = self
             .offered
             .ones_not_in(&self.peer_has)
             .filter(|&p| !self.taken.get(p))
             .count();
-        let window = self.offer_window();
-        if pending >= window {
+        let want = self.offer_window().saturating_sub(pending);
+        if want == 0 {
             return;
         }
-        let mut picks = Vec::new();
-        {
+        let offer = {
             let picker = self.shared.picker();
-            let mut counts = offers.lock().unwrap_or_else(|e| e.into_inner());
-            let count = counts.len();
-            let start = fastrand::usize(..count.max(1));
-            while pending < window {
-                let mut best: Option<((u32, u32), usize)> = None;
-                for i in 0..count {
-                    let p = (start + i) % count;
-                    if self.peer_has.get(p) || self.offered.get(p) {
-                        continue;
-                    }
-                    // A piece already sent that some peer holds is better
-                    // fetched from that peer: the seed's uplink is for
-                    // pieces nobody has yet.
-                    if counts[p] > 0 && picker.availability(p) > 0 {
-                        continue;
-                    }
-                    let rank = (counts[p], picker.availability(p));
-                    if best.is_none_or(|(b, _)| rank < b) {
-                        best = Some((rank, p));
-                    }
-                }
-                let Some((_, p)) = best else { break };
-                counts[p] += 1;
-                self.offered.set(p);
-                picks.push(p);
-                pending += 1;
-            }
-        }
-        for p in picks {
+            steering.offer(self.key, &self.peer_has, &self.offered, want, &picker)
+        };
+        for p in offer.pieces {
+            self.offered.set(p);
             self.send(Message::Have(p as u32));
+        }
+        if offer.turn_freed {
+            let _ = self.shared.events.send(Event::Offer);
+        }
+    }
+
+    /// A steering seed's account of piece bytes still to send.
+    fn written(&mut self, n: u64) {
+        if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+            let done = n.min(self.unsent_piece_bytes);
+            self.unsent_piece_bytes -= done;
+            steering.dequeued(done);
         }
     }
 
@@ -312,6 +334,7 @@ impl Peer {
                     return violation(format!("have for piece {piece} of {count}"));
                 }
                 if self.peer_has.set(piece as usize) {
+                    self.has_version += 1;
                     self.shared.picker().peer_has(piece as usize);
                 }
                 self.update_interest();
@@ -329,7 +352,14 @@ impl Peer {
                 return violation("fast-extension message without the fast extension");
             }
             Message::Request(req) => self.on_request(req),
-            Message::Cancel(req) => self.uploads.retain(|r| *r != req),
+            Message::Cancel(req) => {
+                if let Some(i) = self.uploads.iter().position(|r| *r == req) {
+                    self.uploads.remove(i);
+                    if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+                        steering.dequeued(req.length as u64);
+                    }
+                }
+            }
             Message::Piece {
                 piece,
                 offset,
@@ -352,6 +382,7 @@ impl Peer {
             picker.peer_has_all(&bits);
         }
         self.peer_has = bits;
+        self.has_version += 1;
         self.update_interest();
         self.offer_more();
     }
@@ -381,6 +412,9 @@ impl Peer {
             && (!self.steering || self.offered.get(req.piece as usize));
         if servable {
             self.uploads.push_back(req);
+            if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+                steering.queued(req.length as u64);
+            }
             if self.steering && !self.taken.get(req.piece as usize) {
                 let asked = self.requested.entry(req.piece).or_insert(0);
                 *asked += req.length as u64;
@@ -396,6 +430,7 @@ impl Peer {
     }
 
     fn serve_uploads(&mut self) {
+        let had_work = !self.uploads.is_empty();
         for _ in 0..UPLOADS_PER_TURN {
             let Some(req) = self.uploads.pop_front() else {
                 break;
@@ -410,18 +445,27 @@ impl Peer {
                 .read(req.piece, req.offset, &mut self.out[data_at..])
             {
                 Ok(()) => {
+                    self.unsent_piece_bytes += req.length as u64;
                     self.shared
                         .uploaded
                         .fetch_add(req.length as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::warn!("cannot read piece {} for a peer: {e}", req.piece);
+                    if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+                        steering.dequeued(req.length as u64);
+                    }
                     self.out.truncate(header_at);
                     if self.fast {
                         self.send(Message::Reject(req));
                     }
                 }
             }
+        }
+        if had_work && self.uploads.is_empty() {
+            // The seed may have run out of work: pieces still in flight
+            // elsewhere may be offered now.
+            self.offer_more();
         }
     }
 
@@ -441,13 +485,11 @@ impl Peer {
         self.shared
             .downloaded
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.received += data.len() as u64;
         if let Some(i) = self.outstanding.iter().position(|r| *r == req) {
             self.outstanding.swap_remove(i);
             self.last_data = Instant::now();
-            if self.snubbed {
-                self.snubbed = false;
-                self.pipeline = self.shared.config.pipeline.max(1);
-            }
+            self.snubbed = false;
         }
         if !self.shared.picker().wants(&req) {
             return Ok(());
@@ -479,6 +521,26 @@ impl Peer {
         Ok(())
     }
 
+    /// Requests to keep in flight: QUEUE_SECONDS of this peer's measured
+    /// delivery rate, within MIN_PIPELINE and the configured pipeline.
+    fn pipeline_depth(&mut self) -> usize {
+        let now = Instant::now();
+        let elapsed = now - self.window_start;
+        if elapsed >= RATE_WINDOW {
+            let sample = self.received as f64 / elapsed.as_secs_f64();
+            self.rate = if self.rate == 0.0 {
+                sample
+            } else {
+                (self.rate + sample) / 2.0
+            };
+            self.received = 0;
+            self.window_start = now;
+        }
+        let cap = self.shared.config.pipeline.max(1);
+        let depth = (self.rate * QUEUE_SECONDS / crate::wire::BLOCK as f64) as usize;
+        depth.clamp(MIN_PIPELINE.min(cap), cap)
+    }
+
     fn request_more(&mut self) {
         if self.peer_choking || !self.am_interested {
             return;
@@ -486,17 +548,22 @@ impl Peer {
         let depth = if self.snubbed {
             SNUBBED_PIPELINE
         } else {
-            self.pipeline.min(self.their_reqq)
+            self.pipeline_depth().min(self.their_reqq)
         };
         let room = depth.saturating_sub(self.outstanding.len());
         // Top up in batches: fewer trips to the picker's lock.
         if room == 0 || (room < depth / 4 && !self.outstanding.is_empty()) {
             return;
         }
+        let epoch = self.shared.pick_epoch.load(Ordering::Relaxed);
+        if self.starved == Some((epoch, self.has_version)) {
+            return;
+        }
         let picked = self
             .shared
             .picker()
             .pick(&self.peer_has, room, &self.outstanding);
+        self.starved = (picked.len() < room).then_some((epoch, self.has_version));
         if self.outstanding.is_empty() && !picked.is_empty() {
             self.last_data = Instant::now();
         }
@@ -526,6 +593,7 @@ impl Peer {
                 }
             }
             Ok(Event::Arrived { .. }) => {}
+            Ok(Event::Offer) => self.offer_more(),
             Ok(Event::Have) | Ok(Event::Complete) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 if self.shared.is_banned(self.key) {
                     return violation("banned after sending corrupt data");
@@ -559,6 +627,7 @@ impl Peer {
 
     fn on_tick(&mut self) -> Result<(), WireError> {
         let now = Instant::now();
+        self.starved = None; // look again now and then, whatever changed
         if !self.outstanding.is_empty() && now - self.last_data > self.shared.config.snub_timeout {
             // Stalled: its blocks go to faster peers.
             let dropped = std::mem::take(&mut self.outstanding);
@@ -568,6 +637,7 @@ impl Peer {
         if now - self.last_recv > IDLE_TIMEOUT {
             return violation("silent for too long");
         }
+        self.offer_more();
         if now - self.last_sent > KEEPALIVE {
             self.send(Message::KeepAlive);
         }
@@ -583,11 +653,12 @@ impl Peer {
             picker.release(&self.outstanding);
             picker.peer_left(&self.peer_has);
         }
-        // Offers this peer never took up go back to the pool.
-        if let (true, Some(offers)) = (self.steering, &self.shared.offers) {
-            let mut counts = offers.lock().unwrap_or_else(|e| e.into_inner());
-            for p in self.offered.ones_not_in(&self.peer_has) {
-                counts[p] = counts[p].saturating_sub(1);
+        if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+            let queued: u64 = self.uploads.iter().map(|r| r.length as u64).sum();
+            steering.dequeued(queued + self.unsent_piece_bytes);
+            // Offers this peer never took up go back to the pool.
+            if steering.forget(self.key, self.offered.ones_not_in(&self.peer_has)) {
+                let _ = self.shared.events.send(Event::Offer);
             }
         }
     }
