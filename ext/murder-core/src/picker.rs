@@ -6,6 +6,8 @@
 //! (endgame) so one slow peer cannot hold up the last percent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::bitfield::Bitfield;
 use crate::layout::Layout;
@@ -51,6 +53,11 @@ pub struct Picker {
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
     rng: fastrand::Rng,
+    /// Bumped whenever blocks may have become pickable other than by a
+    /// peer's announcement (given back, failed, endgame begun): a peer that
+    /// found nothing to pick need not look again until then.
+    epoch: Arc<AtomicU64>,
+    endgame: bool,
 }
 
 impl Picker {
@@ -63,7 +70,18 @@ impl Picker {
             have,
             partial: HashMap::new(),
             rng: fastrand::Rng::new(),
+            epoch: Arc::new(AtomicU64::new(0)),
+            endgame: false,
         }
+    }
+
+    /// A shared view of the pick epoch (read without the picker's lock).
+    pub fn epoch(&self) -> Arc<AtomicU64> {
+        self.epoch.clone()
+    }
+
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn have(&self) -> &Bitfield {
@@ -159,7 +177,11 @@ impl Picker {
         // 3. Endgame: once every piece is done or under way anywhere (not
         //    merely for this peer), ask again what others were asked for and
         //    have not delivered, so one slow peer cannot hold up the end.
-        if out.len() < want && self.have.count() + self.partial.len() >= self.availability.len() {
+        if !self.endgame && self.have.count() + self.partial.len() >= self.availability.len() {
+            self.endgame = true;
+            self.bump();
+        }
+        if out.len() < want && self.endgame {
             for piece in self.started_pieces(peer_has) {
                 let count = self.partial[&piece].blocks.len();
                 for i in 0..count {
@@ -274,6 +296,9 @@ impl Picker {
 
     /// Gives back blocks a peer was asked for and will not deliver.
     pub fn release(&mut self, requests: &[BlockRequest]) {
+        if !requests.is_empty() {
+            self.bump();
+        }
         for req in requests {
             if let Some(partial) = self.partial.get_mut(&req.piece) {
                 let index = (req.offset / BLOCK) as usize;
@@ -299,6 +324,8 @@ impl Picker {
             self.have.set(piece as usize);
             Vec::new()
         } else {
+            self.endgame = false;
+            self.bump();
             partial.sources
         }
     }
