@@ -236,15 +236,7 @@ namespace :murder do
           execute :cp, *S.args(payload, "#{dest}.murder-copy")
           execute :mv, "-f", *S.args("#{dest}.murder-copy", dest)
         else
-          # Extract beside the destination, then move into place: a failed
-          # extraction leaves no half release at dest.
-          staging = "#{dest}.murder-extract"
-          execute :rm, "-rf", *S.args(staging)
-          execute :mkdir, "-p", *S.args(staging)
-          execute :tar, "-xzf", *S.args(payload), "--no-same-owner", "--no-overwrite-dir", "-C", *S.args(staging)
-          execute :rm, "-rf", *S.args(dest)
-          execute :mkdir, "-p", *S.args(File.dirname(dest))
-          execute :mv, *S.args(staging, dest)
+          S.extract_release(self, payload, dest)
         end
       end
     ensure

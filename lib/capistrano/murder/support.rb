@@ -51,6 +51,28 @@ module Capistrano
         path.chomp("/").then { |p| p.empty? ? "/" : p }
       end
 
+      # Extracts the archive PAYLOAD into DEST on the host behind BACKEND
+      # (an SSHKit backend, inside `on`). GNU tar's defaults keep every write
+      # inside: members with '..' are refused, leading '/' is stripped, and a
+      # member under a symlink the archive made fails (tar creates such links
+      # only at the end). It extracts into a staging directory beside DEST and
+      # moves it into place, so a failure leaves neither a half release at
+      # DEST nor the staging directory.
+      def extract_release(backend, payload, dest)
+        staging = "#{dest}.murder-extract"
+        backend.execute :rm, "-rf", *args(staging)
+        backend.execute :mkdir, "-p", *args(staging)
+        begin
+          backend.execute :tar, "-xzf", *args(payload), "--no-same-owner", "--no-overwrite-dir", "-C", *args(staging)
+        rescue StandardError
+          backend.execute :rm, "-rf", *args(staging)
+          raise
+        end
+        backend.execute :rm, "-rf", *args(dest)
+        backend.execute :mkdir, "-p", *args(File.dirname(dest))
+        backend.execute :mv, *args(staging, dest)
+      end
+
       def truthy?(name)
         value = ENV.fetch(name, nil)
         !value.nil? && !%w[0 false no].include?(value.downcase)

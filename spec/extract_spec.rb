@@ -1,0 +1,74 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "sshkit"
+require "capistrano/murder/support"
+
+# How a peer unpacks a release (Capistrano::Murder::Support.extract_release,
+# used by murder:peer and the deploy strategy), run through SSHKit's local
+# backend with the real tar: a hostile archive writes nothing outside the
+# destination and leaves no half release behind.
+RSpec.describe "extracting a release" do
+  let(:base) { File.realpath(tmpdir) }
+  let(:dest) { File.join(base, "deploy/releases/20261126") }
+
+  # An archive made by Python's tarfile, which writes any member we ask for.
+  def archive(path, members)
+    script = <<~PY
+      import io, json, sys, tarfile
+      with tarfile.open(sys.argv[1], "w:gz") as t:
+          for m in json.loads(sys.argv[2]):
+              info = tarfile.TarInfo(m["name"])
+              kind = m.get("kind", "file")
+              if kind == "file":
+                  data = m.get("data", "x").encode()
+                  info.size = len(data)
+                  t.addfile(info, io.BytesIO(data))
+              else:
+                  info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                  info.linkname = m["target"]
+                  t.addfile(info)
+    PY
+    run!(SYSTEM_PYTHON, "-c", script, path, JSON.generate(members))
+    path
+  end
+
+  def extract(payload)
+    dest_path = dest
+    backend = SSHKit::Backend::Local.new { Capistrano::Murder::Support.extract_release(self, payload, dest_path) }
+    backend.run
+  end
+
+  before do
+    FileUtils.mkdir_p(File.join(base, "outside"))
+    File.write(File.join(base, "victim"), "untouched")
+    SSHKit.config.output = SSHKit::Formatter::Dot.new(StringIO.new)
+  end
+
+  it "unpacks a good archive into place" do
+    good = archive(File.join(base, "good.tgz"), [{ name: "app/config.ru", data: "run App" },
+                                                  { name: "app/shared", kind: "symlink", target: "/srv/shared" }])
+    extract(good)
+    expect(File.read(File.join(dest, "app/config.ru"))).to eq("run App")
+    expect(File.readlink(File.join(dest, "app/shared"))).to eq("/srv/shared") # links themselves are fine
+    expect(File.exist?("#{dest}.murder-extract")).to be(false)
+  end
+
+  it "refuses members that lead out of the destination and leaves nothing half done" do
+    evil = archive(File.join(base, "evil.tgz"), [
+                     { name: "ok.txt", data: "fine" },
+                     { name: "../escape.txt", data: "up" },
+                     { name: "a/../../../climb.txt", data: "climb" },
+                     { name: File.join(base, "absolute.txt"), data: "absolute" },
+                     { name: "link", kind: "symlink", target: File.join(base, "outside") },
+                     { name: "link/through.txt", data: "through a link" },
+                     { name: "hard", kind: "hardlink", target: File.join(base, "victim") }
+                   ])
+    expect { extract(evil) }.to raise_error(SSHKit::Command::Failed, /tar/)
+
+    written = Dir.glob("**/*", File::FNM_DOTMATCH, base: base).reject { |p| p.end_with?("/.", "..") || p == "." }
+    expect(written.sort).to eq(%w[evil.tgz outside victim deploy deploy/releases].sort)
+    expect(File.read(File.join(base, "victim"))).to eq("untouched")
+    expect(File.stat(File.join(base, "victim")).nlink).to eq(1)
+  end
+end
