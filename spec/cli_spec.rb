@@ -5,7 +5,7 @@ RSpec.describe "the murder command" do
     out = murder("make-torrent", sample_tree, "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
     hash = JSON.parse(murder("info", "--json", "r.torrent"))["info_hash"]
     expect(out).to include("info-hash  #{hash}")
-    expect(out).to match(/pieces +\d+ of 256\.0 KiB/)
+    expect(out).to match(/pieces +\d+ of 32\.0 KiB/)
     expect(out).to match(%r{hashed in +[\d.]+ s \([\d.]+ \w+/s\)})
   end
 

@@ -22,7 +22,7 @@ RSpec.describe Murder::Torrent do
       torrent = described_class.create(sample_file, tracker: "seed.example:8998", private: true)
       expect(torrent).to be_private
       expect(torrent).to be_single_file
-      expect(torrent.piece_length).to eq(256 * 1024)
+      expect(torrent.piece_length).to eq(32 * 1024) # the smallest automatic length: 1.5 MB is far below 2000 pieces
       expect(torrent.files.map(&:to_a)).to eq([["app.tgz", 1_500_000]])
     end
 
