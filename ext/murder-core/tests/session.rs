@@ -92,3 +92,52 @@ fn a_swarm_through_our_tracker_shares_pieces() {
     assert!(uploaded_by_seed + uploaded_by_peers >= 4 * total);
     eprintln!("seed sent {uploaded_by_seed} of {total}, peers {uploaded_by_peers}");
 }
+
+/// Two seeds have nothing to trade: with peer counts capped, a seed holding
+/// another seed's only slot would lock a downloader out for good.
+#[test]
+fn seeds_let_go_of_each_other_so_a_downloader_gets_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 500_000, 7);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let one_slot = SessionConfig {
+        use_tracker: false,
+        max_peers: 1,
+        ..local()
+    };
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        one_slot.clone(),
+    )
+    .unwrap();
+    let _other_seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            peers: vec![seed.local_addr()],
+            ..one_slot.clone()
+        },
+    )
+    .unwrap();
+    // Time to meet (they let go as soon as their bitfields cross).
+    std::thread::sleep(Duration::from_millis(500));
+    let dest = dir.path().join("out/release.tgz");
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            peers: vec![seed.local_addr()],
+            ..one_slot
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        peer.wait_done(Duration::from_secs(20)),
+        State::Complete,
+        "{:?}",
+        peer.stats()
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
+}

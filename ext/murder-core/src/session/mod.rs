@@ -39,6 +39,10 @@ use crate::wire::{write_handshake, Handshake};
 const STRIKES_TO_BAN: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long before dialling an address again after its connection ended.
+const REDIAL: Duration = Duration::from_secs(2);
+/// The same for a finished session (see `connect_loop`).
+const SEED_REDIAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -507,7 +511,7 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener, shutdown: watch::Rec
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         peers.spawn(async move {
-            let _ = stream.set_nodelay(true);
+            tune(&stream, &shared);
             let mut stream = stream;
             let Ok(Ok(theirs)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut stream)).await
@@ -572,11 +576,16 @@ async fn connect_loop(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
             peers.spawn(async move {
                 let result = connect(shared.clone(), addr, shutdown).await;
                 tracing::debug!("peer {addr} left: {result:?}");
+                // A seed dials again slowly: whoever it lost is most likely
+                // a seed too, and downloaders dial seeds themselves.
+                let pause = if shared.is_complete() {
+                    SEED_REDIAL
+                } else {
+                    REDIAL
+                };
                 let mut table = shared.peers();
                 table.addresses.remove(&addr);
-                table
-                    .failed_until
-                    .insert(addr, Instant::now() + Duration::from_secs(2));
+                table.failed_until.insert(addr, Instant::now() + pause);
             });
         }
         tokio::select! {
@@ -591,6 +600,20 @@ async fn connect_loop(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     .await;
 }
 
+/// Socket options for a peer connection: no Nagle delay (requests are
+/// small and latency is what matters), and under a rate limit, socket
+/// buffers the size of a capped link's queue.
+fn tune(stream: &TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    if let Some(limit) = &shared.download_limit {
+        let _ = socket.set_recv_buffer_size(limit.socket_buffer());
+    }
+    if let Some(limit) = &shared.upload_limit {
+        let _ = socket.set_send_buffer_size(limit.socket_buffer());
+    }
+}
+
 async fn connect(
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -600,7 +623,7 @@ async fn connect(
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    tune(&stream, &shared);
     let ours = Handshake::new(shared.meta.info_hash(), shared.peer_id);
     let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         write_handshake(&mut stream, &ours).await?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bendy::decoding::{Decoder, Object};
 use bendy::encoding::Encoder;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -72,6 +72,8 @@ struct Peer {
     received: u64,
     window_start: Instant,
     rate: f64,
+    /// The shallowest pipeline for this connection (see `pipeline_floor`).
+    min_depth: usize,
     their_reqq: usize,
     snubbed: bool,
     uploads: VecDeque<BlockRequest>,
@@ -118,6 +120,7 @@ pub(super) async fn run(
         received: 0,
         window_start: now,
         rate: 0.0,
+        min_depth: MIN_PIPELINE,
         their_reqq: 250,
         snubbed: false,
         uploads: VecDeque::new(),
@@ -160,9 +163,25 @@ impl Peer {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut read_at = tokio::time::Instant::now();
         let mut write_at = tokio::time::Instant::now();
+        let read_chunk = self
+            .shared
+            .download_limit
+            .as_ref()
+            .map_or(usize::MAX, |l| l.chunk());
+        let write_chunk = self
+            .shared
+            .upload_limit
+            .as_ref()
+            .map_or(usize::MAX, |l| l.chunk());
         loop {
             while let Some(message) = take_message(&mut inbuf, max_len)? {
                 self.handle(message)?;
+            }
+            if self.both_seeds() && self.sent == self.out.len() {
+                // Nothing to trade; the slot is worth more to a downloader
+                // (with capped peer counts, seeds holding each other's slots
+                // can cut downloaders off from the swarm).
+                return Ok(());
             }
             if self.out.len() - self.sent < OUT_BUFFER / 2 {
                 self.serve_uploads();
@@ -173,9 +192,17 @@ impl Peer {
             }
             let pending = self.sent < self.out.len();
             let now = tokio::time::Instant::now();
+            let mut room = (&mut inbuf).limit(read_chunk);
+            // The earliest moment a rate limit lets a waiting direction go.
+            let wake = [Some(read_at), pending.then_some(write_at)]
+                .into_iter()
+                .flatten()
+                .filter(|&t| t > now)
+                .min()
+                .unwrap_or(now);
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                read = r.read_buf(&mut inbuf), if read_at <= now => {
+                read = r.read_buf(&mut room), if read_at <= now => {
                     let n = read?;
                     if n == 0 {
                         return Ok(());
@@ -185,7 +212,7 @@ impl Peer {
                         read_at = now + limit.take(n);
                     }
                 }
-                written = w.write(&self.out[self.sent..]), if pending && write_at <= now => {
+                written = w.write(&self.out[self.sent..self.out.len().min(self.sent.saturating_add(write_chunk))]), if pending && write_at <= now => {
                     let n = written?;
                     self.sent += n;
                     self.written(n as u64);
@@ -198,7 +225,7 @@ impl Peer {
                         write_at = now + limit.take(n);
                     }
                 }
-                _ = tokio::time::sleep_until(read_at.max(write_at)), if read_at > now || (pending && write_at > now) => {}
+                _ = tokio::time::sleep_until(wake), if wake > now => {}
                 event = events.recv() => self.on_event(event)?,
                 _ = tick.tick() => self.on_tick()?,
             }
@@ -538,7 +565,7 @@ impl Peer {
         }
         let cap = self.shared.config.pipeline.max(1);
         let depth = (self.rate * QUEUE_SECONDS / crate::wire::BLOCK as f64) as usize;
-        depth.clamp(MIN_PIPELINE.min(cap), cap)
+        depth.clamp(self.min_depth.min(cap), cap)
     }
 
     fn request_more(&mut self) {
@@ -625,9 +652,28 @@ impl Peer {
         self.update_interest();
     }
 
+    /// MIN_PIPELINE, unless the session's download limit is known and
+    /// MIN_PIPELINE on every connection would queue more than
+    /// QUEUE_SECONDS of it: then the limit's share per connection (at
+    /// least two blocks). Requests beyond what the link can take in
+    /// QUEUE_SECONDS only wait in queues and make every piece late.
+    fn pipeline_floor(&self) -> usize {
+        let Some(limit) = &self.shared.download_limit else {
+            return MIN_PIPELINE;
+        };
+        let connections = self.shared.peers().connected.len().max(1);
+        let budget = limit.bytes_per_sec() * QUEUE_SECONDS / crate::wire::BLOCK as f64;
+        ((budget / connections as f64) as usize).clamp(2, MIN_PIPELINE)
+    }
+
+    fn both_seeds(&self) -> bool {
+        self.shared.is_complete() && self.peer_has.is_complete()
+    }
+
     fn on_tick(&mut self) -> Result<(), WireError> {
         let now = Instant::now();
         self.starved = None; // look again now and then, whatever changed
+        self.min_depth = self.pipeline_floor();
         if !self.outstanding.is_empty() && now - self.last_data > self.shared.config.snub_timeout {
             // Stalled: its blocks go to faster peers.
             let dropped = std::mem::take(&mut self.outstanding);
@@ -640,9 +686,6 @@ impl Peer {
         self.offer_more();
         if now - self.last_sent > KEEPALIVE {
             self.send(Message::KeepAlive);
-        }
-        if self.shared.is_complete() && self.peer_has.is_complete() {
-            return Ok(()); // two seeds: nothing to trade, but keep the slot quiet
         }
         Ok(())
     }

@@ -21,6 +21,24 @@ impl RateLimit {
         }
     }
 
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.bytes_per_sec
+    }
+
+    /// The most to send or receive at once: a fiftieth of a second's worth
+    /// (at least a block and its header), so one write cannot run up a debt
+    /// that stalls every other connection of the session.
+    pub fn chunk(&self) -> usize {
+        ((self.bytes_per_sec / 50.0) as usize).clamp(16 * 1024 + 13, 256 * 1024)
+    }
+
+    /// Bytes a socket buffer should hold under this limit: about 50 ms of
+    /// it, like the queue of a capped link, so data the kernel took is data
+    /// on its way rather than seconds of backlog the engine cannot see.
+    pub fn socket_buffer(&self) -> usize {
+        ((self.bytes_per_sec / 20.0) as usize).clamp(32 * 1024, 4 << 20)
+    }
+
     /// Takes `bytes` from the bucket; returns how long to wait before
     /// sending (or after receiving) them to stay within the rate.
     pub fn take(&self, bytes: usize) -> Duration {
