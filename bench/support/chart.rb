@@ -9,6 +9,7 @@ module Chart
   module_function
 
   COLORS = { "murder" => "#d62728", "libtorrent" => "#1f77b4", "aria2" => "#2ca02c", "http" => "#7f7f7f" }.freeze
+  PALETTE = ["#fdae6b", "#e6550d", "#a63603", "#d62728", "#7f2704"].freeze
 
   # One panel per fleet (hosts @ rate): each tool's finish time of every
   # downloader, fastest to slowest, in units of T*, from its median run.
@@ -17,13 +18,15 @@ module Chart
       series = rs.group_by { |r| r[:tool] }.to_h do |tool, runs|
         runs = runs.sort_by { |r| r[:finishes].max }
         median_run = runs[(runs.size - 1) / 2]
-        [tool, median_run[:finishes].sort.map { |f| f / median_run[:t_star] }]
+        ys = median_run[:finishes].sort.map { |f| f / median_run[:t_star] }
+        [tool, ys.each_with_index.map { |y, i| [i + 1, y] }]
       end
       { title: "#{hosts} hosts, #{rate} Mbit/s", series: series }
     end
     plot(panels, png, title: title, xlabel: "downloaders, in the order they finished")
   end
 
+  # panels: [{ title:, series: { name => [[x, y], ...] } }], y in units of T*.
   def plot(panels, png, title:, xlabel:)
     ensure_gnuplot
     FileUtils.mkdir_p(File.dirname(png))
@@ -36,10 +39,10 @@ module Chart
       panels.each_with_index do |panel, p|
         plots = ["1.0 with lines dt 2 lc rgb 'black' title 'T*'",
                  "1.25 with lines dt 3 lc rgb '#d62728' title 'goal 1.25 T*'"]
-        panel[:series].each do |name, ys|
-          data = File.join(dir, "p#{p}-#{name}.dat")
-          File.write(data, ys.each_with_index.map { |y, i| "#{i + 1} #{y}" }.join("\n") << "\n")
-          color = COLORS.fetch(name, "#9467bd")
+        panel[:series].each_with_index do |(name, points), k|
+          data = File.join(dir, "p#{p}-#{k}.dat")
+          File.write(data, points.map { |x, y| "#{x} #{y}" }.join("\n") << "\n")
+          color = COLORS.fetch(name) { PALETTE[k % PALETTE.size] }
           plots << "'#{data}' with linespoints pt 7 ps 0.5 lw 2 lc rgb '#{color}' title '#{name}'"
         end
         script << "set title '#{panel[:title]}'\n"
