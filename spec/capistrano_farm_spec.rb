@@ -200,8 +200,10 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
   it "seeds from the deployer itself with murder_seed_locally" do
     File.write(File.join(@repo, "VERSION"), "three\n")
     @git.call("commit", "-q", "-am", "three")
-    out = cap!("deploy", env: { "MURDER_SEED_LOCALLY" => "1" })
+    out = cap!("deploy", env: { "MURDER_SEED_LOCALLY" => "1", "MURDER_COMPRESSION" => "none" })
     expect(out).not_to include("murder:start_seeding") # no seeder host involved
+    packed = out[/packed (\d+) bytes/, 1].to_i
+    expect(packed % 512).to eq(0), "a plain tar is whole 512-byte records; #{packed} bytes is not"
     (1..SIZE).each do |i|
       expect(File.read(current(i, "VERSION"))).to eq("three\n"), "h#{i}"
       expect(File.read(current(i, "REVISION")).chomp).to eq(head)

@@ -17,12 +17,13 @@ class CentralCopy < Capistrano::SCM::Plugin
       task :create_release do
         dir = Dir.mktmpdir("copy-release-")
         archive = File.join(dir, "release.tgz")
-        system("tar", "-czf", archive, "-C", fetch(:murder_source_dir), ".", exception: true)
+        gzip = fetch(:murder_compression, :gzip).to_s == "gzip"
+        system("tar", gzip ? "-czf" : "-cf", archive, "-C", fetch(:murder_source_dir), ".", exception: true)
         remote = "/tmp/#{File.basename(release_path.to_s)}.tgz"
         on release_roles(:all), in: :parallel do
           upload! archive, remote
           execute :mkdir, "-p", release_path
-          execute :tar, "-xzf", remote, "-C", release_path
+          execute :tar, "-xf", remote, "-C", release_path
           execute :rm, "-f", remote
         end
         FileUtils.rm_rf(dir)

@@ -26,6 +26,7 @@ module Capistrano
         set_if_empty :murder_repo_path, "."
         set_if_empty :branch, "HEAD"
         set_if_empty :murder_deployer_ip, nil
+        set_if_empty :murder_compression, :gzip
       end
 
       def register_hooks
@@ -39,17 +40,28 @@ module Capistrano
 
       # Packs the release into `archive` on this machine; returns its revision.
       def pack(archive)
+        gzip = compress?
         if (dir = fetch(:murder_source_dir))
           dir = File.expand_path(dir)
           raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
 
-          run_locally!("tar", "-czf", archive, "--exclude=.git", "-C", dir, ".")
+          run_locally!("tar", gzip ? "-czf" : "-cf", archive, "--exclude=.git", "-C", dir, ".")
           "dir:#{File.basename(dir)}@#{File.mtime(dir).utc.strftime('%Y%m%d%H%M%S')}"
         else
           repo = File.expand_path(fetch(:murder_repo_path))
           revision = run_locally!("git", "-C", repo, "rev-parse", "--verify", "#{fetch(:branch)}^{commit}").strip
-          run_locally!("git", "-C", repo, "archive", "--format=tar.gz", "-o", archive, revision)
+          run_locally!("git", "-C", repo, "archive", "--format=#{gzip ? 'tar.gz' : 'tar'}", "-o", archive, revision)
           revision
+        end
+      end
+
+      # :gzip (the default) or :none, for releases that are compressed
+      # already (gzip gains nothing there and costs seconds on every host).
+      def compress?
+        case fetch(:murder_compression).to_s
+        when "gzip" then true
+        when "none" then false
+        else raise Error, "murder_compression must be :gzip or :none, not #{fetch(:murder_compression).inspect}"
         end
       end
 

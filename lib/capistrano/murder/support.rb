@@ -51,7 +51,8 @@ module Capistrano
         path.chomp("/").then { |p| p.empty? ? "/" : p }
       end
 
-      # Extracts the archive PAYLOAD into DEST on the host behind BACKEND
+      # Extracts the archive PAYLOAD (a tar, gzip'd or not: tar tells which)
+      # into DEST on the host behind BACKEND
       # (an SSHKit backend, inside `on`). GNU tar's defaults keep every write
       # inside: members with '..' are refused, leading '/' is stripped, and a
       # member under a symlink the archive made fails (tar creates such links
@@ -63,7 +64,7 @@ module Capistrano
         backend.execute :rm, "-rf", *args(staging)
         backend.execute :mkdir, "-p", *args(staging)
         begin
-          backend.execute :tar, "-xzf", *args(payload), "--no-same-owner", "--no-overwrite-dir", "-C", *args(staging)
+          backend.execute :tar, "-xf", *args(payload), "--no-same-owner", "--no-overwrite-dir", "-C", *args(staging)
         rescue StandardError
           backend.execute :rm, "-rf", *args(staging)
           raise

@@ -13,3 +13,4 @@ set :murder_seed_locally, true
 set :murder_linger, 5
 set :keep_releases, 2
 set :log_level, :warn
+set :murder_compression, ENV["MURDER_COMPRESSION"].to_sym if ENV["MURDER_COMPRESSION"]
