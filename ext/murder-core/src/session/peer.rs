@@ -193,6 +193,7 @@ impl Peer {
             let pending = self.sent < self.out.len();
             let now = tokio::time::Instant::now();
             let mut room = (&mut inbuf).limit(read_chunk);
+            let write_end = self.out.len().min(self.sent.saturating_add(write_chunk));
             // The earliest moment a rate limit lets a waiting direction go.
             let wake = [Some(read_at), pending.then_some(write_at)]
                 .into_iter()
@@ -212,7 +213,7 @@ impl Peer {
                         read_at = now + limit.take(n);
                     }
                 }
-                written = w.write(&self.out[self.sent..self.out.len().min(self.sent.saturating_add(write_chunk))]), if pending && write_at <= now => {
+                written = w.write(&self.out[self.sent..write_end]), if pending && write_at <= now => {
                     let n = written?;
                     self.sent += n;
                     self.written(n as u64);
@@ -667,7 +668,9 @@ impl Peer {
     }
 
     fn both_seeds(&self) -> bool {
-        self.shared.is_complete() && self.peer_has.is_complete()
+        // The peer's bitfield first: a field read, where the session's
+        // state takes a lock, and this runs on every pass of the loop.
+        self.peer_has.is_complete() && self.shared.is_complete()
     }
 
     fn on_tick(&mut self) -> Result<(), WireError> {
