@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use murder_core::Metainfo;
 use serde_json::json;
 
-use crate::units::human_bytes;
+use murder_core::units::human_bytes;
 
 #[derive(clap::Args)]
 pub struct Args {

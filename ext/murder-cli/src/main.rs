@@ -12,7 +12,6 @@ mod signals;
 mod stop;
 mod tracker;
 mod transfer;
-mod units;
 
 #[derive(Parser)]
 #[command(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use murder_core::{create_torrent, CreateOptions, Progress};
 
-use crate::units::{human_bytes, parse_size};
+use murder_core::units::{human_bytes, parse_size};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -13,7 +13,7 @@ use murder_core::Metainfo;
 use serde_json::json;
 
 use crate::daemon::{self, Handoff, Pidfile, Ready};
-use crate::units::{human_bytes, parse_size};
+use murder_core::units::{human_bytes, parse_size};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use murder_core::session::{completion, Role, Session, SessionConfig};
 use murder_core::tracker::{TrackerConfig, TrackerServer};
+use murder_core::units::parse_size;
 use murder_core::{create_torrent, CreateOptions, Progress};
 
 struct Options {
@@ -27,19 +28,6 @@ struct Options {
     dir: PathBuf,
     piece_length: Option<u64>,
     max_peers: Option<usize>,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, shift) = match text.chars().last() {
-        Some('K' | 'k') => (&text[..text.len() - 1], 10),
-        Some('M' | 'm') => (&text[..text.len() - 1], 20),
-        Some('G' | 'g') => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    digits
-        .parse::<u64>()
-        .map(|n| n << shift)
-        .map_err(|_| format!("not a size: {text:?} (e.g. 8M, 400K)"))
 }
 
 fn options() -> Result<Options, String> {

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod session;
 pub mod storage;
 pub mod tracker;
+pub mod units;
 pub mod wire;
 
 pub use create::{announce_url, auto_piece_length, create_torrent, CreateOptions};
