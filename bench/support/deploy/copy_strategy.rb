@@ -17,7 +17,7 @@ class CentralCopy < Capistrano::SCM::Plugin
       task :create_release do
         dir = Dir.mktmpdir("copy-release-")
         archive = File.join(dir, "release.tgz")
-        gzip = fetch(:murder_compression, :gzip).to_s == "gzip"
+        gzip = Capistrano::Murder::Support.gzip?(fetch(:murder_compression, :gzip))
         system("tar", gzip ? "-czf" : "-cf", archive, "-C", fetch(:murder_source_dir), ".", exception: true)
         remote = "/tmp/#{File.basename(release_path.to_s)}.tgz"
         on release_roles(:all), in: :parallel do

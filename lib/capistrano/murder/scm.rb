@@ -40,7 +40,7 @@ module Capistrano
 
       # Packs the release into `archive` on this machine; returns its revision.
       def pack(archive)
-        gzip = compress?
+        gzip = S.gzip?(fetch(:murder_compression))
         if (dir = fetch(:murder_source_dir))
           dir = File.expand_path(dir)
           raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
@@ -52,16 +52,6 @@ module Capistrano
           revision = run_locally!("git", "-C", repo, "rev-parse", "--verify", "#{fetch(:branch)}^{commit}").strip
           run_locally!("git", "-C", repo, "archive", "--format=#{gzip ? 'tar.gz' : 'tar'}", "-o", archive, revision)
           revision
-        end
-      end
-
-      # :gzip (the default) or :none, for releases that are compressed
-      # already (gzip gains nothing there and costs seconds on every host).
-      def compress?
-        case fetch(:murder_compression).to_s
-        when "gzip" then true
-        when "none" then false
-        else raise Error, "murder_compression must be :gzip or :none, not #{fetch(:murder_compression).inspect}"
         end
       end
 

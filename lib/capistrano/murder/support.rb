@@ -26,6 +26,17 @@ module Capistrano
           raise(Error, "no murder binary found: build it (rake cli) or set :murder_binary")
       end
 
+      # Whether :murder_compression asks for gzip: :gzip (the default) or
+      # :none, for releases that are compressed already (gzip gains nothing
+      # there and costs seconds on every host).
+      def gzip?(compression)
+        case compression.to_s
+        when "gzip" then true
+        when "none" then false
+        else raise Error, "murder_compression must be :gzip or :none, not #{compression.inspect}"
+        end
+      end
+
       # Each argument quoted for the remote shell.
       def args(*words)
         words.flatten.map { |w| w.to_s.shellescape }
