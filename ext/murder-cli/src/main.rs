@@ -61,7 +61,11 @@ fn raise_file_limit() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_file_limit();
+    // MURDER_LOG takes tracing's filter syntax ("debug", "murder_core=debug").
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MURDER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
