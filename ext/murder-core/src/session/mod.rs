@@ -43,6 +43,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const REDIAL: Duration = Duration::from_secs(2);
 /// The same for a finished session (see `connect_loop`).
 const SEED_REDIAL: Duration = Duration::from_secs(30);
+/// Unsent bytes a peer socket may hold (TCP_NOTSENT_LOWAT).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOTSENT_LOWAT: u32 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -524,6 +527,7 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener, shutdown: watch::Rec
             let Some(key) = shared.admit(theirs.peer_id, None) else {
                 return;
             };
+            tracing::debug!("peer {remote} (incoming) connected");
             let ours = Handshake::new(shared.meta.info_hash(), shared.peer_id);
             if write_handshake(&mut stream, &ours).await.is_ok() {
                 let result = peer::run(shared.clone(), stream, key, theirs, shutdown).await;
@@ -606,6 +610,10 @@ async fn connect_loop(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
 fn tune(stream: &TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     let socket = socket2::SockRef::from(stream);
+    // Unsent bytes the kernel holds per socket: the rest waits in our
+    // upload queue, where a rarer piece can still pass it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket.set_tcp_notsent_lowat(NOTSENT_LOWAT);
     if let Some(limit) = &shared.download_limit {
         let _ = socket.set_recv_buffer_size(limit.socket_buffer());
     }
@@ -678,6 +686,7 @@ async fn announce_loop(
         let mut wait = match announcer.announce(&params(event)).await {
             Ok(reply) => {
                 failures = 0;
+                tracing::debug!("announce {event:?}: {} peers", reply.peers.len());
                 if event == AnnounceEvent::Completed {
                     completed_sent = true;
                 }

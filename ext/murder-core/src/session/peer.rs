@@ -25,7 +25,7 @@ use crate::wire::{
 /// Requests we advertise (BEP 10 `reqq`) and queue from one peer.
 const MAX_QUEUED_UPLOADS: usize = 2048;
 /// Blocks served per turn of the loop before looking at other events.
-const UPLOADS_PER_TURN: usize = 16;
+const UPLOADS_PER_TURN: usize = 4;
 /// A peer silent this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -38,12 +38,17 @@ const SNUBBED_PIPELINE: usize = 4;
 const QUEUE_SECONDS: f64 = 0.5;
 /// The smallest pipeline, and the first one on a new connection.
 const MIN_PIPELINE: usize = 16;
+/// Pieces a steering seed offers a peer ahead of its requests (a peer takes
+/// up a piece by asking for all of it, and is offered the next at once).
+const OFFER_AHEAD: usize = 4;
 /// How often a peer's delivery rate is measured.
 const RATE_WINDOW: Duration = Duration::from_millis(200);
 /// Bytes read from the socket at a time (fewer, larger reads).
 const READ_BUFFER: usize = 256 * 1024;
-/// Blocks are served while less than half of this waits to be written.
-const OUT_BUFFER: usize = 512 * 1024;
+/// More blocks are served only once less than this waits to be written: a
+/// block in the out buffer is committed to its peer, while one still in the
+/// queue can be passed by a rarer one (see `serve_uploads`).
+const OUT_BUFFER: usize = 64 * 1024;
 
 fn violation<T>(what: impl Into<String>) -> Result<T, WireError> {
     Err(WireError::Protocol(what.into()))
@@ -183,7 +188,7 @@ impl Peer {
                 // can cut downloaders off from the swarm).
                 return Ok(());
             }
-            if self.out.len() - self.sent < OUT_BUFFER / 2 {
+            if self.out.len() - self.sent < OUT_BUFFER {
                 self.serve_uploads();
             }
             self.request_more();
@@ -269,18 +274,16 @@ impl Peer {
         self.offer_more();
     }
 
-    /// Pieces a steering seed keeps on offer to one peer: enough to fill a
-    /// small request pipeline twice, so offers stay spread over the swarm — or
-    /// four times that while it is the only peer, which has no one to share
-    /// with anyway.
+    /// Pieces a steering seed keeps on offer to one peer that it has not
+    /// asked for yet: a few, so the seed has not promised every piece long
+    /// before it can send them (it sends a piece twice only once every piece
+    /// has left), or four times that while it is the only peer, which has
+    /// no one to share with anyway.
     fn offer_window(&self) -> usize {
-        let piece = self.shared.storage.layout().piece_length().max(1);
-        let pipeline = 2 * (MIN_PIPELINE as u64) * crate::wire::BLOCK as u64;
-        let window = (pipeline.div_ceil(piece) + 1).clamp(2, 16) as usize;
         if self.shared.peers().connected.len() <= 1 {
-            window * 4
+            OFFER_AHEAD * 4
         } else {
-            window
+            OFFER_AHEAD
         }
     }
 
@@ -327,10 +330,20 @@ impl Peer {
 
     /// A steering seed's account of piece bytes still to send.
     fn written(&mut self, n: u64) {
-        if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+        if self.steering {
             let done = n.min(self.unsent_piece_bytes);
             self.unsent_piece_bytes -= done;
-            steering.dequeued(done);
+            self.dequeued(done);
+        }
+    }
+
+    /// Piece bytes a steering seed no longer has to send for this peer;
+    /// when that leaves it idle, waiting downloaders hear of it.
+    fn dequeued(&self, bytes: u64) {
+        if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+            if steering.dequeued(bytes) {
+                let _ = self.shared.events.send(Event::Offer);
+            }
         }
     }
 
@@ -383,9 +396,7 @@ impl Peer {
             Message::Cancel(req) => {
                 if let Some(i) = self.uploads.iter().position(|r| *r == req) {
                     self.uploads.remove(i);
-                    if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
-                        steering.dequeued(req.length as u64);
-                    }
+                    self.dequeued(req.length as u64);
                 }
             }
             Message::Piece {
@@ -460,7 +471,7 @@ impl Peer {
     fn serve_uploads(&mut self) {
         let had_work = !self.uploads.is_empty();
         for _ in 0..UPLOADS_PER_TURN {
-            let Some(req) = self.uploads.pop_front() else {
+            let Some(req) = self.next_upload() else {
                 break;
             };
             let header_at = self.out.len();
@@ -480,9 +491,7 @@ impl Peer {
                 }
                 Err(e) => {
                     tracing::warn!("cannot read piece {} for a peer: {e}", req.piece);
-                    if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
-                        steering.dequeued(req.length as u64);
-                    }
+                    self.dequeued(req.length as u64);
                     self.out.truncate(header_at);
                     if self.fast {
                         self.send(Message::Reject(req));
@@ -495,6 +504,24 @@ impl Peer {
             // elsewhere may be offered now.
             self.offer_more();
         }
+    }
+
+    /// The queued request to serve next: rarest piece first (fewest of our
+    /// peers hold it), in the order asked within a piece. A piece that just
+    /// arrived here is what the swarm lacks most; serving it before the
+    /// common ones a peer also asked for spreads it a queue's time sooner.
+    fn next_upload(&mut self) -> Option<BlockRequest> {
+        let next = if self.uploads.len() > 1 {
+            let picker = self.shared.picker();
+            self.uploads
+                .iter()
+                .enumerate()
+                .min_by_key(|&(i, r)| (picker.availability(r.piece as usize), i))
+                .map(|(i, _)| i)
+        } else {
+            Some(0)
+        };
+        next.and_then(|i| self.uploads.remove(i))
     }
 
     fn on_block(&mut self, piece: u32, offset: u32, data: Bytes) -> Result<(), WireError> {
@@ -699,9 +726,9 @@ impl Peer {
             picker.release(&self.outstanding);
             picker.peer_left(&self.peer_has);
         }
+        let queued: u64 = self.uploads.iter().map(|r| r.length as u64).sum();
+        self.dequeued(queued + self.unsent_piece_bytes);
         if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
-            let queued: u64 = self.uploads.iter().map(|r| r.length as u64).sum();
-            steering.dequeued(queued + self.unsent_piece_bytes);
             // Offers this peer never took up go back to the pool.
             if steering.forget(self.key, self.offered.ones_not_in(&self.peer_has)) {
                 let _ = self.shared.events.send(Event::Offer);

@@ -4,12 +4,15 @@
 //! rest among themselves. A steering seed (like BEP 16 super-seeding, which
 //! standard clients follow without knowing it) shows each downloader only a
 //! few pieces at a time, always pieces nobody has yet, and feeds only a few
-//! downloaders at once, taking turns: a piece sent at a quarter of the
+//! downloaders at once, taking turns: a piece sent at an eighth of the
 //! seed's rate reaches its first holder soon and can spread from there,
 //! where a piece sent to every downloader at once would crawl to all of
-//! them. A piece is sent a second time only when the seed has nothing else
-//! to do: then it helps with the rarest pieces, and sends again a piece that
-//! has not arrived anywhere for a while (its taker may be slow or gone).
+//! them. When the downloaders it feeds take less than it can send (their
+//! links are busy with each other), the next in line gets a turn too.
+//! A piece is sent a second time only once every piece has left and the
+//! seed has nothing else to do: then it helps with the rarest pieces, and
+//! sends again a piece that has not arrived anywhere for a while (its taker
+//! may be slow or gone).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +23,7 @@ use crate::bitfield::Bitfield;
 use crate::picker::Picker;
 
 /// Downloaders the seed feeds at once.
-const SLOTS: usize = 4;
+const SLOTS: usize = 8;
 /// Bytes of pieces a downloader is offered per turn while others wait.
 const TURN_BYTES: u64 = 1 << 20;
 /// A piece offered this recently is not offered again, even to an idle seed.
@@ -42,6 +45,8 @@ struct State {
     turns: HashMap<u64, usize>,
     /// Downloaders waiting for a turn, first come first served.
     waiting: VecDeque<u64>,
+    /// Pieces never offered to anyone.
+    unsent: usize,
 }
 
 /// Pieces to offer one downloader, and whether a turn came free (the
@@ -59,6 +64,7 @@ impl Steering {
                 offered_at: vec![None; piece_count],
                 turns: HashMap::new(),
                 waiting: VecDeque::new(),
+                unsent: piece_count,
             }),
             backlog: AtomicU64::new(0),
             piece_length: piece_length.max(1),
@@ -73,13 +79,19 @@ impl Steering {
         self.backlog.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub(super) fn dequeued(&self, bytes: u64) {
+    /// Piece bytes that left (or will not). Returns whether the seed just
+    /// ran out of work while downloaders wait for a turn (the session
+    /// should tell them: an idle seed feeds one more).
+    pub(super) fn dequeued(&self, bytes: u64) -> bool {
         // Saturating: a racing decrement must not wrap the counter.
-        let _ = self
+        let before = self
             .backlog
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some(b.saturating_sub(bytes))
-            });
+            })
+            .unwrap_or(0);
+        let after = before.saturating_sub(bytes);
+        before >= self.piece_length && after < self.piece_length && !self.state().waiting.is_empty()
     }
 
     fn idle(&self) -> bool {
@@ -109,7 +121,10 @@ impl Steering {
         }
         if !state.turns.contains_key(&key) {
             let first_in_line = state.waiting.front().is_none_or(|&k| k == key);
-            if state.turns.len() >= SLOTS || !first_in_line {
+            // An idle seed feeds one more: its turn holders are taking
+            // less than it can send (their links are busy with each other).
+            let room = state.turns.len() < SLOTS || idle;
+            if !room || !first_in_line {
                 if !state.waiting.contains(&key) {
                     state.waiting.push_back(key);
                 }
@@ -118,6 +133,9 @@ impl Steering {
             state.waiting.retain(|&k| k != key);
             state.turns.insert(key, 0);
         }
+        // A piece leaves twice only once every piece has left once and the
+        // seed has nothing else to do.
+        let first_pass_done = state.unsent == 0;
         let count = state.offers.len();
         let start = fastrand::usize(..count.max(1));
         while offer.pieces.len() < want {
@@ -133,7 +151,7 @@ impl Steering {
                     // seed helps with the rarest pieces, and sends again a
                     // piece that has not arrived anywhere for a while.
                     let recent = state.offered_at[p].is_some_and(|t| now - t < REOFFER_AFTER);
-                    if !idle || (holders == 0 && recent) {
+                    if !first_pass_done || !idle || (holders == 0 && recent) {
                         continue;
                     }
                 }
@@ -143,6 +161,9 @@ impl Steering {
                 }
             }
             let Some((_, p)) = best else { break };
+            if state.offered_at[p].is_none() {
+                state.unsent -= 1;
+            }
             state.offers[p] += 1;
             state.offered_at[p] = Some(now);
             offer.pieces.push(p);
@@ -213,6 +234,7 @@ mod tests {
         let steering = Steering::new(64, 262_144);
         let none = Bitfield::new(64);
         let empty = Bitfield::new(64);
+        steering.queued(64 << 20); // busy: no extra turns
         for key in 0..SLOTS as u64 {
             assert!(!steering
                 .offer(key, &none, &empty, 1, &picker)
@@ -239,6 +261,62 @@ mod tests {
             .is_empty());
         // A peer that leaves gives its turn and its unheld offers back.
         assert!(steering.forget(1, [0usize].into_iter()));
+    }
+
+    #[test]
+    fn an_idle_seed_feeds_one_more_and_says_when_it_runs_dry() {
+        let picker = seed_picker(64);
+        let steering = Steering::new(64, 262_144);
+        let none = Bitfield::new(64);
+        let empty = Bitfield::new(64);
+        steering.queued(1 << 20);
+        for key in 0..SLOTS as u64 {
+            steering.offer(key, &none, &empty, 1, &picker);
+        }
+        let late = SLOTS as u64;
+        assert!(steering
+            .offer(late, &none, &empty, 1, &picker)
+            .pieces
+            .is_empty());
+        // The fed peers' requests drain: the waiting peer must hear of it.
+        assert!(!steering.dequeued(512 << 10), "still busy");
+        assert!(steering.dequeued(512 << 10), "ran dry with a peer waiting");
+        assert!(!steering
+            .offer(late, &none, &empty, 1, &picker)
+            .pieces
+            .is_empty());
+    }
+
+    #[test]
+    fn an_idle_seed_sends_nothing_twice_until_every_piece_left() {
+        let picker = seed_picker(4);
+        let steering = Steering::new(4, 262_144);
+        let none = Bitfield::new(4);
+        let mut first = Bitfield::new(4);
+        for p in steering.offer(1, &none, &first, 2, &picker).pieces {
+            first.set(p);
+        }
+        // Offers made long enough ago that a piece may be offered again.
+        let age_offers = || {
+            let past = Instant::now() - 2 * REOFFER_AFTER;
+            let mut state = steering.state();
+            state
+                .offered_at
+                .iter_mut()
+                .flatten()
+                .for_each(|t| *t = past);
+        };
+        age_offers();
+        let second = steering.offer(2, &none, &Bitfield::new(4), 4, &picker);
+        assert_eq!(second.pieces.len(), 2, "only the two never sent");
+        assert!(second.pieces.iter().all(|&p| !first.get(p)));
+        age_offers();
+        let third = steering.offer(3, &none, &Bitfield::new(4), 4, &picker);
+        assert_eq!(
+            third.pieces.len(),
+            4,
+            "every piece left: an idle seed helps"
+        );
     }
 
     #[test]
