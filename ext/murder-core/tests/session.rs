@@ -141,3 +141,42 @@ fn seeds_let_go_of_each_other_so_a_downloader_gets_in() {
     );
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
 }
+
+#[test]
+fn half_the_slots_stay_open_for_peers_that_join_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 200_000, 11);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let downloader = |name: &str, config: SessionConfig| {
+        let dest = dir.path().join(name).join("release.tgz");
+        SessionRunner::start(meta.clone(), Role::Download { dest }, config).unwrap()
+    };
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    // Downloaders with nothing to trade keep their connections open.
+    let early: Vec<_> = ["x", "y", "z"]
+        .iter()
+        .map(|name| downloader(name, quiet.clone()))
+        .collect();
+    let two_slots = SessionConfig {
+        max_peers: 2,
+        peers: early.iter().map(|s| s.local_addr()).collect(),
+        ..quiet.clone()
+    };
+    let a = downloader("a", two_slots);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.stats().peers, 1, "dials one of three known peers");
+    let late = downloader(
+        "late",
+        SessionConfig {
+            peers: vec![a.local_addr()],
+            ..quiet
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(late.stats().peers, 1, "a joiner finds the slot left open");
+    assert_eq!(a.stats().peers, 2);
+}

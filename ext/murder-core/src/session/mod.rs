@@ -54,7 +54,7 @@ pub struct SessionConfig {
     /// The address announced to the tracker; `None`: the local address of
     /// the route to the tracker.
     pub announce_ip: Option<IpAddr>,
-    /// Most connections (Murder: 64).
+    /// Most connections (Murder: 64), at most half of them dialled by us.
     pub max_peers: usize,
     /// Peers asked of the tracker per announce.
     pub numwant: usize,
@@ -552,10 +552,15 @@ async fn connect_loop(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
             let mut table = shared.peers();
             let now = Instant::now();
             table.failed_until.retain(|_, until| *until > now);
+            // Half the slots at most are ours to dial: the rest stay open
+            // for peers that join later, which would otherwise find every
+            // earlier peer full.
+            let dial_share = shared.config.max_peers.div_ceil(2);
             let room = shared
                 .config
                 .max_peers
-                .saturating_sub(table.connected.len());
+                .saturating_sub(table.connected.len())
+                .min(dial_share.saturating_sub(table.addresses.len()));
             let mut picked = Vec::new();
             for addr in table.known.clone() {
                 if picked.len() >= room {
