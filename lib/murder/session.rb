@@ -7,13 +7,14 @@ module Murder
   class Session
     # +ip+: the address announced to the tracker (default: the local address
     # of the route to it); +port+/+bind+: where peers connect (0: any port);
+    # +max_peers+: most connections (nil: the engine's, 16);
     # +upload_limit+/+download_limit+: bytes per second; +peers+: extra
     # "IP:PORT" peers to connect to besides the tracker's.
-    def initialize(torrent, path, ip: nil, port: 0, bind: "0.0.0.0", max_peers: 64,
+    def initialize(torrent, path, ip: nil, port: 0, bind: "0.0.0.0", max_peers: nil,
                    upload_limit: nil, download_limit: nil, peers: [])
       @torrent = torrent.is_a?(Torrent) ? torrent : Torrent.load(torrent)
       @path = path.to_s
-      @options = [bind.to_s, Integer(port), ip&.to_s, Integer(max_peers),
+      @options = [bind.to_s, Integer(port), ip&.to_s, max_peers&.then { |n| Integer(n) },
                   upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, peers.map(&:to_s)]
       @native = nil
     end

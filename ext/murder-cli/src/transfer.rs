@@ -37,7 +37,7 @@ pub struct Common {
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
     /// Most peer connections.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = murder_core::session::DEFAULT_MAX_PEERS)]
     max_peers: usize,
     /// Most bytes per second sent to peers (e.g. 10M).
     #[arg(long, value_parser = parse_size)]

@@ -44,7 +44,7 @@ fn start(
     bind: String,
     port: u16,
     announce_ip: Option<String>,
-    max_peers: usize,
+    max_peers: Option<usize>,
     upload_limit: Option<u64>,
     download_limit: Option<u64>,
     peers: Vec<String>,
@@ -59,7 +59,9 @@ fn start(
     let config = SessionConfig {
         listen: SocketAddr::new(ip(ruby, &bind, "bind")?, port),
         announce_ip: announce_ip.map(|a| ip(ruby, &a, "ip")).transpose()?,
-        max_peers: max_peers.max(1),
+        max_peers: max_peers
+            .unwrap_or(murder_core::session::DEFAULT_MAX_PEERS)
+            .max(1),
         upload_limit,
         download_limit,
         peers,

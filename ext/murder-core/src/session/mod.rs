@@ -47,6 +47,13 @@ const SEED_REDIAL: Duration = Duration::from_secs(30);
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const NOTSENT_LOWAT: u32 = 64 * 1024;
 
+/// Connections per session unless configured. Murder allowed 64; fewer,
+/// faster connections pass a fresh piece on sooner (a piece crosses a
+/// connection at its share of the link) and cost less per piece in HAVE
+/// messages, and 16 still reach a thousand hosts in three hops. Measured on
+/// the farm at 32 hosts: 1.21-1.23 x T* against 1.31-1.38 with 64.
+pub const DEFAULT_MAX_PEERS: usize = 16;
+
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Where to accept peers (port 0: any free port).
@@ -54,7 +61,8 @@ pub struct SessionConfig {
     /// The address announced to the tracker; `None`: the local address of
     /// the route to the tracker.
     pub announce_ip: Option<IpAddr>,
-    /// Most connections (Murder: 64), at most half of them dialled by us.
+    /// Most connections (default `DEFAULT_MAX_PEERS`), at most half of
+    /// them dialled by us.
     pub max_peers: usize,
     /// Peers asked of the tracker per announce.
     pub numwant: usize,
@@ -83,7 +91,7 @@ impl Default for SessionConfig {
         SessionConfig {
             listen: "0.0.0.0:0".parse().expect("literal address"),
             announce_ip: None,
-            max_peers: 64,
+            max_peers: DEFAULT_MAX_PEERS,
             numwant: 50,
             pipeline: 128,
             snub_timeout: Duration::from_secs(5),
