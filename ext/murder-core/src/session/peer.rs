@@ -26,6 +26,8 @@ use crate::wire::{
 const MAX_QUEUED_UPLOADS: usize = 2048;
 /// Blocks served per turn of the loop before looking at other events.
 const UPLOADS_PER_TURN: usize = 4;
+/// Blocks served ahead of the oldest queued request before it goes next.
+const MAX_BYPASSES: usize = 32;
 /// A peer silent this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -82,6 +84,8 @@ struct Peer {
     their_reqq: usize,
     snubbed: bool,
     uploads: VecDeque<BlockRequest>,
+    /// Blocks served ahead of `uploads[0]` so far (see `next_upload`).
+    bypassed: usize,
     /// Bytes to write; `out[..sent]` are written already.
     out: BytesMut,
     sent: usize,
@@ -129,6 +133,7 @@ pub(super) async fn run(
         their_reqq: 250,
         snubbed: false,
         uploads: VecDeque::new(),
+        bypassed: 0,
         out: BytesMut::with_capacity(OUT_BUFFER),
         sent: 0,
         steering: false,
@@ -510,8 +515,10 @@ impl Peer {
     /// peers hold it), in the order asked within a piece. A piece that just
     /// arrived here is what the swarm lacks most; serving it before the
     /// common ones a peer also asked for spreads it a queue's time sooner.
+    /// The oldest request is passed over at most MAX_BYPASSES times, so a
+    /// common piece the peer started is not left unfinished.
     fn next_upload(&mut self) -> Option<BlockRequest> {
-        let next = if self.uploads.len() > 1 {
+        let next = if self.uploads.len() > 1 && self.bypassed < MAX_BYPASSES {
             let picker = self.shared.picker();
             self.uploads
                 .iter()
@@ -520,6 +527,10 @@ impl Peer {
                 .map(|(i, _)| i)
         } else {
             Some(0)
+        };
+        self.bypassed = match next {
+            Some(0) | None => 0,
+            Some(_) => self.bypassed + 1,
         };
         next.and_then(|i| self.uploads.remove(i))
     }
