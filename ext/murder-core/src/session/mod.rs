@@ -51,7 +51,7 @@ const NOTSENT_LOWAT: u32 = 64 * 1024;
 /// faster connections pass a fresh piece on sooner (a piece crosses a
 /// connection at its share of the link) and cost less per piece in HAVE
 /// messages, and 16 still reach a thousand hosts in three hops. Measured on
-/// the farm at 32 hosts: 1.21-1.23 x T* against 1.31-1.38 with 64.
+/// the farm at 32 hosts: 1.20-1.23 x T* against 1.31-1.38 with 64.
 pub const DEFAULT_MAX_PEERS: usize = 16;
 
 #[derive(Debug, Clone)]
