@@ -34,7 +34,7 @@ impl Pidfile {
     pub fn write(path: &Path) -> Result<Pidfile, String> {
         let pid = std::process::id() as i32;
         let contents = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
-        murder_core::layout::write_atomically(path, contents.as_bytes())
+        murder_core::fsutil::write_atomically(path, contents.as_bytes())
             .map_err(|e| e.to_string())?;
         Ok(Pidfile {
             path: path.to_path_buf(),

@@ -4,13 +4,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
-use murder_core::session::{Role, Session, SessionConfig, Stats};
+use murder_core::session::{Report, Reporter, Role, Session, SessionConfig, Stats};
 use murder_core::Metainfo;
-use serde_json::json;
 
 use crate::daemon::{self, Handoff, Pidfile, Ready};
 use murder_core::units::{human_bytes, parse_size};
@@ -57,15 +56,19 @@ pub struct Common {
 }
 
 impl Common {
-    fn config(&self) -> SessionConfig {
-        SessionConfig {
+    /// The session's settings, checked by the engine (before any fork, so
+    /// a bad setting fails in the foreground).
+    fn config(&self) -> Result<SessionConfig, murder_core::Error> {
+        let config = SessionConfig {
             listen: SocketAddr::new(self.bind, self.port),
             announce_ip: self.ip,
             max_peers: self.max_peers,
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
             ..SessionConfig::default()
-        }
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -80,6 +83,10 @@ pub struct SeedArgs {
     /// Run in the background (needs --pidfile).
     #[arg(long, requires = "pidfile")]
     daemon: bool,
+    /// Show every downloader every piece at once, like a plain BitTorrent
+    /// seed, instead of steering each to pieces nobody has yet.
+    #[arg(long)]
+    no_steer: bool,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +112,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
     let meta = Arc::new(Metainfo::load(&args.torrent)?);
+    let config = SessionConfig {
+        steer: !args.no_steer,
+        ..args.common.config()?
+    };
     let ready = if args.daemon {
         daemon::detach(args.common.log.as_deref())?
     } else {
@@ -120,7 +131,7 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
         data: args.data.clone(),
     };
     runtime()?.block_on(async move {
-        let session = match Session::start(meta.clone(), role, args.common.config()).await {
+        let session = match Session::start(meta.clone(), role, config).await {
             Ok(s) => s,
             Err(e) => {
                 ready.fail(&e.to_string());
@@ -151,6 +162,7 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let meta = Arc::new(Metainfo::load(&args.torrent)?);
+    let config = args.common.config()?;
     // Fork before any thread exists; the child downloads and lingers.
     let handoff = if args.linger > 0 {
         daemon::fork_until_done()?
@@ -167,9 +179,14 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
         dest: args.dest.clone(),
     };
     runtime()?.block_on(async move {
-        let started = Instant::now();
-        let session = Session::start(meta.clone(), role, args.common.config()).await?;
         let mut display = Display::new(args.common.progress, &meta, true);
+        let session = match Session::start(meta.clone(), role, config).await {
+            Ok(s) => s,
+            Err(e) => {
+                display.failed(&e.to_string());
+                return Err(e.into());
+            }
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let stop = crate::signals::terminated();
         tokio::pin!(stop);
@@ -182,12 +199,19 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                     session.shutdown().await;
                     return Err("interrupted; verified pieces are kept for the next run".into());
                 }
-                result = &mut done => { result?; break; }
+                result = &mut done => {
+                    if let Err(e) = result {
+                        display.failed(&e.to_string());
+                        session.shutdown().await;
+                        return Err(e.into());
+                    }
+                    break;
+                }
                 _ = tick.tick() => display.update(&session.stats()),
             }
         }
         let stats = session.stats();
-        display.summary(&stats, started.elapsed(), &args.dest);
+        display.summary(&stats, &args.dest);
         handoff.release(args.common.log.as_deref());
         // Keep serving the swarm a while: the last hosts finish from us too.
         tokio::select! {
@@ -199,11 +223,12 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// Progress output, by mode.
+/// Progress output, by mode: a bar for people, the engine's reports as
+/// JSON lines for programs.
 struct Display {
     mode: ProgressMode,
     bar: Option<ProgressBar>,
-    last: Option<(Instant, Stats)>,
+    reporter: Reporter,
 }
 
 impl Display {
@@ -220,43 +245,21 @@ impl Display {
         Display {
             mode,
             bar,
-            last: None,
+            reporter: Reporter::new(),
         }
     }
 
     fn update(&mut self, stats: &Stats) {
-        let now = Instant::now();
-        let (down_rate, up_rate) = match &self.last {
-            Some((at, prev)) => {
-                let secs = (now - *at).as_secs_f64().max(1e-3);
-                (
-                    (stats.downloaded - prev.downloaded) as f64 / secs,
-                    (stats.uploaded - prev.uploaded) as f64 / secs,
-                )
-            }
-            None => (0.0, 0.0),
-        };
-        self.last = Some((now, stats.clone()));
+        let report = self.reporter.progress(stats);
         match self.mode {
-            ProgressMode::Json => println!(
-                "{}",
-                json!({
-                    "event": "progress",
-                    "bytes_done": stats.have_bytes,
-                    "bytes_total": stats.total_bytes,
-                    "download_rate": down_rate.round(),
-                    "upload_rate": up_rate.round(),
-                    "uploaded": stats.uploaded,
-                    "peers": stats.peers,
-                })
-            ),
+            ProgressMode::Json => println!("{}", report.to_json()),
             ProgressMode::Auto => {
-                if let Some(bar) = &self.bar {
+                if let (Some(bar), Report::Progress { upload_rate, .. }) = (&self.bar, &report) {
                     bar.set_position(stats.have_bytes);
                     bar.set_message(format!(
                         "{} peers, up {}/s",
                         stats.peers,
-                        human_bytes(up_rate as u64)
+                        human_bytes(*upload_rate as u64)
                     ));
                 }
             }
@@ -270,42 +273,53 @@ impl Display {
         }
     }
 
-    fn summary(&self, stats: &Stats, elapsed: Duration, dest: &std::path::Path) {
+    fn failed(&self, error: &str) {
         self.clear();
-        let secs = elapsed.as_secs_f64();
-        let rate = stats.total_bytes as f64 / secs.max(1e-3);
-        match self.mode {
-            ProgressMode::Json => println!(
-                "{}",
-                json!({
-                    "event": "complete",
-                    "path": dest,
-                    "bytes": stats.total_bytes,
-                    "seconds": (secs * 1000.0).round() / 1000.0,
-                    "rate": rate.round(),
-                    "downloaded": stats.downloaded,
-                    "uploaded": stats.uploaded,
-                    "peers": stats.peers,
-                })
-            ),
-            _ => println!(
-                "{}: {} in {secs:.2} s ({}/s), {} peers, uploaded {}",
+        if self.mode == ProgressMode::Json {
+            let report = Report::Failed {
+                error: error.to_string(),
+            };
+            println!("{}", report.to_json());
+        }
+    }
+
+    fn summary(&self, stats: &Stats, dest: &std::path::Path) {
+        self.clear();
+        let report = self.reporter.summary(stats, dest);
+        match (&self.mode, &report) {
+            (ProgressMode::Json, _) => println!("{}", report.to_json()),
+            (
+                _,
+                Report::Complete {
+                    seconds,
+                    rate,
+                    phases,
+                    ..
+                },
+            ) => println!(
+                "{}: {} in {seconds:.2} s ({}/s; check {:.2} s, swarm {:.2} s, place {:.2} s), \
+                 {} reused, {} peers, uploaded {}",
                 dest.display(),
                 human_bytes(stats.total_bytes),
-                human_bytes(rate as u64),
+                human_bytes(*rate as u64),
+                phases.check,
+                phases.swarm,
+                phases.place,
+                human_bytes(stats.reused_bytes),
                 stats.peers,
                 human_bytes(stats.uploaded)
             ),
+            _ => {}
         }
     }
 
     fn finish(&self, stats: &Stats, what: &str) {
         self.clear();
         if self.mode == ProgressMode::Json {
-            println!(
-                "{}",
-                json!({ "event": "stopped", "uploaded": stats.uploaded })
-            );
+            let report = Report::Stopped {
+                uploaded: stats.uploaded,
+            };
+            println!("{}", report.to_json());
         } else if self.bar.is_some() {
             println!("{what}: uploaded {}", human_bytes(stats.uploaded));
         }

@@ -110,7 +110,10 @@ pub fn create_torrent(
             )))
         }
     };
-    let source = DataSource::new(disk_paths, Layout::new(&files, piece_length));
+    let source = DataSource::new(
+        disk_paths,
+        Layout::new(files.iter().map(|f| (f.length, f.pad)), piece_length),
+    );
     let pieces = hash_pieces(&source, progress)?;
     let info = NewInfo {
         name,

@@ -11,8 +11,8 @@ pub enum MetainfoError {
     Bencode(String),
     #[error("not valid bencode: trailing data after the top-level dictionary")]
     TrailingData,
-    #[error("torrent is {0} bytes, more than the {limit} bytes a .torrent may have", limit = crate::metainfo::MAX_TORRENT_BYTES)]
-    TooLarge(usize),
+    #[error("torrent is {size} bytes, more than the {limit} bytes a .torrent may have")]
+    TooLarge { size: usize, limit: usize },
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` {problem}")]
@@ -54,12 +54,15 @@ pub enum Error {
     ChangedWhileHashing { path: PathBuf },
     #[error("cancelled")]
     Cancelled,
+    /// A session that failed (the reason names what and where).
+    #[error("{0}")]
+    Failed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,

@@ -1,12 +1,6 @@
 //! Where each byte of a torrent lives: the pieces are one stream of bytes
 //! laid over the files in order, so a piece may span many small files.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use crate::error::{Error, Result};
-use crate::metainfo::FileEntry;
-
 #[derive(Debug, Clone)]
 struct Extent {
     offset: u64,
@@ -20,6 +14,9 @@ pub struct Layout {
     extents: Vec<Extent>,
     total: u64,
     piece_length: u64,
+    /// For each piece that ends in padding (BEP 47 pad files), how many
+    /// bytes of padding it ends with.
+    pad_tails: std::collections::HashMap<usize, u64>,
 }
 
 /// A part of one file: `len` bytes at `file_offset` of file `file`.
@@ -33,25 +30,60 @@ pub struct Span {
 }
 
 impl Layout {
-    pub fn new(files: &[FileEntry], piece_length: u64) -> Self {
+    /// `files`: each file's length and whether it is a pad file, in order.
+    pub fn new(files: impl IntoIterator<Item = (u64, bool)>, piece_length: u64) -> Self {
         let mut offset = 0;
         let extents = files
-            .iter()
-            .map(|f| {
+            .into_iter()
+            .map(|(length, pad)| {
                 let e = Extent {
                     offset,
-                    length: f.length,
-                    pad: f.pad,
+                    length,
+                    pad,
                 };
-                offset += f.length;
+                offset += length;
                 e
             })
             .collect();
-        Layout {
+        let mut layout = Layout {
             extents,
             total: offset,
             piece_length,
+            pad_tails: Default::default(),
+        };
+        layout.pad_tails = layout.find_pad_tails();
+        layout
+    }
+
+    fn find_pad_tails(&self) -> std::collections::HashMap<usize, u64> {
+        let mut tails = std::collections::HashMap::new();
+        if self.piece_length == 0 {
+            return tails;
         }
+        for e in self.extents.iter().filter(|e| e.pad && e.length > 0) {
+            let end = e.offset + e.length;
+            let piece = ((end - 1) / self.piece_length) as usize;
+            let (start, len) = self.piece_range(piece);
+            if end != start + len {
+                continue; // padding in the middle of a piece: it is sent
+            }
+            // Padding that ends the piece, with any padding just before it.
+            let mut tail = 0;
+            for span in self.spans(start, len) {
+                tail = if span.pad { tail + span.len } else { 0 };
+            }
+            if tail > 0 {
+                tails.insert(piece, tail);
+            }
+        }
+        tails
+    }
+
+    /// Bytes of `piece` before the padding it ends with (its whole length
+    /// when it ends in data).
+    pub fn data_end(&self, piece: usize) -> u64 {
+        let (_, len) = self.piece_range(piece);
+        len - self.pad_tails.get(&piece).copied().unwrap_or(0).min(len)
     }
 
     pub fn total_length(&self) -> u64 {
@@ -70,6 +102,20 @@ impl Layout {
     pub fn piece_range(&self, piece: usize) -> (u64, u64) {
         let start = piece as u64 * self.piece_length;
         (start, self.piece_length.min(self.total - start))
+    }
+
+    /// Whether `data`, the bytes of the stream from `offset`, holds
+    /// anything but zeros where pad files lie (BEP 47: pads are zeros).
+    pub fn pad_dirty(&self, offset: u64, data: &[u8]) -> bool {
+        let mut at = 0usize;
+        for span in self.spans(offset, data.len() as u64) {
+            let part = &data[at..at + span.len as usize];
+            at += span.len as usize;
+            if span.pad && part.iter().any(|&b| b != 0) {
+                return true;
+            }
+        }
+        false
     }
 
     /// The file parts that hold `len` bytes from `offset`, in order.
@@ -98,48 +144,13 @@ impl Layout {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory
-/// and a rename, so `path` holds either the old content or all of the new.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn file(len: u64) -> FileEntry {
-        FileEntry {
-            path: vec!["f".into()],
-            length: len,
-            pad: false,
-        }
-    }
-
     #[test]
     fn a_piece_spans_files_and_skips_empty_ones() {
-        let layout = Layout::new(&[file(5), file(0), file(3), file(10)], 8);
+        let layout = Layout::new([(5, false), (0, false), (3, false), (10, false)], 8);
         assert_eq!(layout.piece_count(), 3);
         let spans: Vec<_> = layout.spans(0, 8).collect();
         assert_eq!(
@@ -176,12 +187,14 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_leaves_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.torrent");
-        write_atomically(&path, b"abc").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert!(write_atomically(&dir.path().join("missing/x"), b"abc").is_err());
+    fn pads_that_end_a_piece_are_its_tail_and_pads_hold_zeros() {
+        // 5 bytes of data padded to 8, then 10 bytes of data.
+        let layout = Layout::new([(5, false), (3, true), (10, false)], 8);
+        assert_eq!(layout.data_end(0), 5);
+        assert_eq!(layout.data_end(1), 8);
+        assert_eq!(layout.data_end(2), 2);
+        assert!(!layout.pad_dirty(0, &[1, 1, 1, 1, 1, 0, 0, 0]));
+        assert!(layout.pad_dirty(0, &[1, 1, 1, 1, 1, 0, 7, 0]));
+        assert!(!layout.pad_dirty(8, &[9; 8]));
     }
 }

@@ -5,6 +5,7 @@
 pub mod bitfield;
 pub mod create;
 pub mod error;
+pub mod fsutil;
 pub mod hashing;
 pub mod layout;
 pub mod metainfo;

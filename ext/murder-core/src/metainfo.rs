@@ -68,7 +68,11 @@ impl Metainfo {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.len() > MAX_TORRENT_BYTES as u64 {
-            return Err(MetainfoError::TooLarge(meta.len() as usize).into());
+            return Err(MetainfoError::TooLarge {
+                size: meta.len() as usize,
+                limit: MAX_TORRENT_BYTES,
+            }
+            .into());
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Ok(Self::from_bytes(&bytes)?)
@@ -77,7 +81,10 @@ impl Metainfo {
     /// Parses and validates the bytes of a .torrent file.
     pub fn from_bytes(bytes: &[u8]) -> MResult<Self> {
         if bytes.len() > MAX_TORRENT_BYTES {
-            return Err(MetainfoError::TooLarge(bytes.len()));
+            return Err(MetainfoError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_TORRENT_BYTES,
+            });
         }
         let mut announce = None;
         let mut comment = None;
@@ -185,7 +192,10 @@ impl Metainfo {
 
     /// How the pieces map onto the files.
     pub fn layout(&self) -> Layout {
-        Layout::new(&self.files, self.piece_length)
+        Layout::new(
+            self.files.iter().map(|f| (f.length, f.pad)),
+            self.piece_length,
+        )
     }
 
     /// The whole .torrent file. `info` is written back byte for byte, so the
@@ -222,7 +232,7 @@ impl Metainfo {
 
     /// Writes the .torrent atomically: a reader never sees half a file.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::layout::write_atomically(path.as_ref(), &self.to_bytes())
+        crate::fsutil::write_atomically(path.as_ref(), &self.to_bytes())
     }
 
     /// The checks every torrent passes, whoever made it.

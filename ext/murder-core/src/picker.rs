@@ -1,9 +1,14 @@
-//! Which blocks to ask which peer for. Who fetches what is what makes a
-//! swarm fast: the first pieces are picked at random (so new peers have
-//! something to trade at once), then rarest first (so no piece stays scarce),
-//! each peer finishes the piece it started (so pieces become shareable
-//! quickly), and at the very end a block may be asked of a second peer
-//! (endgame) so one slow peer cannot hold up the last percent.
+//! The state of every piece and block of one torrent, and the choice of
+//! which blocks to ask which peer for. This is the one owner of piece
+//! state: `session/STATE.md` lists the states, who moves them and the
+//! rules, and every transition below happens under the session's lock on
+//! this struct.
+//!
+//! Who fetches what is what makes a swarm fast: the first pieces are picked
+//! at random (so new peers have something to trade at once), then rarest
+//! first (so no piece stays scarce), each peer finishes the piece it started
+//! (so pieces become shareable quickly), and at the very end a block may be
+//! asked of a second peer (endgame) so one slow peer cannot hold up the end.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,41 +22,81 @@ use crate::wire::{BlockRequest, BLOCK};
 const RANDOM_FIRST: usize = 4;
 /// Most peers asked for the same block in endgame.
 const MAX_DUPLICATES: u8 = 2;
+/// The "sender" of blocks that lie wholly in a piece's padding: nobody
+/// sends them, they are zeros (connection keys start at 1).
+pub const PAD_SOURCE: u64 = 0;
 
+/// One block of a piece being downloaded (rule B1 of STATE.md: a block has
+/// at most one accepted writer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
+    /// Nobody is asked for it.
     Missing,
+    /// Asked of this many peers.
     Requested(u8),
-    Received,
+    /// Accepted from this connection, whose write is under way.
+    Writing(u64),
+    /// On disk, as sent by this connection.
+    Written(u64),
 }
 
 #[derive(Debug)]
 struct Partial {
     blocks: Vec<Block>,
-    received: usize,
-    /// The connection that sent each block (blamed if the piece fails).
-    sources: Vec<u64>,
+    written: usize,
+    /// Copies of blocks that arrived after another copy was accepted:
+    /// (block, SHA-1 of the copy, sender). Checked once the piece passes.
+    duplicates: Vec<(usize, [u8; 20], u64)>,
+    /// A sender put bytes other than zeros where a pad file lies.
+    pad_dirty: bool,
 }
 
 /// What became of a block that arrived.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Arrival {
-    /// New data; `true` when it completed the piece (verify it now).
-    New {
-        piece_complete: bool,
-        others_asked: bool,
-    },
-    /// Already had it (endgame duplicate, or a late answer).
+pub enum Accept {
+    /// Write it now (this connection is its one writer), then call
+    /// `written` or `write_failed`. `others_asked`: other peers were asked
+    /// for it too (endgame) and should cancel.
+    Write { others_asked: bool },
+    /// Another copy was accepted already: drop this one (and hand its hash
+    /// to `duplicate`, so a liar is still found out).
+    Duplicate,
+    /// Not a block we want (a piece we have or never started, a bad length).
     Unwanted,
+}
+
+/// A piece to verify, with what the verifier needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyJob {
+    pub piece: u32,
+    pub length: u64,
+    /// Bytes of the piece before its trailing padding (zeros on no disk).
+    pub data_end: u64,
+    /// The hash of each block is needed to blame exactly the bad senders.
+    pub block_hashes: bool,
+    pub pad_dirty: bool,
+}
+
+/// What a verification means for the peers that took part.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Blame {
+    /// Proven to have sent bytes that are not the torrent's.
+    pub ban: Vec<u64>,
+    /// Sent a whole failed piece alone (may be a disk fault: strike first).
+    pub strike: Option<u64>,
 }
 
 pub struct Picker {
     layout: Layout,
     have: Bitfield,
-    /// Pieces fully received and being verified.
+    /// Pieces fully written and being verified.
     verifying: Bitfield,
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
+    /// Failed pieces from several senders: each block's hash and sender,
+    /// kept until the piece passes (then the senders of blocks that differ
+    /// from the good ones are banned, and only they).
+    suspects: HashMap<u32, Vec<([u8; 20], u64)>>,
     rng: fastrand::Rng,
     /// Bumped whenever blocks may have become pickable other than by a
     /// peer's announcement (given back, failed, endgame begun): a peer that
@@ -69,13 +114,14 @@ impl Picker {
             availability: vec![0; count],
             have,
             partial: HashMap::new(),
+            suspects: HashMap::new(),
             rng: fastrand::Rng::new(),
             epoch: Arc::new(AtomicU64::new(0)),
             endgame: false,
         }
     }
 
-    /// A shared view of the pick epoch (read without the picker's lock).
+    /// A shared view of the pick epoch (read without the lock).
     pub fn epoch(&self) -> Arc<AtomicU64> {
         self.epoch.clone()
     }
@@ -84,12 +130,24 @@ impl Picker {
         self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     pub fn have(&self) -> &Bitfield {
         &self.have
     }
 
     pub fn is_complete(&self) -> bool {
         self.have.is_complete()
+    }
+
+    /// Bytes of the pieces held.
+    pub fn have_bytes(&self) -> u64 {
+        self.have
+            .iter_ones()
+            .map(|p| self.layout.piece_range(p).1)
+            .sum()
     }
 
     pub fn peer_has(&mut self, piece: usize) {
@@ -122,23 +180,53 @@ impl Picker {
         self.availability.iter().all(|&a| a > 0)
     }
 
+    /// Pieces we lack that no connected peer holds.
+    pub fn orphans(&self) -> usize {
+        (0..self.availability.len())
+            .filter(|&p| !self.have.get(p) && self.availability[p] == 0)
+            .count()
+    }
+
+    /// Blocks of `piece`, 16 KiB each from its start; the last may be short.
     fn blocks_in(&self, piece: u32) -> usize {
         let (_, len) = self.layout.piece_range(piece as usize);
         len.div_ceil(BLOCK as u64) as usize
     }
 
-    fn request(&self, piece: u32, block: usize) -> BlockRequest {
-        let (_, len) = self.layout.piece_range(piece as usize);
-        let offset = block as u32 * BLOCK;
-        BlockRequest {
+    /// The request for block `block` of `piece`: never beyond the piece's
+    /// data (trailing padding is zeros that nobody needs to send, BEP 47);
+    /// `None` for a block that is padding only.
+    fn request(&self, piece: u32, block: usize) -> Option<BlockRequest> {
+        let data_end = self.layout.data_end(piece as usize);
+        let offset = block as u64 * BLOCK as u64;
+        (offset < data_end).then(|| BlockRequest {
             piece,
-            offset,
-            length: BLOCK.min((len - offset as u64) as u32),
-        }
+            offset: offset as u32,
+            length: (data_end - offset).min(BLOCK as u64) as u32,
+        })
     }
 
     fn wanted(&self, piece: usize) -> bool {
         !self.have.get(piece) && !self.verifying.get(piece)
+    }
+
+    fn start_piece(&mut self, piece: u32) {
+        let blocks: Vec<Block> = (0..self.blocks_in(piece))
+            .map(|b| match self.request(piece, b) {
+                Some(_) => Block::Missing,
+                None => Block::Written(PAD_SOURCE),
+            })
+            .collect();
+        let written = blocks.iter().filter(|b| **b != Block::Missing).count();
+        self.partial.insert(
+            piece,
+            Partial {
+                blocks,
+                written,
+                duplicates: Vec::new(),
+                pad_dirty: false,
+            },
+        );
     }
 
     /// Picks up to `want` blocks from a peer holding `peer_has`, skipping
@@ -162,16 +250,7 @@ impl Picker {
             let Some(piece) = self.choose_new(peer_has) else {
                 break;
             };
-            let blocks_len = self.blocks_in(piece);
-            let blocks = vec![Block::Missing; blocks_len];
-            self.partial.insert(
-                piece,
-                Partial {
-                    blocks,
-                    received: 0,
-                    sources: vec![0; blocks_len],
-                },
-            );
+            self.start_piece(piece);
             self.take_missing(piece, want, &mut out);
         }
         // 3. Endgame: once every piece is done or under way anywhere (not
@@ -188,11 +267,15 @@ impl Picker {
                     if out.len() >= want {
                         return out;
                     }
-                    let req = self.request(piece, i);
+                    let Some(req) = self.request(piece, i) else {
+                        continue;
+                    };
                     if outstanding.contains(&req) || out.contains(&req) {
                         continue;
                     }
-                    let partial = self.partial.get_mut(&piece).expect("listed above");
+                    let Some(partial) = self.partial.get_mut(&piece) else {
+                        continue;
+                    };
                     if let Block::Requested(n) = partial.blocks[i] {
                         if n < MAX_DUPLICATES {
                             partial.blocks[i] = Block::Requested(n + 1);
@@ -205,25 +288,31 @@ impl Picker {
         out
     }
 
-    /// Pieces being downloaded that a peer holding `peer_has` can help with.
+    /// Pieces being downloaded, not yet complete, that a peer holding
+    /// `peer_has` can help with.
     fn started_pieces(&self, peer_has: &Bitfield) -> Vec<u32> {
         self.partial
             .keys()
             .copied()
-            .filter(|&p| peer_has.get(p as usize))
+            .filter(|&p| peer_has.get(p as usize) && !self.verifying.get(p as usize))
             .collect()
     }
 
     fn take_missing(&mut self, piece: u32, want: usize, out: &mut Vec<BlockRequest>) {
-        let count = self.partial[&piece].blocks.len();
+        let count = self.blocks_in(piece);
         for i in 0..count {
             if out.len() >= want {
                 return;
             }
-            let partial = self.partial.get_mut(&piece).expect("caller checked");
+            let Some(req) = self.request(piece, i) else {
+                continue;
+            };
+            let Some(partial) = self.partial.get_mut(&piece) else {
+                return;
+            };
             if partial.blocks[i] == Block::Missing {
                 partial.blocks[i] = Block::Requested(1);
-                out.push(self.request(piece, i));
+                out.push(req);
             }
         }
     }
@@ -253,45 +342,92 @@ impl Picker {
         best.map(|(_, p)| p as u32)
     }
 
-    /// Whether this block is still needed (write it, then call `arrived`).
-    pub fn wants(&self, req: &BlockRequest) -> bool {
+    /// The block `req` arrived from connection `source` (rule B1: the first
+    /// copy of a block that is wanted is accepted and the accepting
+    /// connection alone writes it; every later copy is dropped unwritten).
+    /// `pad_dirty` says the copy has bytes other than zeros where a pad
+    /// file lies.
+    pub fn accept(&mut self, req: &BlockRequest, source: u64, pad_dirty: bool) -> Accept {
         let index = (req.offset / BLOCK) as usize;
-        req.offset % BLOCK == 0
-            && self
-                .partial
-                .get(&req.piece)
-                .is_some_and(|p| index < p.blocks.len() && p.blocks[index] != Block::Received)
-            && self.request(req.piece, index).length == req.length
+        if req.offset % BLOCK != 0 || self.request(req.piece, index) != Some(*req) {
+            return Accept::Unwanted;
+        }
+        let Some(partial) = self.partial.get_mut(&req.piece) else {
+            return Accept::Unwanted;
+        };
+        match partial.blocks[index] {
+            Block::Missing | Block::Requested(_) => {
+                let others_asked = matches!(partial.blocks[index], Block::Requested(n) if n > 1);
+                partial.blocks[index] = Block::Writing(source);
+                partial.pad_dirty |= pad_dirty;
+                Accept::Write { others_asked }
+            }
+            Block::Writing(_) | Block::Written(_) => Accept::Duplicate,
+        }
     }
 
-    /// Records a block that arrived from connection `source`.
-    pub fn arrived(&mut self, req: &BlockRequest, source: u64) -> Arrival {
-        let Some(partial) = self.partial.get_mut(&req.piece) else {
-            return Arrival::Unwanted;
-        };
+    /// A copy of a block that `accept` called a duplicate, by its hash.
+    pub fn duplicate(&mut self, req: &BlockRequest, source: u64, hash: [u8; 20]) {
+        if let Some(partial) = self.partial.get_mut(&req.piece) {
+            let index = (req.offset / BLOCK) as usize;
+            if partial.duplicates.len() < partial.blocks.len() * MAX_DUPLICATES as usize {
+                partial.duplicates.push((index, hash, source));
+            }
+        }
+    }
+
+    /// The accepted block `req` is on disk. Only its accepting connection
+    /// calls this (after `accept` said `Write`). Returns the piece to verify
+    /// when this was its last block.
+    pub fn written(&mut self, req: &BlockRequest) -> Option<VerifyJob> {
         let index = (req.offset / BLOCK) as usize;
-        if req.offset % BLOCK != 0 || index >= partial.blocks.len() {
-            return Arrival::Unwanted;
+        let partial = self.partial.get_mut(&req.piece)?;
+        let Some(Block::Writing(source)) = partial.blocks.get(index).copied() else {
+            return None;
+        };
+        partial.blocks[index] = Block::Written(source);
+        partial.written += 1;
+        if partial.written < partial.blocks.len() {
+            return None;
         }
-        let (_, piece_len) = self.layout.piece_range(req.piece as usize);
-        if req.length != BLOCK.min((piece_len - req.offset as u64) as u32) {
-            return Arrival::Unwanted;
+        // Rule P2: a piece is verified only once every block is on disk.
+        let piece = req.piece;
+        self.verifying.set(piece as usize);
+        let distinct = {
+            let mut senders: Vec<u64> = partial
+                .blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Written(s) if *s != PAD_SOURCE => Some(*s),
+                    _ => None,
+                })
+                .collect();
+            senders.sort_unstable();
+            senders.dedup();
+            senders.len()
+        };
+        let (_, length) = self.layout.piece_range(piece as usize);
+        Some(VerifyJob {
+            piece,
+            length,
+            data_end: self.layout.data_end(piece as usize),
+            block_hashes: distinct > 1
+                || !partial.duplicates.is_empty()
+                || self.suspects.contains_key(&piece),
+            pad_dirty: partial.pad_dirty,
+        })
+    }
+
+    /// The write of accepted block `req` failed: it is missing again (the
+    /// session fails; this keeps the state true meanwhile).
+    pub fn write_failed(&mut self, req: &BlockRequest) {
+        if let Some(partial) = self.partial.get_mut(&req.piece) {
+            let index = (req.offset / BLOCK) as usize;
+            if let Some(b @ Block::Writing(_)) = partial.blocks.get_mut(index) {
+                *b = Block::Missing;
+            }
         }
-        let others_asked = matches!(partial.blocks[index], Block::Requested(n) if n > 1);
-        if partial.blocks[index] == Block::Received {
-            return Arrival::Unwanted;
-        }
-        partial.blocks[index] = Block::Received;
-        partial.received += 1;
-        partial.sources[index] = source;
-        let piece_complete = partial.received == partial.blocks.len();
-        if piece_complete {
-            self.verifying.set(req.piece as usize);
-        }
-        Arrival::New {
-            piece_complete,
-            others_asked,
-        }
+        self.bump();
     }
 
     /// Gives back blocks a peer was asked for and will not deliver.
@@ -313,21 +449,59 @@ impl Picker {
         }
     }
 
-    /// The outcome of verifying a piece. For a piece that failed, returns
-    /// the connection that sent each of its blocks.
-    pub fn verified(&mut self, piece: u32, ok: bool) -> Vec<u64> {
+    /// The verifier's verdict on a piece (rule P3: only it sets `have`).
+    /// `block_hashes` (when the job asked for them) are of the piece as it
+    /// is on disk. Returns who is to blame.
+    pub fn verdict(&mut self, piece: u32, ok: bool, block_hashes: &[[u8; 20]]) -> Blame {
         self.verifying.clear(piece as usize);
+        let mut blame = Blame::default();
         let Some(partial) = self.partial.remove(&piece) else {
-            return Vec::new();
+            return blame;
         };
+        let senders: Vec<u64> = partial
+            .blocks
+            .iter()
+            .map(|b| match b {
+                Block::Written(s) => *s,
+                _ => PAD_SOURCE,
+            })
+            .collect();
         if ok {
             self.have.set(piece as usize);
-            Vec::new()
-        } else {
-            self.endgame = false;
-            self.bump();
-            partial.sources
+            let bad_copies = self
+                .suspects
+                .remove(&piece)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, (hash, source))| (i, hash, source))
+                .chain(partial.duplicates);
+            for (block, hash, source) in bad_copies {
+                let good = block_hashes.get(block);
+                if source != PAD_SOURCE && good.is_some_and(|g| *g != hash) {
+                    blame.ban.push(source);
+                }
+            }
+            blame.ban.sort_unstable();
+            blame.ban.dedup();
+            return blame;
         }
+        let mut distinct: Vec<u64> = senders
+            .iter()
+            .copied()
+            .filter(|&s| s != PAD_SOURCE)
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if let [only] = distinct[..] {
+            blame.strike = Some(only);
+        } else if block_hashes.len() == senders.len() {
+            self.suspects
+                .insert(piece, block_hashes.iter().copied().zip(senders).collect());
+        }
+        self.endgame = false;
+        self.bump();
+        blame
     }
 
     /// Whether a peer holding `bits` has anything we still want.
@@ -339,16 +513,18 @@ impl Picker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::FileEntry;
 
     fn picker(pieces: usize) -> Picker {
-        let files = [FileEntry {
-            path: vec!["f".into()],
-            length: pieces as u64 * 32768 - 100,
-            pad: false,
-        }];
-        let layout = Layout::new(&files, 32768);
+        let layout = Layout::new([(pieces as u64 * 32768 - 100, false)], 32768);
         Picker::new(layout, Bitfield::new(pieces))
+    }
+
+    fn deliver(p: &mut Picker, req: &BlockRequest, source: u64) -> Option<VerifyJob> {
+        assert!(
+            matches!(p.accept(req, source, false), Accept::Write { .. }),
+            "{req:?}"
+        );
+        p.written(req)
     }
 
     #[test]
@@ -369,19 +545,44 @@ mod tests {
         let dup = p.pick(&all, 100, &[]);
         assert!(!dup.is_empty(), "endgame asks again");
         for req in first.iter().chain(&rest) {
-            match p.arrived(req, 1) {
-                Arrival::New {
-                    piece_complete: true,
-                    ..
-                } => assert!(p.verified(req.piece, true).is_empty()),
-                Arrival::New { .. } => {}
-                Arrival::Unwanted => panic!("fresh block unwanted"),
+            if let Some(job) = deliver(&mut p, req, 1) {
+                assert!(!job.block_hashes, "one sender");
+                assert_eq!(p.verdict(job.piece, true, &[]), Blame::default());
             }
         }
         assert!(p.is_complete());
-        assert_eq!(p.arrived(&dup[0], 2), Arrival::Unwanted);
+        assert_eq!(p.accept(&dup[0], 2, false), Accept::Unwanted);
         // The last block is short.
         assert!(rest.iter().chain(&first).any(|r| r.length == 16384 - 100));
+    }
+
+    /// Rule B1: a second copy of a block is never written, and once the
+    /// piece passes a copy that differed bans its sender.
+    #[test]
+    fn rule_b1_one_writer_per_block_and_lying_copies_are_found_out() {
+        let mut p = picker(1);
+        let all = Bitfield::full(1);
+        p.peer_has_all(&all);
+        let reqs = p.pick(&all, 10, &[]);
+        assert_eq!(
+            p.accept(&reqs[0], 1, false),
+            Accept::Write {
+                others_asked: false
+            }
+        );
+        assert_eq!(
+            p.accept(&reqs[0], 2, false),
+            Accept::Duplicate,
+            "still being written"
+        );
+        p.duplicate(&reqs[0], 2, [9; 20]);
+        assert!(p.written(&reqs[0]).is_none());
+        assert_eq!(p.accept(&reqs[0], 3, false), Accept::Duplicate, "written");
+        p.duplicate(&reqs[0], 3, [1; 20]);
+        let job = deliver(&mut p, &reqs[1], 1).expect("complete");
+        assert!(job.block_hashes, "duplicates are checked");
+        let blame = p.verdict(0, true, &[[1; 20], [2; 20]]);
+        assert_eq!(blame.ban, vec![2], "only the copy that differs");
     }
 
     #[test]
@@ -389,11 +590,22 @@ mod tests {
         let mut p = picker(1);
         let all = Bitfield::full(1);
         let reqs = p.pick(&all, 10, &[]);
-        for r in &reqs {
-            p.arrived(r, 7);
-        }
-        assert_eq!(p.verified(0, false), vec![7, 7]);
-        assert_eq!(p.pick(&all, 10, &[]).len(), 2);
+        deliver(&mut p, &reqs[0], 7);
+        let job = deliver(&mut p, &reqs[1], 7).unwrap();
+        assert!(!job.block_hashes);
+        assert_eq!(p.verdict(0, false, &[]).strike, Some(7));
+        // Fetched again, now from two peers: the liar is banned once it passes.
+        let again = p.pick(&all, 10, &[]);
+        assert_eq!(again.len(), 2);
+        deliver(&mut p, &again[0], 7);
+        let job = deliver(&mut p, &again[1], 8).unwrap();
+        assert!(job.block_hashes);
+        assert_eq!(p.verdict(0, false, &[[6; 20], [2; 20]]), Blame::default());
+        let third = p.pick(&all, 10, &[]);
+        deliver(&mut p, &third[0], 9);
+        let job = deliver(&mut p, &third[1], 9).unwrap();
+        assert!(job.block_hashes, "suspects wait for the good copy");
+        assert_eq!(p.verdict(0, true, &[[1; 20], [2; 20]]).ban, vec![7]);
     }
 
     #[test]
@@ -416,5 +628,29 @@ mod tests {
         let again = p.pick(&Bitfield::full(8), 2, &[]);
         assert_eq!(again, pick, "released blocks are handed out again");
         assert!(p.swarm_has_all());
+    }
+
+    /// BEP 47: trailing padding is never asked for.
+    #[test]
+    fn padding_at_the_end_of_a_piece_is_not_requested() {
+        // A 20,000-byte file padded to 64 KiB, then a 1-byte file.
+        let layout = Layout::new(
+            [(20_000, false), (65_536 - 20_000, true), (1, false)],
+            65_536,
+        );
+        let mut p = Picker::new(layout, Bitfield::new(2));
+        let all = Bitfield::full(2);
+        let mut reqs = p.pick(&all, 10, &[]);
+        reqs.sort_by_key(|r| (r.piece, r.offset));
+        assert_eq!(
+            reqs.iter()
+                .map(|r| (r.piece, r.offset, r.length))
+                .collect::<Vec<_>>(),
+            vec![(0, 0, 16384), (0, 16384, 20_000 - 16384), (1, 0, 1)]
+        );
+        let job = deliver(&mut p, &reqs[0], 1);
+        assert!(job.is_none());
+        let job = deliver(&mut p, &reqs[1], 1).unwrap();
+        assert_eq!((job.length, job.data_end), (65_536, 20_000));
     }
 }

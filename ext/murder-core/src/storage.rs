@@ -2,9 +2,11 @@
 //!
 //! A download never writes at its destination: it fills a staging path
 //! beside it (`DEST.part`, a file, or a directory for a multi-file torrent),
-//! preallocated, with positional writes. Only when every piece is verified
-//! are the files synced and the staging path renamed to the destination in
-//! one step. Every path comes from a validated torrent, so it stays inside.
+//! with its space reserved up front, by positional writes. Verified pieces
+//! are written back as they pass; only when every piece is verified are the
+//! files synced and the staging path renamed to the destination in one
+//! step. Every path comes from a validated torrent, so it stays inside.
+//! Every error names the file it happened to.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -17,6 +19,7 @@ use sha1::{Digest, Sha1};
 
 use crate::bitfield::Bitfield;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::hashing::{check_pieces, DataSource};
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
@@ -53,11 +56,15 @@ impl Storage {
 
     /// Opens (or creates) the staging area of a download to `dest` and
     /// returns which pieces it already holds, checked against their hashes:
-    /// a restarted download keeps every verified piece.
+    /// a restarted download keeps every verified piece. With `reserve`, the
+    /// space of every file is reserved now, so a release that does not fit
+    /// fails here, before anything is downloaded (rule W1 of STATE.md); a
+    /// new staging area that fails is removed again.
     pub fn for_download(
         meta: Arc<Metainfo>,
         dest: &Path,
         progress: &Progress,
+        reserve: bool,
     ) -> Result<(Storage, Bitfield)> {
         let staging = staging_path(dest);
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -67,12 +74,33 @@ impl Storage {
         // new one holds nothing yet, so there is nothing to hash.
         let resuming = staging.exists();
         let storage = Storage::new(meta.clone(), staging.clone(), true);
-        // Create every file at its full size (sparse), directories first.
-        for (index, file) in meta.files.iter().enumerate() {
+        let created = storage.create_files(&staging, reserve);
+        if let Err(e) = created {
+            if !resuming {
+                let _ = if meta.single_file {
+                    std::fs::remove_file(&staging)
+                } else {
+                    std::fs::remove_dir_all(&staging)
+                };
+            }
+            return Err(e);
+        }
+        let have = if resuming {
+            verified_pieces(&meta, &staging, progress)?
+        } else {
+            Bitfield::new(meta.piece_count())
+        };
+        Ok((storage, have))
+    }
+
+    /// Every file at its full size, directories first; space reserved when
+    /// asked and the file system can.
+    fn create_files(&self, staging: &Path, reserve: bool) -> Result<()> {
+        for (index, file) in self.meta.files.iter().enumerate() {
             if file.pad {
                 continue;
             }
-            let path = storage.file_path(&staging, index);
+            let path = self.file_path(staging, index);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
@@ -84,16 +112,13 @@ impl Storage {
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
             let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-            if len != file.length {
+            let reserved =
+                reserve && fsutil::reserve(&f, file.length).map_err(|e| Error::io(&path, e))?;
+            if !reserved && len != file.length {
                 f.set_len(file.length).map_err(|e| Error::io(&path, e))?;
             }
         }
-        let have = if resuming {
-            verified_pieces(&meta, &staging, progress)?
-        } else {
-            Bitfield::new(meta.piece_count())
-        };
-        Ok((storage, have))
+        Ok(())
     }
 
     fn new(meta: Arc<Metainfo>, root: PathBuf, writable: bool) -> Storage {
@@ -119,6 +144,12 @@ impl Storage {
                 .iter()
                 .fold(root.to_path_buf(), |p, c| p.join(c))
         }
+    }
+
+    /// Where file `index` is now (for error messages).
+    fn current_path(&self, index: usize) -> PathBuf {
+        let root = self.root.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.file_path(&root, index)
     }
 
     fn file(&self, index: usize) -> std::io::Result<Arc<File>> {
@@ -160,33 +191,79 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes a block at `offset` within piece `piece`.
-    pub fn write(&self, piece: u32, offset: u32, data: &[u8]) -> std::io::Result<()> {
+    /// Writes a block at `offset` within piece `piece` (pad bytes are not
+    /// written: they are zeros on no disk).
+    pub fn write(&self, piece: u32, offset: u32, data: &[u8]) -> Result<()> {
         let start = piece as u64 * self.layout.piece_length() + offset as u64;
         let mut at = 0usize;
         for span in self.layout.spans(start, data.len() as u64) {
             let part = &data[at..at + span.len as usize];
             at += span.len as usize;
             if !span.pad {
-                self.file(span.file)?.write_all_at(part, span.file_offset)?;
+                self.file(span.file)
+                    .and_then(|f| f.write_all_at(part, span.file_offset))
+                    .map_err(|e| Error::io(self.current_path(span.file), e))?;
             }
         }
         Ok(())
     }
 
+    /// Reads `buf.len()` bytes of piece `piece` from `offset`, naming the
+    /// file in the error.
+    fn read_named(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
+        self.read(piece, offset, buf).map_err(|e| {
+            let start = piece as u64 * self.layout.piece_length() + offset as u64;
+            let file = self.layout.spans(start, buf.len() as u64).find(|s| !s.pad);
+            let path = file.map_or_else(
+                || PathBuf::from(&self.meta.name),
+                |s| self.current_path(s.file),
+            );
+            Error::io(path, e)
+        })
+    }
+
     /// SHA-1 of a whole piece as it is on disk.
-    pub fn hash_piece(&self, piece: u32) -> std::io::Result<[u8; 20]> {
+    pub fn hash_piece(&self, piece: u32) -> Result<[u8; 20]> {
         let (_, len) = self.layout.piece_range(piece as usize);
         let mut hasher = Sha1::new();
         let mut buf = vec![0u8; (256 * 1024).min(len as usize)];
         let mut done = 0u64;
         while done < len {
             let n = buf.len().min((len - done) as usize);
-            self.read(piece, done as u32, &mut buf[..n])?;
+            self.read_named(piece, done as u32, &mut buf[..n])?;
             hasher.update(&buf[..n]);
             done += n as u64;
         }
         Ok(hasher.finalize().into())
+    }
+
+    /// SHA-1 of each 16 KiB block of a piece as it is on disk.
+    pub fn block_hashes(&self, piece: u32) -> Result<Vec<[u8; 20]>> {
+        let (_, len) = self.layout.piece_range(piece as usize);
+        let mut buf = vec![0u8; crate::wire::BLOCK as usize];
+        let mut hashes = Vec::new();
+        let mut offset = 0u64;
+        while offset < len {
+            let n = (len - offset).min(buf.len() as u64) as usize;
+            self.read_named(piece, offset as u32, &mut buf[..n])?;
+            hashes.push(Sha1::digest(&buf[..n]).into());
+            offset += n as u64;
+        }
+        Ok(hashes)
+    }
+
+    /// Starts writing a verified piece back to disk (a hint; see
+    /// `fsutil::start_writeback`).
+    pub fn start_writeback(&self, piece: u32) {
+        if !self.writable {
+            return;
+        }
+        let (start, len) = self.layout.piece_range(piece as usize);
+        for span in self.layout.spans(start, len).filter(|s| !s.pad) {
+            if let Ok(f) = self.file(span.file) {
+                fsutil::start_writeback(&f, span.file_offset, span.len);
+            }
+        }
     }
 
     /// Syncs every file and renames the staging path to `dest`. Open files
@@ -211,9 +288,7 @@ impl Storage {
         }
         std::fs::rename(&staging, dest).map_err(|e| Error::io(dest, e))?;
         if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+            fsutil::sync_dir(dir)?;
         }
         *self.root.write().unwrap_or_else(|e| e.into_inner()) = dest.to_path_buf();
         Ok(())
@@ -247,7 +322,8 @@ mod tests {
         let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
         let seed = Storage::for_seeding(meta.clone(), &src);
         let dest = dir.path().join("out/release");
-        let (storage, have) = Storage::for_download(meta.clone(), &dest, &Progress::new()).unwrap();
+        let (storage, have) =
+            Storage::for_download(meta.clone(), &dest, &Progress::new(), true).unwrap();
         assert_eq!(have.count(), 0);
         assert!(!dest.exists() && staging_path(&dest).join("sub/b").exists());
         // Copy two pieces, "crash", and resume.
@@ -261,7 +337,8 @@ mod tests {
             );
         }
         drop(storage);
-        let (storage, have) = Storage::for_download(meta.clone(), &dest, &Progress::new()).unwrap();
+        let (storage, have) =
+            Storage::for_download(meta.clone(), &dest, &Progress::new(), true).unwrap();
         assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0, 1]);
         for piece in 2..meta.piece_count() as u32 {
             let (_, len) = meta.layout().piece_range(piece as usize);

@@ -197,42 +197,6 @@ impl Message {
     }
 }
 
-/// Reads messages from one peer, refusing any longer than the torrent can
-/// need (a bitfield, a block of at most MAX_REQUEST, a small extension).
-pub struct MessageReader<R> {
-    reader: R,
-    max_len: usize,
-    buf: BytesMut,
-}
-
-impl<R: AsyncRead + Unpin> MessageReader<R> {
-    pub fn new(reader: R, piece_count: usize) -> Self {
-        let max_len = max_message_len(piece_count);
-        MessageReader {
-            reader,
-            max_len,
-            buf: BytesMut::with_capacity(64 * 1024),
-        }
-    }
-
-    pub async fn next(&mut self) -> Result<Message, WireError> {
-        let len = self.reader.read_u32().await? as usize;
-        if len == 0 {
-            return Ok(Message::KeepAlive);
-        }
-        if len > self.max_len {
-            return violation(format!("message of {len} bytes"));
-        }
-        self.buf.clear();
-        self.buf.reserve(len);
-        // SAFETY-free fill: read exactly `len` bytes into the buffer.
-        self.buf.resize(len, 0);
-        self.reader.read_exact(&mut self.buf[..]).await?;
-        let mut body = self.buf.split().freeze();
-        parse(&mut body)
-    }
-}
-
 /// The longest message a peer may send for a torrent of `piece_count`
 /// pieces: a bitfield, a block of at most MAX_REQUEST, a small extension.
 pub fn max_message_len(piece_count: usize) -> usize {
@@ -355,15 +319,21 @@ pub async fn write_handshake<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    async fn round_trip(msg: Message) -> Message {
+    fn round_trip(msg: Message) -> Message {
         let mut buf = BytesMut::new();
         msg.encode(&mut buf);
-        let mut reader = MessageReader::new(&buf[..], 100);
-        reader.next().await.unwrap()
+        let max = max_message_len(100);
+        let out = take_message(&mut buf, max).unwrap().unwrap();
+        assert!(buf.is_empty());
+        out
     }
 
-    #[tokio::test]
-    async fn every_message_round_trips() {
+    fn parse_bytes(bytes: &[u8]) -> Result<Option<Message>, WireError> {
+        take_message(&mut BytesMut::from(bytes), max_message_len(100))
+    }
+
+    #[test]
+    fn every_message_round_trips() {
         let r = BlockRequest {
             piece: 3,
             offset: 16384,
@@ -395,7 +365,7 @@ mod tests {
                 payload: Bytes::from_static(b"de"),
             },
         ] {
-            assert_eq!(round_trip(msg.clone()).await, msg);
+            assert_eq!(round_trip(msg.clone()), msg);
         }
     }
 
@@ -428,22 +398,24 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_oversized_and_malformed_messages() {
-        let mut reader = MessageReader::new(&[0xff, 0xff, 0xff, 0xff, 0][..], 100);
-        assert!(matches!(reader.next().await, Err(WireError::Protocol(_))));
-        let mut reader = MessageReader::new(&[0, 0, 0, 2, 4, 1][..], 100);
+        assert!(matches!(
+            parse_bytes(&[0xff, 0xff, 0xff, 0xff, 0]),
+            Err(WireError::Protocol(_))
+        ));
         assert!(
-            matches!(reader.next().await, Err(WireError::Protocol(_))),
+            matches!(
+                parse_bytes(&[0, 0, 0, 2, 4, 1]),
+                Err(WireError::Protocol(_))
+            ),
             "short have"
         );
-        let mut reader = MessageReader::new(&[0, 0, 0, 1, 99][..], 100);
         assert!(
-            matches!(reader.next().await, Err(WireError::Protocol(_))),
+            matches!(parse_bytes(&[0, 0, 0, 1, 99]), Err(WireError::Protocol(_))),
             "unknown id"
         );
-        let mut reader = MessageReader::new(&[0, 0, 0, 9, 7][..], 100);
         assert!(
-            matches!(reader.next().await, Err(WireError::Io(_))),
-            "truncated"
+            matches!(parse_bytes(&[0, 0, 0, 9, 7]), Ok(None)),
+            "truncated: waits for the rest"
         );
         let h = Handshake::new([1; 20], [2; 20]);
         assert!(h.supports_fast() && h.supports_extended());

@@ -1,7 +1,7 @@
 //! Seeding and downloading between murder sessions on 127.0.0.1.
 
 mod common;
-use common::{local, random_file, torrent};
+use common::{assert_downloaded, local, random_file, torrent};
 
 use std::time::Duration;
 
@@ -133,13 +133,7 @@ fn seeds_let_go_of_each_other_so_a_downloader_gets_in() {
         },
     )
     .unwrap();
-    assert_eq!(
-        peer.wait_done(Duration::from_secs(20)),
-        State::Complete,
-        "{:?}",
-        peer.stats()
-    );
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
+    assert_downloaded(&peer, 20, &dest, &data);
 }
 
 #[test]

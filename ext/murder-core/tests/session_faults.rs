@@ -2,73 +2,44 @@
 //! that leaves as soon as the swarm holds every piece.
 
 mod common;
-use common::{local, random_file, torrent, tracked_release};
+use common::{assert_downloaded, local, random_file, torrent, tracked_release};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::wire_peer::{scripted_peer, FAST};
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
-use murder_core::wire::{Handshake, Message, MessageReader};
+use murder_core::wire::Message;
 use murder_core::Metainfo;
-use tokio::io::AsyncWriteExt;
 
 /// A peer that claims every piece and answers every request with zeros.
 /// Returns its address and a counter of the connections it was sent.
 fn corrupt_peer(
     meta: Arc<Metainfo>,
 ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = connections.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    break;
-                };
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let meta = meta.clone();
-                tokio::spawn(async move {
-                    let Ok(theirs) = Handshake::read(&mut stream).await else {
-                        return;
-                    };
-                    let ours = Handshake::new(theirs.info_hash, *b"-XX0001-badbadbadbad");
-                    let mut out = BytesMut::new();
-                    out.extend_from_slice(&ours.to_bytes());
-                    Message::HaveAll.encode(&mut out);
-                    Message::Unchoke.encode(&mut out);
-                    if stream.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    let (read, mut write) = stream.into_split();
-                    let mut reader = MessageReader::new(read, meta.piece_count());
-                    while let Ok(message) = reader.next().await {
-                        if let Message::Request(r) = message {
-                            let mut out = BytesMut::new();
-                            Message::Piece {
-                                piece: r.piece,
-                                offset: r.offset,
-                                data: Bytes::from(vec![0u8; r.length as usize]),
-                            }
-                            .encode(&mut out);
-                            if write.write_all(&out).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
+    scripted_peer(
+        FAST,
+        *b"-XX0001-badbadbadbad",
+        meta.piece_count(),
+        |mut r, mut w| async move {
+            if !w.send(&[Message::HaveAll, Message::Unchoke]).await {
+                return;
             }
-        });
-    });
-    (addr, connections)
+            while let Some(message) = r.next().await {
+                if let Message::Request(req) = message {
+                    let zeros = Message::Piece {
+                        piece: req.piece,
+                        offset: req.offset,
+                        data: Bytes::from(vec![0u8; req.length as usize]),
+                    };
+                    if !w.send(&[zeros]).await {
+                        return;
+                    }
+                }
+            }
+        },
+    )
 }
 
 #[test]
@@ -100,13 +71,7 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_download_completes() {
         },
     )
     .unwrap();
-    assert_eq!(
-        peer.wait_done(Duration::from_secs(60)),
-        State::Complete,
-        "{:?}",
-        peer.stats()
-    );
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
+    assert_downloaded(&peer, 60, &dest, &data);
     let stats = peer.stats();
     assert_eq!(stats.banned_peers, 1, "{stats:?}");
     assert!(stats.failed_pieces >= 1, "{stats:?}");
@@ -123,7 +88,7 @@ fn the_swarm_finishes_after_the_seeder_leaves_once_every_piece_is_out() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("release.tgz");
     let (_tracker, meta) = tracked_release(&data, 6_000_000, 9);
-    let mut seed = SessionRunner::start(
+    let seed = SessionRunner::start(
         meta.clone(),
         Role::Seed { data: data.clone() },
         SessionConfig {

@@ -1,17 +1,32 @@
-//! Hashes each piece as its blocks arrive, on a thread of its own (never an
-//! async worker), so a verified download reads nothing back from disk.
-//! Blocks that arrive out of order, or when the thread is behind, make the
-//! piece fall back to hashing what is on disk.
+//! The verifier's thread: hashes each piece as its blocks are written (in
+//! any order: blocks that arrive early wait in memory until the bytes
+//! before them came), so a verified download seldom reads anything back,
+//! and answers each piece's verification with a verdict. It runs on a
+//! thread of its own, never an async worker, and it is the only place that
+//! decides whether a piece's bytes are the torrent's (rule P3 of STATE.md).
+//!
+//! The bytes it hashes are those the piece's accepted writers wrote (each
+//! block is handed over after its write succeeded), with zeros where pad
+//! files lie: the bytes on disk. Blocks it had no room for, and blocks of a
+//! piece whose memory budget ran out, are read back from disk instead.
 
-use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::UnboundedSender;
 
-/// Blocks queued for hashing at most (4 MiB of 16 KiB blocks).
-const QUEUE: usize = 256;
+use crate::error::Error;
+use crate::picker::VerifyJob;
+use crate::storage::Storage;
+use crate::wire::BLOCK;
+
+/// Block bytes waiting for the thread at most; beyond this, pieces are
+/// hashed from disk.
+const BUDGET: u64 = 64 << 20;
 
 enum Job {
     Block {
@@ -19,124 +34,282 @@ enum Job {
         offset: u32,
         data: Bytes,
     },
-    Finish {
+    /// A block of this piece was not handed over (no room): hash it from disk.
+    Skipped {
         piece: u32,
-        length: u64,
-        reply: oneshot::Sender<Option<[u8; 20]>>,
     },
+    Verify(VerifyJob),
 }
 
-struct Running {
-    sha: Sha1,
-    next: u64,
-    broken: bool,
+/// The outcome of one verification.
+pub(crate) struct Verdict {
+    pub job: VerifyJob,
+    /// The piece's bytes are the torrent's.
+    pub ok: bool,
+    /// SHA-1 of each 16 KiB block as on disk, when the job asked for them.
+    pub block_hashes: Vec<[u8; 20]>,
+    /// The piece could not be read back (a disk fault: the session fails).
+    pub error: Option<Error>,
 }
 
 pub(crate) struct Hasher {
-    jobs: SyncSender<Job>,
+    jobs: Mutex<Option<Sender<Job>>>,
+    queued: Arc<AtomicU64>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Hasher {
-    pub fn start() -> std::io::Result<Hasher> {
-        let (jobs, queue) = sync_channel(QUEUE);
-        std::thread::Builder::new()
+    pub fn start(
+        storage: Arc<Storage>,
+        expected: Arc<Vec<[u8; 20]>>,
+        verdicts: UnboundedSender<Verdict>,
+    ) -> std::io::Result<Hasher> {
+        let (jobs, queue) = channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let worker = Worker {
+            storage,
+            expected,
+            verdicts,
+            queued: queued.clone(),
+            running: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
             .name("murder-hasher".into())
-            .spawn(move || work(queue))?;
-        Ok(Hasher { jobs })
+            .spawn(move || worker.run(queue))?;
+        Ok(Hasher {
+            jobs: Mutex::new(Some(jobs)),
+            queued,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
-    /// A block that just arrived, in the piece's order or not.
-    pub fn block(&self, piece: u32, offset: u32, data: Bytes) {
-        if let Err(TrySendError::Full(_)) = self.jobs.try_send(Job::Block {
-            piece,
-            offset,
-            data,
-        }) {
-            // Behind: this piece will be hashed from disk (its running hash
-            // now misses a block, so it cannot match).
+    fn send(&self, job: Job) {
+        if let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = jobs.send(job);
         }
     }
 
-    /// The SHA-1 of the piece's `length` bytes if every block was hashed in
-    /// order; `None` means: hash it from disk.
-    pub async fn finish(&self, piece: u32, length: u64) -> Option<[u8; 20]> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .try_send(Job::Finish {
-                piece,
-                length,
-                reply,
-            })
-            .ok()?;
-        answer.await.ok().flatten()
-    }
-}
-
-fn work(queue: Receiver<Job>) {
-    let mut running: HashMap<u32, Running> = HashMap::new();
-    while let Ok(job) = queue.recv() {
-        match job {
-            Job::Block {
+    /// A block that was just written. Call before `Picker::written`, so
+    /// that every block of a piece reaches the thread before its `verify`.
+    pub fn block(&self, piece: u32, offset: u32, data: Bytes) {
+        let len = data.len() as u64;
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > BUDGET {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.send(Job::Skipped { piece });
+        } else {
+            self.send(Job::Block {
                 piece,
                 offset,
                 data,
-            } => {
-                let state = if offset == 0 {
-                    running.insert(
-                        piece,
-                        Running {
-                            sha: Sha1::new(),
-                            next: 0,
-                            broken: false,
-                        },
-                    );
-                    running.get_mut(&piece)
-                } else {
-                    running.get_mut(&piece)
-                };
-                // A late block of a piece already finished starts nothing.
-                let Some(state) = state else { continue };
-                if state.broken || offset as u64 != state.next {
-                    state.broken = true;
-                    continue;
+            });
+        }
+    }
+
+    /// Verifies a piece whose every block is on disk; the verdict goes to
+    /// the session's verifier task.
+    pub fn verify(&self, job: VerifyJob) {
+        self.send(Job::Verify(job));
+    }
+
+    /// Ends the thread once it has answered what it was given; joins it.
+    pub fn stop(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A piece's running hash: the bytes hashed so far and blocks that came
+/// early.
+struct Running {
+    sha: Sha1,
+    next: u64,
+    early: BTreeMap<u64, Bytes>,
+    skipped: bool,
+}
+
+struct Worker {
+    storage: Arc<Storage>,
+    expected: Arc<Vec<[u8; 20]>>,
+    verdicts: UnboundedSender<Verdict>,
+    queued: Arc<AtomicU64>,
+    running: HashMap<u32, Running>,
+}
+
+impl Worker {
+    fn run(mut self, queue: Receiver<Job>) {
+        while let Ok(job) = queue.recv() {
+            match job {
+                Job::Block {
+                    piece,
+                    offset,
+                    data,
+                } => {
+                    self.queued.fetch_sub(data.len() as u64, Ordering::Relaxed);
+                    self.add(piece, offset as u64, data);
                 }
-                state.sha.update(&data);
-                state.next += data.len() as u64;
-            }
-            Job::Finish {
-                piece,
-                length,
-                reply,
-            } => {
-                let digest = running
-                    .remove(&piece)
-                    .filter(|s| !s.broken && s.next == length)
-                    .map(|s| s.sha.finalize().into());
-                let _ = reply.send(digest);
+                Job::Skipped { piece } => {
+                    let state = self.state(piece);
+                    state.skipped = true;
+                    state.early.clear();
+                }
+                Job::Verify(job) => {
+                    let verdict = self.verdict(job);
+                    if self.verdicts.send(verdict).is_err() {
+                        break; // the session is gone
+                    }
+                }
             }
         }
+    }
+
+    fn state(&mut self, piece: u32) -> &mut Running {
+        self.running.entry(piece).or_insert_with(|| Running {
+            sha: Sha1::new(),
+            next: 0,
+            early: BTreeMap::new(),
+            skipped: false,
+        })
+    }
+
+    fn add(&mut self, piece: u32, offset: u64, data: Bytes) {
+        let state = self.state(piece);
+        if state.skipped {
+            return;
+        }
+        if offset != state.next {
+            state.early.insert(offset, data);
+            return;
+        }
+        state.sha.update(&data);
+        state.next += data.len() as u64;
+        while let Some(data) = state.early.remove(&state.next) {
+            state.sha.update(&data);
+            state.next += data.len() as u64;
+        }
+    }
+
+    fn verdict(&mut self, job: VerifyJob) -> Verdict {
+        let running = self.running.remove(&job.piece);
+        let in_memory =
+            running.filter(|r| !r.skipped && r.next == job.data_end && r.early.is_empty());
+        let digest: Result<[u8; 20], Error> = match in_memory {
+            Some(mut r) => {
+                // Trailing padding: zeros on no disk.
+                let zeros = [0u8; BLOCK as usize];
+                let mut left = job.length - job.data_end;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    r.sha.update(&zeros[..n]);
+                    left -= n as u64;
+                }
+                Ok(r.sha.finalize().into())
+            }
+            None => self.storage.hash_piece(job.piece),
+        };
+        let mut verdict = Verdict {
+            ok: false,
+            block_hashes: Vec::new(),
+            error: None,
+            job,
+        };
+        let piece = verdict.job.piece;
+        match digest {
+            Ok(d) => verdict.ok = self.expected.get(piece as usize) == Some(&d),
+            Err(e) => {
+                verdict.error = Some(e);
+                return verdict;
+            }
+        }
+        if verdict.job.block_hashes {
+            match self.storage.block_hashes(piece) {
+                Ok(hashes) => verdict.block_hashes = hashes,
+                Err(e) => verdict.error = Some(e),
+            }
+        }
+        if verdict.ok {
+            // Durable without a stall at the end: the kernel starts writing
+            // the piece back now, so the final sync has little left to do.
+            self.storage.start_writeback(piece);
+        }
+        verdict
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::create::{create_torrent, CreateOptions};
+    use crate::progress::Progress;
+    use crate::storage::Storage;
 
+    /// Rule P3: the verdict is on the bytes written, in whatever order they
+    /// came; a piece the thread did not see whole is read back from disk.
     #[tokio::test]
-    async fn in_order_blocks_hash_and_anything_else_falls_back() {
-        let hasher = Hasher::start().unwrap();
-        let data = vec![7u8; 40_000];
-        hasher.block(1, 0, Bytes::copy_from_slice(&data[..16384]));
-        hasher.block(1, 16384, Bytes::copy_from_slice(&data[16384..32768]));
-        hasher.block(1, 32768, Bytes::copy_from_slice(&data[32768..]));
-        let expected: [u8; 20] = Sha1::digest(&data).into();
-        assert_eq!(hasher.finish(1, 40_000).await, Some(expected));
-        hasher.block(2, 0, Bytes::copy_from_slice(&data[..16384]));
-        hasher.block(2, 32768, Bytes::copy_from_slice(&data[32768..]));
-        hasher.block(2, 16384, Bytes::copy_from_slice(&data[16384..32768]));
-        assert_eq!(hasher.finish(2, 40_000).await, None, "out of order");
-        hasher.block(3, 0, Bytes::copy_from_slice(&data[..16384]));
-        assert_eq!(hasher.finish(3, 40_000).await, None, "incomplete");
-        assert_eq!(hasher.finish(4, 1).await, None, "never started");
+    async fn rule_p3_blocks_in_any_order_or_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("data");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &bytes).unwrap();
+        let mut opts = CreateOptions::new("t:1");
+        opts.piece_length = Some(64 * 1024);
+        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        let dest = dir.path().join("out");
+        let (storage, _) =
+            Storage::for_download(meta.clone(), &dest, &Progress::new(), true).unwrap();
+        let storage = Arc::new(storage);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), tx).unwrap();
+        let layout = meta.layout();
+        let job = |piece: u32| {
+            let (_, length) = layout.piece_range(piece as usize);
+            VerifyJob {
+                piece,
+                length,
+                data_end: length,
+                block_hashes: false,
+                pad_dirty: false,
+            }
+        };
+        let block = |piece: u32, offset: u32| {
+            let at = piece as usize * 65536 + offset as usize;
+            Bytes::copy_from_slice(&bytes[at..at + 16384])
+        };
+        // Piece 0: blocks written and handed over out of order.
+        for offset in [16384, 0, 49152, 32768] {
+            storage.write(0, offset, &block(0, offset)).unwrap();
+            hasher.block(0, offset, block(0, offset));
+        }
+        hasher.verify(job(0));
+        assert!(rx.recv().await.unwrap().ok);
+        // Piece 1: on disk, never handed over: read back.
+        for offset in [0, 16384, 32768, 49152] {
+            storage.write(1, offset, &block(1, offset)).unwrap();
+        }
+        hasher.verify(job(1));
+        assert!(rx.recv().await.unwrap().ok);
+        // Piece 2: the bytes handed over are not the torrent's.
+        for offset in [0, 16384, 32768, 49152] {
+            hasher.block(2, offset, Bytes::from(vec![7u8; 16384]));
+        }
+        let mut bad = job(2);
+        bad.block_hashes = true;
+        hasher.verify(bad);
+        let verdict = rx.recv().await.unwrap();
+        assert!(!verdict.ok);
+        assert_eq!(
+            verdict.block_hashes.len(),
+            4,
+            "block hashes from disk, for blame"
+        );
+        hasher.stop();
     }
 }

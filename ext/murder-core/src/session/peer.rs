@@ -1,6 +1,7 @@
-//! One peer connection: the wire protocol both ways. A reader task parses
-//! messages into a small channel; this task answers them, serves blocks,
-//! keeps a deep pipeline of requests, and follows the session's events.
+//! One peer connection: the wire protocol both ways in one task. It parses
+//! messages, answers them, serves blocks, keeps a pipeline of requests,
+//! writes the blocks it is the accepted writer of (rule B1 of STATE.md),
+//! and follows the session's events. It ends on the session's cancellation.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -10,14 +11,15 @@ use std::time::{Duration, Instant};
 use bendy::decoding::{Decoder, Object};
 use bendy::encoding::Encoder;
 use bytes::{BufMut, Bytes, BytesMut};
+use sha1::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
-use super::{verify_piece, Event, Shared};
+use super::context::{Context, Event};
 use crate::bitfield::Bitfield;
-use crate::picker::Arrival;
+use crate::picker::Accept;
 use crate::wire::{
     max_message_len, take_message, BlockRequest, Handshake, Message, WireError, MAX_REQUEST,
 };
@@ -43,6 +45,10 @@ const MIN_PIPELINE: usize = 16;
 /// Pieces a steering seed offers a peer ahead of its requests (a peer takes
 /// up a piece by asking for all of it, and is offered the next at once).
 const OFFER_AHEAD: usize = 4;
+/// A peer that leaves pieces on offer untaken for this long after its
+/// queue ran dry asks in batches (on a timer, as Transmission does): its
+/// window of offers doubles, so the seed never waits on its timer.
+const BATCH_GAP: Duration = Duration::from_millis(20);
 /// How often a peer's delivery rate is measured.
 const RATE_WINDOW: Duration = Duration::from_millis(200);
 /// Bytes read from the socket at a time (fewer, larger reads).
@@ -51,13 +57,34 @@ const READ_BUFFER: usize = 256 * 1024;
 /// block in the out buffer is committed to its peer, while one still in the
 /// queue can be passed by a rarer one (see `serve_uploads`).
 const OUT_BUFFER: usize = 64 * 1024;
+/// Unsent bytes a peer socket may hold (TCP_NOTSENT_LOWAT).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOTSENT_LOWAT: u32 = 64 * 1024;
+
+/// Socket options for a peer connection: no Nagle delay (requests are
+/// small and latency is what matters), and under a rate limit, socket
+/// buffers the size of a capped link's queue.
+pub(super) fn tune(stream: &TcpStream, ctx: &Context) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    // Unsent bytes the kernel holds per socket: the rest waits in our
+    // upload queue, where a rarer piece can still pass it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket.set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    if let Some(limit) = &ctx.download_limit {
+        let _ = socket.set_recv_buffer_size(limit.socket_buffer());
+    }
+    if let Some(limit) = &ctx.upload_limit {
+        let _ = socket.set_send_buffer_size(limit.socket_buffer());
+    }
+}
 
 fn violation<T>(what: impl Into<String>) -> Result<T, WireError> {
     Err(WireError::Protocol(what.into()))
 }
 
 struct Peer {
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     key: u64,
     fast: bool,
     peer_has: Bitfield,
@@ -100,16 +127,21 @@ struct Peer {
     offered: Bitfield,
     taken: Bitfield,
     requested: std::collections::HashMap<u32, u64>,
+    /// Pieces kept on offer to this peer that it has not asked for yet.
+    offer_window: usize,
+    /// When its upload queue last ran dry while it had offers untaken.
+    drained_with_offers: Option<Instant>,
+    /// This peer holds every piece, and is counted in `seeds_connected`.
+    counted_seed: bool,
 }
 
 pub(super) async fn run(
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     stream: TcpStream,
     key: u64,
     theirs: Handshake,
-    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WireError> {
-    let piece_count = shared.meta.piece_count();
+    let piece_count = ctx.meta.piece_count();
     let (mut read_half, mut write_half) = stream.into_split();
     let now = Instant::now();
     let mut peer = Peer {
@@ -142,13 +174,19 @@ pub(super) async fn run(
         offered: Bitfield::new(piece_count),
         taken: Bitfield::new(piece_count),
         requested: std::collections::HashMap::new(),
-        shared,
+        offer_window: OFFER_AHEAD,
+        drained_with_offers: None,
+        counted_seed: false,
+        ctx,
     };
-    let mut events = peer.shared.events.subscribe();
+    let mut events = peer.ctx.events.subscribe();
     peer.greet(theirs.supports_extended());
     let result = peer
-        .drive(&mut read_half, &mut write_half, &mut events, &mut shutdown)
+        .drive(&mut read_half, &mut write_half, &mut events)
         .await;
+    if let Err(WireError::Protocol(_)) = &result {
+        peer.ctx.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
     peer.leave();
     result
 }
@@ -166,20 +204,20 @@ impl Peer {
         r: &mut OwnedReadHalf,
         w: &mut OwnedWriteHalf,
         events: &mut broadcast::Receiver<Event>,
-        shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), WireError> {
+        let cancel = self.ctx.cancel.clone();
         let max_len = max_message_len(self.peer_has.len());
         let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut read_at = tokio::time::Instant::now();
         let mut write_at = tokio::time::Instant::now();
         let read_chunk = self
-            .shared
+            .ctx
             .download_limit
             .as_ref()
             .map_or(usize::MAX, |l| l.chunk());
         let write_chunk = self
-            .shared
+            .ctx
             .upload_limit
             .as_ref()
             .map_or(usize::MAX, |l| l.chunk());
@@ -212,14 +250,14 @@ impl Peer {
                 .min()
                 .unwrap_or(now);
             tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
+                _ = cancel.cancelled() => return Ok(()),
                 read = r.read_buf(&mut room), if read_at <= now => {
                     let n = read?;
                     if n == 0 {
                         return Ok(());
                     }
                     self.last_recv = Instant::now();
-                    if let Some(limit) = &self.shared.download_limit {
+                    if let Some(limit) = &self.ctx.download_limit {
                         read_at = now + limit.take(n);
                     }
                 }
@@ -232,7 +270,7 @@ impl Peer {
                         self.out.clear();
                         self.sent = 0;
                     }
-                    if let Some(limit) = &self.shared.upload_limit {
+                    if let Some(limit) = &self.ctx.upload_limit {
                         write_at = now + limit.take(n);
                     }
                 }
@@ -243,13 +281,39 @@ impl Peer {
         }
     }
 
+    /// The first messages: what we have (BEP 3: a bitfield comes first or
+    /// not at all), then the extension handshake. A steering seed shows the
+    /// pieces it offers as its bitfield: a client decides whether it is
+    /// interested from the bitfield at once, where some (Transmission) look
+    /// at `have`s only on a timer.
     fn greet(&mut self, extended: bool) {
+        let have = self.ctx.pieces().have().clone();
+        self.steering = self.ctx.steering.is_some() && have.is_complete();
+        if self.steering {
+            let offer = self.take_offers();
+            let mut shown = Bitfield::new(have.len());
+            for &p in &offer {
+                shown.set(p);
+            }
+            if !offer.is_empty() {
+                self.send(Message::Bitfield(Bytes::from(shown.to_bytes())));
+            } else if self.fast {
+                self.send(Message::HaveNone);
+            }
+        } else if self.fast && have.is_complete() {
+            self.send(Message::HaveAll);
+        } else if self.fast && have.count() == 0 {
+            self.send(Message::HaveNone);
+        } else if have.count() > 0 {
+            self.send(Message::Bitfield(Bytes::from(have.to_bytes())));
+        }
+        self.sent_have = have;
         if extended {
             let mut e = Encoder::new();
             let payload = e
                 .emit_dict(|mut d| {
                     d.emit_pair_with(b"m", |e| e.emit_dict(|_| Ok(())))?;
-                    d.emit_pair(b"p", self.shared.listen_port)?;
+                    d.emit_pair(b"p", self.ctx.listen_port)?;
                     d.emit_pair(b"reqq", MAX_QUEUED_UPLOADS)?;
                     d.emit_pair(b"v", concat!("murder ", env!("CARGO_PKG_VERSION")))
                 })
@@ -261,35 +325,20 @@ impl Peer {
                 });
             }
         }
-        let have = self.shared.picker().have().clone();
-        self.steering = self.shared.steering.is_some() && have.is_complete();
-        if self.steering {
-            // Show nothing yet; offers follow once we know what the peer has.
-            if self.fast {
-                self.send(Message::HaveNone);
-            }
-        } else if self.fast && have.is_complete() {
-            self.send(Message::HaveAll);
-        } else if self.fast && have.count() == 0 {
-            self.send(Message::HaveNone);
-        } else if have.count() > 0 {
-            self.send(Message::Bitfield(Bytes::from(have.to_bytes())));
-        }
-        self.sent_have = have;
-        self.offer_more();
     }
 
     /// Pieces a steering seed keeps on offer to one peer that it has not
     /// asked for yet: a few, so the seed has not promised every piece long
     /// before it can send them (it sends a piece twice only once every piece
     /// has left), or four times that while it is the only peer, which has
-    /// no one to share with anyway.
+    /// no one to share with anyway; more for a peer that asks in batches.
     fn offer_window(&self) -> usize {
-        if self.shared.peers().connected.len() <= 1 {
+        let alone = if self.ctx.admission.connected() <= 1 {
             OFFER_AHEAD * 4
         } else {
             OFFER_AHEAD
-        }
+        };
+        alone.max(self.offer_window)
     }
 
     /// Offers the peer pieces it lacks (see `steering`) until it has a
@@ -298,39 +347,49 @@ impl Peer {
         if !self.steering {
             return;
         }
-        let Some(steering) = &self.shared.steering else {
-            return;
+        for p in self.take_offers() {
+            self.send(Message::Have(p as u32));
+        }
+    }
+
+    /// The pieces to offer now (marked offered); see `offer_more`.
+    fn take_offers(&mut self) -> Vec<usize> {
+        let Some(steering) = &self.ctx.steering else {
+            return Vec::new();
         };
         if self.peer_has.is_complete() {
             // It needs nothing more from us: give up its place in line.
             if !self.offers_done {
                 self.offers_done = true;
                 if steering.forget(self.key, std::iter::empty()) {
-                    let _ = self.shared.events.send(Event::Offer);
+                    let _ = self.ctx.events.send(Event::Offer);
                 }
             }
-            return;
+            return Vec::new();
         }
-        let pending = self
-            .offered
-            .ones_not_in(&self.peer_has)
-            .filter(|&p| !self.taken.get(p))
-            .count();
-        let want = self.offer_window().saturating_sub(pending);
+        let want = self.offer_window().saturating_sub(self.pending_offers());
         if want == 0 {
-            return;
+            return Vec::new();
         }
         let offer = {
-            let picker = self.shared.picker();
-            steering.offer(self.key, &self.peer_has, &self.offered, want, &picker)
+            let pieces = self.ctx.pieces();
+            steering.offer(self.key, &self.peer_has, &self.offered, want, &pieces)
         };
-        for p in offer.pieces {
+        for &p in &offer.pieces {
             self.offered.set(p);
-            self.send(Message::Have(p as u32));
         }
         if offer.turn_freed {
-            let _ = self.shared.events.send(Event::Offer);
+            let _ = self.ctx.events.send(Event::Offer);
         }
+        offer.pieces
+    }
+
+    /// Offered pieces the peer neither holds nor asked for yet.
+    fn pending_offers(&self) -> usize {
+        self.offered
+            .ones_not_in(&self.peer_has)
+            .filter(|&p| !self.taken.get(p))
+            .count()
     }
 
     /// A steering seed's account of piece bytes still to send.
@@ -345,9 +404,9 @@ impl Peer {
     /// Piece bytes a steering seed no longer has to send for this peer;
     /// when that leaves it idle, waiting downloaders hear of it.
     fn dequeued(&self, bytes: u64) {
-        if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+        if let (true, Some(steering)) = (self.steering, &self.ctx.steering) {
             if steering.dequeued(bytes) {
-                let _ = self.shared.events.send(Event::Offer);
+                let _ = self.ctx.events.send(Event::Offer);
             }
         }
     }
@@ -360,11 +419,15 @@ impl Peer {
             | Message::Suggest(_)
             | Message::AllowedFast(_) => {}
             Message::Choke => {
+                tracing::debug!(
+                    "choked with {} requests outstanding",
+                    self.outstanding.len()
+                );
                 self.peer_choking = true;
                 if !self.fast {
                     // Without the fast extension a choke drops all requests.
                     let dropped = std::mem::take(&mut self.outstanding);
-                    self.shared.picker().release(&dropped);
+                    self.ctx.pieces().release(&dropped);
                 }
             }
             Message::Unchoke => self.peer_choking = false,
@@ -381,8 +444,9 @@ impl Peer {
                 }
                 if self.peer_has.set(piece as usize) {
                     self.has_version += 1;
-                    self.shared.picker().peer_has(piece as usize);
+                    self.ctx.pieces().peer_has(piece as usize);
                 }
+                self.count_seed();
                 self.update_interest();
                 self.offer_more();
             }
@@ -394,6 +458,15 @@ impl Peer {
             }
             Message::HaveAll if self.fast => self.replace_has(Bitfield::full(count)),
             Message::HaveNone if self.fast => self.replace_has(Bitfield::new(count)),
+            // BEP 6: a request the peer will not serve (it choked us, or
+            // cannot): the block goes back to the picker, the connection stays.
+            Message::Reject(req) if self.fast => {
+                tracing::debug!("request rejected: {req:?}");
+                if let Some(i) = self.outstanding.iter().position(|r| *r == req) {
+                    self.outstanding.swap_remove(i);
+                    self.ctx.pieces().release(&[req]);
+                }
+            }
             Message::HaveAll | Message::HaveNone | Message::Reject(_) => {
                 return violation("fast-extension message without the fast extension");
             }
@@ -421,18 +494,31 @@ impl Peer {
 
     fn replace_has(&mut self, bits: Bitfield) {
         {
-            let mut picker = self.shared.picker();
+            let mut picker = self.ctx.pieces();
             picker.peer_left(&self.peer_has);
             picker.peer_has_all(&bits);
         }
         self.peer_has = bits;
         self.has_version += 1;
+        self.count_seed();
         self.update_interest();
         self.offer_more();
     }
 
+    fn count_seed(&mut self) {
+        let seed = self.peer_has.is_complete();
+        if seed != self.counted_seed {
+            self.counted_seed = seed;
+            if seed {
+                self.ctx.seeds_connected.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.ctx.seeds_connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn update_interest(&mut self) {
-        let want = !self.shared.is_complete() && self.shared.picker().interesting(&self.peer_has);
+        let want = !self.ctx.is_complete() && self.ctx.pieces().interesting(&self.peer_has);
         if want != self.am_interested {
             self.am_interested = want;
             self.send(if want {
@@ -444,7 +530,7 @@ impl Peer {
     }
 
     fn on_request(&mut self, req: BlockRequest) {
-        let layout = self.shared.storage.layout();
+        let layout = self.ctx.storage.layout();
         let valid = (req.piece as usize) < layout.piece_count()
             && req.length > 0
             && req.length <= MAX_REQUEST
@@ -452,11 +538,18 @@ impl Peer {
         let servable = valid
             && !self.am_choking
             && self.uploads.len() < MAX_QUEUED_UPLOADS
-            && self.shared.picker().have().get(req.piece as usize)
+            && self.ctx.pieces().have().get(req.piece as usize)
             && (!self.steering || self.offered.get(req.piece as usize));
         if servable {
+            if let Some(drained) = self.drained_with_offers.take() {
+                if drained.elapsed() >= BATCH_GAP {
+                    // It let its queue run dry with pieces on offer: it asks
+                    // in batches. Offer it twice as many ahead.
+                    self.offer_window = (self.offer_window() * 2).min(self.peer_has.len());
+                }
+            }
             self.uploads.push_back(req);
-            if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+            if let (true, Some(steering)) = (self.steering, &self.ctx.steering) {
                 steering.queued(req.length as u64);
             }
             if self.steering && !self.taken.get(req.piece as usize) {
@@ -484,13 +577,13 @@ impl Peer {
             let data_at = self.out.len();
             self.out.resize(data_at + req.length as usize, 0);
             match self
-                .shared
+                .ctx
                 .storage
                 .read(req.piece, req.offset, &mut self.out[data_at..])
             {
                 Ok(()) => {
                     self.unsent_piece_bytes += req.length as u64;
-                    self.shared
+                    self.ctx
                         .uploaded
                         .fetch_add(req.length as u64, Ordering::Relaxed);
                 }
@@ -505,6 +598,9 @@ impl Peer {
             }
         }
         if had_work && self.uploads.is_empty() {
+            if self.steering && self.pending_offers() > 0 {
+                self.drained_with_offers = Some(Instant::now());
+            }
             // The seed may have run out of work: pieces still in flight
             // elsewhere may be offered now.
             self.offer_more();
@@ -519,7 +615,7 @@ impl Peer {
     /// common piece the peer started is not left unfinished.
     fn next_upload(&mut self) -> Option<BlockRequest> {
         let next = if self.uploads.len() > 1 && self.bypassed < MAX_BYPASSES {
-            let picker = self.shared.picker();
+            let picker = self.ctx.pieces();
             self.uploads
                 .iter()
                 .enumerate()
@@ -535,8 +631,13 @@ impl Peer {
         next.and_then(|i| self.uploads.remove(i))
     }
 
+    /// A block arrived. Rule B1: the first copy of a wanted block is
+    /// accepted and this connection alone writes it; any other copy is
+    /// dropped unwritten (its hash is kept, to find out a liar). The block
+    /// goes to the hasher only after its write succeeded (rule P3), and a
+    /// failed write fails the session (rule W1).
     fn on_block(&mut self, piece: u32, offset: u32, data: Bytes) -> Result<(), WireError> {
-        let layout = self.shared.storage.layout();
+        let layout = self.ctx.storage.layout();
         let req = BlockRequest {
             piece,
             offset,
@@ -548,7 +649,7 @@ impl Peer {
         {
             return violation("block outside its piece");
         }
-        self.shared
+        self.ctx
             .downloaded
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.received += data.len() as u64;
@@ -557,31 +658,33 @@ impl Peer {
             self.last_data = Instant::now();
             self.snubbed = false;
         }
-        if !self.shared.picker().wants(&req) {
-            return Ok(());
-        }
-        if let Err(e) = self.shared.storage.write(piece, offset, &data) {
-            // A disk error is the session's problem, not this peer's.
-            tracing::error!("cannot write piece {piece}: {e}");
-            self.shared.picker().release(&[req]);
-            return Ok(());
-        }
-        let arrival = self.shared.picker().arrived(&req, self.key);
-        if let Arrival::New {
-            piece_complete,
-            others_asked,
-        } = arrival
-        {
-            self.shared.hasher.block(piece, offset, data);
-            if others_asked {
-                let _ = self.shared.events.send(Event::Arrived {
-                    piece,
-                    offset,
-                    from: self.key,
-                });
+        let start = piece as u64 * layout.piece_length() + offset as u64;
+        let pad_dirty = layout.pad_dirty(start, &data);
+        let accepted = self.ctx.pieces().accept(&req, self.key, pad_dirty);
+        match accepted {
+            Accept::Unwanted => {}
+            Accept::Duplicate => {
+                let hash: [u8; 20] = sha1::Sha1::digest(&data).into();
+                self.ctx.pieces().duplicate(&req, self.key, hash);
             }
-            if piece_complete {
-                verify_piece(self.shared.clone(), piece);
+            Accept::Write { others_asked } => {
+                if others_asked {
+                    let _ = self.ctx.events.send(Event::Accepted {
+                        piece,
+                        offset,
+                        from: self.key,
+                    });
+                }
+                if let Err(e) = self.ctx.storage.write(piece, offset, &data) {
+                    self.ctx.pieces().write_failed(&req);
+                    self.ctx.fail(&e);
+                    return Ok(());
+                }
+                self.ctx.hasher.block(piece, offset, data);
+                let job = self.ctx.pieces().written(&req);
+                if let Some(job) = job {
+                    self.ctx.hasher.verify(job);
+                }
             }
         }
         Ok(())
@@ -602,7 +705,7 @@ impl Peer {
             self.received = 0;
             self.window_start = now;
         }
-        let cap = self.shared.config.pipeline.max(1);
+        let cap = self.ctx.config.pipeline.max(1);
         let depth = (self.rate * QUEUE_SECONDS / crate::wire::BLOCK as f64) as usize;
         depth.clamp(self.min_depth.min(cap), cap)
     }
@@ -621,13 +724,13 @@ impl Peer {
         if room == 0 || (room < depth / 4 && !self.outstanding.is_empty()) {
             return;
         }
-        let epoch = self.shared.pick_epoch.load(Ordering::Relaxed);
+        let epoch = self.ctx.pick_epoch.load(Ordering::Relaxed);
         if self.starved == Some((epoch, self.has_version)) {
             return;
         }
         let picked = self
-            .shared
-            .picker()
+            .ctx
+            .pieces()
             .pick(&self.peer_has, room, &self.outstanding);
         self.starved = (picked.len() < room).then_some((epoch, self.has_version));
         if self.outstanding.is_empty() && !picked.is_empty() {
@@ -644,7 +747,7 @@ impl Peer {
         event: Result<Event, broadcast::error::RecvError>,
     ) -> Result<(), WireError> {
         match event {
-            Ok(Event::Arrived {
+            Ok(Event::Accepted {
                 piece,
                 offset,
                 from,
@@ -658,10 +761,10 @@ impl Peer {
                     self.send(Message::Cancel(req));
                 }
             }
-            Ok(Event::Arrived { .. }) => {}
+            Ok(Event::Accepted { .. }) => {}
             Ok(Event::Offer) => self.offer_more(),
             Ok(Event::Have) | Ok(Event::Complete) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                if self.shared.is_banned(self.key) {
+                if self.ctx.admission.is_banned(self.key) {
                     return violation("banned after sending corrupt data");
                 }
                 self.sync_haves();
@@ -674,7 +777,7 @@ impl Peer {
     /// Tells the peer of every piece we verified since we last told it, and
     /// cancels what we still asked for of those pieces.
     fn sync_haves(&mut self) {
-        let have = self.shared.picker().have().clone();
+        let have = self.ctx.pieces().have().clone();
         let new: Vec<usize> = have.ones_not_in(&self.sent_have).collect();
         for piece in new {
             self.send(Message::Have(piece as u32));
@@ -697,10 +800,10 @@ impl Peer {
     /// least two blocks). Requests beyond what the link can take in
     /// QUEUE_SECONDS only wait in queues and make every piece late.
     fn pipeline_floor(&self) -> usize {
-        let Some(limit) = &self.shared.download_limit else {
+        let Some(limit) = &self.ctx.download_limit else {
             return MIN_PIPELINE;
         };
-        let connections = self.shared.peers().connected.len().max(1);
+        let connections = self.ctx.admission.connected().max(1);
         let budget = limit.bytes_per_sec() * QUEUE_SECONDS / crate::wire::BLOCK as f64;
         ((budget / connections as f64) as usize).clamp(2, MIN_PIPELINE)
     }
@@ -708,17 +811,17 @@ impl Peer {
     fn both_seeds(&self) -> bool {
         // The peer's bitfield first: a field read, where the session's
         // state takes a lock, and this runs on every pass of the loop.
-        self.peer_has.is_complete() && self.shared.is_complete()
+        self.peer_has.is_complete() && self.ctx.is_complete()
     }
 
     fn on_tick(&mut self) -> Result<(), WireError> {
         let now = Instant::now();
         self.starved = None; // look again now and then, whatever changed
         self.min_depth = self.pipeline_floor();
-        if !self.outstanding.is_empty() && now - self.last_data > self.shared.config.snub_timeout {
+        if !self.outstanding.is_empty() && now - self.last_data > self.ctx.config.snub_timeout {
             // Stalled: its blocks go to faster peers.
             let dropped = std::mem::take(&mut self.outstanding);
-            self.shared.picker().release(&dropped);
+            self.ctx.pieces().release(&dropped);
             self.snubbed = true;
         }
         if now - self.last_recv > IDLE_TIMEOUT {
@@ -732,17 +835,20 @@ impl Peer {
     }
 
     fn leave(&mut self) {
+        if self.counted_seed {
+            self.ctx.seeds_connected.fetch_sub(1, Ordering::Relaxed);
+        }
         {
-            let mut picker = self.shared.picker();
+            let mut picker = self.ctx.pieces();
             picker.release(&self.outstanding);
             picker.peer_left(&self.peer_has);
         }
         let queued: u64 = self.uploads.iter().map(|r| r.length as u64).sum();
         self.dequeued(queued + self.unsent_piece_bytes);
-        if let (true, Some(steering)) = (self.steering, &self.shared.steering) {
+        if let (true, Some(steering)) = (self.steering, &self.ctx.steering) {
             // Offers this peer never took up go back to the pool.
             if steering.forget(self.key, self.offered.ones_not_in(&self.peer_has)) {
-                let _ = self.shared.events.send(Event::Offer);
+                let _ = self.ctx.events.send(Event::Offer);
             }
         }
     }

@@ -183,11 +183,21 @@ impl Steering {
 
     /// Downloader `key` needs nothing more from the seed (it left, or it is
     /// complete); `unheld` are the pieces it was offered and does not hold.
+    /// A piece whose only offer is undone counts as never sent again, so
+    /// the first pass is not over before it left (rule T1 of STATE.md).
     pub(super) fn forget(&self, key: u64, unheld: impl Iterator<Item = usize>) -> bool {
         let mut state = self.state();
         for p in unheld {
-            if let Some(n) = state.offers.get_mut(p) {
-                *n = n.saturating_sub(1);
+            let Some(n) = state.offers.get_mut(p) else {
+                continue;
+            };
+            if *n == 0 {
+                continue;
+            }
+            *n -= 1;
+            if *n == 0 && state.offered_at[p].is_some() {
+                state.offered_at[p] = None;
+                state.unsent += 1;
             }
         }
         state.waiting.retain(|&k| k != key);
@@ -199,15 +209,10 @@ impl Steering {
 mod tests {
     use super::*;
     use crate::layout::Layout;
-    use crate::metainfo::FileEntry;
 
     fn seed_picker(pieces: usize) -> Picker {
-        let files = [FileEntry {
-            path: vec!["f".into()],
-            length: pieces as u64 * 262_144,
-            pad: false,
-        }];
-        Picker::new(Layout::new(&files, 262_144), Bitfield::full(pieces))
+        let layout = Layout::new([(pieces as u64 * 262_144, false)], 262_144);
+        Picker::new(layout, Bitfield::full(pieces))
     }
 
     #[test]
@@ -316,6 +321,34 @@ mod tests {
             third.pieces.len(),
             4,
             "every piece left: an idle seed helps"
+        );
+    }
+
+    /// Rule T1: an offer a peer took away with it when it left is undone,
+    /// and the piece counts as never sent: no piece goes out twice while
+    /// that one has not gone out once.
+    #[test]
+    fn rule_t1_an_undone_offer_reopens_the_first_pass() {
+        let picker = seed_picker(2);
+        let steering = Steering::new(2, 262_144);
+        let none = Bitfield::new(2);
+        let first = steering.offer(1, &none, &Bitfield::new(2), 2, &picker);
+        assert_eq!(first.pieces.len(), 2);
+        // Peer 1 leaves holding one piece but not the other, b.
+        let b = first.pieces[1];
+        assert!(!steering.forget(1, [b].into_iter()));
+        let past = Instant::now() - 2 * REOFFER_AFTER;
+        steering
+            .state()
+            .offered_at
+            .iter_mut()
+            .flatten()
+            .for_each(|t| *t = past);
+        let next = steering.offer(2, &none, &Bitfield::new(2), 2, &picker);
+        assert_eq!(
+            next.pieces,
+            vec![b],
+            "b has not left yet, so a is not sent twice"
         );
     }
 

@@ -56,6 +56,31 @@ impl TrackerConfig {
     pub fn peer_timeout(&self) -> Duration {
         self.peer_timeout.unwrap_or(self.interval * 2)
     }
+
+    /// Refuses settings that cannot work, naming the setting (the CLI and
+    /// Ruby both pass theirs through here, via `Tracker::new`).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument(what));
+        let secs = self.interval.as_secs();
+        if !(1..=3600).contains(&secs) {
+            return bad(format!("interval {secs} s: must be from 1 to 3600 seconds"));
+        }
+        if self.peer_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("peer timeout 0: peers would be forgotten at once".into());
+        }
+        if self.default_numwant == 0 || self.max_numwant == 0 {
+            return bad("numwant 0: announces would hand out no peers".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max connections 0: the tracker would serve nobody".into());
+        }
+        if let Some(dir) = &self.allow_dir {
+            if !dir.is_dir() {
+                return bad(format!("allow dir {}: not a directory", dir.display()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The tracker's state, shared by its connections and its owner.
@@ -70,13 +95,15 @@ struct Inner {
 }
 
 impl Tracker {
-    pub fn new(config: TrackerConfig) -> Self {
-        Tracker {
+    /// A tracker with `config`, once it is checked.
+    pub fn new(config: TrackerConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Tracker {
             inner: Arc::new(Inner {
                 config,
                 registry: Mutex::new(Registry::default()),
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &TrackerConfig {
@@ -247,7 +274,7 @@ impl TrackerServer {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io(bind.to_string(), e))?;
-        let tracker = Tracker::new(config);
+        let tracker = Tracker::new(config)?;
         tracker.reload_allow_dir()?;
         let (tx, rx) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -60,3 +60,22 @@ pub fn proptest_config() -> ProptestConfig {
         ..ProptestConfig::default()
     }
 }
+
+pub mod wire_peer;
+
+/// Waits up to `secs` for `peer` to complete, then checks that `dest`
+/// holds exactly the bytes of `data`.
+pub fn assert_downloaded(
+    peer: &murder_core::session::SessionRunner,
+    secs: u64,
+    dest: &Path,
+    data: &Path,
+) {
+    assert_eq!(
+        peer.wait_done(std::time::Duration::from_secs(secs)),
+        murder_core::session::State::Complete,
+        "{:?}",
+        peer.stats()
+    );
+    assert_eq!(std::fs::read(dest).unwrap(), std::fs::read(data).unwrap());
+}

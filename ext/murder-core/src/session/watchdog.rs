@@ -1,0 +1,49 @@
+//! A download that cannot finish says so: when, for the session's orphan
+//! timeout, nothing was verified, some piece we lack is held by no
+//! connected peer, and no connected peer is a seed, the seeder left before
+//! the swarm had every piece. The session fails, naming how many pieces.
+//! (Only once some peer was ever connected: before that, the seeder may
+//! simply not have started yet.)
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::context::Context;
+use crate::error::Error;
+
+pub(super) async fn run(ctx: Arc<Context>) {
+    let mut last_have = ctx.pieces().have().count();
+    let mut progress_at = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !ctx.is_downloading() {
+            return;
+        }
+        let (have, orphans) = {
+            let pieces = ctx.pieces();
+            (pieces.have().count(), pieces.orphans())
+        };
+        if have != last_have {
+            last_have = have;
+            progress_at = Instant::now();
+            continue;
+        }
+        let stuck = progress_at.elapsed() >= ctx.config.orphan_timeout;
+        let seeds = ctx.seeds_connected.load(Ordering::Relaxed);
+        if stuck && orphans > 0 && seeds == 0 && ctx.admission.ever_admitted() {
+            ctx.fail(&Error::Failed(format!(
+                "{}: {orphans} of {} pieces are held by no connected peer and no seed is connected \
+                 (the seeder left before the swarm had every piece); nothing new for {} s",
+                ctx.meta.name,
+                ctx.meta.piece_count(),
+                progress_at.elapsed().as_secs()
+            )));
+            return;
+        }
+    }
+}

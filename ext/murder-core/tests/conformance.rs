@@ -1,0 +1,221 @@
+//! What murder asks of other clients, and what it gives them: only what the
+//! BEPs require. Scripted peers that do exactly that much, over real sockets.
+
+mod common;
+use common::wire_peer::{dial, scripted_peer, FAST, PLAIN};
+use common::{assert_downloaded, local, random_file, torrent};
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use murder_core::bitfield::Bitfield;
+use murder_core::session::{Role, SessionConfig, SessionRunner};
+use murder_core::wire::{BlockRequest, Message, BLOCK};
+use murder_core::Metainfo;
+use sha1::Digest;
+
+/// Rule C1 (a BEP 6 Reject gives the block back and keeps the connection):
+/// a peer with the fast extension chokes us with requests outstanding and
+/// rejects each of them, as libtorrent and aria2 do when they rotate their
+/// unchoke slots, then unchokes and serves. One connection does it all.
+#[test]
+fn rule_c1_a_reject_keeps_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 1_000_000, 41);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let bytes = Arc::new(std::fs::read(&data).unwrap());
+    let piece_length = meta.piece_length;
+    let (addr, connections) = scripted_peer(
+        FAST,
+        *b"-XX0001-chokerchoker",
+        meta.piece_count(),
+        move |mut r, mut w| {
+            let bytes = bytes.clone();
+            async move {
+                if !w.send(&[Message::HaveAll, Message::Unchoke]).await {
+                    return;
+                }
+                let mut rejected = false;
+                while let Some(message) = r.next().await {
+                    let Message::Request(req) = message else {
+                        continue;
+                    };
+                    if !rejected {
+                        // Choke with this request outstanding and reject it.
+                        rejected = true;
+                        if !w.send(&[Message::Choke, Message::Reject(req)]).await {
+                            return;
+                        }
+                        // Requests already on their way are rejected too.
+                        let until = Instant::now() + Duration::from_millis(200);
+                        while Instant::now() < until {
+                            match tokio::time::timeout(Duration::from_millis(20), r.next()).await {
+                                Ok(Some(Message::Request(late))) => {
+                                    let _ = w.send(&[Message::Reject(late)]).await;
+                                }
+                                Ok(None) => return,
+                                _ => {}
+                            }
+                        }
+                        if !w.send(&[Message::Unchoke]).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    let at = (req.piece as u64 * piece_length + req.offset as u64) as usize;
+                    let block = Message::Piece {
+                        piece: req.piece,
+                        offset: req.offset,
+                        data: Bytes::copy_from_slice(&bytes[at..at + req.length as usize]),
+                    };
+                    if !w.send(&[block]).await {
+                        return;
+                    }
+                }
+            }
+        },
+    );
+    let dest = dir.path().join("out/release.tgz");
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![addr],
+            ..local()
+        },
+    )
+    .unwrap();
+    assert_downloaded(&peer, 20, &dest, &data);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the connection was dropped and dialled again"
+    );
+}
+
+/// A downloader that does only what BEP 3 requires of it: no fast or
+/// extension protocol, no `have` to the seed, and requests sent in batches
+/// on a timer (as Transmission does, once a second) rather than as blocks
+/// arrive, at most MAX_OUTSTANDING blocks at a time. Returns the number
+/// of timer ticks it needed; it checks every piece it receives.
+const MAX_OUTSTANDING: usize = 64;
+
+async fn bep3_download(seed: std::net::SocketAddr, meta: Arc<Metainfo>, tick: Duration) -> u32 {
+    let count = meta.piece_count();
+    let (mut r, mut w) = dial(
+        seed,
+        PLAIN,
+        *b"-XX0001-bep3onlybep3",
+        meta.info_hash(),
+        count,
+    )
+    .await
+    .expect("handshake");
+    let layout = meta.layout();
+    let mut shown = Bitfield::new(count);
+    let mut requested: HashSet<(u32, u32)> = HashSet::new();
+    let mut outstanding = 0usize;
+    let mut received: Vec<Vec<u8>> = (0..count).map(|_| Vec::new()).collect();
+    let mut done = 0;
+    let mut unchoked = false;
+    let mut interested = false;
+    let mut ticks = 0u32;
+    let mut timer = tokio::time::interval(tick);
+    while done < count {
+        tokio::select! {
+            message = r.next() => match message.expect("the seed closed the connection") {
+                Message::Bitfield(bits) => shown = Bitfield::from_bytes(&bits, count).expect("bitfield"),
+                Message::Have(p) => { shown.set(p as usize); }
+                Message::Unchoke => unchoked = true,
+                Message::Choke => panic!("a seed that unchoked everyone choked us"),
+                Message::Piece { piece, offset, data } => {
+                    outstanding -= 1;
+                    let buf = &mut received[piece as usize];
+                    let (_, len) = layout.piece_range(piece as usize);
+                    if buf.len() < len as usize { buf.resize(len as usize, 0); }
+                    buf[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                    let last = offset as u64 + data.len() as u64 == len;
+                    if last {
+                        let digest: [u8; 20] = sha1::Sha1::digest(&buf[..]).into();
+                        assert_eq!(digest, meta.pieces[piece as usize], "piece {piece}");
+                        done += 1;
+                    }
+                }
+                _ => {}
+            },
+            _ = timer.tick() => {
+                ticks += 1;
+                if !interested && shown.count() > 0 {
+                    interested = w.send(&[Message::Interested]).await;
+                }
+                if !unchoked { continue; }
+                // Blocks of the pieces shown, not asked for yet, in one batch.
+                let mut batch = Vec::new();
+                'pieces: for p in shown.iter_ones() {
+                    let (_, len) = layout.piece_range(p);
+                    let mut offset = 0u64;
+                    while offset < len {
+                        if outstanding >= MAX_OUTSTANDING {
+                            break 'pieces;
+                        }
+                        let length = (len - offset).min(BLOCK as u64) as u32;
+                        if requested.insert((p as u32, offset as u32)) {
+                            batch.push(Message::Request(BlockRequest { piece: p as u32, offset: offset as u32, length }));
+                            outstanding += 1;
+                        }
+                        offset += length as u64;
+                    }
+                }
+                assert!(w.send(&batch).await, "the seed closed the connection");
+            }
+        }
+    }
+    ticks
+}
+
+fn seed_and_download(steer: bool) -> (u32, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 8 << 20, 43);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data },
+        SessionConfig {
+            use_tracker: false,
+            steer,
+            ..local()
+        },
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let ticks = runtime.block_on(bep3_download(
+        seed.local_addr(),
+        meta,
+        Duration::from_millis(100),
+    ));
+    (ticks, started.elapsed())
+}
+
+/// Rule C2 (a seed serves any BEP 3 client at the speed it asks for): the
+/// BEP 3-only downloader takes no more timer ticks from a steering seed
+/// than 1.2 times what it takes from a plain seed.
+#[test]
+fn rule_c2_a_bep3_only_client_gets_full_speed_from_a_steering_seed() {
+    let (plain, plain_time) = seed_and_download(false);
+    let (steered, steered_time) = seed_and_download(true);
+    eprintln!("BEP 3-only client: plain seed {plain} ticks ({plain_time:?}), steering seed {steered} ticks ({steered_time:?})");
+    assert!(
+        steered as f64 <= 1.2 * plain as f64,
+        "steering seed {steered} ticks against {plain} from a plain seed"
+    );
+}

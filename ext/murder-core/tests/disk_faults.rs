@@ -1,0 +1,112 @@
+//! Disk faults a deploy meets: a host whose filesystem is full. Rule W1 of
+//! `src/session/STATE.md`: a failed write fails the session at once, named,
+//! and the destination is never created. Needs root (it mounts a tmpfs).
+
+mod common;
+use common::{local, random_file, torrent};
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use murder_core::session::{Role, SessionConfig, SessionRunner, State};
+
+/// A tmpfs of `size` mounted at a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount(8)");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallDisk { _dir: dir, path }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+fn download_onto(disk: &Path, config: SessionConfig) -> (State, Duration, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 3_000_000, 31);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let seed = SessionRunner::start(meta.clone(), Role::Seed { data }, quiet.clone()).unwrap();
+    let dest = disk.join("release.tgz");
+    let started = Instant::now();
+    let state = match SessionRunner::start(
+        meta,
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            peers: vec![seed.local_addr()],
+            ..config
+        },
+    ) {
+        Ok(peer) => peer.wait_done(Duration::from_secs(20)),
+        Err(e) => State::Failed(e.to_string()),
+    };
+    (state, started.elapsed(), dest)
+}
+
+fn assert_fails_with_no_space(state: State, took: Duration, dest: &Path) {
+    let State::Failed(reason) = state else {
+        panic!("a download onto a full disk must fail, not stay {state:?} for {took:?}");
+    };
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} to fail: {reason}"
+    );
+    assert!(
+        reason.to_lowercase().contains("no space"),
+        "the error says why: {reason}"
+    );
+    assert!(
+        reason.contains(&dest.parent().unwrap().display().to_string()),
+        "the error names the path: {reason}"
+    );
+    assert!(!dest.exists(), "nothing at the destination");
+}
+
+/// Rule W1 with space reserved up front: the release does not fit, so the
+/// session fails before it downloads anything.
+#[test]
+fn rule_w1_a_release_that_does_not_fit_fails_at_once() {
+    let disk = SmallDisk::mount("1m");
+    let (state, took, dest) = download_onto(&disk.path, local());
+    assert_fails_with_no_space(state, took, &dest);
+    assert!(
+        std::fs::read_dir(&disk.path).unwrap().next().is_none(),
+        "a staging area with nothing verified in it is not left behind"
+    );
+}
+
+/// Rule W1 when the disk fills during the download (sparse files, no
+/// space reserved): the first write that fails fails the session.
+#[test]
+fn rule_w1_a_write_that_fails_fails_the_session() {
+    let disk = SmallDisk::mount("1m");
+    let (state, took, dest) = download_onto(
+        &disk.path,
+        SessionConfig {
+            preallocate: false,
+            ..local()
+        },
+    );
+    assert_fails_with_no_space(state, took, &dest);
+}

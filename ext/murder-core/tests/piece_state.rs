@@ -1,0 +1,179 @@
+//! The piece-state rules of `src/session/STATE.md`, each checked through
+//! real sessions and real sockets. Every test names the rule it checks.
+
+mod common;
+use common::wire_peer::{scripted_peer, FAST};
+use common::{local, random_file, torrent};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use murder_core::session::{Role, Session, SessionConfig, SessionRunner, State};
+use murder_core::wire::Message;
+
+/// How many of the two peers were asked for each block, and a wake-up.
+type AskedTwice = (Mutex<HashMap<(u32, u32), usize>>, Condvar);
+
+/// Two peers that claim every piece and hold each answer until both were
+/// asked for that block (endgame), then send it at the same moment: the
+/// first with the torrent's bytes, the second with bytes of its own.
+fn honest_and_lying_peers(data: Vec<u8>, piece_length: u64, piece_count: usize) -> [SocketAddr; 2] {
+    let asked: Arc<AskedTwice> = Arc::default();
+    let data = Arc::new(data);
+    [true, false].map(|honest| {
+        let (asked, data) = (asked.clone(), data.clone());
+        let id = if honest {
+            *b"-XX0001-honesthonest"
+        } else {
+            *b"-XX0001-liarliarliar"
+        };
+        scripted_peer(FAST, id, piece_count, move |mut r, mut w| {
+            let (asked, data) = (asked.clone(), data.clone());
+            async move {
+                if !w.send(&[Message::HaveAll, Message::Unchoke]).await {
+                    return;
+                }
+                while let Some(message) = r.next().await {
+                    let Message::Request(req) = message else {
+                        continue;
+                    };
+                    let key = (req.piece, req.offset);
+                    let asked = asked.clone();
+                    // Wait (off the async threads) until the other was asked too.
+                    tokio::task::spawn_blocking(move || {
+                        let (count, both) = &*asked;
+                        let mut count = count.lock().unwrap();
+                        *count.entry(key).or_insert(0) += 1;
+                        both.notify_all();
+                        let _ = both
+                            .wait_timeout_while(count, Duration::from_millis(300), |c| c[&key] < 2);
+                    })
+                    .await
+                    .unwrap();
+                    let at = (req.piece as u64 * piece_length + req.offset as u64) as usize;
+                    let bytes = if honest {
+                        data[at..at + req.length as usize].to_vec()
+                    } else {
+                        vec![0xAA; req.length as usize]
+                    };
+                    let block = Message::Piece {
+                        piece: req.piece,
+                        offset: req.offset,
+                        data: Bytes::from(bytes),
+                    };
+                    if !w.send(&[block]).await {
+                        return;
+                    }
+                }
+            }
+        })
+        .0
+    })
+}
+
+/// Rule B1 (a block has at most one accepted writer) and P3 (a piece is
+/// verified from the bytes that are on disk): an honest peer and a liar
+/// answer the same endgame requests at the same moment, over and over. The
+/// liar's copy of a block that the honest one already delivered must never
+/// be written, and a liar whose block was refused is still found out.
+#[test]
+fn rule_b1_a_lying_second_sender_never_reaches_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    // Four pieces of four blocks: every download is almost all endgame.
+    random_file(&data, 256 * 1024, 21);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let expected = std::fs::read(&data).unwrap();
+    let peers = honest_and_lying_peers(expected.clone(), meta.piece_length, meta.piece_count());
+    let mut liar_banned = 0;
+    for round in 0..40 {
+        let dest = dir.path().join(format!("out{round}/release.tgz"));
+        let peer = SessionRunner::start(
+            meta.clone(),
+            Role::Download { dest: dest.clone() },
+            SessionConfig {
+                peers: peers.to_vec(),
+                ..quiet.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            peer.wait_done(Duration::from_secs(30)),
+            State::Complete,
+            "round {round}: {:?}",
+            peer.stats()
+        );
+        let got = std::fs::read(&dest).unwrap();
+        let bad = got
+            .chunks(16384)
+            .zip(expected.chunks(16384))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            bad, 0,
+            "round {round}: {bad} blocks on disk are not the torrent's, yet every piece passed"
+        );
+        liar_banned += peer.stats().banned_peers;
+    }
+    assert!(
+        liar_banned >= 30,
+        "the liar was banned in only {liar_banned} of 40 rounds"
+    );
+}
+
+/// Rule S1 (shutdown ends every task of the session before it returns):
+/// a session shut down just as its last bytes arrive either finished before
+/// `shutdown` returned or never does. The runtime goes on running after
+/// it, as the `murder` command's does: no task left behind may verify the
+/// last piece and rename the download into place then.
+#[test]
+fn rule_s1_nothing_is_renamed_after_shutdown_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    let size = 192u64 << 20;
+    random_file(&data, size as usize, 51);
+    // Large pieces: verifying and syncing the last one takes a while.
+    let meta = torrent(&data, "127.0.0.1:9", 64 << 20);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let seed = SessionRunner::start(meta.clone(), Role::Seed { data }, quiet.clone()).unwrap();
+    let dest = dir.path().join("out/release.tgz");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (done_at_shutdown, done_later) = runtime.block_on(async {
+        let peer = Session::start(
+            meta.clone(),
+            Role::Download { dest: dest.clone() },
+            SessionConfig {
+                peers: vec![seed.local_addr()],
+                ..quiet
+            },
+        )
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while peer.stats().downloaded < size && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        peer.shutdown().await;
+        let at_shutdown = dest.exists();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (at_shutdown, dest.exists())
+    });
+    assert_eq!(
+        done_later, done_at_shutdown,
+        "the download was renamed into place after its session shut down"
+    );
+}
