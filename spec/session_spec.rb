@@ -58,4 +58,25 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     expect { Murder::Download.new(torrent, File.join(tmpdir, "x"), peers: ["bad"]).run }
       .to raise_error(Murder::InvalidArgument, /expected IP:PORT/)
   end
+
+  # Settings are checked once, by the engine, for Ruby and the command alike
+  # (main clamped max_peers 0 to 1 in Ruby and ran a session that talks to
+  # nobody from the command; an upload limit of 0 became 1 byte a second).
+  it "refuses settings that cannot work with the engine's message" do
+    data = sample_file
+    torrent = Murder::Torrent.create(data, tracker: "127.0.0.1:9")
+    expect { Murder::Seeder.new(torrent, data, max_peers: 0).start }.to raise_error(Murder::InvalidArgument, /max peers 0/)
+    expect { Murder::Seeder.new(torrent, data, upload_limit: 0).start }
+      .to raise_error(Murder::InvalidArgument, /upload limit 0/)
+    torrent.write(File.join(tmpdir, "t.torrent"))
+    { "--max-peers" => /max peers 0/, "--upload-limit" => /upload limit 0/, "--download-limit" => /download limit 0/ }
+      .each do |flag, message|
+        status, _out, err = run_failing(MURDER_BIN, "seed", "t.torrent", data, flag, "0")
+        expect(status.exitstatus).to eq(1)
+        expect(err).to match(/\Amurder: /).and match(message)
+      end
+    status, _out, err = run_failing(MURDER_BIN, "tracker", "--port", "0", "--interval", "0")
+    expect(status.exitstatus).to eq(1)
+    expect(err).to match(/interval 0 s/)
+  end
 end

@@ -8,7 +8,8 @@ require "open3"
 require "tmpdir"
 
 ROOT = File.expand_path("..", __dir__)
-MURDER_BIN = File.join(ROOT, "target/release/murder")
+# MURDER_TEST_BIN runs the specs against another build (an older one, say).
+MURDER_BIN = ENV.fetch("MURDER_TEST_BIN", File.join(ROOT, "target/release/murder"))
 LT_TOOL = File.join(ROOT, "spec/support/lt_tool.py")
 SYSTEM_PYTHON = "/usr/bin/python3" # the one that sees Debian's python3-libtorrent
 

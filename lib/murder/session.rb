@@ -74,47 +74,32 @@ module Murder
   # torrent). Data goes to "DEST.part" and is renamed to DEST only once every
   # piece is verified; a download started again keeps what it verified.
   class Download < Session
-    # Runs until the data is complete and returns a summary Hash. The block,
-    # if given, gets a progress Hash about once a second. With
+    # Runs until the data is complete and returns the engine's summary, a
+    # Hash: "path", "bytes", "reused_bytes", "downloaded", "uploaded",
+    # "seconds", "rate", "peers" and "phases" ("check", "swarm", "place"
+    # seconds). The block, if given, gets the engine's progress Hash about
+    # once a second ("bytes_done", "bytes_total", "reused_bytes",
+    # "download_rate", "upload_rate", "peers", ...). With
     # +keep_seeding: true+ the session goes on serving after it returns
-    # (call #stop later).
+    # (call #stop later). Raises Murder::Cancelled when #stop is called from
+    # another thread meanwhile, and Murder::Error when the download fails.
     def run(timeout: nil, keep_seeding: false)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      start_native(false)
-      last = [started, stats]
+      session = start_native(false)
       loop do
-        state = native.wait(1.0)
-        now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-        current = stats
-        yield progress(current, last, now) if block_given?
-        last = [now, current]
+        state = session.wait(1.0)
+        yield JSON.parse(session.progress_json) if block_given? && state != "stopped"
         break if state == "complete"
+        raise Cancelled, "download stopped" if state == "stopped"
         raise Error, state.delete_prefix("failed: ") if state.start_with?("failed")
-        raise Error, "download timed out after #{timeout} s" if timeout && now - started > timeout
+
+        if timeout && Process.clock_gettime(Process::CLOCK_MONOTONIC) - started > timeout
+          raise Error, "download timed out after #{timeout} s"
+        end
       end
-      summary(last.last, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
+      JSON.parse(session.summary_json(path))
     ensure
       stop unless keep_seeding && running?
-    end
-
-    private
-
-    def progress(current, (at, previous), now)
-      seconds = [now - at, 1e-3].max
-      {
-        "bytes_done" => current["have_bytes"], "bytes_total" => current["total_bytes"],
-        "download_rate" => (current["downloaded"] - previous["downloaded"]) / seconds,
-        "upload_rate" => (current["uploaded"] - previous["uploaded"]) / seconds,
-        "peers" => current["peers"]
-      }
-    end
-
-    def summary(stats, seconds)
-      {
-        "path" => path, "bytes" => stats["total_bytes"], "seconds" => seconds,
-        "rate" => stats["total_bytes"] / [seconds, 1e-3].max,
-        "downloaded" => stats["downloaded"], "uploaded" => stats["uploaded"], "peers" => stats["peers"]
-      }
     end
   end
 end

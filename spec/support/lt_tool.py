@@ -6,6 +6,11 @@ torrents made by libtorrent, for murder's interop tests.
   lt_tool.py create PATH OUT v1|hybrid [PIECE_LENGTH]
   lt_tool.py seed TORRENT SAVE_PATH PORT   -> seeds until killed
   lt_tool.py download TORRENT SAVE_PATH PORT [TIMEOUT] -> exits 0 once complete
+  lt_tool.py seed-default TORRENT SAVE_PATH PORT RATE
+      seeds with libtorrent's default choking (8 unchoke slots, rotated),
+      uploading at most RATE bytes/s, rotating its slots every second, a peer out after one piece
+  lt_tool.py download-default TORRENT SAVE_PATH PORT [TIMEOUT]
+      downloads with libtorrent's default settings
 """
 import json
 import os
@@ -47,12 +52,11 @@ def create(path, out, kind, piece_length=0):
         f.write(lt.bencode(ct.generate()))
 
 
-def session(port):
-    """A libtorrent session for a LAN test: its high_performance_seed
-    settings, TCP only (uTP over loopback is very slow), unlimited unchoke
-    slots, no DHT, LSD, UPnP or NAT-PMP, so peers come from the tracker alone."""
-    settings = lt.high_performance_seed()
-    settings.update({
+def base_settings(port):
+    """What every test session needs: TCP only (uTP over loopback is very
+    slow), peers from the tracker alone (no DHT, LSD, UPnP or NAT-PMP),
+    several peers on one address (they all are 127.0.0.1)."""
+    return {
         "listen_interfaces": "127.0.0.1:%d" % int(port),
         "enable_dht": False,
         "enable_lsd": False,
@@ -61,14 +65,45 @@ def session(port):
         "enable_incoming_utp": False,
         "enable_outgoing_utp": False,
         "allow_multiple_connections_per_ip": True,
-        "unchoke_slots_limit": -1,
         "alert_mask": 0,
-    })
+    }
+
+
+def session(port):
+    """libtorrent tuned for a LAN: its high_performance_seed settings and
+    unlimited unchoke slots."""
+    settings = lt.high_performance_seed()
+    settings.update(base_settings(port))
+    settings["unchoke_slots_limit"] = -1
     return lt.session(settings)
 
 
+def default_session(port, extra=None):
+    """libtorrent's defaults (8 unchoke slots, rotated) for the rest."""
+    settings = base_settings(port)
+    settings.update(extra or {})
+    return lt.session(settings)
+
+
+def seed_default(torrent, save_path, port, rate):
+    ses = default_session(port, {"upload_rate_limit": int(rate), "unchoke_interval": 1, "seeding_piece_quota": 1})
+    # libtorrent lets peers on local networks (loopback among them) skip
+    # its unchoke slots; a test of its choking on loopback undoes that.
+    local = ses.get_peer_class(lt.session.local_peer_class_id)
+    local["ignore_unchoke_slots"] = False
+    ses.set_peer_class(lt.session.local_peer_class_id, local)
+    seed_with(ses, torrent, save_path)
+
+
+def download_default(torrent, save_path, port, timeout=120):
+    download_with(default_session(port), torrent, save_path, timeout)
+
+
 def seed(torrent, save_path, port):
-    ses = session(port)
+    seed_with(session(port), torrent, save_path)
+
+
+def seed_with(ses, torrent, save_path):
     handle = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save_path})
     while True:
         status = handle.status()
@@ -77,7 +112,10 @@ def seed(torrent, save_path, port):
 
 
 def download(torrent, save_path, port, timeout=120):
-    ses = session(port)
+    download_with(session(port), torrent, save_path, timeout)
+
+
+def download_with(ses, torrent, save_path, timeout):
     handle = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save_path})
     deadline = time.time() + float(timeout)
     while time.time() < deadline:
@@ -92,4 +130,5 @@ def download(torrent, save_path, port, timeout=120):
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"info": info, "create": create, "seed": seed, "download": download}[cmd](*args)
+    {"info": info, "create": create, "seed": seed, "download": download,
+     "seed-default": seed_default, "download-default": download_default}[cmd](*args)

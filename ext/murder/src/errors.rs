@@ -17,7 +17,7 @@ pub fn to_ruby(ruby: &Ruby, error: CoreError) -> Error {
         CoreError::Io { .. } | CoreError::ChangedWhileHashing { .. } => "FileError",
         CoreError::NothingToShare(_) | CoreError::InvalidArgument(_) => "InvalidArgument",
         CoreError::Cancelled => "Cancelled",
-        CoreError::Internal(_) => "Error",
+        CoreError::Failed(_) | CoreError::Internal(_) => "Error",
     };
     Error::new(class(ruby, name), error.to_string())
 }

@@ -2,10 +2,15 @@
 //! without the GVL, so other Ruby threads run meanwhile. Every tick (and
 //! whenever Ruby interrupts the wait) the caller takes the GVL back, checks
 //! for interrupts (Ctrl-C, Thread#raise) and reports progress; an interrupt
-//! cancels the work and raises in Ruby.
+//! cancels the work (through its `Progress`) and raises in Ruby once the
+//! work has stopped. A panic in the work is caught on its thread and raised
+//! in Ruby as an error (wasmtime-rb's `nogvl` does the same), never left to
+//! unwind through Ruby's frames or to leave the caller waiting. The work
+//! holds no Ruby object and takes no lock that Ruby code could hold.
 
 use std::ffi::c_void;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
 use magnus::{Error, Ruby};
@@ -15,6 +20,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 enum Event<R> {
     Done(R),
+    Panicked(String),
     Wake,
 }
 
@@ -30,19 +36,24 @@ where
         let (tx, rx) = mpsc::channel::<Event<R>>();
         let done = tx.clone();
         scope.spawn(move || {
-            let _ = done.send(Event::Done(work()));
+            let event = match catch_unwind(AssertUnwindSafe(work)) {
+                Ok(r) => Event::Done(r),
+                Err(panic) => Event::Panicked(panic_message(&*panic)),
+            };
+            let _ = done.send(event);
         });
         loop {
             let result = match without_gvl(|| rx.recv_timeout(TICK), &tx) {
                 Some(Ok(Event::Done(r))) => Some(r),
-                // Woken, timed out, or an interrupt was pending before the wait.
-                None | Some(Ok(Event::Wake)) | Some(Err(RecvTimeoutError::Timeout)) => None,
-                Some(Err(RecvTimeoutError::Disconnected)) => {
+                Some(Ok(Event::Panicked(message))) => {
                     return Err(Error::new(
                         ruby.exception_runtime_error(),
-                        "murder: native worker thread died",
+                        format!("murder: internal error (a native thread panicked: {message})"),
                     ))
                 }
+                // Woken, timed out, or an interrupt was pending before the
+                // wait. (`tx` lives here, so the channel never disconnects.)
+                None | Some(Ok(Event::Wake)) | Some(Err(_)) => None,
             };
             if let Err(e) = ruby.thread_check_ints().and_then(|_| tick()) {
                 progress.cancel(); // the scope joins the worker, which stops soon
@@ -53,6 +64,16 @@ where
             }
         }
     })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
 }
 
 /// Calls `f` with the GVL released; Ruby's unblock function wakes the wait.

@@ -87,6 +87,10 @@ impl Torrent {
         &self.0
     }
 
+    pub fn metainfo_arc(&self) -> Arc<Metainfo> {
+        self.0.clone()
+    }
+
     fn info_hash(&self) -> String {
         self.0.info_hash_hex()
     }

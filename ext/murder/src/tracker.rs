@@ -42,12 +42,7 @@ fn start(
             CoreError::InvalidArgument(format!("bind {bind:?}: not an IP address")),
         )
     })?;
-    if interval == 0 {
-        return Err(to_ruby(
-            ruby,
-            CoreError::InvalidArgument("interval must be at least 1 second".into()),
-        ));
-    }
+    // Checked by the engine (TrackerConfig::validate), as for the CLI.
     let config = TrackerConfig {
         interval: Duration::from_secs(interval),
         peer_timeout: peer_timeout.map(Duration::from_secs),

@@ -1,0 +1,60 @@
+# frozen_string_literal: true
+
+# Sessions used from several Ruby threads, the way a deploy tool does: one
+# thread downloads while another reads progress or stops it, and Ctrl-C
+# (an interrupt) arrives while native work runs without the GVL. Each case
+# runs in a child process with a deadline, so a deadlock fails the example
+# instead of hanging the suite.
+RSpec.describe "Murder sessions and Ruby threads" do
+  def ruby_child(script, *args, deadline: 30)
+    out, status = Open3.capture2e("timeout", "-s", "KILL", deadline.to_s, RbConfig.ruby, "-I", File.join(ROOT, "lib"),
+                                  "-e", script, *args.map(&:to_s))
+    [out, status]
+  end
+
+  it "answers stats and stop from another thread while Download#run waits" do
+    data = sample_file("release.tgz", bytes: 2_000_000)
+    torrent = Murder::Torrent.create(data, tracker: "127.0.0.1:9")
+    torrent.write(File.join(tmpdir, "release.torrent"))
+    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), File.join(tmpdir, "out/release.tgz"))
+      require "murder"
+      download = Murder::Download.new(Murder::Torrent.load(ARGV[0]), ARGV[1])  # no seed anywhere: it waits
+      runner = Thread.new { download.run(timeout: 60) rescue $! }
+      sleep 1.5
+      stats = download.stats
+      puts "stats #{stats['total_bytes']}"
+      download.stop
+      puts "stopped"
+      puts runner.join(5) ? "run returned #{runner.value.class}" : "run did not return"
+    RUBY
+    expect(status).to be_success, out
+    expect(out).to include("stats 2000000", "stopped", "run returned Murder::Cancelled")
+    expect(File.exist?(File.join(tmpdir, "out/release.tgz"))).to be(false)
+  end
+
+  it "stops Seeder#start on an interrupt within a second while it verifies a large file" do
+    big = File.join(tmpdir, "big.bin")
+    File.open(big, "w") { |f| f.truncate(8 << 30) } # sparse: reads cost no disk
+    murder("make-torrent", big, "--tracker", "127.0.0.1:9", "-o", "#{big}.torrent", "-q")
+    out, status = ruby_child(<<~'RUBY', "#{big}.torrent", big)
+      require "murder"
+      torrent = Murder::Torrent.load(ARGV[0])
+      worker = Thread.new do
+        Murder::Seeder.new(torrent, ARGV[1]).start
+        :verified
+      rescue Interrupt
+        :interrupted
+      end
+      sleep 0.5
+      raised = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      worker.raise(Interrupt)
+      result = worker.join(10)&.value
+      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - raised
+      puts format("%s after %.2f s", result.inspect, took)
+    RUBY
+    expect(status).to be_success, out
+    result, took = out.match(/(\S+) after ([\d.]+) s/)&.captures
+    expect(result).to eq(":interrupted"), out
+    expect(took.to_f).to be < 1.0
+  end
+end
