@@ -47,7 +47,10 @@ const MIN_PIPELINE: usize = 16;
 const OFFER_AHEAD: usize = 4;
 /// A peer that leaves pieces on offer untaken for this long after its
 /// queue ran dry asks in batches (on a timer, as Transmission does): its
-/// window of offers doubles, so the seed never waits on its timer.
+/// window of offers doubles, so the seed never waits on its timer. Not for
+/// murder's own peers: they ask for an offered piece as soon as it is
+/// offered unless others are sending it already, and a larger window would
+/// only promise pieces early and spoil the first pass.
 const BATCH_GAP: Duration = Duration::from_millis(20);
 /// How often a peer's delivery rate is measured.
 const RATE_WINDOW: Duration = Duration::from_millis(200);
@@ -131,6 +134,8 @@ struct Peer {
     offer_window: usize,
     /// When its upload queue last ran dry while it had offers untaken.
     drained_with_offers: Option<Instant>,
+    /// Another client than murder (see BATCH_GAP).
+    foreign: bool,
     /// This peer holds every piece, and is counted in `seeds_connected`.
     counted_seed: bool,
 }
@@ -176,6 +181,7 @@ pub(super) async fn run(
         requested: std::collections::HashMap::new(),
         offer_window: OFFER_AHEAD,
         drained_with_offers: None,
+        foreign: !theirs.peer_id.starts_with(b"-MU"),
         counted_seed: false,
         ctx,
     };
@@ -598,7 +604,7 @@ impl Peer {
             }
         }
         if had_work && self.uploads.is_empty() {
-            if self.steering && self.pending_offers() > 0 {
+            if self.steering && self.foreign && self.pending_offers() > 0 {
                 self.drained_with_offers = Some(Instant::now());
             }
             // The seed may have run out of work: pieces still in flight
