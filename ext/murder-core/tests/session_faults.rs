@@ -176,3 +176,78 @@ fn the_seeder_sends_about_one_copy_to_a_capped_swarm() {
     // Measured: 1.31–1.38 with steering, 1.71–1.75 without it.
     assert!(factor < 1.55, "the seeder sent {factor:.2} copies");
 }
+
+/// The watchdog (STATE.md, "What a watchdog decides"): a seeder that leaves
+/// before the swarm holds every piece fails the downloads in seconds, with
+/// the reason, instead of leaving them waiting.
+#[test]
+fn downloads_fail_soon_when_the_seeder_left_with_pieces_nobody_else_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    let (_tracker, meta) = tracked_release(&data, 4_000_000, 13);
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            upload_limit: Some(500_000),
+            ..local()
+        },
+    )
+    .unwrap();
+    let quick = SessionConfig {
+        orphan_timeout: Duration::from_secs(2),
+        ..local()
+    };
+    let peers: Vec<_> = (0..2)
+        .map(|i| {
+            let dest = dir.path().join(format!("peer{i}/release.tgz"));
+            SessionRunner::start(meta.clone(), Role::Download { dest }, quick.clone()).unwrap()
+        })
+        .collect();
+    while peers.iter().all(|p| p.stats().have_bytes == 0) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seed.stop();
+    let stopped = Instant::now();
+    for p in &peers {
+        match p.wait_done(Duration::from_secs(30)) {
+            State::Failed(reason) => {
+                assert!(reason.contains("held by no connected peer"), "{reason}")
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    for i in 0..2 {
+        assert!(!dir.path().join(format!("peer{i}/release.tgz")).exists());
+    }
+}
+
+/// A download that receives nothing for its stall timeout fails, naming why.
+#[test]
+fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 100_000, 14);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download {
+            dest: dir.path().join("out/release.tgz"),
+        },
+        SessionConfig {
+            use_tracker: false,
+            stall_timeout: Duration::from_secs(2),
+            ..local()
+        },
+    )
+    .unwrap();
+    match peer.wait_done(Duration::from_secs(20)) {
+        State::Failed(reason) => assert!(reason.contains("nothing received for 2 s"), "{reason}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}

@@ -52,6 +52,9 @@ pub struct SessionConfig {
     /// lacks are held by no connected peer, and no seed is connected (the
     /// seeder left before the swarm had every piece).
     pub orphan_timeout: Duration,
+    /// A download fails when it received nothing for this long (no peer
+    /// sends, or none can be reached): a deploy never hangs on one host.
+    pub stall_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -71,6 +74,7 @@ impl Default for SessionConfig {
             steer: true,
             preallocate: true,
             orphan_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -101,7 +105,10 @@ impl SessionConfig {
                 ));
             }
         }
-        if self.snub_timeout.is_zero() || self.orphan_timeout.is_zero() {
+        if self.snub_timeout.is_zero()
+            || self.orphan_timeout.is_zero()
+            || self.stall_timeout.is_zero()
+        {
             return bad("timeouts must be longer than zero".into());
         }
         if self

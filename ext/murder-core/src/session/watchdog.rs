@@ -3,7 +3,8 @@
 //! connected peer, and no connected peer is a seed, the seeder left before
 //! the swarm had every piece. The session fails, naming how many pieces.
 //! (Only once some peer was ever connected: before that, the seeder may
-//! simply not have started yet.)
+//! simply not have started yet.) And a download that received nothing at
+//! all for the stall timeout fails too: no host of a deploy waits forever.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use crate::error::Error;
 pub(super) async fn run(ctx: Arc<Context>) {
     let mut last_have = ctx.pieces().have().count();
     let mut progress_at = Instant::now();
+    let mut last_received = ctx.downloaded.load(Ordering::Relaxed);
+    let mut received_at = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -28,6 +31,19 @@ pub(super) async fn run(ctx: Arc<Context>) {
             let pieces = ctx.pieces();
             (pieces.have().count(), pieces.orphans())
         };
+        let received = ctx.downloaded.load(Ordering::Relaxed);
+        if received != last_received {
+            last_received = received;
+            received_at = Instant::now();
+        } else if received_at.elapsed() >= ctx.config.stall_timeout {
+            ctx.fail(&Error::Failed(format!(
+                "{}: nothing received for {} s ({} peers connected)",
+                ctx.meta.name,
+                received_at.elapsed().as_secs(),
+                ctx.admission.connected()
+            )));
+            return;
+        }
         if have != last_have {
             last_have = have;
             progress_at = Instant::now();
