@@ -257,7 +257,7 @@ namespace :murder do
 
   desc "Remove temp_path/TAG.tgz and its torrent on the peers and the seeder"
   task :clean_temp_files do
-    files = [murder_payload, murder_torrent, "#{murder_payload}.part"]
+    files = [murder_payload, murder_torrent, "#{murder_temp_path}/.#{File.basename(murder_payload)}.part"]
     on (murder_peers + [murder_seeder]).uniq do
       execute :rm, "-rf", *S.args(files)
     end

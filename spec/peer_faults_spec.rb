@@ -41,7 +41,7 @@ RSpec.describe "murder peer under faults" do
     end
     expect(done_at_kill).to be_between(size / 2, size - 1)
     expect(File.exist?(dest)).to be(false)
-    expect(File.size("#{dest}.part")).to eq(size) # preallocated staging file
+    expect(File.size(staging(dest))).to eq(size) # preallocated staging file
 
     summary = nil
     peer.call { |event, _| summary = event if event["event"] == "complete" }
@@ -49,7 +49,7 @@ RSpec.describe "murder peer under faults" do
     watcher.join
     expect(summary).not_to be_nil
     expect(FileUtils.compare_file(dest, data)).to be(true)
-    expect(File.exist?("#{dest}.part")).to be(false)
+    expect(File.exist?(staging(dest))).to be(false)
     expect(partial_seen).to be(false)
     # Only what was not verified before the kill comes again (a little slack
     # for blocks in flight and endgame duplicates).
@@ -67,7 +67,7 @@ RSpec.describe "murder peer under faults" do
     expect(status.exitstatus).to eq(1)
     expect(err).to match(/other\.tgz: already exists and is not this torrent's data/)
     expect(File.read(dest)).to eq("precious")
-    expect(File.exist?("#{dest}.part")).to be(false)
+    expect(File.exist?(staging(dest))).to be(false)
   end
 end
 

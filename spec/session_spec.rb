@@ -23,7 +23,7 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     expect(summary["downloaded"]).to be >= torrent.total_length
     expect(updates.last).to include("bytes_done" => torrent.total_length, "bytes_total" => torrent.total_length)
     expect(torrent.verify(dest)).to all(be(true))
-    expect(Dir.exist?("#{dest}.part")).to be(false)
+    expect(Dir.exist?(File.join(File.dirname(dest), ".#{File.basename(dest)}.part"))).to be(false)
     expect(seeder.stats["uploaded"]).to be >= torrent.total_length
   ensure
     seeder&.stop

@@ -36,6 +36,11 @@ module SpecHelpers
     run!(MURDER_BIN, *args)
   end
 
+  # Where a download to +dest+ is staged: ".NAME.part" beside it.
+  def staging(dest)
+    File.join(File.dirname(dest), ".#{File.basename(dest)}.part")
+  end
+
   def libtorrent(*args)
     run!(SYSTEM_PYTHON, LT_TOOL, *args)
   end

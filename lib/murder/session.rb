@@ -9,13 +9,22 @@ module Murder
     # of the route to it); +port+/+bind+: where peers connect (0: any port);
     # +max_peers+: most connections (nil: the engine's, 16);
     # +upload_limit+/+download_limit+: bytes per second; +peers+: extra
-    # "IP:PORT" peers to connect to besides the tracker's.
+    # "IP:PORT" peers to connect to besides the tracker's. For a download,
+    # +reuse+: directories of content this host holds already (earlier
+    # releases), matched by content and verified before it counts, brought
+    # in as hard links (+reuse_mode: :link+) or copies (+:copy+).
     def initialize(torrent, path, ip: nil, port: 0, bind: "0.0.0.0", max_peers: nil,
-                   upload_limit: nil, download_limit: nil, peers: [])
+                   upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link)
       @torrent = torrent.is_a?(Torrent) ? torrent : Torrent.load(torrent)
       @path = path.to_s
+      copy = case reuse_mode.to_s
+             when "link" then false
+             when "copy" then true
+             else raise InvalidArgument, "reuse_mode must be :link or :copy, not #{reuse_mode.inspect}"
+             end
       @options = [bind.to_s, Integer(port), ip&.to_s, max_peers&.then { |n| Integer(n) },
-                  upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, peers.map(&:to_s)]
+                  upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, peers.map(&:to_s),
+                  Array(reuse).map(&:to_s), copy]
       @native = nil
     end
 
@@ -71,7 +80,7 @@ module Murder
   end
 
   # Downloads a torrent to +dest+ (the file, or the directory named like the
-  # torrent). Data goes to "DEST.part" and is renamed to DEST only once every
+  # torrent). Data goes to ".DEST.part" beside it and is renamed to DEST only once every
   # piece is verified; a download started again keeps what it verified.
   class Download < Session
     # Runs until the data is complete and returns the engine's summary, a

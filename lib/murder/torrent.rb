@@ -16,8 +16,17 @@ module Murder
       # Hashes +path+ (a file or a directory) on every core. The block, if
       # given, is called about ten times a second with bytes hashed and bytes
       # in all. Other Ruby threads run while the hashing goes on.
-      def create(path, tracker:, piece_length: nil, private: false, comment: nil, &progress)
-        __create(path.to_s, tracker.to_s, piece_length, private ? true : false, comment, &progress)
+      #
+      # +align: true+ (a directory only) starts every file on a piece
+      # boundary (BEP 47 pad files), marks executables and keeps symbolic
+      # links as links (they must point inside the tree), so that hosts can
+      # reuse files they hold already; +hash_cache+ then names a file where
+      # what each file hashed to is remembered, so that only changed files
+      # are hashed the next time.
+      def create(path, tracker:, piece_length: nil, private: false, comment: nil, align: false, hash_cache: nil,
+                 &progress)
+        __create(path.to_s, tracker.to_s, piece_length, private ? true : false, comment, align ? true : false,
+                 hash_cache&.to_s, &progress)
       end
 
       # Reads a .torrent file.

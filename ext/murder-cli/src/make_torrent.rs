@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use murder_core::{create_torrent, CreateOptions, Progress};
+use murder_core::{create_torrent_with_cache, CreateOptions, Progress};
 
 use murder_core::units::{human_bytes, parse_size};
 
@@ -28,17 +28,29 @@ pub struct Args {
     /// A comment stored in the torrent.
     #[arg(long)]
     comment: Option<String>,
+    /// For a directory: start every file on a piece boundary (BEP 47 pad
+    /// files), mark executables, keep symbolic links as links. Hosts can
+    /// then reuse files they hold already.
+    #[arg(long)]
+    align: bool,
+    /// With --align: remember what each file hashed to in FILE and hash
+    /// only the files that changed since.
+    #[arg(long, value_name = "FILE", requires = "align")]
+    hash_cache: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let with_cache = args.hash_cache.is_some();
     let options = CreateOptions {
         tracker: args.tracker,
         piece_length: args.piece_length,
         private: args.private,
         comment: args.comment,
+        align: args.align,
+        hash_cache: args.hash_cache,
     };
     let progress = Arc::new(Progress::new());
     let started = Instant::now();
@@ -48,7 +60,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let path = args.path.clone();
         std::thread::spawn(move || {
             // The receiver only goes away if this command is already failing.
-            let _ = done.send(create_torrent(&path, &options, &progress));
+            let _ = done.send(create_torrent_with_cache(&path, &options, &progress));
         });
     }
     // indicatif draws only on a terminal, so logs stay clean.
@@ -64,9 +76,9 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| e.to_string())?,
     );
     // Wake for the bar every 50 ms, and the moment the hashing is done.
-    let torrent = loop {
+    let (torrent, cache) = loop {
         match result.recv_timeout(Duration::from_millis(50)) {
-            Ok(torrent) => break torrent?,
+            Ok(made) => break made?,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let (done, total) = progress.snapshot();
                 bar.set_length(total);
@@ -99,6 +111,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "  hashed in  {seconds:.2} s ({}/s)",
             human_bytes((total as f64 / seconds.max(1e-9)) as u64)
         );
+        if with_cache {
+            println!(
+                "  cache      {} files hashed ({}), {} unchanged",
+                cache.files_hashed,
+                human_bytes(cache.bytes_hashed),
+                cache.files_cached
+            );
+        }
     }
     Ok(())
 }

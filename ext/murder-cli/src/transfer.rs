@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
+use murder_core::reuse::{ReuseConfig, ReuseMode};
 use murder_core::session::{Report, Reporter, Role, Session, SessionConfig, Stats};
 use murder_core::Metainfo;
 
@@ -101,6 +102,22 @@ pub struct PeerArgs {
     /// (the command itself exits as soon as the data is complete).
     #[arg(long, default_value_t = 30)]
     linger: u64,
+    /// Look for content this host holds already under DIR (repeatable):
+    /// files of earlier releases, matched by content and verified piece by
+    /// piece against the torrent before they count.
+    #[arg(long, value_name = "DIR")]
+    reuse: Vec<PathBuf>,
+    /// How reused files land: hard links into the earlier release when on
+    /// the same file system (link), or copies (copy) for applications that
+    /// change release files in place.
+    #[arg(long, value_enum, default_value_t = ReuseArg::Link)]
+    reuse_mode: ReuseArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReuseArg {
+    Link,
+    Copy,
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -162,7 +179,16 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let meta = Arc::new(Metainfo::load(&args.torrent)?);
-    let config = args.common.config()?;
+    let config = SessionConfig {
+        reuse: ReuseConfig {
+            dirs: args.reuse.clone(),
+            mode: match args.reuse_mode {
+                ReuseArg::Link => ReuseMode::Link,
+                ReuseArg::Copy => ReuseMode::Copy,
+            },
+        },
+        ..args.common.config()?
+    };
     // Fork before any thread exists; the child downloads and lingers.
     let handoff = if args.linger > 0 {
         daemon::fork_until_done()?

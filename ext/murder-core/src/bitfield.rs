@@ -1,7 +1,7 @@
 //! A set of piece indices, as BitTorrent's bitfield message lays it out
 //! (piece 0 is the high bit of the first byte).
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bitfield {
     words: Vec<u64>,
     len: usize,

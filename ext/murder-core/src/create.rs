@@ -1,10 +1,22 @@
 //! Making a torrent of a file or a directory tree (Twitter's
 //! `murder_make_torrent.py FILE host:port OUT`, on every core).
+//!
+//! A tree can be made *aligned* (BEP 47): every file starts on a piece
+//! boundary, with pad files between them; executables carry `x`, symbolic
+//! links are entries of their own (`l` and `symlink path`, only to paths
+//! inside the tree). Then each file's pieces depend on that file alone: a
+//! host can reuse a file it holds already, and the deployer can remember
+//! what each file hashed to (`hash_cache`) and hash only what changed.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
 use crate::error::{Error, Result};
+use crate::hash_cache::{FileKey, HashCache};
 use crate::hashing::{hash_pieces, DataSource};
 use crate::layout::Layout;
 use crate::metainfo::{FileEntry, Metainfo, NewInfo, MAX_PIECE_LENGTH};
@@ -12,6 +24,10 @@ use crate::progress::Progress;
 
 pub const MIN_AUTO_PIECE_LENGTH: u64 = 32 << 10;
 pub const MAX_AUTO_PIECE_LENGTH: u64 = 16 << 20;
+/// The largest automatic piece length of an aligned tree: a small file
+/// should not drag a large piece (and its hashing, and a host's reuse
+/// check) with it.
+pub const MAX_ALIGNED_PIECE_LENGTH: u64 = 1 << 20;
 /// The automatic piece length aims at no more pieces than this.
 const TARGET_MAX_PIECES: u64 = 2000;
 
@@ -24,6 +40,11 @@ pub struct CreateOptions {
     /// BEP 27: peers only from the tracker.
     pub private: bool,
     pub comment: Option<String>,
+    /// A tree with every file on a piece boundary (BEP 47 pad files),
+    /// executables marked and symbolic links kept as links.
+    pub align: bool,
+    /// Where to remember what each file of an aligned tree hashed to.
+    pub hash_cache: Option<PathBuf>,
 }
 
 impl CreateOptions {
@@ -33,8 +54,18 @@ impl CreateOptions {
             piece_length: None,
             private: false,
             comment: None,
+            align: false,
+            hash_cache: None,
         }
     }
+}
+
+/// What making an aligned torrent found in the hash cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    pub files_hashed: usize,
+    pub files_cached: usize,
+    pub bytes_hashed: u64,
 }
 
 /// `host:port` becomes `http://host:port/announce`; a URL is kept as it is.
@@ -77,63 +108,335 @@ pub fn create_torrent(
     options: &CreateOptions,
     progress: &Progress,
 ) -> Result<Metainfo> {
+    create_torrent_with_cache(path, options, progress).map(|(m, _)| m)
+}
+
+/// `create_torrent`, also telling how much the hash cache saved.
+pub fn create_torrent_with_cache(
+    path: &Path,
+    options: &CreateOptions,
+    progress: &Progress,
+) -> Result<(Metainfo, CacheUse)> {
     let announce = announce_url(&options.tracker)?;
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let name = torrent_name(path)?;
-    let (files, disk_paths, single_file) = if meta.is_dir() {
-        let (files, disk_paths) = walk(path)?;
-        (files, disk_paths, false)
-    } else if meta.is_file() {
-        let entry = FileEntry {
-            path: vec![name.clone()],
-            length: meta.len(),
-            pad: false,
-        };
-        (vec![entry], vec![path.to_path_buf()], true)
-    } else {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not a regular file or directory",
-            path.display()
-        )));
-    };
-    let total: u64 = files.iter().map(|f| f.length).sum();
-    if total == 0 {
-        return Err(Error::NothingToShare(path.to_path_buf()));
-    }
-    let piece_length = match options.piece_length {
-        None => auto_piece_length(total),
-        Some(n) if (16 << 10..=MAX_PIECE_LENGTH).contains(&n) && n.is_power_of_two() => n,
-        Some(n) => {
-            return Err(Error::InvalidArgument(format!(
+    let check_length = |n: u64| -> Result<u64> {
+        if (16 << 10..=MAX_PIECE_LENGTH).contains(&n) && n.is_power_of_two() {
+            Ok(n)
+        } else {
+            Err(Error::InvalidArgument(format!(
                 "piece length {n}: must be a power of two from 16 KiB to {} MiB",
                 MAX_PIECE_LENGTH >> 20
             )))
         }
     };
-    let source = DataSource::new(
-        disk_paths,
-        Layout::new(files.iter().map(|f| (f.length, f.pad)), piece_length),
-    );
-    let pieces = hash_pieces(&source, progress)?;
-    let info = NewInfo {
-        name,
-        piece_length,
-        pieces,
-        files,
-        single_file,
-        private: options.private,
+    let (info, cache_use) = if meta.is_dir() && options.align {
+        let entries = walk_tree(path)?;
+        let content: u64 = entries.iter().map(|e| e.length).sum();
+        if content == 0 {
+            return Err(Error::NothingToShare(path.to_path_buf()));
+        }
+        let piece_length = match options.piece_length {
+            None => auto_piece_length(content).min(MAX_ALIGNED_PIECE_LENGTH),
+            Some(n) => check_length(n)?,
+        };
+        aligned_info(name, entries, piece_length, options, progress)?
+    } else {
+        let (files, disk_paths, single_file) = if meta.is_dir() {
+            let (files, disk_paths) = walk(path)?;
+            (files, disk_paths, false)
+        } else if meta.is_file() {
+            let entry = FileEntry {
+                path: vec![name.clone()],
+                length: meta.len(),
+                ..FileEntry::default()
+            };
+            (vec![entry], vec![path.to_path_buf()], true)
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "{}: not a regular file or directory",
+                path.display()
+            )));
+        };
+        let total: u64 = files.iter().map(|f| f.length).sum();
+        if total == 0 {
+            return Err(Error::NothingToShare(path.to_path_buf()));
+        }
+        let piece_length = match options.piece_length {
+            None => auto_piece_length(total),
+            Some(n) => check_length(n)?,
+        };
+        let source = DataSource::new(
+            disk_paths,
+            Layout::new(files.iter().map(|f| (f.length, f.pad)), piece_length),
+        );
+        let pieces = hash_pieces(&source, progress)?;
+        let info = NewInfo {
+            name,
+            piece_length,
+            pieces,
+            files,
+            single_file,
+            private: options.private,
+        };
+        let hashed = CacheUse {
+            files_hashed: info.files.len(),
+            files_cached: 0,
+            bytes_hashed: total,
+        };
+        (info, hashed)
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .ok();
-    Ok(Metainfo::new(
+    let meta = Metainfo::new(
         info,
         Some(announce),
         options.comment.clone(),
         Some(concat!("murder/", env!("CARGO_PKG_VERSION")).to_string()),
         now,
-    )?)
+    )?;
+    Ok((meta, cache_use))
+}
+
+/// One entry of a tree to be made aligned.
+struct TreeEntry {
+    components: Vec<String>,
+    length: u64,
+    /// `None` for a symbolic link.
+    disk: Option<PathBuf>,
+    executable: bool,
+    symlink: Option<Vec<String>>,
+}
+
+/// The `info` of an aligned tree: each regular file, then (unless it is
+/// the last or fills its last piece) a pad file to the next piece boundary.
+/// Files are hashed on every core, one file per task; cached files are not
+/// read at all.
+fn aligned_info(
+    name: String,
+    entries: Vec<TreeEntry>,
+    piece_length: u64,
+    options: &CreateOptions,
+    progress: &Progress,
+) -> Result<(NewInfo, CacheUse)> {
+    let last_data = entries.iter().rposition(|e| e.length > 0);
+    let mut files = Vec::new();
+    // For each regular file with data: its path on disk, and whether a pad
+    // follows (its last piece is zero-filled to the piece length).
+    let mut jobs: Vec<(PathBuf, u64, bool)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        files.push(FileEntry {
+            path: e.components.clone(),
+            length: e.length,
+            pad: false,
+            executable: e.executable,
+            symlink: e.symlink.clone(),
+        });
+        if e.length == 0 {
+            continue;
+        }
+        let tail = e.length % piece_length;
+        let padded = tail != 0 && Some(i) != last_data;
+        if let Some(disk) = &e.disk {
+            jobs.push((disk.clone(), e.length, padded));
+        }
+        if padded {
+            let pad = piece_length - tail;
+            files.push(FileEntry {
+                path: vec![".pad".into(), pad.to_string()],
+                length: pad,
+                pad: true,
+                ..FileEntry::default()
+            });
+        }
+    }
+    let mut cache = options
+        .hash_cache
+        .as_deref()
+        .map(HashCache::load)
+        .unwrap_or_default();
+    let total: u64 = jobs.iter().map(|(_, len, _)| len).sum();
+    progress.start(total);
+    let hashed: Vec<(Vec<[u8; 20]>, Option<FileKey>, bool)> = jobs
+        .par_iter()
+        .map(|(disk, len, padded)| -> Result<_> {
+            if progress.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let meta = std::fs::metadata(disk).map_err(|e| Error::io(disk, e))?;
+            if meta.len() != *len {
+                return Err(Error::ChangedWhileHashing { path: disk.clone() });
+            }
+            let key = options
+                .hash_cache
+                .is_some()
+                .then(|| FileKey::new(disk, &meta, piece_length, *padded));
+            if let Some(hit) = key.as_ref().and_then(|k| cache.get(k)) {
+                progress.advance(*len);
+                return Ok((hit.clone(), key, true));
+            }
+            let pieces = hash_file(disk, *len, piece_length, *padded, progress)?;
+            Ok((pieces, key, false))
+        })
+        .collect::<Result<_>>()?;
+    let mut pieces = Vec::new();
+    let mut used = CacheUse::default();
+    for ((file_pieces, key, hit), (_, len, _)) in hashed.into_iter().zip(&jobs) {
+        if hit {
+            used.files_cached += 1;
+        } else {
+            used.files_hashed += 1;
+            used.bytes_hashed += len;
+        }
+        pieces.extend_from_slice(&file_pieces);
+        if let Some(key) = key {
+            cache.insert(key, file_pieces);
+        }
+    }
+    cache.save()?;
+    Ok((
+        NewInfo {
+            name,
+            piece_length,
+            pieces,
+            files,
+            single_file: false,
+            private: options.private,
+        },
+        used,
+    ))
+}
+
+/// The piece hashes of one file that starts on a piece boundary; with
+/// `padded`, its last piece is zero-filled to the piece length.
+fn hash_file(
+    path: &Path,
+    len: u64,
+    piece_length: u64,
+    padded: bool,
+    progress: &Progress,
+) -> Result<Vec<[u8; 20]>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; piece_length.min(len) as usize];
+    let mut out = Vec::with_capacity(len.div_ceil(piece_length) as usize);
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(piece_length) as usize;
+        file.read_exact(&mut buf[..n]).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::ChangedWhileHashing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+        let mut sha = Sha1::new();
+        sha.update(&buf[..n]);
+        if padded && (n as u64) < piece_length {
+            let zeros = vec![0u8; (piece_length - n as u64) as usize];
+            sha.update(&zeros);
+        }
+        out.push(sha.finalize().into());
+        done += n as u64;
+        progress.advance(n as u64);
+    }
+    Ok(out)
+}
+
+/// Every regular file, symbolic link and directory under `root`, without
+/// following links, in a stable order (sorted by path, component by
+/// component). A link must point inside the tree; anything but files,
+/// directories and links is refused.
+fn walk_tree(root: &Path) -> Result<Vec<TreeEntry>> {
+    let mut entries = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            Error::io(path, e.into())
+        })?;
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            continue;
+        }
+        let components = relative_components(root, entry.path())?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io(entry.path(), e.into()))?;
+        if kind.is_symlink() {
+            let target =
+                std::fs::read_link(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            let resolved = link_target(&components, &target).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: a link to {} points outside the tree (links must stay inside it)",
+                    entry.path().display(),
+                    target.display()
+                ))
+            })?;
+            entries.push(TreeEntry {
+                components,
+                length: 0,
+                disk: None,
+                executable: false,
+                symlink: Some(resolved),
+            });
+        } else if kind.is_file() {
+            entries.push(TreeEntry {
+                components,
+                length: meta.len(),
+                disk: Some(entry.into_path()),
+                executable: meta.permissions().mode() & 0o111 != 0,
+                symlink: None,
+            });
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "{}: not a regular file, directory or link",
+                entry.path().display()
+            )));
+        }
+    }
+    Ok(entries)
+}
+
+fn relative_components(root: &Path, path: &Path) -> Result<Vec<String>> {
+    let relative = path
+        .strip_prefix(root)
+        .map_err(|_| Error::InvalidArgument(format!("{}: outside the tree", path.display())))?;
+    relative
+        .components()
+        .map(|c| {
+            c.as_os_str().to_str().map(str::to_string).ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: name is not UTF-8", path.display()))
+            })
+        })
+        .collect()
+}
+
+/// The target of a link at `link` (components below the root), as
+/// components below the root; `None` if it is absolute or leaves the tree.
+fn link_target(link: &[String], target: &Path) -> Option<Vec<String>> {
+    if target.is_absolute() {
+        return None;
+    }
+    let mut out: Vec<String> = link[..link.len().saturating_sub(1)].to_vec();
+    for c in target.components() {
+        match c {
+            std::path::Component::Normal(part) => out.push(part.to_str()?.to_string()),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop()?;
+            }
+            _ => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The last component of the path as given (or, for `.`, of the real path).
@@ -187,7 +490,7 @@ fn walk(root: &Path) -> Result<(Vec<FileEntry>, Vec<PathBuf>)> {
         files.push(FileEntry {
             path: components,
             length,
-            pad: false,
+            ..FileEntry::default()
         });
         disk_paths.push(entry.into_path());
     }
@@ -199,6 +502,7 @@ mod tests {
     use super::*;
     use crate::hashing::check_pieces;
     use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn tracker_host_port_becomes_an_announce_url() {
@@ -316,6 +620,117 @@ mod tests {
             create_torrent(&dir.path().join("nope"), &opts, &Progress::new()),
             Err(Error::Io { .. })
         ));
+    }
+
+    fn aligned_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("release");
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("lib/deep")).unwrap();
+        fs::write(root.join("bin/run"), b"#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(root.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("lib/a.rb"), vec![1u8; 40_000]).unwrap();
+        fs::write(root.join("lib/deep/b.rb"), vec![2u8; 16_384]).unwrap();
+        fs::write(root.join("lib/empty"), b"").unwrap();
+        std::os::unix::fs::symlink("../lib/a.rb", root.join("bin/a")).unwrap();
+        std::os::unix::fs::symlink("deep", root.join("lib/current")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_aligned_tree_puts_every_file_on_a_piece_boundary() {
+        let dir = aligned_tree();
+        let root = dir.path().join("release");
+        let mut opts = CreateOptions::new("127.0.0.1:8998");
+        opts.align = true;
+        opts.piece_length = Some(16 << 10);
+        let m = create_torrent(&root, &opts, &Progress::new()).unwrap();
+        let layout = m.layout();
+        let mut offset = 0;
+        for f in &m.files {
+            if f.is_regular() && f.length > 0 {
+                assert_eq!(offset % m.piece_length, 0, "{:?} starts mid-piece", f.path);
+            }
+            offset += f.length;
+        }
+        let run = m.files.iter().find(|f| f.path == ["bin", "run"]).unwrap();
+        assert!(run.executable);
+        let link = m.files.iter().find(|f| f.path == ["bin", "a"]).unwrap();
+        assert_eq!(
+            link.symlink.as_deref(),
+            Some(&["lib".to_string(), "a.rb".to_string()][..])
+        );
+        let current = m
+            .files
+            .iter()
+            .find(|f| f.path == ["lib", "current"])
+            .unwrap();
+        assert_eq!(
+            current.symlink.as_deref(),
+            Some(&["lib".to_string(), "deep".to_string()][..])
+        );
+        assert!(m.files.iter().any(|f| f.pad && f.path[0] == ".pad"));
+        assert!(m
+            .files
+            .iter()
+            .any(|f| f.path == ["lib", "empty"] && f.length == 0));
+        // Read back: the same info-hash, the same entries; the data verifies.
+        let reparsed = Metainfo::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(reparsed.info_hash(), m.info_hash());
+        assert_eq!(reparsed.files, m.files);
+        let source = DataSource::for_torrent(&m, &root);
+        assert!(check_pieces(&source, &m.pieces, &Progress::new())
+            .unwrap()
+            .iter()
+            .all(|&ok| ok));
+        assert_eq!(layout.data_end(0), 18, "bin/run, then padding");
+    }
+
+    #[test]
+    fn links_out_of_the_tree_are_refused_when_the_torrent_is_made() {
+        for target in ["/etc/passwd", "../../outside", ".."] {
+            let dir = aligned_tree();
+            let root = dir.path().join("release");
+            std::os::unix::fs::symlink(target, root.join("lib/escape")).unwrap();
+            let mut opts = CreateOptions::new("127.0.0.1:8998");
+            opts.align = true;
+            let err = create_torrent(&root, &opts, &Progress::new()).unwrap_err();
+            assert!(
+                err.to_string().contains("points outside the tree"),
+                "{target}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hash_cache_hashes_only_what_changed() {
+        let dir = aligned_tree();
+        let root = dir.path().join("release");
+        // Files changed within the last second are not remembered.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let mut opts = CreateOptions::new("127.0.0.1:8998");
+        opts.align = true;
+        opts.hash_cache = Some(dir.path().join("cache/hashes.json"));
+        let (cold, used) = create_torrent_with_cache(&root, &opts, &Progress::new()).unwrap();
+        assert_eq!((used.files_hashed, used.files_cached), (3, 0));
+        let (warm, used) = create_torrent_with_cache(&root, &opts, &Progress::new()).unwrap();
+        assert_eq!((used.files_hashed, used.files_cached), (0, 3));
+        assert_eq!(warm.info_hash(), cold.info_hash());
+        // A changed file (same size) is hashed again, and only it.
+        fs::write(root.join("lib/a.rb"), vec![9u8; 40_000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (changed, used) = create_torrent_with_cache(&root, &opts, &Progress::new()).unwrap();
+        assert_eq!((used.files_hashed, used.files_cached), (1, 2));
+        let (_, used) = create_torrent_with_cache(&root, &opts, &Progress::new()).unwrap();
+        assert_eq!(
+            (used.files_hashed, used.files_cached),
+            (0, 3),
+            "the changed file is remembered"
+        );
+        opts.hash_cache = None;
+        let fresh = create_torrent(&root, &opts, &Progress::new()).unwrap();
+        assert_eq!(changed.info_hash(), fresh.info_hash());
+        assert_ne!(changed.info_hash(), cold.info_hash());
     }
 
     #[test]

@@ -61,19 +61,21 @@ impl Layout {
             return tails;
         }
         for e in self.extents.iter().filter(|e| e.pad && e.length > 0) {
-            let end = e.offset + e.length;
-            let piece = ((end - 1) / self.piece_length) as usize;
-            let (start, len) = self.piece_range(piece);
-            if end != start + len {
-                continue; // padding in the middle of a piece: it is sent
-            }
-            // Padding that ends the piece, with any padding just before it.
-            let mut tail = 0;
-            for span in self.spans(start, len) {
-                tail = if span.pad { tail + span.len } else { 0 };
-            }
-            if tail > 0 {
-                tails.insert(piece, tail);
+            let first = (e.offset / self.piece_length) as usize;
+            let last = ((e.offset + e.length - 1) / self.piece_length) as usize;
+            for piece in first..=last {
+                if tails.contains_key(&piece) {
+                    continue;
+                }
+                // Padding that ends the piece, with any padding just before it.
+                let (start, len) = self.piece_range(piece);
+                let mut tail = 0;
+                for span in self.spans(start, len) {
+                    tail = if span.pad { tail + span.len } else { 0 };
+                }
+                if tail > 0 {
+                    tails.insert(piece, tail);
+                }
             }
         }
         tails

@@ -6,18 +6,23 @@ pub mod bitfield;
 pub mod create;
 pub mod error;
 pub mod fsutil;
+pub mod hash_cache;
 pub mod hashing;
 pub mod layout;
 pub mod metainfo;
 pub mod picker;
 pub mod progress;
+pub mod reuse;
 pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod units;
 pub mod wire;
 
-pub use create::{announce_url, auto_piece_length, create_torrent, CreateOptions};
+pub use create::{
+    announce_url, auto_piece_length, create_torrent, create_torrent_with_cache, CacheUse,
+    CreateOptions,
+};
 pub use error::{Error, MetainfoError, Result};
 pub use metainfo::{FileEntry, Metainfo};
 pub use progress::Progress;

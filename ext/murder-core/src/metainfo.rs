@@ -3,7 +3,7 @@
 //! they were read, so torrents made by other tools (v1+v2 hybrids with BEP 47
 //! pad files among them) keep the info-hash those tools computed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use bendy::decoding::{Decoder, Object};
@@ -25,13 +25,25 @@ const MAX_DEPTH: usize = 64;
 type MResult<T> = std::result::Result<T, MetainfoError>;
 
 /// One file of a torrent, in the order its bytes appear in the pieces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FileEntry {
     /// Components below the torrent's name (for a single-file torrent: the name).
     pub path: Vec<String>,
     pub length: u64,
     /// A BEP 47 pad file: zeros that align the next file, never written to disk.
     pub pad: bool,
+    /// BEP 47 `x`: the file is executable.
+    pub executable: bool,
+    /// BEP 47 `l`: a symbolic link to this path, relative to the torrent's
+    /// root (never `..`, never outside); its `length` is 0.
+    pub symlink: Option<Vec<String>>,
+}
+
+impl FileEntry {
+    /// A regular file (not a pad file, not a link).
+    pub fn is_regular(&self) -> bool {
+        !self.pad && self.symlink.is_none()
+    }
 }
 
 /// A parsed and validated torrent.
@@ -250,6 +262,12 @@ impl Metainfo {
         let mut total: u64 = 0;
         let mut seen_files = HashSet::new();
         let mut seen_dirs = HashSet::new();
+        let links: HashSet<String> = self
+            .files
+            .iter()
+            .filter(|f| f.symlink.is_some() && !f.pad)
+            .map(|f| f.path.join("/"))
+            .collect();
         for file in &self.files {
             total = total
                 .checked_add(file.length)
@@ -266,7 +284,38 @@ impl Metainfo {
                 check_component(component, &shown, "path")?;
             }
             if file.pad {
+                if file.symlink.is_some() {
+                    return Err(MetainfoError::UnsafePath {
+                        path: shown,
+                        reason: "is both a pad file and a link",
+                    });
+                }
                 continue;
+            }
+            if let Some(target) = &file.symlink {
+                if file.length != 0 {
+                    return Err(MetainfoError::UnsafePath {
+                        path: shown,
+                        reason: "is a link with data (a link's length is 0)",
+                    });
+                }
+                let shown_target = target.join("/");
+                if target.is_empty() {
+                    return Err(MetainfoError::UnsafePath {
+                        path: shown,
+                        reason: "is a link to nothing",
+                    });
+                }
+                for component in target {
+                    // BEP 47: relative to the torrent's root, no `..`: a
+                    // link can only point inside the tree.
+                    check_component(component, &shown_target, "symlink path").map_err(|_| {
+                        MetainfoError::UnsafePath {
+                            path: format!("{shown} -> {shown_target}"),
+                            reason: "is a link that is absolute or leaves the tree",
+                        }
+                    })?;
+                }
             }
             // Two entries for one path, or a file where another needs a
             // directory, would make one write clobber another.
@@ -278,6 +327,16 @@ impl Metainfo {
             }
             for depth in 1..file.path.len() {
                 let dir = file.path[..depth].join("/");
+                // Nothing may be written through a link. (A link's target
+                // may pass through another link: every target is inside the
+                // tree and each link is made relative to its own directory,
+                // a real one, so any chain stays inside.)
+                if links.contains(&dir) {
+                    return Err(MetainfoError::UnsafePath {
+                        path: shown,
+                        reason: "lies under a path that is a link",
+                    });
+                }
                 if seen_files.contains(&dir) {
                     return Err(MetainfoError::UnsafePath {
                         path: shown,
@@ -298,6 +357,35 @@ impl Metainfo {
                 total_length: total,
                 piece_length: self.piece_length,
             });
+        }
+        self.check_pads()
+    }
+
+    /// BEP 47: pad files are zeros. A piece that lies wholly in padding
+    /// must hash as zeros; a torrent whose hashes say otherwise wants data
+    /// in a pad file, which nobody could ever download.
+    fn check_pads(&self) -> MResult<()> {
+        let layout = self.layout();
+        let mut zeros: HashMap<u64, [u8; 20]> = HashMap::new();
+        for piece in 0..self.pieces.len() {
+            if layout.data_end(piece) != 0 {
+                continue;
+            }
+            let (start, len) = layout.piece_range(piece);
+            let expected = zeros
+                .entry(len)
+                .or_insert_with(|| Sha1::digest(vec![0u8; len as usize]).into());
+            if self.pieces[piece] != *expected {
+                let pad = layout
+                    .spans(start, len)
+                    .next()
+                    .map(|s| self.files[s.file].path.join("/"))
+                    .unwrap_or_default();
+                return Err(MetainfoError::UnsafePath {
+                    path: pad,
+                    reason: "is a pad file that holds data (BEP 47 pads are zeros)",
+                });
+            }
         }
         Ok(())
     }
@@ -377,7 +465,7 @@ fn parse_info(raw: &[u8]) -> MResult<NewInfo> {
             vec![FileEntry {
                 path: vec![name.clone()],
                 length,
-                pad: false,
+                ..FileEntry::default()
             }],
             true,
         ),
@@ -408,28 +496,32 @@ fn parse_files(value: Object<'_, '_>) -> MResult<Vec<FileEntry>> {
         };
         let mut length = None;
         let mut path = None;
-        let mut pad = false;
+        let mut attr: &[u8] = b"";
+        let mut symlink = None;
         while let Some((key, value)) = dict.next_pair().map_err(bencode)? {
             match key {
                 b"length" => length = Some(non_negative(value, "length")?),
-                b"path" => {
-                    let Object::List(mut parts) = value else {
-                        return Err(invalid("path", "must be a list of strings"));
-                    };
-                    let mut components = Vec::new();
-                    while let Some(part) = parts.next_object().map_err(bencode)? {
-                        components.push(text(part, "path")?);
-                    }
-                    path = Some(components);
-                }
-                b"attr" => pad = bytes(value, "attr")?.contains(&b'p'),
+                b"path" => path = Some(components(value, "path")?),
+                b"attr" => attr = bytes(value, "attr")?,
+                b"symlink path" => symlink = Some(components(value, "symlink path")?),
                 _ => {}
             }
         }
+        let is_link = attr.contains(&b'l');
+        if is_link && symlink.is_none() {
+            return Err(MetainfoError::Missing("symlink path"));
+        }
         files.push(FileEntry {
             path: path.ok_or(MetainfoError::Missing("path"))?,
-            length: length.ok_or(MetainfoError::Missing("length"))?,
-            pad,
+            // BEP 47: a link's length may be left out.
+            length: match length {
+                Some(n) => n,
+                None if is_link => 0,
+                None => return Err(MetainfoError::Missing("length")),
+            },
+            pad: attr.contains(&b'p'),
+            executable: attr.contains(&b'x'),
+            symlink: if is_link { symlink } else { None },
         });
     }
     if files.is_empty() {
@@ -451,11 +543,21 @@ fn encode_info(info: &NewInfo) -> MResult<Vec<u8>> {
                     e.emit_list(|list| {
                         for file in &info.files {
                             list.emit_dict(|mut f| {
-                                if file.pad {
-                                    f.emit_pair(b"attr", "p")?;
+                                let attr = match (file.pad, file.executable, &file.symlink) {
+                                    (true, _, _) => "p",
+                                    (_, _, Some(_)) => "l",
+                                    (_, true, _) => "x",
+                                    _ => "",
+                                };
+                                if !attr.is_empty() {
+                                    f.emit_pair(b"attr", attr)?;
                                 }
                                 f.emit_pair(b"length", file.length)?;
-                                f.emit_pair(b"path", &file.path)
+                                f.emit_pair(b"path", &file.path)?;
+                                if let Some(target) = &file.symlink {
+                                    f.emit_pair(b"symlink path", target)?;
+                                }
+                                Ok(())
                             })?;
                         }
                         Ok(())
@@ -483,6 +585,18 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> MetainfoError {
         field,
         problem: problem.into(),
     }
+}
+
+/// A list of path components.
+fn components(value: Object<'_, '_>, field: &'static str) -> MResult<Vec<String>> {
+    let Object::List(mut parts) = value else {
+        return Err(invalid(field, "must be a list of strings"));
+    };
+    let mut out = Vec::new();
+    while let Some(part) = parts.next_object().map_err(bencode)? {
+        out.push(text(part, field)?);
+    }
+    Ok(out)
 }
 
 fn bytes<'a>(value: Object<'_, 'a>, field: &'static str) -> MResult<&'a [u8]> {
@@ -716,6 +830,94 @@ mod tests {
             MetainfoError::Bencode(_)
         ));
         assert_eq!(err(b"de"), MetainfoError::Missing("info"));
+    }
+
+    /// A torrent of one 10-byte file `a` and, after it, `entries` (bencoded
+    /// file dictionaries), with 16 KiB pieces and the given piece hashes.
+    fn tree(entries: &str, total: u64, hashes: &[[u8; 20]]) -> Vec<u8> {
+        let pieces: Vec<u8> = hashes.concat();
+        assert_eq!(pieces.len() as u64, total.div_ceil(16384) * 20);
+        let mut v = format!(
+            "d4:infod5:filesld6:lengthi10e4:pathl1:aee{entries}e4:name3:dir12:piece lengthi16384e6:pieces{}:",
+            pieces.len()
+        )
+        .into_bytes();
+        v.extend(pieces);
+        v.extend_from_slice(b"ee");
+        v
+    }
+
+    #[test]
+    fn reads_links_executables_and_pads() {
+        let entries = "d4:attr1:x6:lengthi5e4:pathl3:binee\
+                       d4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathl1:aee";
+        let m = Metainfo::from_bytes(&tree(entries, 15, &[[1; 20]])).unwrap();
+        assert!(m.files[1].executable);
+        assert_eq!(m.files[2].symlink.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!(m.total_length(), 15);
+    }
+
+    /// Hostile trees are refused when read: nothing of theirs is written.
+    #[test]
+    fn rejects_hostile_trees() {
+        let zeros: [u8; 20] = Sha1::digest(vec![0u8; 16384]).into();
+        for (entries, total, hashes, reason) in [
+            (
+                "d4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathl2:..3:etcee",
+                10,
+                vec![[1; 20]],
+                "is a link that is absolute or leaves the tree",
+            ),
+            (
+                "d4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathl4:/etcee",
+                10,
+                vec![[1; 20]],
+                "is a link that is absolute or leaves the tree",
+            ),
+            (
+                "d4:attr1:l6:lengthi0e4:pathl3:libe12:symlink pathl1:aeed6:lengthi5e4:pathl3:lib4:evilee",
+                15,
+                vec![[1; 20]],
+                "lies under a path that is a link",
+            ),
+            (
+                "d4:attr1:l6:lengthi3e4:pathl4:linke12:symlink pathl1:aee",
+                13,
+                vec![[1; 20]],
+                "is a link with data (a link's length is 0)",
+            ),
+            (
+                "d6:lengthi5e4:pathl1:aee",
+                15,
+                vec![[1; 20]],
+                "appears twice in the torrent",
+            ),
+            (
+                "d6:lengthi5e4:pathl1:a1:bee",
+                15,
+                vec![[1; 20]],
+                "lies under a path that is also a file",
+            ),
+            (
+                // A pad covering a whole piece whose hash is not zeros'.
+                "d4:attr1:p6:lengthi32758e4:pathl4:.pad5:32758eed6:lengthi1e4:pathl1:bee",
+                32769,
+                vec![[1; 20], [2; 20], [3; 20]],
+                "is a pad file that holds data (BEP 47 pads are zeros)",
+            ),
+        ] {
+            match err(&tree(entries, total, &hashes)) {
+                MetainfoError::UnsafePath { reason: r, .. } => assert_eq!(r, reason, "{entries}"),
+                other => panic!("{entries}: {other:?}"),
+            }
+        }
+        // The same pad whose piece hashes as zeros is fine.
+        let fine = tree(
+            "d4:attr1:p6:lengthi32758e4:pathl4:.pad5:32758eed6:lengthi1e4:pathl1:bee",
+            32769,
+            &[[1; 20], zeros, [3; 20]],
+        );
+        assert!(Metainfo::from_bytes(&fine).is_ok());
     }
 
     #[test]

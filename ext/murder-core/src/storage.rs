@@ -1,20 +1,20 @@
 //! Where a torrent's bytes live on disk while it downloads and seeds.
 //!
 //! A download never writes at its destination: it fills a staging path
-//! beside it (`DEST.part`, a file, or a directory for a multi-file torrent),
-//! with its space reserved up front, by positional writes. Verified pieces
-//! are written back as they pass; only when every piece is verified are the
-//! files synced and the staging path renamed to the destination in one
-//! step. Every path comes from a validated torrent, so it stays inside.
-//! Every error names the file it happened to.
+//! beside it (`.DEST.part`, hidden, a file or a directory for a multi-file
+//! torrent), first with what `reuse` finds on the host, then by positional
+//! writes into files whose space is reserved up front. Verified pieces are
+//! written back as they pass; only when every piece is verified are modes
+//! set, links made, the data synced and the staging path renamed to the
+//! destination in one step. Every path comes from a validated torrent, so
+//! it stays inside. Every error names the file it happened to.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
 use crate::bitfield::Bitfield;
@@ -24,6 +24,7 @@ use crate::hashing::{check_pieces, DataSource};
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::progress::Progress;
+use crate::reuse::{self, ReuseConfig, Reused};
 
 /// Most files kept open at once for a multi-file torrent (the `murder`
 /// command raises its descriptor limit to allow this many and more).
@@ -38,12 +39,12 @@ pub struct Storage {
     open: Mutex<HashMap<usize, Arc<File>>>,
 }
 
-/// The staging path of a download: `DEST.part` beside `DEST`.
+/// The staging path of a download: `.DEST.part` beside `DEST`. Hidden, so
+/// that a listing of releases (Capistrano's `ls -xt releases`, for a
+/// rollback) never takes a half download for a release.
 pub fn staging_path(dest: &Path) -> PathBuf {
-    let mut name = dest
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = std::ffi::OsString::from(".");
+    name.push(dest.file_name().unwrap_or_default());
     name.push(".part");
     dest.with_file_name(name)
 }
@@ -55,17 +56,19 @@ impl Storage {
     }
 
     /// Opens (or creates) the staging area of a download to `dest` and
-    /// returns which pieces it already holds, checked against their hashes:
-    /// a restarted download keeps every verified piece. With `reserve`, the
-    /// space of every file is reserved now, so a release that does not fit
-    /// fails here, before anything is downloaded (rule W1 of STATE.md); a
-    /// new staging area that fails is removed again.
+    /// returns which pieces it holds already, each checked against its hash:
+    /// a restarted download keeps every verified piece, and content found by
+    /// `reuse` comes in before anything is downloaded. With `reserve`, the
+    /// space of every file still to download is reserved now, so a release
+    /// that does not fit fails here (rule W1 of STATE.md); a new staging
+    /// area that fails is removed again.
     pub fn for_download(
         meta: Arc<Metainfo>,
         dest: &Path,
         progress: &Progress,
         reserve: bool,
-    ) -> Result<(Storage, Bitfield)> {
+        reuse_config: &ReuseConfig,
+    ) -> Result<(Storage, Bitfield, Reused)> {
         let staging = staging_path(dest);
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -73,34 +76,55 @@ impl Storage {
         // A staging area from an earlier run is checked piece by piece; a
         // new one holds nothing yet, so there is nothing to hash.
         let resuming = staging.exists();
-        let storage = Storage::new(meta.clone(), staging.clone(), true);
-        let created = storage.create_files(&staging, reserve);
-        if let Err(e) = created {
-            if !resuming {
-                let _ = if meta.single_file {
-                    std::fs::remove_file(&staging)
-                } else {
-                    std::fs::remove_dir_all(&staging)
-                };
+        let prepared = (|| {
+            let mut have = if resuming {
+                verified_pieces(&meta, &staging, progress)?
+            } else {
+                Bitfield::new(meta.piece_count())
+            };
+            if !meta.single_file {
+                std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
             }
-            return Err(e);
+            let skip = [staging.as_path(), dest];
+            let reused = reuse::reuse(&meta, &staging, &have, reuse_config, &skip, progress)?;
+            for p in reused.pieces.iter_ones() {
+                have.set(p);
+            }
+            let storage = Storage::new(meta.clone(), staging.clone(), true);
+            storage.create_files(&staging, reserve, &have)?;
+            Ok((storage, have, reused))
+        })();
+        if prepared.is_err() && !resuming {
+            let _ = if meta.single_file {
+                std::fs::remove_file(&staging)
+            } else {
+                std::fs::remove_dir_all(&staging)
+            };
         }
-        let have = if resuming {
-            verified_pieces(&meta, &staging, progress)?
-        } else {
-            Bitfield::new(meta.piece_count())
-        };
-        Ok((storage, have))
+        prepared
     }
 
-    /// Every file at its full size, directories first; space reserved when
-    /// asked and the file system can.
-    fn create_files(&self, staging: &Path, reserve: bool) -> Result<()> {
+    /// Every file still to download at its full size, directories first;
+    /// space reserved when asked and the file system can. Files that hold
+    /// every piece already (reused ones: perhaps hard links into an earlier
+    /// release) are left alone.
+    fn create_files(&self, staging: &Path, reserve: bool, have: &Bitfield) -> Result<()> {
+        let layout = &self.layout;
+        let mut offset = 0u64;
         for (index, file) in self.meta.files.iter().enumerate() {
-            if file.pad {
+            let start = offset;
+            offset += file.length;
+            if !file.is_regular() {
                 continue;
             }
             let path = self.file_path(staging, index);
+            let complete = file.length > 0 && {
+                let pl = layout.piece_length();
+                (start / pl..=(start + file.length - 1) / pl).all(|p| have.get(p as usize))
+            };
+            if complete && path.exists() {
+                continue;
+            }
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
@@ -266,20 +290,21 @@ impl Storage {
         }
     }
 
-    /// Syncs every file and renames the staging path to `dest`. Open files
-    /// stay valid (a rename keeps the inodes), so seeding goes on.
+    /// Sets modes and makes links, syncs the data, and renames the staging
+    /// path to `dest`. Open files stay valid (a rename keeps the inodes), so
+    /// seeding goes on.
     pub fn finish(&self, dest: &Path) -> Result<()> {
         let staging = self.root.read().unwrap_or_else(|e| e.into_inner()).clone();
-        // fsync every file, many at once: the journal batches the commits.
-        let real_files: Vec<usize> = (0..self.meta.files.len())
-            .filter(|&i| !self.meta.files[i].pad)
-            .collect();
-        real_files.par_iter().try_for_each(|&index| {
-            let path = || self.file_path(&staging, index);
-            let f = self.file(index).map_err(|e| Error::io(path(), e))?;
-            f.sync_data().map_err(|e| Error::io(path(), e))
-        })?;
-        if dest.exists() {
+        if self.meta.single_file {
+            let f = self.file(0).map_err(|e| Error::io(&staging, e))?;
+            f.sync_data().map_err(|e| Error::io(&staging, e))?;
+        } else {
+            self.place_tree(&staging)?;
+            // One sync of the file system, not one commit per file: most
+            // of the data was written back as its pieces passed.
+            fsutil::sync_filesystem(&staging)?;
+        }
+        if dest.exists() || dest.is_symlink() {
             return Err(Error::InvalidArgument(format!(
                 "{}: appeared while downloading; the verified download stays at {}",
                 dest.display(),
@@ -293,6 +318,46 @@ impl Storage {
         *self.root.write().unwrap_or_else(|e| e.into_inner()) = dest.to_path_buf();
         Ok(())
     }
+
+    /// Executables get mode 755 and links are made, each relative to its
+    /// own directory (BEP 47 targets are relative to the root, and validated
+    /// to stay inside it).
+    fn place_tree(&self, staging: &Path) -> Result<()> {
+        for (index, file) in self.meta.files.iter().enumerate() {
+            let path = self.file_path(staging, index);
+            if file.is_regular() && file.executable {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+            let Some(target) = &file.symlink else {
+                continue;
+            };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            let relative = relative_link(&file.path, target);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+            std::os::unix::fs::symlink(&relative, &path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The text of a link at `link` to `target` (both below the root): from
+/// the link's directory, up past what they do not share, then down. The
+/// link's directories are real ones (validation refuses entries under a
+/// link), so `..` from there means what it says.
+fn relative_link(link: &[String], target: &[String]) -> PathBuf {
+    let dir = &link[..link.len().saturating_sub(1)];
+    let common = dir.iter().zip(target).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..dir.len() {
+        relative.push("..");
+    }
+    relative.extend(&target[common..]);
+    relative
 }
 
 /// Which pieces of the data at `path` match the torrent.
@@ -311,6 +376,24 @@ mod tests {
     use crate::create::{create_torrent, CreateOptions};
 
     #[test]
+    fn links_are_made_relative_to_their_own_directory() {
+        let v = |s: &str| s.split('/').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            relative_link(&v("lib/current"), &v("lib/d0")),
+            PathBuf::from("d0")
+        );
+        assert_eq!(
+            relative_link(&v("bin/one"), &v("assets/one.bin")),
+            PathBuf::from("../assets/one.bin")
+        );
+        assert_eq!(relative_link(&v("top"), &v("a/b")), PathBuf::from("a/b"));
+        assert_eq!(
+            relative_link(&v("a/b/c/l"), &v("a/x")),
+            PathBuf::from("../../x")
+        );
+    }
+
+    #[test]
     fn a_download_is_staged_then_renamed_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
@@ -322,8 +405,14 @@ mod tests {
         let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
         let seed = Storage::for_seeding(meta.clone(), &src);
         let dest = dir.path().join("out/release");
-        let (storage, have) =
-            Storage::for_download(meta.clone(), &dest, &Progress::new(), true).unwrap();
+        let (storage, have, _) = Storage::for_download(
+            meta.clone(),
+            &dest,
+            &Progress::new(),
+            true,
+            &ReuseConfig::default(),
+        )
+        .unwrap();
         assert_eq!(have.count(), 0);
         assert!(!dest.exists() && staging_path(&dest).join("sub/b").exists());
         // Copy two pieces, "crash", and resume.
@@ -337,8 +426,14 @@ mod tests {
             );
         }
         drop(storage);
-        let (storage, have) =
-            Storage::for_download(meta.clone(), &dest, &Progress::new(), true).unwrap();
+        let (storage, have, _) = Storage::for_download(
+            meta.clone(),
+            &dest,
+            &Progress::new(),
+            true,
+            &ReuseConfig::default(),
+        )
+        .unwrap();
         assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0, 1]);
         for piece in 2..meta.piece_count() as u32 {
             let (_, len) = meta.layout().piece_range(piece as usize);

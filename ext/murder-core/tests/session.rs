@@ -36,7 +36,7 @@ fn a_download_from_a_seed_without_tracker() {
     .unwrap();
     assert_eq!(peer.wait_done(Duration::from_secs(30)), State::Complete);
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
-    assert!(!dest.with_file_name("release.tgz.part").exists());
+    assert!(!dest.with_file_name(".release.tgz.part").exists());
     let stats = peer.stats();
     assert_eq!(stats.pieces_have, meta.piece_count());
     assert!(

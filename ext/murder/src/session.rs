@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
+use murder_core::reuse::{ReuseConfig, ReuseMode};
 use murder_core::session::{Reporter, Role, SessionConfig, SessionRunner, State};
 use murder_core::{Error as CoreError, Progress};
 
@@ -24,7 +25,7 @@ pub struct NativeSession {
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("NativeSession", ruby.class_object())?;
-    class.define_singleton_method("start", function!(start, 10))?;
+    class.define_singleton_method("start", function!(start, 12))?;
     class.define_method("port", method!(NativeSession::port, 0))?;
     class.define_method("stats_json", method!(NativeSession::stats_json, 0))?;
     class.define_method("progress_json", method!(NativeSession::progress_json, 0))?;
@@ -57,6 +58,8 @@ fn start(
     upload_limit: Option<u64>,
     download_limit: Option<u64>,
     peers: Vec<String>,
+    reuse: Vec<PathBuf>,
+    reuse_copy: bool,
 ) -> Result<NativeSession, Error> {
     let peers = peers
         .iter()
@@ -73,6 +76,14 @@ fn start(
         upload_limit,
         download_limit,
         peers,
+        reuse: ReuseConfig {
+            dirs: reuse,
+            mode: if reuse_copy {
+                ReuseMode::Copy
+            } else {
+                ReuseMode::Link
+            },
+        },
         ..SessionConfig::default()
     };
     let role = if seed {

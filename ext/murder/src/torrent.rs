@@ -14,7 +14,7 @@ pub struct Torrent(Arc<Metainfo>);
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("Torrent", ruby.class_object())?;
-    class.define_singleton_method("__create", function!(create, 5))?;
+    class.define_singleton_method("__create", function!(create, 7))?;
     class.define_singleton_method("__load", function!(load, 1))?;
     class.define_singleton_method("__parse", function!(parse, 1))?;
     class.define_method("info_hash", method!(Torrent::info_hash, 0))?;
@@ -41,6 +41,7 @@ fn report(progress: &Progress, block: &Option<Proc>) -> Result<(), Error> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create(
     ruby: &Ruby,
     path: PathBuf,
@@ -48,6 +49,8 @@ fn create(
     piece_length: Option<u64>,
     private: bool,
     comment: Option<String>,
+    align: bool,
+    hash_cache: Option<PathBuf>,
 ) -> Result<Torrent, Error> {
     let block = ruby.block_proc().ok();
     let options = CreateOptions {
@@ -55,6 +58,8 @@ fn create(
         piece_length,
         private,
         comment,
+        align,
+        hash_cache,
     };
     let progress = Progress::new();
     let result = nogvl::run(

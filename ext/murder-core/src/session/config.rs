@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::reuse::ReuseConfig;
 
 /// Connections per session unless configured. Murder allowed 64; fewer,
 /// faster connections pass a fresh piece on sooner (a piece crosses a
@@ -55,6 +56,9 @@ pub struct SessionConfig {
     /// A download fails when it received nothing for this long (no peer
     /// sends, or none can be reached): a deploy never hangs on one host.
     pub stall_timeout: Duration,
+    /// Content on this host to bring into a download before fetching
+    /// anything (files of earlier releases).
+    pub reuse: ReuseConfig,
 }
 
 impl Default for SessionConfig {
@@ -75,6 +79,7 @@ impl Default for SessionConfig {
             preallocate: true,
             orphan_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
+            reuse: ReuseConfig::default(),
         }
     }
 }

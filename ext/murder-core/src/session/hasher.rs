@@ -263,8 +263,9 @@ mod tests {
         opts.piece_length = Some(64 * 1024);
         let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
         let dest = dir.path().join("out");
-        let (storage, _) =
-            Storage::for_download(meta.clone(), &dest, &Progress::new(), true).unwrap();
+        let reuse = crate::reuse::ReuseConfig::default();
+        let (storage, _, _) =
+            Storage::for_download(meta.clone(), &dest, &Progress::new(), true, &reuse).unwrap();
         let storage = Arc::new(storage);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), tx).unwrap();

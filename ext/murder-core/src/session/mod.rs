@@ -126,7 +126,8 @@ impl Session {
             let meta = meta.clone();
             let role = role.clone();
             let reserve = config.preallocate;
-            tokio::task::spawn_blocking(move || prepare(meta, role, &progress, reserve))
+            let reuse = config.reuse.clone();
+            tokio::task::spawn_blocking(move || prepare(meta, role, &progress, reserve, &reuse))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??
         };
@@ -212,6 +213,7 @@ fn prepare(
     role: Role,
     progress: &Progress,
     reserve: bool,
+    reuse: &crate::reuse::ReuseConfig,
 ) -> Result<(Storage, crate::bitfield::Bitfield, Option<PathBuf>)> {
     match role {
         Role::Seed { data } => {
@@ -237,7 +239,14 @@ fn prepare(
                     dest.display()
                 )));
             }
-            let (storage, have) = Storage::for_download(meta, &dest, progress, reserve)?;
+            let (storage, have, reused) =
+                Storage::for_download(meta, &dest, progress, reserve, reuse)?;
+            tracing::debug!(
+                "reused {} bytes: {} files linked, {} copied",
+                reused.bytes,
+                reused.files_linked,
+                reused.files_copied
+            );
             Ok((storage, have, Some(dest)))
         }
     }

@@ -1,0 +1,153 @@
+//! What a piece-aligned file hashed to, kept between runs, so that making
+//! the torrent of a release whose files are mostly unchanged hashes only the
+//! files that changed. With aligned files a file's pieces depend on that
+//! file alone.
+//!
+//! An entry is keyed so that a changed file can never hit it: the path, the
+//! device and inode, the size, the modification and status-change times
+//! with nanoseconds (a write always moves ctime, which no user can set
+//! back), the piece length and whether the file's last piece is padded. A
+//! file changed within the last second is hashed but not remembered, since
+//! a write in the same clock tick would leave its times as they were.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::fsutil::write_atomically;
+
+const VERSION: u32 = 1;
+
+/// The identity of one file's contents as the file system shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileKey {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub piece_length: u64,
+    pub padded: bool,
+}
+
+impl FileKey {
+    pub fn new(path: &Path, meta: &std::fs::Metadata, piece_length: u64, padded: bool) -> FileKey {
+        FileKey {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            piece_length,
+            padded,
+        }
+    }
+
+    /// Changed so recently that a write in the same tick would not show.
+    fn is_racy(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        now - self.mtime_ns.max(self.ctime_ns) < 1_000_000_000
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    key: FileKey,
+    /// The file's piece hashes, hex.
+    pieces: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    entries: Vec<Entry>,
+}
+
+/// Piece hashes of files, by `FileKey`.
+#[derive(Default)]
+pub struct HashCache {
+    path: Option<PathBuf>,
+    old: HashMap<FileKey, Vec<[u8; 20]>>,
+    used: HashMap<FileKey, Vec<[u8; 20]>>,
+    pub hits: usize,
+    pub misses: usize,
+}
+
+impl HashCache {
+    /// Loads the cache at `path` (missing, unreadable or of another version:
+    /// an empty cache; it is a cache).
+    pub fn load(path: &Path) -> HashCache {
+        let old = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<OnDisk>(&bytes).ok())
+            .filter(|d| d.version == VERSION)
+            .map(|d| {
+                d.entries
+                    .into_iter()
+                    .filter_map(|e| {
+                        let pieces = e
+                            .pieces
+                            .iter()
+                            .map(|h| {
+                                let mut out = [0u8; 20];
+                                hex::decode_to_slice(h, &mut out).ok().map(|_| out)
+                            })
+                            .collect::<Option<Vec<_>>>()?;
+                        Some((e.key, pieces))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        HashCache {
+            path: Some(path.to_path_buf()),
+            old,
+            ..HashCache::default()
+        }
+    }
+
+    pub fn get(&self, key: &FileKey) -> Option<&Vec<[u8; 20]>> {
+        self.old.get(key)
+    }
+
+    /// Records what a file hashed to (unless it changed too recently).
+    pub fn insert(&mut self, key: FileKey, pieces: Vec<[u8; 20]>) {
+        if !key.is_racy() {
+            self.used.insert(key, pieces);
+        }
+    }
+
+    /// Writes the entries of this run (older ones are dropped, so the cache
+    /// never grows beyond one release) atomically.
+    pub fn save(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut entries: Vec<Entry> = self
+            .used
+            .iter()
+            .map(|(key, pieces)| Entry {
+                key: key.clone(),
+                pieces: pieces.iter().map(hex::encode).collect(),
+            })
+            .collect();
+        entries.sort_by(|a, b| a.key.path.cmp(&b.key.path));
+        let bytes = serde_json::to_vec(&OnDisk {
+            version: VERSION,
+            entries,
+        })
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
+        }
+        write_atomically(path, &bytes)
+    }
+}

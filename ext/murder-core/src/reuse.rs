@@ -1,0 +1,338 @@
+//! Content a host holds already: files of earlier releases, found by
+//! content (size, then piece hashes), not by name, so a moved or renamed
+//! file counts too. Every reused piece is hashed from the bytes it will be
+//! (a hard link's own inode, or the buffer about to be copied) and checked
+//! against the new torrent's SHA-1 before it counts; a name or a timestamp
+//! is never trusted.
+//!
+//! A file whose every piece is its own (an aligned tree's files are) and
+//! matches is hard-linked into the staging area, as `rsync --link-dest`
+//! does, when it is on the same file system and its mode fits; otherwise,
+//! or with `ReuseMode::Copy`, the pieces that match are copied. Nothing is
+//! ever written to a file of an earlier release.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+use crate::bitfield::Bitfield;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::metainfo::Metainfo;
+use crate::progress::Progress;
+
+/// How reused files land in a new release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReuseMode {
+    /// Hard links where possible (old and new release share the file).
+    #[default]
+    Link,
+    /// Copies, for applications that change release files in place.
+    Copy,
+}
+
+/// Where to look for content and how to bring it in.
+#[derive(Debug, Clone, Default)]
+pub struct ReuseConfig {
+    /// Directories searched (recursively, links not followed).
+    pub dirs: Vec<PathBuf>,
+    pub mode: ReuseMode,
+}
+
+/// What reuse brought in.
+#[derive(Debug, Clone, Default)]
+pub struct Reused {
+    /// Pieces verified from reused content.
+    pub pieces: Bitfield,
+    pub files_linked: usize,
+    pub files_copied: usize,
+    pub bytes: u64,
+}
+
+/// A file that might hold some torrent file's content.
+#[derive(Debug)]
+struct Candidate {
+    path: PathBuf,
+    executable: bool,
+    mtime: i64,
+}
+
+/// Candidates by size, newest first; one entry per inode.
+fn index(dirs: &[PathBuf], skip: &[&Path]) -> HashMap<u64, Vec<Candidate>> {
+    let mut by_size: HashMap<u64, Vec<Candidate>> = HashMap::new();
+    let mut inodes = std::collections::HashSet::new();
+    for dir in dirs {
+        let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+        for entry in walk.filter_entry(|e| !skip.iter().any(|s| e.path() == *s)) {
+            let Ok(entry) = entry else { continue };
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.len() == 0 || !inodes.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            by_size.entry(meta.len()).or_default().push(Candidate {
+                path: entry.into_path(),
+                executable: meta.permissions().mode() & 0o111 != 0,
+                mtime: meta.mtime(),
+            });
+        }
+    }
+    for list in by_size.values_mut() {
+        list.sort_by_key(|c| std::cmp::Reverse(c.mtime));
+    }
+    by_size
+}
+
+/// The pieces that hold data of file `index` and of no other file (pad
+/// bytes aside): those it can bring in alone. `None` when some piece of
+/// the file mixes in another file's data (an unaligned torrent).
+fn own_pieces(layout: &Layout, file_offset: u64, len: u64, index: usize) -> Option<(usize, usize)> {
+    let pl = layout.piece_length();
+    let first = (file_offset / pl) as usize;
+    let last = ((file_offset + len - 1) / pl) as usize;
+    for piece in [first, last] {
+        let (start, plen) = layout.piece_range(piece);
+        if layout.spans(start, plen).any(|s| !s.pad && s.file != index) {
+            return None;
+        }
+    }
+    Some((first, last))
+}
+
+/// Where one torrent file lies in the stream of pieces.
+#[derive(Clone, Copy)]
+struct Span {
+    offset: u64,
+    len: u64,
+}
+
+impl Span {
+    /// The bytes of `piece` that are this file's: (offset in the file, count).
+    fn part(&self, layout: &Layout, piece: usize) -> (u64, usize) {
+        let (start, plen) = layout.piece_range(piece);
+        let end = (self.offset + self.len).min(start + plen);
+        (start - self.offset, (end - start) as usize)
+    }
+}
+
+/// SHA-1 of piece `piece` with this file's part of it read from `file`
+/// (zeros for the padding after it); the piece's bytes are left in `buf`.
+fn read_piece(
+    layout: &Layout,
+    file: &File,
+    span: Span,
+    piece: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<[u8; 20]> {
+    let (_, plen) = layout.piece_range(piece);
+    buf.clear();
+    buf.resize(plen as usize, 0);
+    let (at, n) = span.part(layout, piece);
+    file.read_exact_at(&mut buf[..n], at)?;
+    Ok(Sha1::digest(&buf[..]).into())
+}
+
+/// Brings in what `config.dirs` hold of `meta` into the staging area at
+/// `staging` (whose files may not exist yet), for the pieces not in `have`.
+pub fn reuse(
+    meta: &Metainfo,
+    staging: &Path,
+    have: &Bitfield,
+    config: &ReuseConfig,
+    skip: &[&Path],
+    progress: &Progress,
+) -> Result<Reused> {
+    let layout = meta.layout();
+    let mut reused = Reused {
+        pieces: Bitfield::new(meta.piece_count()),
+        ..Reused::default()
+    };
+    if config.dirs.is_empty() || meta.single_file {
+        return Ok(reused);
+    }
+    let by_size = index(&config.dirs, skip);
+    let mut offset = 0u64;
+    let mut jobs = Vec::new();
+    for (i, f) in meta.files.iter().enumerate() {
+        if f.is_regular() && f.length > 0 && by_size.contains_key(&f.length) {
+            if let Some((first, last)) = own_pieces(&layout, offset, f.length, i) {
+                if (first..=last).any(|p| !have.get(p)) {
+                    jobs.push((
+                        i,
+                        Span {
+                            offset,
+                            len: f.length,
+                        },
+                        first,
+                        last,
+                    ));
+                }
+            }
+        }
+        offset += f.length;
+    }
+    // First-piece hashes of candidates, computed once (rename detection).
+    let heads: Mutex<FirstPieces> = Mutex::default();
+    let results: Vec<Outcome> = jobs
+        .par_iter()
+        .map(|&(i, span, first, last)| {
+            if progress.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let entry = &meta.files[i];
+            let dest = entry
+                .path
+                .iter()
+                .fold(staging.to_path_buf(), |p, c| p.join(c));
+            let suffix: PathBuf = entry.path.iter().collect();
+            let candidates = &by_size[&entry.length];
+            let same_path = candidates.iter().filter(|c| c.path.ends_with(&suffix));
+            let others = candidates.iter().filter(|c| !c.path.ends_with(&suffix));
+            let mut buf = Vec::new();
+            for (n, c) in same_path.chain(others).enumerate() {
+                if n > 0 && !c.path.ends_with(&suffix) {
+                    // Renamed? Only if its first piece is this file's.
+                    let head = {
+                        let key = (c.path.clone(), first);
+                        let known = heads
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&key)
+                            .copied();
+                        known.unwrap_or_else(|| {
+                            let h = File::open(&c.path)
+                                .and_then(|f| read_piece(&layout, &f, span, first, &mut buf))
+                                .ok();
+                            heads
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(key, h);
+                            h
+                        })
+                    };
+                    if head != Some(meta.pieces[first]) {
+                        continue;
+                    }
+                }
+                let target = Target {
+                    dest: &dest,
+                    executable: entry.executable,
+                    span,
+                    first,
+                    last,
+                };
+                let outcome = bring_in(meta, &layout, c, &target, have, config.mode, &mut buf)?;
+                if outcome.pieces.is_empty() {
+                    continue;
+                }
+                return Ok(outcome);
+            }
+            Ok(Outcome::default())
+        })
+        .collect::<Result<_>>()?;
+    for outcome in results {
+        for p in &outcome.pieces {
+            reused.pieces.set(*p);
+            reused.bytes += layout.piece_range(*p).1;
+        }
+        reused.files_linked += outcome.linked as usize;
+        reused.files_copied += (!outcome.linked && !outcome.pieces.is_empty()) as usize;
+    }
+    Ok(reused)
+}
+
+/// The hash of a candidate's part of a piece, by candidate and piece.
+type FirstPieces = HashMap<(PathBuf, usize), Option<[u8; 20]>>;
+
+#[derive(Default)]
+struct Outcome {
+    pieces: Vec<usize>,
+    linked: bool,
+}
+
+/// One torrent file to bring in: where it goes and which pieces are its.
+struct Target<'a> {
+    dest: &'a Path,
+    executable: bool,
+    span: Span,
+    first: usize,
+    last: usize,
+}
+
+/// Brings what candidate `c` holds of one torrent file to its staging
+/// path: a hard link when every piece matches and the mode fits, else a
+/// copy of the pieces that match (each hashed from the very bytes written).
+fn bring_in(
+    meta: &Metainfo,
+    layout: &Layout,
+    c: &Candidate,
+    t: &Target<'_>,
+    have: &Bitfield,
+    mode: ReuseMode,
+    buf: &mut Vec<u8>,
+) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let pieces = t.first..=t.last;
+    if let Some(dir) = t.dest.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let untouched = pieces.clone().all(|p| !have.get(p));
+    if mode == ReuseMode::Link && untouched && c.executable == t.executable {
+        let _ = std::fs::remove_file(t.dest);
+        if std::fs::hard_link(&c.path, t.dest).is_ok() {
+            // The link is the candidate's own inode: check its bytes now.
+            let linked = File::open(t.dest).map_err(|e| Error::io(t.dest, e))?;
+            let all = pieces
+                .clone()
+                .all(|p| read_piece(layout, &linked, t.span, p, buf).ok() == Some(meta.pieces[p]));
+            if all {
+                outcome.pieces = pieces.collect();
+                outcome.linked = true;
+                return Ok(outcome);
+            }
+            // Changed since it was deployed: never write through the link.
+            std::fs::remove_file(t.dest).map_err(|e| Error::io(t.dest, e))?;
+        }
+    }
+    let Ok(source) = File::open(&c.path) else {
+        return Ok(outcome);
+    };
+    let mut target: Option<File> = None;
+    for p in pieces {
+        if have.get(p) {
+            continue;
+        }
+        match read_piece(layout, &source, t.span, p, buf) {
+            Ok(hash) if hash == meta.pieces[p] => {}
+            _ => continue,
+        }
+        let file = match &target {
+            Some(f) => f,
+            None => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(t.dest)
+                    .map_err(|e| Error::io(t.dest, e))?;
+                if f.metadata().map(|m| m.len()).ok() != Some(t.span.len) {
+                    f.set_len(t.span.len).map_err(|e| Error::io(t.dest, e))?;
+                }
+                target.insert(f)
+            }
+        };
+        // The bytes hashed are the bytes written.
+        let (at, n) = t.span.part(layout, p);
+        file.write_all_at(&buf[..n], at)
+            .map_err(|e| Error::io(t.dest, e))?;
+        outcome.pieces.push(p);
+    }
+    Ok(outcome)
+}

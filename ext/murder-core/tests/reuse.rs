@@ -1,0 +1,297 @@
+//! Tree releases: a host that holds release A downloads release B and
+//! fetches only what changed; everything reused is verified first.
+
+mod common;
+use common::local;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use murder_core::reuse::{ReuseConfig, ReuseMode};
+use murder_core::session::{Role, SessionConfig, SessionRunner, State, Stats};
+use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
+
+const PIECE: u64 = 32 * 1024;
+
+fn write(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// Release A: 120 files of 1-60 KB in 6 directories, two 400 KB assets,
+/// an executable and two links.
+fn release_a(root: &Path) {
+    for i in 0..120u64 {
+        let len = 1000 + (i * 7919) % 60_000;
+        write(
+            &root.join(format!("lib/d{}/f{i}.rb", i % 6)),
+            &random(len as usize, i),
+        );
+    }
+    write(&root.join("assets/one.bin"), &random(400_000, 1001));
+    write(&root.join("assets/two.bin"), &random(400_000, 1002));
+    write(&root.join("bin/run"), b"#!/bin/sh\necho run\n");
+    fs::set_permissions(root.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../assets/one.bin", root.join("bin/one")).unwrap();
+    std::os::unix::fs::symlink("d0", root.join("lib/current")).unwrap();
+}
+
+fn aligned(root: &Path) -> Arc<Metainfo> {
+    let mut opts = CreateOptions::new("127.0.0.1:9");
+    opts.align = true;
+    opts.piece_length = Some(PIECE);
+    Arc::new(create_torrent(root, &opts, &Progress::new()).unwrap())
+}
+
+/// Seeds `root` and downloads it to `dest`, reusing what `reuse` holds.
+fn ship(root: &Path, dest: &Path, reuse: Option<(PathBuf, ReuseMode)>) -> Stats {
+    let meta = aligned(root);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed {
+            data: root.to_path_buf(),
+        },
+        quiet.clone(),
+    )
+    .unwrap();
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download {
+            dest: dest.to_path_buf(),
+        },
+        SessionConfig {
+            peers: vec![seed.local_addr()],
+            reuse: reuse
+                .map(|(dir, mode)| ReuseConfig {
+                    dirs: vec![dir],
+                    mode,
+                })
+                .unwrap_or_default(),
+            ..quiet
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        peer.wait_done(Duration::from_secs(60)),
+        State::Complete,
+        "{:?}",
+        peer.stats()
+    );
+    peer.stats()
+}
+
+/// Every entry of a tree: contents (or link target) and mode.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| {
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            let content = if e.file_type().is_symlink() {
+                fs::read_link(e.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                fs::read(e.path()).unwrap()
+            };
+            (rel, (content, meta.permissions().mode() & 0o777))
+        })
+        .collect()
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+    for (path, (content, mode)) in &sa {
+        let (other, other_mode) = &sb[path];
+        assert!(content == other, "{} differs", path.display());
+        assert_eq!(mode, other_mode, "{} mode", path.display());
+    }
+}
+
+/// Release B from A: 8 files edited, 3 added, 3 removed, one asset rebuilt.
+/// Returns the bytes of the files that changed or are new, and how many.
+fn release_b(a: &Path, b: &Path) -> (u64, u64) {
+    copy_tree(a, b);
+    let mut changed = 0;
+    let mut files = 0;
+    for i in [3u64, 17, 29, 44, 58, 71, 90, 111] {
+        let path = b.join(format!("lib/d{}/f{i}.rb", i % 6));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"\n# edited\n");
+        changed += bytes.len() as u64;
+        files += 1;
+        write(&path, &bytes);
+    }
+    for i in 0..3u64 {
+        let bytes = random(20_000, 5000 + i);
+        changed += bytes.len() as u64;
+        files += 1;
+        write(&b.join(format!("lib/new/n{i}.rb")), &bytes);
+    }
+    for i in [5u64, 6, 7] {
+        fs::remove_file(b.join(format!("lib/d{}/f{i}.rb", i % 6))).unwrap();
+    }
+    let rebuilt = random(400_000, 7777);
+    changed += rebuilt.len() as u64;
+    files += 1;
+    write(&b.join("assets/two.bin"), &rebuilt);
+    (changed, files)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from).follow_links(false).min_depth(1) {
+        let e = e.unwrap();
+        let target = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+        } else if e.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &target).unwrap();
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+struct Host {
+    _dir: tempfile::TempDir,
+    build: PathBuf,
+    releases: PathBuf,
+}
+
+/// A deployer's build directory with A and B, and a host that holds A.
+fn host_with_a() -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    release_a(&build.join("A"));
+    let releases = dir.path().join("host/releases");
+    let stats = ship(&build.join("A"), &releases.join("A"), None);
+    assert_eq!(stats.reused_bytes, 0);
+    assert_same_tree(&build.join("A"), &releases.join("A"));
+    Host {
+        build,
+        releases,
+        _dir: dir,
+    }
+}
+
+/// Reuse test 1: B (about 6 % changed) costs at most the changed files'
+/// bytes plus one piece per changed file.
+#[test]
+fn a_host_holding_a_fetches_only_what_changed_in_b() {
+    let host = host_with_a();
+    let (changed, files) = release_b(&host.build.join("A"), &host.build.join("B"));
+    let stats = ship(
+        &host.build.join("B"),
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_same_tree(&host.build.join("B"), &host.releases.join("B"));
+    let bound = changed + files * PIECE;
+    eprintln!(
+        "B: downloaded {} bytes (bound {bound}), reused {}",
+        stats.downloaded, stats.reused_bytes
+    );
+    assert!(
+        stats.downloaded <= bound,
+        "downloaded {} bytes, bound {bound}",
+        stats.downloaded
+    );
+    assert!(stats.reused_bytes > 0);
+}
+
+/// Reuse test 2: a file of A whose bytes were altered after A was deployed
+/// (same size, same name, mtime put back) is caught by verification and
+/// fetched; B ends byte-identical.
+#[test]
+fn an_altered_file_is_caught_by_verification_and_fetched() {
+    let host = host_with_a();
+    release_b(&host.build.join("A"), &host.build.join("B"));
+    let victim = host.releases.join("A/lib/d2/f2.rb");
+    let meta = fs::metadata(&victim).unwrap();
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[10] ^= 0xff;
+    fs::write(&victim, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    let stats = ship(
+        &host.build.join("B"),
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_same_tree(&host.build.join("B"), &host.releases.join("B"));
+    assert!(
+        stats.downloaded >= bytes.len() as u64,
+        "the altered file was fetched"
+    );
+}
+
+/// Reuse test 3: A's files are unchanged after B lands, both with hard
+/// links (which share A's unchanged files) and with copies (which share
+/// nothing).
+#[test]
+fn release_a_is_untouched_after_b_lands_with_links_or_copies() {
+    for mode in [ReuseMode::Link, ReuseMode::Copy] {
+        let host = host_with_a();
+        release_b(&host.build.join("A"), &host.build.join("B"));
+        let before = snapshot(&host.releases.join("A"));
+        ship(
+            &host.build.join("B"),
+            &host.releases.join("B"),
+            Some((host.releases.clone(), mode)),
+        );
+        assert_same_tree(&host.build.join("B"), &host.releases.join("B"));
+        assert_eq!(
+            snapshot(&host.releases.join("A")),
+            before,
+            "{mode:?}: A changed"
+        );
+        let shared = fs::metadata(host.releases.join("A/assets/one.bin"))
+            .unwrap()
+            .ino()
+            == fs::metadata(host.releases.join("B/assets/one.bin"))
+                .unwrap()
+                .ino();
+        assert_eq!(shared, mode == ReuseMode::Link, "{mode:?}");
+    }
+}
+
+/// Reuse test 4: a release that only renames and moves files moves no
+/// file data.
+#[test]
+fn a_rename_only_release_moves_no_file_data() {
+    let host = host_with_a();
+    let b = host.build.join("B");
+    copy_tree(&host.build.join("A"), &b);
+    fs::rename(b.join("lib/d1"), b.join("lib/moved")).unwrap();
+    fs::rename(b.join("assets/two.bin"), b.join("assets/renamed.bin")).unwrap();
+    let stats = ship(
+        &b,
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_same_tree(&b, &host.releases.join("B"));
+    assert_eq!(stats.downloaded, 0, "{stats:?}");
+}
