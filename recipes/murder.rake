@@ -1,87 +1,10 @@
 # frozen_string_literal: true
 
 # Twitter's Murder tasks on Capistrano 3, loaded by `require "capistrano/murder"`.
-# Evaluated in the plugin (Capistrano::Murder::Tasks): the helpers below are
-# its methods, usable in every task (but not inside `on` blocks, which run
-# in SSHKit's backend: values are taken into local variables first).
-
-# Roles, as in Murder: peers are all servers that take releases; the tracker
-# and the seeder are the first peer unless roles say otherwise.
-def murder_peers
-  explicit = roles(:peer)
-  explicit.empty? ? release_roles(:all) : explicit
-end
-
-def murder_tracker
-  roles(:tracker).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
-end
-
-def murder_seeder
-  roles(:seeder).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
-end
-
-def murder_hosts
-  (murder_peers + [murder_tracker, murder_seeder]).uniq
-end
-
-# Arguments: ENV first (Murder's command line), then the default_ settings.
-def murder_tag
-  S.tag(ENV.fetch("tag", fetch(:default_tag)))
-end
-
-def murder_temp_path
-  S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
-end
-
-def murder_files_path
-  S.absolute_path(ENV.fetch("files_path", fetch(:default_seeder_files_path)), "files_path")
-end
-
-def murder_destination_path
-  S.absolute_path(ENV.fetch("destination_path", fetch(:default_destination_path)), "destination_path")
-end
-
-def remote_murder
-  "#{fetch(:remote_murder_path)}/murder"
-end
-
-def murder_run_dir
-  "#{fetch(:remote_murder_path)}/run"
-end
-
-# What the seeder shares: TEMP/TAG.tgz (or TEMP/TAG for path_is_file).
-def murder_payload
-  name = S.truthy?("path_is_file") ? murder_tag : "#{murder_tag}.tgz"
-  "#{murder_temp_path}/#{name}"
-end
-
-def murder_torrent
-  "#{murder_payload}.torrent"
-end
-
-def local_torrent
-  File.join(murder_temp_path, File.basename(murder_torrent))
-end
-
-def tracker_address
-  host = murder_tracker
-  S.announce_ip(host) || host.hostname
-end
-
-# Stops, on `hosts`, every murder process whose pidfile in the run directory
-# matches `pattern` (a name, or a glob like "seed-*.pid"). Nothing running
-# is fine: `murder stop` succeeds quietly then.
-def stop_murder(hosts, pattern)
-  murder = remote_murder
-  run = murder_run_dir
-  on hosts do
-    next unless test(:test, "-d", *S.args(run))
-
-    capture(:find, *S.args(run), "-maxdepth", "1", "-name", S.args(pattern).first).split("\n").each do |pidfile|
-      execute murder, *S.args("stop", "--pidfile", pidfile)
-    end
-  end
-end
+# Evaluated in the plugin (Capistrano::Murder::Tasks): the helpers of
+# Capistrano::Murder::Helpers are its methods, usable in every task (but not
+# inside `on` blocks, which run in SSHKit's backend: values are taken into
+# local variables first).
 
 namespace :murder do
   desc "Upload the murder binary to remote_murder_path on every murder host"
@@ -138,8 +61,17 @@ namespace :murder do
     tracker = "#{tracker_address}:#{fetch(:tracker_port)}"
     piece = fetch(:murder_piece_length)
     as_file = S.truthy?("path_is_file")
+    tree = murder_tree?
     on murder_seeder do |host|
       execute :mkdir, "-p", *S.args(temp)
+      extra = piece ? ["--piece-length", piece] : []
+      if tree
+        raise Capistrano::Murder::Error, "#{host}: #{files} is not a directory" unless test(:test, "-d", *S.args(files))
+
+        execute murder, *S.args("make-torrent", files, "--align", "--exclude", ".git*", "--tracker", tracker,
+                                "-o", torrent, "-q", *extra)
+        next
+      end
       if prepacked
         upload! prepacked, payload
       elsif as_file
@@ -151,7 +83,6 @@ namespace :murder do
 
         execute :tar, "-czf", *S.args(payload), "--exclude=.git", "--exclude=.git*", "-C", *S.args(files, ".")
       end
-      extra = piece ? ["--piece-length", piece] : []
       execute murder, *S.args("make-torrent", payload, "--tracker", tracker, "-o", torrent, "-q", *extra)
     end
     invoke "murder:download_torrent" unless S.truthy?("do_not_download_torrent")
@@ -196,7 +127,7 @@ namespace :murder do
     stop_murder(murder_seeder, "seed-*.pid")
   end
 
-  desc "Download the release on every peer and extract it into destination_path/TAG"
+  desc "Download the release on every peer into destination_path/TAG (extracting it, unless a tree)"
   task :peer do
     murder = remote_murder
     torrent = murder_torrent
@@ -207,14 +138,18 @@ namespace :murder do
     run = murder_run_dir
     linger = fetch(:murder_linger)
     as_file = S.truthy?("path_is_file")
+    tree = murder_tree?
     dest = S.truthy?("no_tag_directory") || as_file ? murder_destination_path : "#{murder_destination_path}/#{tag}"
+    # A tree lands in place and reuses what earlier tags beside it hold.
+    reuse = tree && !S.truthy?("no_tag_directory") ? ["--reuse", murder_destination_path] : []
+    peer_target = tree ? dest : payload
     unsafe = S.truthy?("unsafe_please_delete")
     invoke "murder:download_torrent" unless File.exist?(local)
     tracker = fetch(:murder_local_tracker, nil) || [tracker_address, fetch(:tracker_port)]
     peers = murder_peers
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     results = {}
-    watcher = Thread.new { Capistrano::Murder::Progress.new(*tracker, peers.size).watch }
+    watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { S.stats(*tracker) }.watch }
     begin
       on peers, in: :parallel do |host|
         execute :mkdir, "-p", *S.args(temp, run)
@@ -227,11 +162,13 @@ namespace :murder do
         end
         upload! local, torrent
         ip = S.announce_ip(host)
-        out = capture(murder, *S.args("peer", torrent, payload, *(ip ? ["--ip", ip] : []), "--linger", linger,
-                                      "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
+        out = capture(murder, *S.args("peer", torrent, peer_target, *(ip ? ["--ip", ip] : []), "--linger", linger,
+                                      *reuse, "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
         summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
         results[host.to_s] = summary
-        if as_file
+        if tree
+          # In place already: murder renamed its staging area to dest.
+        elsif as_file
           execute :mkdir, "-p", *S.args(File.dirname(dest))
           execute :cp, *S.args(payload, "#{dest}.murder-copy")
           execute :mv, "-f", *S.args("#{dest}.murder-copy", dest)
@@ -242,6 +179,7 @@ namespace :murder do
     ensure
       watcher.kill
     end
+    Capistrano::Murder::Progress.hosts(results)
     Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
   end
 
@@ -255,9 +193,13 @@ namespace :murder do
     stop_murder(murder_peers, "peer-*.pid")
   end
 
-  desc "Remove temp_path/TAG.tgz and its torrent on the peers and the seeder"
+  desc "Remove temp_path/TAG.tgz (not a tree's files_path) and its torrent on the peers and the seeder"
   task :clean_temp_files do
-    files = [murder_payload, murder_torrent, "#{murder_temp_path}/.#{File.basename(murder_payload)}.part"]
+    files = if murder_tree?
+              [murder_torrent]
+            else
+              [murder_payload, murder_torrent, "#{murder_temp_path}/.#{File.basename(murder_payload)}.part"]
+            end
     on (murder_peers + [murder_seeder]).uniq do
       execute :rm, "-rf", *S.args(files)
     end

@@ -2,10 +2,81 @@
 
 # The murder deploy strategy's tasks (Capistrano::Murder::SCM).
 
+# Ships the tree of `torrent` (served from this process by `tracker`) to
+# every server: one SSH command per host checks the murder binary, takes
+# the deploy ticket on stdin, brings in what the host's earlier releases
+# hold, downloads the rest and stages the release beside release_path. Once
+# every host has staged it, every host renames it into place; if any host
+# failed, none does (the others keep theirs staged, for the next deploy to
+# reuse), and the error names each failed host.
+def murder_ship_tree(torrent, tracker)
+  remote = Capistrano::Murder::Remote
+  binary = fetch(:murder_binary)
+  raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
+
+  sha = remote.sha256(binary)
+  dir = fetch(:remote_murder_path)
+  murder = remote_murder
+  releases = releases_path.to_s
+  dest = release_path.to_s
+  tag = File.basename(dest)
+  reuse = S.reuse_mode(fetch(:murder_reuse))
+  linger = fetch(:murder_linger)
+  ticket = remote.ticket(torrent.to_bencode)
+  peers = murder_peers
+  barrier = remote::Barrier.new(peers.size)
+  results = {}
+  failures = {}
+  started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
+  begin
+    on peers, in: :parallel do |host|
+      ip = S.announce_ip(host)
+      args = [*(reuse ? ["--reuse", releases, "--reuse-mode", reuse] : []), *(ip ? ["--ip", ip] : []),
+              "--linger", linger, "--pidfile", "#{dir}/run/peer-#{tag}.pid", "--progress", "json", "--wait-to-place"]
+      command = remote.peer_command(murder: murder, sha256: sha, releases: releases, dest: dest, args: args)
+      installed = false
+      begin
+        out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, host.to_s))
+        results[host.to_s] = remote.reports(out).find { |e| e["event"] == "complete" }
+      rescue SSHKit::Command::Failed => e
+        # One round trip when the host's murder is current; else install it
+        # and go again (the first deploy, or a new version of murder).
+        if e.message.include?("murder-binary-outdated") && !installed
+          installed = true
+          S.install_binary(self, binary, dir)
+          retry
+        end
+        failures[host.to_s] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
+        barrier.vote(host.to_s, false)
+      rescue StandardError => e
+        failures[host.to_s] = e.message.lines.first&.strip
+        barrier.vote(host.to_s, false)
+      end
+    end
+  ensure
+    watcher.kill
+  end
+  unless failures.empty?
+    raise Capistrano::Murder::Error,
+          "murder: the release was placed on no host; failed: " +
+          failures.map { |h, why| "#{h}: #{why}" }.join("; ")
+  end
+  Capistrano::Murder::Progress.hosts(results)
+  Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started,
+                                       hash_seconds: fetch(:murder_hash_seconds, nil), torrent: torrent)
+end
+
 namespace :murder do
   namespace :scm do
-    desc "Pack the revision here and ship it through the swarm into release_path"
+    desc "Ship the revision through the swarm into release_path (a tree, or one archive)"
     task :create_release do
+      if S.tree?(fetch(:murder_release))
+        tree, revision = export_tree
+        set :murder_revision, revision
+        serve_tree(tree) { |torrent, tracker| murder_ship_tree(torrent, tracker) }
+        next
+      end
       tag = File.basename(release_path.to_s)
       local_dir = Dir.mktmpdir("murder-release-")
       archive = File.join(local_dir, "#{tag}.tgz")
@@ -40,7 +111,7 @@ namespace :murder do
       end
     end
 
-    desc "Record the revision that was packed"
+    desc "Record the revision that was shipped"
     task :set_current_revision do
       set :current_revision, fetch(:murder_revision)
     end

@@ -91,6 +91,23 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     FileUtils.rm_f("/tmp/v2.tgz.torrent")
   end
 
+  it "ships a tree with tree=1: no tar, files in place, and the next tag reuses the last" do
+    cap!("murder:distribute", "tag=t1", "files_path=/srv/src", "destination_path=/srv/trees", "tree=1")
+    expect_release("t1", "/srv/trees")
+    File.write(host_path(1, "/srv/src/README"), "release two\n")
+    out = cap!("murder:distribute", "tag=t2", "files_path=/srv/src", "destination_path=/srv/trees", "tree=1")
+    (1..HOSTS).each do |i|
+      expect(File.read(host_path(i, "/srv/trees/t2/README"))).to eq("release two\n"), "h#{i}"
+      expect(File.stat(host_path(i, "/srv/trees/t2/app/lib/blob.bin")).ino)
+        .to eq(File.stat(host_path(i, "/srv/trees/t1/app/lib/blob.bin")).ino), "h#{i}: blob.bin is reused"
+      expect(File.exist?(host_path(i, "/srv/trees/t2/.git"))).to be(false)
+    end
+    expect(out).not_to match(/\btar\b/)
+    expect(out.scan(/murder:   \S+: 2\.9 MiB reused/).size).to eq(HOSTS), out
+  ensure
+    File.write(host_path(1, "/srv/src/README"), "release\n")
+  end
+
   it "distributes one file as it is with path_is_file" do
     cap!("murder:distribute", "tag=v4", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
          "destination_path=/srv/files/blob.bin")
@@ -143,6 +160,15 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     git.call("config", "user.name", "dev")
     FileUtils.mkdir_p(File.join(@repo, "app"))
     File.binwrite(File.join(@repo, "app/blob.bin"), Random.new(1).bytes(1_500_000))
+    60.times do |i|
+      path = File.join(@repo, "lib/d#{i % 4}/f#{i}.rb")
+      FileUtils.mkdir_p(File.dirname(path))
+      File.binwrite(path, Random.new(100 + i).bytes(2_000 + i * 311))
+    end
+    FileUtils.mkdir_p(File.join(@repo, "bin"))
+    File.write(File.join(@repo, "bin/run"), "#!/bin/sh\necho run\n")
+    File.chmod(0o755, File.join(@repo, "bin/run"))
+    File.symlink("../app/blob.bin", File.join(@repo, "bin/blob"))
     File.write(File.join(@repo, "VERSION"), "one\n")
     git.call("add", ".")
     git.call("commit", "-q", "-m", "one")
@@ -170,37 +196,66 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
 
   def head = `git -C #{@repo.shellescape} rev-parse HEAD`.strip
 
-  it "deploys twice through the swarm and rolls back" do
-    cap!("deploy")
-    first = head
+  # Every entry of a tree but Capistrano's REVISION: contents (or link
+  # target) and mode.
+  def tree(root)
+    Dir.glob("**/*", File::FNM_DOTMATCH, base: root).reject { |p| p.end_with?(".") || p == "REVISION" || p.start_with?(".git") }
+       .filter_map do |rel|
+         path = File.join(root, rel)
+         stat = File.lstat(path)
+         next if stat.directory?
+
+         [rel, stat.symlink? ? "-> #{File.readlink(path)}" : File.binread(path), stat.mode & 0o777]
+       end.sort
+  end
+
+  def expect_release_everywhere(release = nil)
+    expected = tree(@repo)
     (1..SIZE).each do |i|
-      expect(File.read(current(i, "VERSION"))).to eq("one\n"), "h#{i}"
-      expect(File.read(current(i, "REVISION")).chomp).to eq(first)
-      expect(File.binread(current(i, "app/blob.bin"))).to eq(File.binread(File.join(@repo, "app/blob.bin")))
+      root = release ? app(i, "releases/#{release}") : app(i, "releases/#{File.basename(File.readlink(app(i, 'current')))}")
+      expect(tree(root)).to eq(expected), "h#{i}"
+      expect(File.read(File.join(root, "REVISION")).chomp).to eq(head) unless release
     end
-    first_release = File.readlink(app(1, "current"))
+  end
+
+  it "deploys a tree with executables and a link twice, the second fetching only the change, and rolls back" do
+    out = cap!("deploy")
+    expect(out).not_to match(/\btar\b|packed/) # no archive, no extraction
+    expect_release_everywhere
+    first_release = File.basename(File.readlink(app(1, "current")))
 
     File.write(File.join(@repo, "VERSION"), "two\n")
+    changed = ["lib/d1/f5.rb", "lib/d2/f10.rb"].each do |f|
+      File.binwrite(File.join(@repo, f), Random.new(7).bytes(3_000))
+    end
     @git.call("commit", "-q", "-am", "two")
-    cap!("deploy")
-    (1..SIZE).each do |i|
-      expect(File.read(current(i, "VERSION"))).to eq("two\n"), "h#{i}"
-      expect(File.read(current(i, "REVISION")).chomp).to eq(head)
-      expect(Dir.children(app(i, "releases")).size).to eq(2)
+    out = cap!("deploy")
+    expect_release_everywhere
+    (1..SIZE).each { |i| expect(Dir.children(app(i, "releases")).size).to eq(2) }
+    # Each host received at most the changed files and one piece for each.
+    piece = out[/pieces of ([\d.]+) KiB/, 1].to_f * 1024
+    expect(piece).to be_positive, out
+    bound = File.size(File.join(@repo, "VERSION")) + changed.sum { |f| File.size(File.join(@repo, f)) } + 3 * piece
+    downloads = out.scan(/murder:   (\S+): .* reused, ([\d.]+) (B|KiB|MiB) downloaded/)
+    expect(downloads.size).to eq(SIZE), out
+    downloads.each do |host, amount, unit|
+      bytes = amount.to_f * { "B" => 1, "KiB" => 1024, "MiB" => 1 << 20 }.fetch(unit)
+      expect(bytes).to be <= bound, "#{host} downloaded #{bytes} bytes, bound #{bound}"
     end
 
     cap!("deploy:rollback")
-    (1..SIZE).each do |i|
-      expect(File.readlink(app(i, "current"))).to eq(first_release), "h#{i}"
-      expect(File.read(current(i, "VERSION"))).to eq("one\n")
-    end
+    @git.call("checkout", "-q", "HEAD~1")
+    (1..SIZE).each { |i| expect(File.basename(File.readlink(app(i, "current")))).to eq(first_release), "h#{i}" }
+    expect_release_everywhere(first_release)
+    @git.call("checkout", "-q", "-")
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
   end
 
-  it "seeds from the deployer itself with murder_seed_locally" do
+  it "ships one archive with murder_release :archive, seeding from the deployer with murder_seed_locally" do
     File.write(File.join(@repo, "VERSION"), "three\n")
     @git.call("commit", "-q", "-am", "three")
-    out = cap!("deploy", env: { "MURDER_SEED_LOCALLY" => "1", "MURDER_COMPRESSION" => "none" })
+    out = cap!("deploy", env: { "MURDER_RELEASE" => "archive", "MURDER_SEED_LOCALLY" => "1",
+                                "MURDER_COMPRESSION" => "none" })
     expect(out).not_to include("murder:start_seeding") # no seeder host involved
     packed = out[/packed (\d+) bytes/, 1].to_i
     expect(packed % 512).to eq(0), "a plain tar is whole 512-byte records; #{packed} bytes is not"

@@ -39,4 +39,46 @@ RSpec.describe "the murder command" do
     expect(status.exitstatus).to eq(1)
     expect(err).to eq(%(murder: invalid torrent: unsafe file path "../..": component holds a slash (absolute or nested path)\n))
   end
+
+  # Just enough bencode to write hostile torrents by hand.
+  def bencode(value)
+    case value
+    when Integer then "i#{value}e"
+    when String then "#{value.bytesize}:#{value}"
+    when Array then "l#{value.map { |v| bencode(v) }.join}e"
+    when Hash then "d#{value.sort.map { |k, v| bencode(k) + bencode(v) }.join}e"
+    end
+  end
+
+  def hostile(name, files, total)
+    pieces = "\x01".b * 20 * ((total + 16_383) / 16_384)
+    info = { "name" => "release", "piece length" => 16_384, "pieces" => pieces, "files" => files }
+    path = File.join(tmpdir, "#{name}.torrent")
+    File.binwrite(path, bencode("announce" => "http://127.0.0.1:9/announce", "info" => info))
+    path
+  end
+
+  it "refuses hostile tree torrents with one clear line, writing nothing" do
+    file = { "length" => 10, "path" => ["a"] }
+    cases = {
+      "link-out" => [[file, { "attr" => "l", "length" => 0, "path" => ["x"], "symlink path" => ["..", "etc"] }], 10,
+                     /is a link that is absolute or leaves the tree/],
+      "link-absolute" => [[file, { "attr" => "l", "length" => 0, "path" => ["x"], "symlink path" => ["/etc"] }], 10,
+                          /is a link that is absolute or leaves the tree/],
+      "under-link" => [[file, { "attr" => "l", "length" => 0, "path" => ["lib"], "symlink path" => ["a"] },
+                        { "length" => 5, "path" => %w[lib evil] }], 15, /lies under a path that is a link/],
+      "file-for-dir" => [[file, { "length" => 5, "path" => %w[a b] }], 15, /lies under a path that is also a file/],
+      "pad-with-data" => [[file, { "attr" => "p", "length" => 32_758, "path" => [".pad", "32758"] },
+                           { "length" => 1, "path" => ["b"] }], 32_769, /is a pad file that holds data/]
+    }
+    cases.each do |name, (files, total, message)|
+      torrent = hostile(name, files, total)
+      dest = File.join(tmpdir, "out-#{name}/release")
+      status, _out, err = run_failing(MURDER_BIN, "peer", torrent, dest, "--linger", "0")
+      expect(status.exitstatus).to eq(1), name
+      expect(err.lines.size).to eq(1), err
+      expect(err).to match(/\Amurder: invalid torrent: /).and match(message)
+      expect(Dir.exist?(File.dirname(dest))).to be(false), "#{name} wrote something"
+    end
+  end
 end

@@ -118,6 +118,62 @@ RSpec.describe "the peer engine with real BitTorrent clients" do
     end
   end
 
+  # A tree with an executable, a link and files that need padding.
+  def aligned_tree(root)
+    FileUtils.mkdir_p(File.join(root, "bin"))
+    FileUtils.mkdir_p(File.join(root, "lib/deep"))
+    File.write(File.join(root, "bin/run"), "#!/bin/sh\necho run\n")
+    File.chmod(0o755, File.join(root, "bin/run"))
+    File.binwrite(File.join(root, "lib/a.bin"), Random.new(31).bytes(150_000))
+    File.binwrite(File.join(root, "lib/deep/b.rb"), Random.new(32).bytes(999))
+    File.symlink("../lib/a.bin", File.join(root, "bin/a"))
+    root
+  end
+
+  # diff -r: links compared as links, or (follow: true) as what they point to.
+  def same_tree?(a, b, follow: false)
+    out, status = Open3.capture2e("diff", "-r", *(follow ? [] : ["--no-dereference"]), a, b)
+    [status.success?, out]
+  end
+
+  it "serves a murder tree torrent (pads, attributes, a link) to libtorrent, which reads it alike and writes no pads" do
+    root = aligned_tree(File.join(tmpdir, "tree/release"))
+    path = File.join(tmpdir, "tree.torrent")
+    murder("make-torrent", root, "--align", "--tracker", "127.0.0.1:#{tracker.port}", "--private", "-o", path)
+    ours = JSON.parse(murder("info", "--json", path))
+    expect(ours["info_hash"]).to eq(JSON.parse(libtorrent("info", path))["info_hash"])
+    expect(ours["files"]).to include({ "path" => %w[bin a], "length" => 0, "symlink" => %w[lib a.bin] },
+                                     { "path" => %w[bin run], "length" => 19, "executable" => true })
+    tracker.allow(path)
+    spawn_logged(MURDER_BIN, "seed", path, root, "--ip", "127.0.0.1", "--bind", "127.0.0.1", log: log("murder-seed"))
+    eventually(timeout: 30) { tracker.stats["torrents"].any? { |t| t["seeds"] >= 1 } }
+    pid = spawn_logged(SYSTEM_PYTHON, LT_TOOL, "download", path, File.join(tmpdir, "lt"), free_port, 120,
+                       log: log("lt-tree"))
+    expect_success(pid, "libtorrent")
+    same, diff = same_tree?(root, File.join(tmpdir, "lt/release"))
+    expect(same).to be(true), diff
+    expect(File.executable?(File.join(tmpdir, "lt/release/bin/run"))).to be(true)
+    expect(Dir.exist?(File.join(tmpdir, "lt/release/.pad"))).to be(false)
+  end
+
+  it "downloads a libtorrent-made torrent with pad files from a libtorrent seeder" do
+    root = aligned_tree(File.join(seed_dir, "hybrid"))
+    path = File.join(tmpdir, "hybrid.torrent")
+    libtorrent("create", root, path, "hybrid", 16_384, "http://127.0.0.1:#{tracker.port}/announce")
+    info = JSON.parse(murder("info", "--json", path))
+    expect(info["total_length"]).to be > info["files"].sum { |f| f["length"] } # pads in the pieces
+    tracker.allow(path)
+    spawn_logged(SYSTEM_PYTHON, LT_TOOL, "seed", path, seed_dir, free_port, log: log("lt-seed"))
+    eventually(timeout: 30) { tracker.stats["torrents"].any? { |t| t["seeds"] >= 1 } }
+    dest = File.join(tmpdir, "m/hybrid")
+    pid = spawn_logged(MURDER_BIN, "peer", path, dest, "--ip", "127.0.0.1", "--bind", "127.0.0.1", "--linger", "0",
+                       "--progress", "none", log: log("murder-hybrid"))
+    expect_success(pid, "murder peer")
+    same, diff = same_tree?(root, dest, follow: true) # libtorrent makes a link a copy of its target
+    expect(same).to be(true), diff
+    expect(Dir.exist?(File.join(dest, ".pad"))).to be(false)
+  end
+
   it "downloads with murder peer from a libtorrent seeder" do
     torrent
     spawn_logged(SYSTEM_PYTHON, LT_TOOL, "seed", torrent, seed_dir, free_port, log: log("lt-seed"))

@@ -11,11 +11,13 @@
 
 require "capistrano/plugin"
 require_relative "murder/support"
+require_relative "murder/helpers"
 
 module Capistrano
   module Murder
     # The murder: tasks and their settings.
     class Tasks < ::Capistrano::Plugin
+      include Helpers
       S = Support # short for the task file
 
       def set_defaults

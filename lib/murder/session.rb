@@ -12,9 +12,12 @@ module Murder
     # "IP:PORT" peers to connect to besides the tracker's. For a download,
     # +reuse+: directories of content this host holds already (earlier
     # releases), matched by content and verified before it counts, brought
-    # in as hard links (+reuse_mode: :link+) or copies (+:copy+).
+    # in as hard links (+reuse_mode: :link+) or copies (+:copy+). For a
+    # seeder, +lazy_check: true+ (data a torrent was just made from) skips
+    # the check of all the data before serving and checks each piece the
+    # first time it is sent instead.
     def initialize(torrent, path, ip: nil, port: 0, bind: "0.0.0.0", max_peers: nil,
-                   upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link)
+                   upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link, lazy_check: false)
       @torrent = torrent.is_a?(Torrent) ? torrent : Torrent.load(torrent)
       @path = path.to_s
       copy = case reuse_mode.to_s
@@ -24,7 +27,7 @@ module Murder
              end
       @options = [bind.to_s, Integer(port), ip&.to_s, max_peers&.then { |n| Integer(n) },
                   upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, peers.map(&:to_s),
-                  Array(reuse).map(&:to_s), copy]
+                  Array(reuse).map(&:to_s), copy, lazy_check ? true : false]
       @native = nil
     end
 

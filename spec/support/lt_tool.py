@@ -3,7 +3,7 @@
 torrents made by libtorrent, for murder's interop tests.
 
   lt_tool.py info TORRENT            -> JSON: info_hash (v1), total_size, files
-  lt_tool.py create PATH OUT v1|hybrid [PIECE_LENGTH]
+  lt_tool.py create PATH OUT v1|hybrid [PIECE_LENGTH] [ANNOUNCE_URL]
   lt_tool.py seed TORRENT SAVE_PATH PORT   -> seeds until killed
   lt_tool.py download TORRENT SAVE_PATH PORT [TIMEOUT] -> exits 0 once complete
   lt_tool.py seed-default TORRENT SAVE_PATH PORT RATE
@@ -41,12 +41,12 @@ def info(path):
     }))
 
 
-def create(path, out, kind, piece_length=0):
+def create(path, out, kind, piece_length=0, announce="http://127.0.0.1:8998/announce"):
     fs = lt.file_storage()
     lt.add_files(fs, path)
     flags = lt.create_torrent.v1_only if kind == "v1" else 0
     ct = lt.create_torrent(fs, int(piece_length), flags=flags)
-    ct.add_tracker("http://127.0.0.1:8998/announce")
+    ct.add_tracker(announce)
     lt.set_piece_hashes(ct, os.path.dirname(os.path.abspath(path)))
     with open(out, "wb") as f:
         f.write(lt.bencode(ct.generate()))

@@ -23,7 +23,16 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .files
             .iter()
             .filter(|f| !f.pad)
-            .map(|f| json!({ "path": f.path, "length": f.length }))
+            .map(|f| {
+                let mut entry = json!({ "path": f.path, "length": f.length });
+                if f.executable {
+                    entry["executable"] = json!(true);
+                }
+                if let Some(target) = &f.symlink {
+                    entry["symlink"] = json!(target);
+                }
+                entry
+            })
             .collect();
         let doc = json!({
             "info_hash": t.info_hash_hex(),
@@ -62,7 +71,12 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let real: Vec<_> = t.files.iter().filter(|f| !f.pad).collect();
     println!("files      {}", real.len());
     for f in real.iter().take(20) {
-        println!("  {:>10}  {}", f.length, f.path.join("/"));
+        let how = match (&f.symlink, f.executable) {
+            (Some(target), _) => format!(" -> {}", target.join("/")),
+            (None, true) => " (executable)".into(),
+            _ => String::new(),
+        };
+        println!("  {:>10}  {}{how}", f.length, f.path.join("/"));
     }
     if real.len() > 20 {
         println!("  … and {} more (--json lists all)", real.len() - 20);

@@ -10,6 +10,7 @@ mod info;
 mod make_torrent;
 mod signals;
 mod stop;
+mod ticket;
 mod tracker;
 mod transfer;
 

@@ -37,6 +37,10 @@ pub struct Args {
     /// only the files that changed since.
     #[arg(long, value_name = "FILE", requires = "align")]
     hash_cache: Option<PathBuf>,
+    /// With --align: leave out files and directories named like GLOB
+    /// (repeatable), e.g. --exclude '.git*'.
+    #[arg(long, value_name = "GLOB", requires = "align")]
+    exclude: Vec<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -51,6 +55,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         comment: args.comment,
         align: args.align,
         hash_cache: args.hash_cache,
+        exclude: args.exclude,
     };
     let progress = Arc::new(Progress::new());
     let started = Instant::now();

@@ -92,7 +92,8 @@ pub struct SeedArgs {
 
 #[derive(clap::Args)]
 pub struct PeerArgs {
-    /// The .torrent file.
+    /// The .torrent file, or `-`: a deploy ticket on standard input (see
+    /// ticket.rs), as a deploy tool sends it over SSH.
     torrent: PathBuf,
     /// Where the data goes: the file, or the directory named like the torrent.
     dest: PathBuf,
@@ -112,6 +113,13 @@ pub struct PeerArgs {
     /// change release files in place.
     #[arg(long, value_enum, default_value_t = ReuseArg::Link)]
     reuse_mode: ReuseArg,
+    /// Once the download is verified and synced, stage it beside DEST,
+    /// print a `staged` report and wait for a line on standard input:
+    /// `place` renames it to DEST, anything else (or the end of the input)
+    /// leaves it staged, for a later run to reuse. A deploy places its
+    /// release on every host only once all of them hold it.
+    #[arg(long)]
+    wait_to_place: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,7 +186,11 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let meta = Arc::new(Metainfo::load(&args.torrent)?);
+    let meta = Arc::new(if args.torrent.as_os_str() == "-" {
+        crate::ticket::read()?
+    } else {
+        Metainfo::load(&args.torrent)?
+    });
     let config = SessionConfig {
         reuse: ReuseConfig {
             dirs: args.reuse.clone(),
@@ -187,6 +199,7 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                 ReuseArg::Copy => ReuseMode::Copy,
             },
         },
+        place: !args.wait_to_place,
         ..args.common.config()?
     };
     // Fork before any thread exists; the child downloads and lingers.
@@ -234,6 +247,28 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                     break;
                 }
                 _ = tick.tick() => display.update(&session.stats()),
+            }
+        }
+        if args.wait_to_place {
+            display.staged(&murder_core::storage::staging_path(&args.dest));
+            let decision = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            if decision.map(|line| line.trim() == "place").ok() != Some(true) {
+                session.shutdown().await;
+                return Err(format!(
+                    "not placed: the verified release stays staged at {}",
+                    murder_core::storage::staging_path(&args.dest).display()
+                )
+                .into());
+            }
+            if let Err(e) = session.place().await {
+                display.failed(&e.to_string());
+                session.shutdown().await;
+                return Err(e.into());
             }
         }
         let stats = session.stats();
@@ -304,6 +339,15 @@ impl Display {
         if self.mode == ProgressMode::Json {
             let report = Report::Failed {
                 error: error.to_string(),
+            };
+            println!("{}", report.to_json());
+        }
+    }
+
+    fn staged(&self, staging: &std::path::Path) {
+        if self.mode == ProgressMode::Json {
+            let report = Report::Staged {
+                path: staging.display().to_string(),
             };
             println!("{}", report.to_json());
         }

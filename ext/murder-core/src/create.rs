@@ -45,6 +45,9 @@ pub struct CreateOptions {
     pub align: bool,
     /// Where to remember what each file of an aligned tree hashed to.
     pub hash_cache: Option<PathBuf>,
+    /// Names (globs, e.g. `.git*`) of files and directories an aligned tree
+    /// leaves out, wherever they are.
+    pub exclude: Vec<String>,
 }
 
 impl CreateOptions {
@@ -56,6 +59,7 @@ impl CreateOptions {
             comment: None,
             align: false,
             hash_cache: None,
+            exclude: Vec::new(),
         }
     }
 }
@@ -131,7 +135,15 @@ pub fn create_torrent_with_cache(
         }
     };
     let (info, cache_use) = if meta.is_dir() && options.align {
-        let entries = walk_tree(path)?;
+        let exclude = options
+            .exclude
+            .iter()
+            .map(|g| {
+                glob::Pattern::new(g)
+                    .map_err(|e| Error::InvalidArgument(format!("exclude {g:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let entries = walk_tree(path, &exclude)?;
         let content: u64 = entries.iter().map(|e| e.length).sum();
         if content == 0 {
             return Err(Error::NothingToShare(path.to_path_buf()));
@@ -351,12 +363,20 @@ fn hash_file(
 /// following links, in a stable order (sorted by path, component by
 /// component). A link must point inside the tree; anything but files,
 /// directories and links is refused.
-fn walk_tree(root: &Path) -> Result<Vec<TreeEntry>> {
+fn walk_tree(root: &Path, exclude: &[glob::Pattern]) -> Result<Vec<TreeEntry>> {
     let mut entries = Vec::new();
+    let included = |e: &walkdir::DirEntry| {
+        e.depth() == 0
+            || !exclude
+                .iter()
+                .any(|p| e.file_name().to_str().is_some_and(|n| p.matches(n)))
+    };
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
         .min_depth(1)
+        .into_iter()
+        .filter_entry(included)
     {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
@@ -644,7 +664,9 @@ mod tests {
         let mut opts = CreateOptions::new("127.0.0.1:8998");
         opts.align = true;
         opts.piece_length = Some(16 << 10);
+        opts.exclude = vec![".git*".into()];
         let m = create_torrent(&root, &opts, &Progress::new()).unwrap();
+        assert!(m.files.iter().all(|f| f.path[0] != ".git"), "excluded");
         let layout = m.layout();
         let mut offset = 0;
         for f in &m.files {

@@ -294,6 +294,13 @@ impl Storage {
     /// path to `dest`. Open files stay valid (a rename keeps the inodes), so
     /// seeding goes on.
     pub fn finish(&self, dest: &Path) -> Result<()> {
+        self.stage()?;
+        self.rename_to(dest)
+    }
+
+    /// Sets modes, makes links and syncs the data where it is (the staging
+    /// area): what is left to place it is one rename.
+    pub fn stage(&self) -> Result<()> {
         let staging = self.root.read().unwrap_or_else(|e| e.into_inner()).clone();
         if self.meta.single_file {
             let f = self.file(0).map_err(|e| Error::io(&staging, e))?;
@@ -304,6 +311,14 @@ impl Storage {
             // of the data was written back as its pieces passed.
             fsutil::sync_filesystem(&staging)?;
         }
+        Ok(())
+    }
+
+    /// Renames the (staged) data to `dest`, which must not exist, and syncs
+    /// its directory; serving goes on from there.
+    pub fn rename_to(&self, dest: &Path) -> Result<()> {
+        let mut root = self.root.write().unwrap_or_else(|e| e.into_inner());
+        let staging = root.clone();
         if dest.exists() || dest.is_symlink() {
             return Err(Error::InvalidArgument(format!(
                 "{}: appeared while downloading; the verified download stays at {}",
@@ -312,10 +327,11 @@ impl Storage {
             )));
         }
         std::fs::rename(&staging, dest).map_err(|e| Error::io(dest, e))?;
+        *root = dest.to_path_buf();
+        drop(root);
         if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             fsutil::sync_dir(dir)?;
         }
-        *self.root.write().unwrap_or_else(|e| e.into_inner()) = dest.to_path_buf();
         Ok(())
     }
 

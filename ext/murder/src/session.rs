@@ -25,7 +25,7 @@ pub struct NativeSession {
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("NativeSession", ruby.class_object())?;
-    class.define_singleton_method("start", function!(start, 12))?;
+    class.define_singleton_method("start", function!(start, 13))?;
     class.define_method("port", method!(NativeSession::port, 0))?;
     class.define_method("stats_json", method!(NativeSession::stats_json, 0))?;
     class.define_method("progress_json", method!(NativeSession::progress_json, 0))?;
@@ -60,6 +60,7 @@ fn start(
     peers: Vec<String>,
     reuse: Vec<PathBuf>,
     reuse_copy: bool,
+    lazy_check: bool,
 ) -> Result<NativeSession, Error> {
     let peers = peers
         .iter()
@@ -84,6 +85,7 @@ fn start(
                 ReuseMode::Link
             },
         },
+        lazy_check,
         ..SessionConfig::default()
     };
     let role = if seed {

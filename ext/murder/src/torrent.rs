@@ -60,6 +60,7 @@ fn create(
         comment,
         align,
         hash_cache,
+        exclude: Vec::new(),
     };
     let progress = Progress::new();
     let result = nogvl::run(

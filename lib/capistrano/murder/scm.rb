@@ -6,27 +6,41 @@
 #   require "capistrano/murder/scm"
 #   install_plugin Capistrano::Murder::SCM
 #
-# and `cap STAGE deploy` packs the revision once on this machine (from the
-# local git repository, or from the directory set by :murder_source_dir),
-# ships it through the swarm and extracts it into each server's
-# release_path. The rest of Capistrano's flow (shared links, `current`,
-# rollback, cleanup of old releases) is unchanged.
+# and `cap STAGE deploy` ships the revision (from the local git repository,
+# or the directory :murder_source_dir) to every server's release_path
+# through the swarm, as a tree: no tar, no gzip, no extraction. This machine
+# makes the torrent (hashing only files that changed since the last deploy),
+# tracks and seeds it; each server brings in what its earlier releases hold
+# (hard links, or copies with :murder_reuse :copy) and downloads the rest,
+# all in one SSH command, then renames the staged release into place. The
+# rest of Capistrano's flow (shared links, `current`, rollback, cleanup of
+# old releases) is unchanged. `set :murder_release, :archive` ships one
+# archive instead (Murder's way; with a seeder host unless
+# :murder_seed_locally).
 
 require "capistrano/scm/plugin"
+require "fileutils"
+require "open3"
 require "tmpdir"
 require_relative "support"
+require_relative "helpers"
+require_relative "remote"
 
 module Capistrano
   module Murder
     class SCM < ::Capistrano::SCM::Plugin
+      include Helpers
       S = Support
 
       def set_defaults
+        set_if_empty :murder_release, :tree
         set_if_empty :murder_source_dir, nil
         set_if_empty :murder_repo_path, "."
         set_if_empty :branch, "HEAD"
         set_if_empty :murder_deployer_ip, nil
         set_if_empty :murder_compression, :gzip
+        set_if_empty :murder_reuse, :link
+        set_if_empty :murder_cache_path, "tmp/murder"
       end
 
       def register_hooks
@@ -36,6 +50,73 @@ module Capistrano
 
       def define_tasks
         eval_rakefile File.expand_path("../../../recipes/murder_scm.rake", __dir__)
+      end
+
+      # The tree to ship and its revision: :murder_source_dir as it is, or
+      # the revision of :branch checked out into this machine's cache by
+      # git itself (`read-tree -u` rewrites only the files that changed, so
+      # the others keep the times and inodes the hash cache knows them by).
+      def export_tree
+        if (dir = fetch(:murder_source_dir))
+          dir = File.expand_path(dir)
+          raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
+
+          return [dir, "dir:#{File.basename(dir)}@#{File.mtime(dir).utc.strftime('%Y%m%d%H%M%S')}"]
+        end
+        repo = File.expand_path(fetch(:murder_repo_path))
+        revision = run_locally!("git", "-C", repo, "rev-parse", "--verify", "#{fetch(:branch)}^{commit}").strip
+        git_dir = File.expand_path(run_locally!("git", "-C", repo, "rev-parse", "--git-dir").strip, repo)
+        tree = File.join(cache_path, "tree")
+        FileUtils.mkdir_p(tree)
+        env = { "GIT_DIR" => git_dir, "GIT_INDEX_FILE" => File.join(cache_path, "index") }
+        run_locally!(env, "git", "--work-tree=#{tree}", "read-tree", "--reset", "-u", revision)
+        [tree, revision]
+      end
+
+      # Where this machine keeps the exported tree and the hash cache.
+      def cache_path
+        File.expand_path(fetch(:murder_cache_path))
+      end
+
+      # Tracks and seeds +dir+ from this process while the block runs; the
+      # block gets the torrent (made here, piece-aligned) and the tracker.
+      def serve_tree(dir)
+        require "murder"
+        ip = deployer_ip
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0", interval: 1).start
+        started = clock
+        torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
+                                                piece_length: fetch(:murder_piece_length),
+                                                hash_cache: File.join(cache_path, "hashes.json"))
+        set :murder_hash_seconds, clock - started
+        tracker.allow(torrent)
+        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true).start
+        yield torrent, tracker
+      ensure
+        seeder&.stop
+        tracker&.stop
+      end
+
+      # Seeds `archive` (Murder's way, :murder_release :archive) from this
+      # process while the block runs; the torrent goes where murder:peer
+      # looks for it.
+      def seed_locally(archive, tag)
+        require "murder"
+        ip = deployer_ip
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0",
+                                        interval: fetch(:murder_tracker_interval)).start
+        torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
+                                                   piece_length: fetch(:murder_piece_length))
+        temp = S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
+        FileUtils.mkdir_p(temp)
+        torrent.write(File.join(temp, "#{tag}.tgz.torrent"))
+        tracker.allow(torrent)
+        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip).start
+        set :murder_local_tracker, [ip, tracker.port]
+        yield
+      ensure
+        seeder&.stop
+        tracker&.stop
       end
 
       # Packs the release into `archive` on this machine; returns its revision.
@@ -55,29 +136,13 @@ module Capistrano
         end
       end
 
-      # Runs a tracker and a seeder of `archive` in this process while the
-      # block runs; the torrent goes where murder:peer looks for it.
-      def seed_locally(archive, tag)
-        require "murder"
-        require "socket"
-        ip = fetch(:murder_deployer_ip) || local_address_towards(release_roles(:all).first)
-        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0",
-                                        interval: fetch(:murder_tracker_interval)).start
-        torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
-                                                   piece_length: fetch(:murder_piece_length))
-        temp = S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
-        FileUtils.mkdir_p(temp)
-        torrent.write(File.join(temp, "#{tag}.tgz.torrent"))
-        tracker.allow(torrent)
-        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip).start
-        set :murder_local_tracker, [ip, tracker.port]
-        yield
-      ensure
-        seeder&.stop
-        tracker&.stop
-      end
+      def clock = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
       private
+
+      def deployer_ip
+        fetch(:murder_deployer_ip) || local_address_towards(release_roles(:all).first)
+      end
 
       # This machine's address on the route to `host` (no packet is sent).
       def local_address_towards(host)
@@ -89,12 +154,10 @@ module Capistrano
 
       def run_locally!(*command)
         out, status = Open3.capture2e(*command)
-        raise Error, "#{command.first} failed: #{out.strip}" unless status.success?
+        raise Error, "#{command.grep(String).first} failed: #{out.strip}" unless status.success?
 
         out
       end
     end
   end
 end
-
-require "open3"

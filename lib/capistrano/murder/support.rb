@@ -103,6 +103,34 @@ module Capistrano
         nil
       end
 
+      # :murder_reuse as the `murder peer --reuse-mode` it means: "link"
+      # (hard links), "copy", or nil for :none (no reuse).
+      def reuse_mode(value)
+        case value.to_s
+        when "link", "copy" then value.to_s
+        when "none" then nil
+        else raise Error, "murder_reuse must be :link, :copy or :none, not #{value.inspect}"
+        end
+      end
+
+      # Whether :murder_release ships a tree (:tree) or one archive (:archive).
+      def tree?(value)
+        case value.to_s
+        when "tree" then true
+        when "archive" then false
+        else raise Error, "murder_release must be :tree or :archive, not #{value.inspect}"
+        end
+      end
+
+      # Installs the murder binary on the host behind BACKEND (inside `on`),
+      # through a temporary name, so a host never runs half a binary.
+      def install_binary(backend, binary, dir)
+        backend.execute :mkdir, "-p", *args(dir, "#{dir}/run")
+        backend.upload! binary, "#{dir}/murder.new"
+        backend.execute :chmod, "755", *args("#{dir}/murder.new")
+        backend.execute :mv, "-f", *args("#{dir}/murder.new", "#{dir}/murder")
+      end
+
       def human(bytes)
         units = %w[B KiB MiB GiB TiB]
         value = bytes.to_f
@@ -119,14 +147,16 @@ end
 
 module Capistrano
   module Murder
-    # The deployer's view of a distribution: one live line from the
-    # tracker's /stats.json while peers download, and a summary after.
+    # The deployer's view of a distribution: one live line a second from
+    # the tracker's view of the swarm while hosts download, and a summary
+    # from what every host reported.
     class Progress
-      def initialize(tracker_host, port, hosts, out: $stderr)
-        @tracker_host = tracker_host
-        @port = port
+      # +stats+ returns the tracker's stats (Murder::Tracker#stats, or
+      # /stats.json of a tracker host).
+      def initialize(hosts, out: $stderr, &stats)
         @hosts = hosts
         @out = out
+        @stats = stats
         @started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       end
 
@@ -143,31 +173,63 @@ module Capistrano
       end
 
       def current_line
-        stats = Support.stats(@tracker_host, @port) or return nil
+        stats = @stats.call or return nil
         torrent = stats["torrents"].max_by { |t| t["peers"].size } or return nil
         total = torrent["total_length"].to_i
         downloaders = torrent["peers"].reject { |p| p["downloaded"].to_i.zero? && p["left"].to_i.zero? }
-        done_bytes = downloaders.sum { |p| total - p["left"].to_i }
-        all_bytes = total * @hosts
+        left = downloaders.sum { |p| p["left"].to_i }
+        missing_hosts = [@hosts - downloaders.size, 0].max
+        all_left = left + missing_hosts * total
         elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - @started
-        rate = done_bytes / [elapsed, 1e-3].max
-        eta = rate.positive? ? ((all_bytes - done_bytes) / rate).round : "?"
+        received = downloaders.sum { |p| p["downloaded"].to_i }
+        rate = received / [elapsed, 1e-3].max
+        eta = rate.positive? ? (all_left / rate).round : "?"
         done_hosts = downloaders.count { |p| p["left"].to_i.zero? }
-        format("murder: %d/%d hosts done, %s of %s, %s/s, eta %s s", done_hosts, @hosts,
-               Support.human(done_bytes), Support.human(all_bytes), Support.human(rate), eta)
+        format("murder: %d/%d hosts done, %s still missing, %s/s, eta %s s", done_hosts, @hosts,
+               Support.human(all_left), Support.human(rate), eta)
       end
 
-      # Prints time, bytes, the slowest host and the rate per host.
-      def self.summary(results, seconds, out: $stderr)
+      def self.median(values)
+        sorted = values.sort
+        return 0 if sorted.empty?
+
+        sorted.size.odd? ? sorted[sorted.size / 2] : (sorted[sorted.size / 2 - 1] + sorted[sorted.size / 2]) / 2.0
+      end
+
+      # Prints what every host received (and of it, what it reused and what
+      # it downloaded), the phases of the slowest host, and how long making
+      # the torrent took here.
+      def self.summary(results, seconds, hash_seconds: nil, torrent: nil, out: $stderr)
         done = results.compact.reject { |_, s| s.nil? }
         return if done.empty?
 
         slowest_host, slowest = done.max_by { |_, s| s["seconds"].to_f }
         bytes = slowest["bytes"].to_i
+        reused = median(done.map { |_, s| s["reused_bytes"].to_i })
+        downloaded = median(done.map { |_, s| s["downloaded"].to_i })
+        phases = slowest["phases"] || {}
         out.puts if out.tty?
-        out.puts format("murder: %d hosts received %s each in %.1f s; slowest %s (%.1f s); %s/s per host",
-                        done.size, Support.human(bytes), seconds, slowest_host, slowest["seconds"].to_f,
-                        Support.human(bytes / [seconds, 1e-3].max))
+        line = format("murder: %d hosts received %s each in %.1f s; slowest %s (%.1f s: check %.2f s, swarm %.2f s, " \
+                      "place %.2f s); per host %s reused, %s downloaded (medians)",
+                      done.size, Support.human(bytes), seconds, slowest_host, slowest["seconds"].to_f,
+                      phases["check"].to_f, phases["swarm"].to_f, phases["place"].to_f,
+                      Support.human(reused), Support.human(downloaded))
+        line += format("; torrent made in %.2f s", hash_seconds) if hash_seconds
+        line += format(" (%d pieces of %s)", torrent.piece_count, Support.human(torrent.piece_length)) if torrent
+        out.puts line
+      end
+
+      # One line per host: what it reused, what it downloaded, how long each
+      # phase took there.
+      def self.hosts(results, out: $stderr)
+        results.compact.sort.each do |host, s|
+          next if s.nil?
+
+          phases = s["phases"] || {}
+          out.puts format("murder:   %s: %s reused, %s downloaded, %.2f s (check %.2f, swarm %.2f, place %.2f)",
+                          host, Support.human(s["reused_bytes"].to_i), Support.human(s["downloaded"].to_i),
+                          s["seconds"].to_f, phases["check"].to_f, phases["swarm"].to_f, phases["place"].to_f)
+        end
       end
     end
   end

@@ -1,7 +1,10 @@
 //! The end of a download: every piece verified, the data synced and renamed
 //! to its destination, then the state `Complete` (rule P4 of STATE.md: in
 //! this order, once). Runs on the session's tracker, so shutdown waits for
-//! a rename under way and none starts after it.
+//! a rename under way and none starts after it. With `place: false` the
+//! data is only staged (synced where it is) and `Session::place` renames it
+//! later, when the caller says so (a deploy that places every host's
+//! release only once all of them hold it).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,9 +22,16 @@ pub(super) async fn finish(ctx: Arc<Context>) {
     }
     ctx.mark(|t| t.verified = Some(Instant::now()));
     let storage = ctx.storage.clone();
+    let place = ctx.config.place;
     let placed = ctx
         .tasks
-        .spawn_blocking(move || storage.finish(&dest))
+        .spawn_blocking(move || {
+            if place {
+                storage.finish(&dest)
+            } else {
+                storage.stage()
+            }
+        })
         .await
         .map_err(|e| Error::Internal(e.to_string()))
         .and_then(|r| r);

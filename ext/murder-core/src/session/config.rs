@@ -59,6 +59,14 @@ pub struct SessionConfig {
     /// Content on this host to bring into a download before fetching
     /// anything (files of earlier releases).
     pub reuse: ReuseConfig,
+    /// A seed of data a torrent was just made from: do not check all of it
+    /// before serving; check each piece the first time it is sent (a piece
+    /// that no longer matches fails the seed: the data changed).
+    pub lazy_check: bool,
+    /// Rename a finished download into place at once. When false, it is
+    /// only staged (verified and synced beside its destination) and
+    /// `Session::place` renames it.
+    pub place: bool,
 }
 
 impl Default for SessionConfig {
@@ -80,6 +88,8 @@ impl Default for SessionConfig {
             orphan_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             reuse: ReuseConfig::default(),
+            lazy_check: false,
+            place: true,
         }
     }
 }

@@ -77,6 +77,11 @@ pub(crate) struct Context {
     pub hasher: Hasher,
     pub upload_limit: Option<RateLimit>,
     pub download_limit: Option<RateLimit>,
+    /// This session seeds data it did not download.
+    pub seeding: bool,
+    /// With a lazy check: the pieces checked against their hash since the
+    /// seed started (one bit each); `None` when all were checked up front.
+    checked: Option<Vec<AtomicU64>>,
     /// Fires once, on shutdown: every task ends when it does.
     pub cancel: CancellationToken,
     /// Every task of the session, so shutdown can wait for them all.
@@ -112,6 +117,11 @@ impl Context {
         let picker = Picker::new(storage.layout().clone(), have);
         let reused_bytes = if seeding { 0 } else { picker.have_bytes() };
         let peer_id = new_peer_id();
+        let checked = (seeding && config.lazy_check).then(|| {
+            (0..meta.piece_count().div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
         let now = Instant::now();
         let ctx = Context {
             peer_id,
@@ -122,7 +132,7 @@ impl Context {
             download_limit: config.download_limit.map(RateLimit::new),
             storage,
             dest,
-            meta,
+            meta: meta.clone(),
             config,
             events: broadcast::channel(4096).0,
             state: watch::channel(initial).0,
@@ -137,6 +147,8 @@ impl Context {
             reused_bytes,
             steering,
             hasher,
+            seeding,
+            checked,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             timeline: Mutex::new(Timeline {
@@ -163,11 +175,12 @@ impl Context {
     }
 
     /// Fails the session (rule W1: a disk fault ends the work that needs
-    /// it, at once and named). The first failure wins; a complete session
-    /// stays complete.
+    /// it, at once and named). The first failure wins; a complete download
+    /// stays complete; a seed whose data turns out bad fails.
     pub fn fail(&self, error: &Error) {
+        let seeding = self.seeding;
         let failed = self.state.send_if_modified(|state| {
-            if *state == State::Downloading {
+            if *state == State::Downloading || (seeding && *state == State::Complete) {
                 *state = State::Failed(error.to_string());
                 true
             } else {
@@ -230,6 +243,39 @@ impl Context {
             banned_peers: self.admission.banned(),
             protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
             phases: self.phases(),
+        }
+    }
+
+    /// Whether piece `piece` may be served: checked against its hash from
+    /// disk the first time (with a lazy check). A piece that no longer
+    /// matches fails the seed: its data changed since the torrent was made.
+    pub fn check_before_serving(&self, piece: u32) -> bool {
+        let Some(checked) = &self.checked else {
+            return true;
+        };
+        let (word, bit) = (piece as usize / 64, 1u64 << (piece % 64));
+        let Some(slot) = checked.get(word) else {
+            return false;
+        };
+        if slot.load(Ordering::Relaxed) & bit != 0 {
+            return true;
+        }
+        match self.storage.hash_piece(piece) {
+            Ok(hash) if Some(&hash) == self.meta.pieces.get(piece as usize) => {
+                slot.fetch_or(bit, Ordering::Relaxed);
+                true
+            }
+            Ok(_) => {
+                self.fail(&Error::Failed(format!(
+                    "{}: piece {piece} no longer matches the torrent: the data changed after the torrent was made",
+                    self.meta.name
+                )));
+                false
+            }
+            Err(e) => {
+                self.fail(&e);
+                false
+            }
         }
     }
 

@@ -127,9 +127,12 @@ impl Session {
             let role = role.clone();
             let reserve = config.preallocate;
             let reuse = config.reuse.clone();
-            tokio::task::spawn_blocking(move || prepare(meta, role, &progress, reserve, &reuse))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??
+            let lazy = config.lazy_check;
+            tokio::task::spawn_blocking(move || {
+                prepare(meta, role, &progress, reserve, &reuse, lazy)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -184,6 +187,32 @@ impl Session {
         completion(self.state()).await
     }
 
+    /// Renames a download that was only staged (`SessionConfig::place`
+    /// false) to its destination, once it is complete.
+    pub async fn place(&self) -> Result<PathBuf> {
+        let Some(dest) = self.ctx.dest.clone() else {
+            return Err(Error::InvalidArgument("a seed has nothing to place".into()));
+        };
+        if !self.ctx.is_complete() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: not complete, nothing to place",
+                dest.display()
+            )));
+        }
+        let storage = self.ctx.storage.clone();
+        let target = dest.clone();
+        let started = Instant::now();
+        self.ctx
+            .tasks
+            .spawn_blocking(move || storage.rename_to(&target))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        self.ctx.mark(|t| {
+            t.placed = Some(t.placed.map_or(Instant::now(), |p| p + started.elapsed()));
+        });
+        Ok(dest)
+    }
+
     /// Announces `stopped`, closes every connection, and returns once every
     /// task of the session has ended (no verification, no rename after
     /// this returns: rule S1 of STATE.md).
@@ -214,8 +243,17 @@ fn prepare(
     progress: &Progress,
     reserve: bool,
     reuse: &crate::reuse::ReuseConfig,
+    lazy_check: bool,
 ) -> Result<(Storage, crate::bitfield::Bitfield, Option<PathBuf>)> {
     match role {
+        Role::Seed { data } if lazy_check => {
+            // Checked piece by piece as it is first sent (`Context::checked`).
+            if !data.exists() {
+                return Err(Error::io(&data, std::io::ErrorKind::NotFound.into()));
+            }
+            let have = crate::bitfield::Bitfield::full(meta.piece_count());
+            Ok((Storage::for_seeding(meta, &data), have, None))
+        }
         Role::Seed { data } => {
             let have = verified_pieces(&meta, &data, progress)?;
             if !have.is_complete() {

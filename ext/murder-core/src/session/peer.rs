@@ -578,6 +578,12 @@ impl Peer {
             let Some(req) = self.next_upload() else {
                 break;
             };
+            if !self.ctx.check_before_serving(req.piece) {
+                if self.fast {
+                    self.send(Message::Reject(req));
+                }
+                continue;
+            }
             let header_at = self.out.len();
             Message::encode_piece_header(&mut self.out, req.piece, req.offset, req.length);
             let data_at = self.out.len();

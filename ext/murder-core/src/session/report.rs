@@ -52,6 +52,11 @@ pub enum Report {
         /// Connections closed because the peer broke the protocol.
         protocol_errors: u64,
     },
+    /// Verified and synced in its staging area at `path`, waiting to be
+    /// placed (`murder peer --wait-to-place`).
+    Staged {
+        path: String,
+    },
     Failed {
         error: String,
     },

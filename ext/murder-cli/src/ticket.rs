@@ -1,0 +1,47 @@
+//! A deploy ticket: what a deploy tool hands `murder peer -` on its standard
+//! input over the SSH channel it already trusts, so that nothing of it shows
+//! on a command line or in a file others could read. One JSON line (a
+//! header), then the .torrent's bytes:
+//!
+//! ```text
+//! {"torrent":LENGTH}\n<LENGTH bytes of the .torrent>
+//! ```
+
+use std::io::{BufRead, Read};
+
+use murder_core::Metainfo;
+use serde::Deserialize;
+
+/// What the tool prints on standard error when it is ready for the ticket
+/// (a deploy tool waits for it before it writes).
+pub const PROMPT: &str = "murder: reading the deploy ticket from standard input";
+
+#[derive(Deserialize)]
+struct Header {
+    torrent: usize,
+}
+
+/// The torrent of the ticket on standard input.
+pub fn read() -> Result<Metainfo, String> {
+    eprintln!("{PROMPT}");
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = String::new();
+    (&mut input)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .map_err(|e| format!("deploy ticket: {e}"))?;
+    let header: Header =
+        serde_json::from_str(line.trim()).map_err(|e| format!("deploy ticket header: {e}"))?;
+    if header.torrent > murder_core::metainfo::MAX_TORRENT_BYTES {
+        return Err(format!(
+            "deploy ticket: a torrent of {} bytes is too large",
+            header.torrent
+        ));
+    }
+    let mut bytes = vec![0u8; header.torrent];
+    input
+        .read_exact(&mut bytes)
+        .map_err(|e| format!("deploy ticket: the torrent ends early ({e})"))?;
+    Metainfo::from_bytes(&bytes).map_err(|e| format!("deploy ticket: invalid torrent: {e}"))
+}
