@@ -16,14 +16,13 @@ namespace :murder do
     digest = Digest::SHA256.file(binary).hexdigest
     on murder_hosts do
       execute :mkdir, "-p", *S.args(dir, "#{dir}/run", "#{dir}/torrents")
-      # Every deploy calls this: upload only when the host's copy differs.
-      installed = capture(:sh, "-c", *S.args('sha256sum "$1" 2>/dev/null | cut -d" " -f1', "sh", "#{dir}/murder"),
+      # Every deploy calls this: upload only when the host's copy differs
+      # (its digest, recorded at install, is not this binary's).
+      installed = capture(:sh, "-c", *S.args('[ -x "$1" ] && cat "$1.sha256"', "sh", "#{dir}/murder"),
                           raise_on_non_zero_exit: false).strip
       next if installed == digest
 
-      upload! binary, "#{dir}/murder.new"
-      execute :chmod, "755", *S.args("#{dir}/murder.new")
-      execute :mv, "-f", *S.args("#{dir}/murder.new", "#{dir}/murder")
+      S.install_binary(self, binary, dir, digest)
     end
   end
 

@@ -44,7 +44,7 @@ def murder_ship_tree(torrent, tracker)
         # and go again (the first deploy, or a new version of murder).
         if e.message.include?("murder-binary-outdated") && !installed
           installed = true
-          S.install_binary(self, binary, dir)
+          S.install_binary(self, binary, dir, sha)
           retry
         end
         failures[host.to_s] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first

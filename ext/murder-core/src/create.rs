@@ -106,6 +106,32 @@ pub fn auto_piece_length(total: u64) -> u64 {
     length
 }
 
+/// What one more piece costs, in bytes of hashing: its hash in the torrent,
+/// its bit and its `have` to every peer, its share of the picker's work.
+const PIECE_COST: u64 = 1 << 10;
+
+/// The piece length of an aligned tree: a power of two from 16 KiB up to
+/// what the swarm would pick for its size (`auto_piece_length`, at most
+/// `MAX_ALIGNED_PIECE_LENGTH`), the one that hashes the fewest bytes with
+/// each file padded to it, counting PIECE_COST for each piece. Every host
+/// hashes these bytes when it checks what it reuses: a tree of many small
+/// files wants small pieces, one of a few large files larger ones.
+pub fn aligned_piece_length(lengths: impl Iterator<Item = u64> + Clone) -> u64 {
+    let content: u64 = lengths.clone().sum();
+    let most = auto_piece_length(content).min(MAX_ALIGNED_PIECE_LENGTH);
+    let mut best = (u64::MAX, most);
+    let mut p = 16 << 10;
+    while p <= most {
+        let pieces: u64 = lengths.clone().map(|len| len.div_ceil(p)).sum();
+        let cost = pieces * p + pieces * PIECE_COST;
+        if cost < best.0 {
+            best = (cost, p);
+        }
+        p *= 2;
+    }
+    best.1
+}
+
 /// Hashes `path` (a file or a directory) and returns its torrent.
 pub fn create_torrent(
     path: &Path,
@@ -149,7 +175,7 @@ pub fn create_torrent_with_cache(
             return Err(Error::NothingToShare(path.to_path_buf()));
         }
         let piece_length = match options.piece_length {
-            None => auto_piece_length(content).min(MAX_ALIGNED_PIECE_LENGTH),
+            None => aligned_piece_length(entries.iter().map(|e| e.length)),
             Some(n) => check_length(n)?,
         };
         aligned_info(name, entries, piece_length, options, progress)?
@@ -753,6 +779,16 @@ mod tests {
         let fresh = create_torrent(&root, &opts, &Progress::new()).unwrap();
         assert_eq!(changed.info_hash(), fresh.info_hash());
         assert_ne!(changed.info_hash(), cold.info_hash());
+    }
+
+    #[test]
+    fn aligned_trees_of_small_files_get_small_pieces() {
+        let small = vec![12_000u64; 3_000];
+        assert_eq!(aligned_piece_length(small.iter().copied()), 16 << 10);
+        let large = vec![64u64 << 20];
+        assert_eq!(aligned_piece_length(large.iter().copied()), auto_piece_length(64 << 20));
+        let huge = vec![8u64 << 30];
+        assert_eq!(aligned_piece_length(huge.iter().copied()), MAX_ALIGNED_PIECE_LENGTH);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! File-system calls the engine needs beyond std: atomic replacement,
-//! space reserved up front, write-back started early, one sync for a tree.
+//! space reserved up front, write-back started early.
 
 use std::fs::File;
 use std::io::Write;
@@ -70,22 +70,6 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (file, offset, len);
-}
-
-/// Syncs the whole file system that holds `path`: for a tree of thousands
-/// of files one call instead of one commit per file.
-pub fn sync_filesystem(path: &Path) -> Result<()> {
-    let dir = File::open(path).map_err(|e| Error::io(path, e))?;
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: syncfs(2) on a descriptor we own.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(Error::io(path, std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    dir.sync_all().map_err(|e| Error::io(path, e))
 }
 
 /// Syncs a directory's entries (after a rename into it).

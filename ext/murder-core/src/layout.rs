@@ -81,6 +81,12 @@ impl Layout {
         tails
     }
 
+    /// Bytes of the pieces that are not trailing padding: what a host
+    /// receives and holds (pad files are zeros on no disk and no wire).
+    pub fn data_length(&self) -> u64 {
+        self.total - self.pad_tails.values().sum::<u64>()
+    }
+
     /// Bytes of `piece` before the padding it ends with (its whole length
     /// when it ends in data).
     pub fn data_end(&self, piece: usize) -> u64 {

@@ -142,12 +142,10 @@ impl Picker {
         self.have.is_complete()
     }
 
-    /// Bytes of the pieces held.
+    /// Bytes of the pieces held, trailing padding left out (what a host
+    /// holds on disk; compare `Layout::data_length`).
     pub fn have_bytes(&self) -> u64 {
-        self.have
-            .iter_ones()
-            .map(|p| self.layout.piece_range(p).1)
-            .sum()
+        self.have.iter_ones().map(|p| self.layout.data_end(p)).sum()
     }
 
     pub fn peer_has(&mut self, piece: usize) {

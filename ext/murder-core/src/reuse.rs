@@ -240,7 +240,7 @@ pub fn reuse(
     for outcome in results {
         for p in &outcome.pieces {
             reused.pieces.set(*p);
-            reused.bytes += layout.piece_range(*p).1;
+            reused.bytes += layout.data_end(*p);
         }
         reused.files_linked += outcome.linked as usize;
         reused.files_copied += (!outcome.linked && !outcome.pieces.is_empty()) as usize;

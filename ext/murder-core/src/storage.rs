@@ -307,11 +307,41 @@ impl Storage {
             f.sync_data().map_err(|e| Error::io(&staging, e))?;
         } else {
             self.place_tree(&staging)?;
-            // One sync of the file system, not one commit per file: most
-            // of the data was written back as its pieces passed.
-            fsutil::sync_filesystem(&staging)?;
+            // Not syncfs: that waits for everything dirty on the file system
+            // (on a farm sharing one disk, every host's; bench/release: 2.9 s
+            // against 0.5-0.9 s for this).
+            self.sync_tree(&staging)?;
         }
         Ok(())
+    }
+
+    /// Syncs what this download wrote: the data of every file it made (a
+    /// file with one link; hard links into an earlier release are durable
+    /// already) and every directory of the staging area (their entries),
+    /// on every core, so the journal batches the commits.
+    fn sync_tree(&self, staging: &Path) -> Result<()> {
+        use rayon::prelude::*;
+        use std::os::unix::fs::MetadataExt;
+        let dirs: Vec<PathBuf> = walkdir::WalkDir::new(staging)
+            .follow_links(false)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_dir())
+            .map(|e| e.into_path())
+            .collect();
+        let files: Vec<usize> = (0..self.meta.files.len())
+            .filter(|&i| self.meta.files[i].is_regular())
+            .collect();
+        files.par_iter().try_for_each(|&index| -> Result<()> {
+            let path = self.file_path(staging, index);
+            let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
+            if meta.nlink() == 1 {
+                f.sync_data().map_err(|e| Error::io(&path, e))?;
+            }
+            Ok(())
+        })?;
+        dirs.par_iter().try_for_each(|dir| fsutil::sync_dir(dir))
     }
 
     /// Renames the (staged) data to `dest`, which must not exist, and syncs

@@ -18,11 +18,13 @@ module Capistrano
       OUTDATED = 97
 
       # $1 murder, $2 its SHA-256, $3 the releases directory, $4 the staging
-      # name to keep; the rest goes to `murder peer`.
+      # name to keep; the rest goes to `murder peer`. The binary is current
+      # when the digest recorded beside it at install (murder.sha256) is the
+      # one this deploy ships: no host hashes its binary on every deploy.
       SCRIPT = <<~'SH'
         murder=$1 sha=$2 releases=$3 keep=$4
         shift 4
-        if [ "$(sha256sum "$murder" 2>/dev/null | cut -d' ' -f1)" != "$sha" ]; then
+        if [ ! -x "$murder" ] || [ "$(cat "$murder.sha256" 2>/dev/null)" != "$sha" ]; then
           echo "murder-binary-outdated" >&2
           exit 97
         fi

@@ -123,12 +123,14 @@ module Capistrano
       end
 
       # Installs the murder binary on the host behind BACKEND (inside `on`),
-      # through a temporary name, so a host never runs half a binary.
-      def install_binary(backend, binary, dir)
+      # through a temporary name, so a host never runs half a binary, and
+      # records its SHA-256 beside it (murder.sha256) once it is in place.
+      def install_binary(backend, binary, dir, sha256 = Digest::SHA256.file(binary).hexdigest)
         backend.execute :mkdir, "-p", *args(dir, "#{dir}/run")
         backend.upload! binary, "#{dir}/murder.new"
         backend.execute :chmod, "755", *args("#{dir}/murder.new")
         backend.execute :mv, "-f", *args("#{dir}/murder.new", "#{dir}/murder")
+        backend.execute :sh, "-c", *args('echo "$1" > "$2.new" && mv -f "$2.new" "$2"', "sh", sha256, "#{dir}/murder.sha256")
       end
 
       def human(bytes)

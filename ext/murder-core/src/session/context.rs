@@ -225,7 +225,7 @@ impl Context {
                 pieces.have().count(),
                 pieces.have_bytes(),
                 pieces.swarm_has_all(),
-                pieces.layout().total_length(),
+                pieces.layout().data_length(),
             )
         };
         Stats {
@@ -282,7 +282,7 @@ impl Context {
     /// Bytes still missing (what the tracker is told as `left`).
     pub fn left(&self) -> u64 {
         let pieces = self.pieces();
-        pieces.layout().total_length() - pieces.have_bytes()
+        pieces.layout().data_length() - pieces.have_bytes()
     }
 }
 

@@ -77,7 +77,8 @@ pub struct Stats {
     pub downloaded: u64,
     /// Payload bytes sent to peers.
     pub uploaded: u64,
-    /// Bytes of verified pieces held.
+    /// Bytes of verified pieces held (trailing padding, which is on no
+    /// disk, left out; so in `total_bytes`).
     pub have_bytes: u64,
     /// Bytes that were on this host before the download (resumed or reused).
     pub reused_bytes: u64,
