@@ -22,8 +22,11 @@ Gem::Specification.new do |spec|
   spec.files = Dir[
     "README.md", "Cargo.toml", "Cargo.lock", "murder.gemspec",
     "lib/**/*.rb", "recipes/**/*", "ext/murder/extconf.rb",
-    "ext/*/Cargo.toml", "ext/*/src/**/*.rs"
+    "ext/*/Cargo.toml", "ext/*/src/**/*.rs", "exe/murder"
   ].select { |f| File.file?(f) }
   spec.require_paths = ["lib"]
+  # `murder` on PATH: the native command the extension build makes.
+  spec.bindir = "exe"
+  spec.executables = ["murder"]
   spec.extensions = ["ext/murder/extconf.rb"]
 end

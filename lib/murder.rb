@@ -2,6 +2,7 @@
 
 require_relative "murder/version"
 require_relative "murder/error"
+require_relative "murder/binary"
 
 begin
   # The native engine: installed by the gem into the extension dir, or put in

@@ -18,12 +18,12 @@ module Capistrano
 
       module_function
 
+      # The murder binary the gem built (see Murder.binary).
       def default_binary
-        built = File.expand_path("../../../target/release/murder", __dir__)
-        return built if File.executable?(built)
-
-        ENV.fetch("PATH", "").split(":").map { |d| File.join(d, "murder") }.find { |f| File.executable?(f) } ||
-          raise(Error, "no murder binary found: build it (rake cli) or set :murder_binary")
+        require "murder/binary"
+        ::Murder.binary
+      rescue ::Murder::Error => e
+        raise Error, "#{e.message}, or set :murder_binary"
       end
 
       # Whether :murder_compression asks for gzip: :gzip (the default) or
