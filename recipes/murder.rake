@@ -7,22 +7,33 @@
 # local variables first).
 
 namespace :murder do
-  desc "Upload the murder binary to remote_murder_path on every murder host"
+  desc "Install the murder binary in remote_murder_path on every murder host (hosts pass it on to each other)"
   task :distribute_files do
     binary = fetch(:murder_binary)
     raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
 
     dir = fetch(:remote_murder_path)
     digest = Digest::SHA256.file(binary).hexdigest
-    on murder_hosts do
-      execute :mkdir, "-p", *S.args(dir, "#{dir}/run", "#{dir}/torrents")
-      # Every deploy calls this: upload only when the host's copy differs
-      # (its digest, recorded at install, is not this binary's).
+    outdated = Queue.new
+    on murder_hosts, in: :parallel do |host|
+      # Every deploy calls this: only hosts whose copy is not this binary
+      # (its digest, recorded at install) get it.
       installed = capture(:sh, "-c", *S.args('[ -x "$1" ] && cat "$1.sha256"', "sh", "#{dir}/murder"),
                           raise_on_non_zero_exit: false).strip
-      next if installed == digest
-
-      S.install_binary(self, binary, dir, digest)
+      outdated << host.to_s unless installed == digest
+    end
+    # The configuration's own servers (the ones `on` yields are copies).
+    names = Array.new(outdated.size) { outdated.pop }
+    hosts = murder_hosts.select { |h| names.include?(h.to_s) }
+    distribution = Capistrano::Murder::BinaryDistribution.new(
+      self, binary: binary, dir: dir, port: fetch(:murder_binary_port), fanout: fetch(:murder_binary_fanout)
+    )
+    distribution.run(hosts)
+    unless hosts.empty?
+      run_locally do
+        info format("murder: installed the murder binary on %d hosts, %d of them from here", hosts.size,
+                    distribution.central.size)
+      end
     end
   end
 

@@ -15,6 +15,8 @@ def murder_ship_tree(torrent, tracker)
   raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
 
   sha = remote.sha256(binary)
+  # One round trip: hosts whose murder is not current get it, passing it on.
+  invoke "murder:distribute_files"
   dir = fetch(:remote_murder_path)
   murder = remote_murder
   releases = releases_path.to_s

@@ -12,6 +12,7 @@
 require "capistrano/plugin"
 require_relative "murder/support"
 require_relative "murder/helpers"
+require_relative "murder/binary_distribution"
 
 module Capistrano
   module Murder
@@ -33,6 +34,9 @@ module Capistrano
         # murder's own.
         set_if_empty :murder_binary, -> { Support.default_binary }
         set_if_empty :murder_linger, 30
+        # Hosts that have the binary pass it on: this port, this many each.
+        set_if_empty :murder_binary_port, -> { fetch(:tracker_port) + 1 }
+        set_if_empty :murder_binary_fanout, 3
         set_if_empty :murder_piece_length, nil
         set_if_empty :murder_seed_locally, false
       end

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod daemon;
 mod info;
 mod make_torrent;
+mod serve_file;
 mod signals;
 mod stop;
 mod ticket;
@@ -40,6 +41,9 @@ enum Command {
     Peer(transfer::PeerArgs),
     /// Stop a background murder process by its pidfile (quietly, if none runs).
     Stop(stop::Args),
+    /// Hand one file to hosts that fetch it (a host passing the murder
+    /// binary on to the next ones), then exit.
+    ServeFile(serve_file::Args),
 }
 
 /// A release of thousands of files keeps many open; the usual soft limit
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => transfer::seed(args),
         Command::Peer(args) => transfer::peer(args),
         Command::Stop(args) => stop::run(args),
+        Command::ServeFile(args) => serve_file::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

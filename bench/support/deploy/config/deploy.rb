@@ -16,3 +16,4 @@ set :log_level, :warn
 set :murder_compression, ENV["MURDER_COMPRESSION"].to_sym if ENV["MURDER_COMPRESSION"]
 set :murder_release, ENV["MURDER_RELEASE"].to_sym if ENV["MURDER_RELEASE"]
 set :murder_cache_path, ENV["MURDER_CACHE_PATH"] if ENV["MURDER_CACHE_PATH"]
+set :murder_binary_fanout, Integer(ENV["MURDER_BINARY_FANOUT"]) if ENV["MURDER_BINARY_FANOUT"]

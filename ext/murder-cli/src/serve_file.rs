@@ -1,0 +1,83 @@
+//! `murder serve-file PATH --port P --clients N`: hands one file (the murder
+//! binary itself, when a deploy installs it) to N hosts that fetch it, then
+//! exits. A host that has the binary passes it on to the next ones, so that
+//! installing murder on a fleet is no central copy. Speaks just enough HTTP
+//! for curl and wget (`GET`, any path), or sends the raw bytes to a client
+//! whose first line is `RAW` (bash's /dev/tcp). The fetching host checks
+//! the file's SHA-256 itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The file to hand out.
+    path: PathBuf,
+    /// TCP port to listen on (all addresses).
+    #[arg(long)]
+    port: u16,
+    /// Exit after this many complete transfers.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Exit after this many seconds in any case.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let bytes = std::fs::read(&args.path).map_err(|e| format!("{}: {e}", args.path.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("0.0.0.0", args.port))
+            .await
+            .map_err(|e| format!("port {}: {e}", args.port))?;
+        let bytes = std::sync::Arc::new(bytes);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut served = 0;
+        let deadline = tokio::time::sleep(Duration::from_secs(args.timeout));
+        tokio::pin!(deadline);
+        while served < args.clients {
+            tokio::select! {
+                _ = &mut deadline => return Err(format!("served {served} of {} hosts before the timeout", args.clients).into()),
+                Some(ok) = done_rx.recv() => if ok { served += 1 },
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let (bytes, done) = (bytes.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        let ok = tokio::time::timeout(Duration::from_secs(60), send(stream, &bytes)).await;
+                        let _ = done.send(matches!(ok, Ok(Ok(()))));
+                    });
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn send(stream: tokio::net::TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let first = lines.next_line().await?.unwrap_or_default();
+    if first.starts_with("GET ") {
+        // The rest of the request head, up to its empty line.
+        while let Some(line) = lines.next_line().await? {
+            if line.trim().is_empty() {
+                break;
+            }
+        }
+        let head = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        );
+        write.write_all(head.as_bytes()).await?;
+    } else if first.trim() != "RAW" {
+        return Err(std::io::Error::other("neither GET nor RAW"));
+    }
+    write.write_all(bytes).await?;
+    write.shutdown().await
+}

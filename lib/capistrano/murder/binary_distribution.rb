@@ -1,0 +1,102 @@
+# frozen_string_literal: true
+
+require "digest"
+require_relative "support"
+
+module Capistrano
+  module Murder
+    # Gets the murder binary to many hosts without a central copy: this
+    # machine uploads it to a few hosts, then in rounds every host that has
+    # it hands it to up to +fanout+ more (`murder serve-file`), which fetch
+    # it with curl, wget or bash's /dev/tcp and check its SHA-256 before
+    # they install it. A host that cannot fetch it gets it from here.
+    class BinaryDistribution
+      S = Support
+
+      # $1 the holder's address, $2 its port, $3 the install directory,
+      # $4 the SHA-256 the file must have.
+      FETCH = <<~'SH'
+        src=$1 port=$2 dir=$3 sha=$4 out="$3/murder.fetch"
+        mkdir -p "$dir" "$dir/run" || exit 1
+        tries=0
+        until
+          if command -v curl >/dev/null 2>&1; then
+            curl -fsS --max-time 30 "http://$src:$port/murder" -o "$out"
+          elif command -v wget >/dev/null 2>&1; then
+            wget -q -T 30 -O "$out" "http://$src:$port/murder"
+          else
+            bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "RAW\n" >&3 && cat <&3 >"$2"' "$src" "$port" "$out"
+          fi
+        do
+          tries=$((tries + 1))
+          [ "$tries" -lt 50 ] || exit 1
+          sleep 0.1
+        done
+        [ "$(sha256sum "$out" | cut -d' ' -f1)" = "$sha" ] || { rm -f "$out"; exit 1; }
+        chmod 755 "$out" && mv -f "$out" "$dir/murder" && echo "$sha" > "$dir/murder.sha256.new" &&
+          mv -f "$dir/murder.sha256.new" "$dir/murder.sha256"
+      SH
+
+      attr_reader :central
+
+      # +dsl+: the plugin (for `on`), +binary+: the local file, +dir+: where
+      # it goes on hosts (remote_murder_path), +port+: where holders serve it.
+      def initialize(dsl, binary:, dir:, port:, fanout: 3, first: 2)
+        @dsl = dsl
+        @binary = binary
+        @dir = dir
+        @port = port
+        @fanout = fanout
+        @first = first
+        @sha = Digest::SHA256.file(binary).hexdigest
+        @central = []
+      end
+
+      # Installs the binary on every host of +hosts+ (which lack it).
+      def run(hosts)
+        return if hosts.empty?
+
+        binary, dir, sha = @binary, @dir, @sha
+        holders = hosts.first(@fanout.zero? ? hosts.size : @first)
+        pending = hosts.drop(holders.size)
+        @central.concat(holders)
+        @dsl.on(holders, in: :parallel) { S.install_binary(self, binary, dir, sha) }
+        until pending.empty?
+          plan = holders.each_with_object({}) do |holder, assigned|
+            clients = pending.shift(@fanout)
+            assigned[holder] = clients unless clients.empty?
+          end
+          holders += round(plan)
+        end
+      end
+
+      private
+
+      # One round: each holder serves its clients, which fetch from it.
+      # Returns the hosts that have the binary now.
+      def round(plan)
+        source = plan.flat_map { |holder, clients| clients.map { |c| [c.to_s, holder] } }.to_h
+        murder = "#{@dir}/murder"
+        binary, dir, sha, port = @binary, @dir, @sha, @port
+        fell_back = Queue.new
+        @dsl.on(plan.keys + plan.values.flatten, in: :parallel) do |host|
+          if (clients = plan[host])
+            # Serving is best effort: a client that cannot fetch falls back.
+            execute murder, *S.args("serve-file", murder, "--port", port, "--clients", clients.size, "--timeout", 30),
+                    raise_on_non_zero_exit: false
+          else
+            holder = source.fetch(host.to_s)
+            address = S.announce_ip(holder) || holder.hostname
+            unless test(:sh, "-c", *S.args(FETCH, "fetch", address, port, dir, sha))
+              S.install_binary(self, binary, dir, sha)
+              fell_back << host.to_s
+            end
+          end
+        end
+        fallen = Array.new(fell_back.size) { fell_back.pop }
+        @central.concat(plan.values.flatten.select { |h| fallen.include?(h.to_s) })
+        plan.values.flatten
+      end
+    end
+  end
+end
