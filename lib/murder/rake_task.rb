@@ -1,0 +1,227 @@
+# frozen_string_literal: true
+
+require "rake"
+require "rake/tasklib"
+require "digest"
+require "socket"
+require "murder"
+require "murder/remote"
+require "murder/progress"
+
+module Murder
+  # Rake tasks for projects without Capistrano, in the idiom of
+  # RSpec::Core::RakeTask: a task that ships a directory to hosts through a
+  # swarm seeded from this machine.
+  #
+  #   require "murder/rake_task"
+  #
+  #   Murder::RakeTask.new(:ship) do |t|
+  #     t.source = "build/"
+  #     t.hosts = %w[app1.example.com app2.example.com]
+  #     t.destination = "/srv/app/releases/%{tag}"
+  #   end
+  #
+  # `rake ship` makes the torrent of +source+ (piece-aligned; hashing only
+  # files changed since the last run), tracks and seeds it in this process,
+  # starts `murder peer` on every host over SSH (net-ssh; one command per
+  # host, the torrent on its standard input), shows a line of progress a
+  # second, and prints what every host reused and downloaded. The release
+  # lands at +destination+ on a host only once it is complete and verified
+  # there. It also defines `rake murder:torrent[PATH]` (make PATH.torrent)
+  # and `rake murder:tracker` (run a tracker until interrupted) for scripts.
+  class RakeTask < ::Rake::TaskLib
+    # @return [Symbol] the task's name (default :ship)
+    attr_accessor :name
+    # @return [String, nil] the task's description (one is set if not given)
+    attr_accessor :description
+    # @return [String] the directory to ship
+    attr_accessor :source
+    # @return [Array<String>] hosts, as `user@host` or `host`
+    attr_accessor :hosts
+    # @return [String] where the release goes on each host; `%{tag}` is
+    #   replaced by #tag
+    attr_accessor :destination
+    # @return [String] the release's name (default: a UTC timestamp)
+    attr_accessor :tag
+    # @return [String, nil] directory of earlier releases on the hosts to
+    #   reuse content from (default: the destination's parent)
+    attr_accessor :reuse
+    # @return [String] SSH user when a host names none (default: root)
+    attr_accessor :user
+    # @return [Hash] options for Net::SSH.start (keys, known hosts, ...)
+    attr_accessor :ssh_options
+    # @return [String] where the murder binary lives on the hosts
+    attr_accessor :remote_binary
+    # @return [String] the murder binary to install there (the gem's)
+    attr_accessor :binary
+    # @return [String, nil] this machine's address the hosts reach (default:
+    #   the local address of the route to the first host)
+    attr_accessor :ip
+    # @return [Integer] the tracker's port here (0: any)
+    attr_accessor :port
+    # @return [Integer] seconds hosts keep seeding once they are done
+    attr_accessor :linger
+    # @return [String] where this machine keeps its hash cache
+    attr_accessor :cache
+
+    # Defines the task +name+ (and murder:torrent, murder:tracker); the
+    # block, if given, configures it.
+    def initialize(name = :ship)
+      super()
+      @name = name
+      @hosts = []
+      @user = "root"
+      @ssh_options = {}
+      @remote_binary = "/usr/local/lib/murder/murder"
+      @port = 0
+      @linger = 30
+      @cache = "tmp/murder/hashes.json"
+      yield self if block_given?
+      define
+    end
+
+    # Ships #source to every host: see the class comment. Returns the
+    # engine's summary of each host, by host.
+    #
+    # @return [Hash{String => Hash}] each host's summary ("reused_bytes", "downloaded", "seconds", ...)
+    # @raise [Murder::Error] naming every host that failed
+    def ship
+      raise InvalidArgument, "#{name}: set source, hosts and destination" unless source && !hosts.empty? && destination
+
+      release_tag = tag || Time.now.utc.strftime("%Y%m%d%H%M%S")
+      dest = format(destination, tag: release_tag)
+      address = ip || local_address_towards(host_name(hosts.first))
+      tracker = Tracker.new(port: port, bind: "0.0.0.0", interval: 1).start
+      torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache)
+      tracker.allow(torrent)
+      seeder = Seeder.new(torrent, source, ip: address, lazy_check: true).start
+      watcher = Thread.new { Progress.new(hosts.size) { tracker.stats }.watch }
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      results = run_peers(torrent, dest)
+      failed = results.select { |_, r| r.is_a?(String) }
+      raise Error, "murder: failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}" unless failed.empty?
+
+      watcher.kill
+      Progress.hosts(results)
+      Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, torrent: torrent)
+      results
+    ensure
+      watcher&.kill
+      seeder&.stop
+      tracker&.stop
+    end
+
+    private
+
+    def define
+      desc(description || "Ship #{source} to #{hosts.size} hosts through murder") unless ::Rake.application.last_description
+      task(name) { ship }
+      define_scripting_tasks
+    end
+
+    def define_scripting_tasks
+      return if ::Rake::Task.task_defined?("murder:torrent")
+
+      namespace :murder do
+        desc "Make PATH.torrent of a file or a directory (aligned) for TRACKER (default 127.0.0.1:8998)"
+        task :torrent, [:path, :tracker] do |_, args|
+          path = args[:path] or raise InvalidArgument, "usage: rake murder:torrent[PATH,TRACKER]"
+          torrent = Torrent.create(path, tracker: args[:tracker] || "127.0.0.1:#{Tracker::DEFAULT_PORT}",
+                                         align: File.directory?(path))
+          out = "#{path.chomp('/')}.torrent"
+          torrent.write(out)
+          puts "#{out}: #{torrent.info_hash}, #{Progress.human(torrent.total_length)} in #{torrent.piece_count} pieces"
+        end
+
+        desc "Run a tracker on PORT (default 8998), allowing the .torrent files in DIR, until interrupted"
+        task :tracker, [:port, :dir] do |_, args|
+          tracker = Tracker.new(port: args[:port] || Tracker::DEFAULT_PORT, allow_dir: args[:dir]).start
+          puts "murder tracker on #{tracker.announce_url} (Ctrl-C stops it)"
+          $stdout.flush
+          sleep
+        rescue Interrupt
+          nil
+        ensure
+          tracker&.stop
+        end
+      end
+    end
+
+    def host_name(host) = host.to_s.split("@").last
+    def host_user(host) = host.to_s.include?("@") ? host.to_s.split("@").first : user
+
+    # One thread per host: install the binary if it is not current, then
+    # one `murder peer -` with the ticket on its standard input.
+    def run_peers(torrent, dest)
+      require "net/ssh"
+      require "net/scp"
+      sha = Digest::SHA256.file(binary || Murder.binary).hexdigest
+      ticket = Remote.ticket(torrent.to_bencode)
+      releases = reuse || File.dirname(dest)
+      threads = hosts.map do |host|
+        Thread.new do
+          Net::SSH.start(host_name(host), host_user(host), **ssh_options) do |ssh|
+            [host.to_s, peer_on(ssh, host, sha, ticket, releases, dest)]
+          end
+        rescue StandardError => e
+          [host.to_s, e.message.lines.first.to_s.strip]
+        end
+      end
+      threads.map(&:value).to_h
+    end
+
+    # The summary Hash, or a String saying why it failed.
+    def peer_on(ssh, host, sha, ticket, releases, dest)
+      args = ["--reuse", releases, "--linger", linger, "--progress", "json"]
+      command = Remote.peer_command(murder: remote_binary, sha256: sha, releases: releases, dest: dest, args: args).join(" ")
+      2.times do
+        status, out, err = exec_with_ticket(ssh, command, ticket)
+        return Remote.reports(out).find { |e| e["event"] == "complete" } || "no summary" if status.zero?
+        return err.lines.grep(/murder: /).last.to_s.strip.then { |m| m.empty? ? "exit #{status}" : m } unless
+          status == Remote::OUTDATED
+
+        install(ssh, sha)
+      end
+      "could not install murder"
+    end
+
+    def exec_with_ticket(ssh, command, ticket)
+      out = +""
+      err = +""
+      status = nil
+      sent = false
+      ssh.open_channel do |channel|
+        channel.exec(command) do |_, ok|
+          raise Error, "#{command}: could not run" unless ok
+
+          channel.on_data { |_, data| out << data }
+          channel.on_extended_data do |ch, _, data|
+            err << data
+            if !sent && err.include?(Remote::PROMPT)
+              sent = true
+              ch.send_data(ticket)
+              ch.eof!
+            end
+          end
+          channel.on_request("exit-status") { |_, data| status = data.read_long }
+        end
+      end
+      ssh.loop
+      [status || 1, out, err]
+    end
+
+    def install(ssh, sha)
+      dir = File.dirname(remote_binary)
+      ssh.exec!("mkdir -p #{dir.shellescape}")
+      ssh.scp.upload!(binary || Murder.binary, "#{remote_binary}.new")
+      ssh.exec!("chmod 755 #{remote_binary.shellescape}.new && mv -f #{remote_binary.shellescape}.new " \
+                "#{remote_binary.shellescape} && echo #{sha} > #{remote_binary.shellescape}.sha256")
+    end
+
+    def local_address_towards(host)
+      Addrinfo.udp(host, 9).connect.local_address.ip_address
+    rescue SocketError, SystemCallError => e
+      raise InvalidArgument, "cannot tell this machine's address towards #{host} (#{e.message}); set ip"
+    end
+  end
+end

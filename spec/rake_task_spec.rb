@@ -1,0 +1,94 @@
+# frozen_string_literal: true
+
+# Murder::RakeTask in a project without Capistrano: a Rakefile that ships a
+# directory to 4 farm hosts over net-ssh, twice (the second reusing the
+# first), and the scripting tasks. Needs root (the farm).
+RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
+  FARM_R = "/var/tmp/murder-farm-rake"
+  HOSTS_R = 4
+
+  before(:all) do
+    out, status = Open3.capture2e({ "FARM_DIR" => FARM_R }, File.join(ROOT, "bin/farm"), "up", HOSTS_R.to_s)
+    raise "farm up failed:\n#{out}" unless status.success?
+
+    @project = Dir.mktmpdir("murder-rake-")
+    build = File.join(@project, "build")
+    FileUtils.mkdir_p(File.join(build, "bin"))
+    File.write(File.join(build, "bin/run"), "#!/bin/sh\necho run\n")
+    File.chmod(0o755, File.join(build, "bin/run"))
+    File.binwrite(File.join(build, "data.bin"), Random.new(9).bytes(800_000))
+    File.write(File.join(@project, "Rakefile"), <<~RUBY)
+      require "murder/rake_task"
+
+      Murder::RakeTask.new(:ship) do |t|
+        t.source = "build"
+        t.hosts = (1..#{HOSTS_R}).map { |i| "root@10.250.0.\#{10 + i}" }
+        t.destination = "/srv/app/releases/%{tag}"
+        t.tag = ENV["TAG"]
+        t.linger = 2
+        t.remote_binary = "/srv/app/murder/murder"
+        t.binary = "#{MURDER_BIN}"
+        t.ssh_options = { keys: ["#{FARM_R}/id_ed25519"], keys_only: true, auth_methods: ["publickey"],
+                          user_known_hosts_file: "#{FARM_R}/known_hosts", verify_host_key: :always, timeout: 5 }
+      end
+    RUBY
+  end
+
+  after(:all) do
+    Open3.capture2e({ "FARM_DIR" => FARM_R }, File.join(ROOT, "bin/farm"), "down")
+    FileUtils.rm_rf(@project) if @project
+  end
+
+  def rake(*args, env: {})
+    Open3.capture2e({ "RUBYLIB" => File.join(ROOT, "lib") }.merge(env), "rake", "-f", File.join(@project, "Rakefile"),
+                    *args, chdir: @project)
+  end
+
+  def host_path(i, path) = File.join(FARM_R, "hosts/h#{i}", path.sub(%r{\A/}, ""))
+
+  it "describes its tasks" do
+    out, status = rake("-T")
+    expect(status).to be_success, out
+    expect(out).to match(/^rake ship\s+# Ship build to 4 hosts through murder/)
+    expect(out).to match(/^rake murder:torrent\[path,tracker\]/)
+    expect(out).to match(/^rake murder:tracker\[port,dir\]/)
+  end
+
+  it "ships the build to every host, then ships the next one reusing it" do
+    out, status = rake("ship", env: { "TAG" => "r1" })
+    expect(status).to be_success, out
+    expect(out.scan(/murder:   root@10\.250\.0\.\d+: 0 B reused/).size).to eq(HOSTS_R), out
+    (1..HOSTS_R).each do |i|
+      dir = host_path(i, "/srv/app/releases/r1")
+      expect(File.binread(File.join(dir, "data.bin"))).to eq(File.binread(File.join(@project, "build/data.bin")))
+      expect(File.executable?(File.join(dir, "bin/run"))).to be(true)
+    end
+    File.write(File.join(@project, "build/VERSION"), "two\n")
+    out, status = rake("ship", env: { "TAG" => "r2" })
+    expect(status).to be_success, out
+    expect(out.scan(/murder:   root@10\.250\.0\.\d+: 781\.\d KiB reused, 4 B downloaded/).size).to eq(HOSTS_R), out
+    (1..HOSTS_R).each { |i| expect(File.read(host_path(i, "/srv/app/releases/r2/VERSION"))).to eq("two\n") }
+  end
+
+  it "fails naming a host it cannot reach" do
+    File.write(File.join(@project, "Rakefile"),
+               File.read(File.join(@project, "Rakefile")).sub("(1..#{HOSTS_R})", "(1..#{HOSTS_R + 1})"))
+    out, status = rake("ship", env: { "TAG" => "r3" })
+    expect(status).not_to be_success
+    expect(out).to match(/murder: failed on root@10\.250\.0\.15: /)
+  end
+
+  it "makes a torrent and runs a tracker for scripts" do
+    out, status = rake("murder:torrent[build]")
+    expect(status).to be_success, out
+    expect(Murder::Torrent.load(File.join(@project, "build.torrent")).files.map(&:path)).to include("bin/run")
+    port = free_port
+    pid = spawn_logged("rake", "-f", File.join(@project, "Rakefile"), "murder:tracker[#{port}]",
+                       log: File.join(tmpdir, "tracker.log"))
+    eventually(timeout: 20) { http_get(port, "/health").body == "ok\n" rescue false }
+    Process.kill("INT", -pid)
+    _, status = Process.wait2(pid)
+    @spawned.delete(pid)
+    expect(status).to be_success
+  end
+end
