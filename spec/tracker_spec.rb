@@ -25,7 +25,7 @@ RSpec.describe Murder::Tracker do
     served = JSON.parse(http_get(port, "/stats.json").body)["torrents"].first
     keys = %w[info_hash name total_length seeds downloaders completed bytes_left]
     expect(served.slice(*keys)).to eq(entry.slice(*keys))
-    expect(http_get(port, "/").body).to include("app.tgz", "10.1.1.2")
+    expect(http_get(port, "/").body).to include("murder tracker", "/stats.json") # the dashboard (dashboard_spec.rb)
     tracker.stop
     expect(tracker).not_to be_running
     expect { TCPSocket.new("127.0.0.1", port) }.to raise_error(Errno::ECONNREFUSED)

@@ -54,6 +54,32 @@ pub struct Common {
     /// Where a background process writes its log [default: nowhere].
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g. 0.0.0.0:9100).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+/// Serves the session's metrics at `--metrics ADDR`, if asked, until the
+/// session ends.
+async fn serve_metrics(
+    addr: Option<SocketAddr>,
+    session: &Session,
+    role: &'static str,
+) -> Result<Option<tokio::sync::oneshot::Sender<()>>, murder_core::Error> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = murder_core::metrics::bind(addr).await?;
+    let handle = session.stats_handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(murder_core::metrics::serve(
+        listener,
+        move || murder_core::metrics::session(&handle.stats(), role),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Some(stop))
 }
 
 impl Common {
@@ -163,6 +189,14 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
                 return Err(e.into());
             }
         };
+        let _metrics = match serve_metrics(args.common.metrics, &session, "seed").await {
+            Ok(m) => m,
+            Err(e) => {
+                ready.fail(&e.to_string());
+                session.shutdown().await;
+                return Err(e.into());
+            }
+        };
         ready.report(&format!(
             "seeding {} ({}) on port {}",
             meta.name,
@@ -226,6 +260,7 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                 return Err(e.into());
             }
         };
+        let _metrics = serve_metrics(args.common.metrics, &session, "download").await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let stop = crate::signals::terminated();
         tokio::pin!(stop);

@@ -785,12 +785,12 @@ mod tests {
     fn aligned_trees_of_small_files_get_small_pieces() {
         let small = vec![12_000u64; 3_000];
         assert_eq!(aligned_piece_length(small.iter().copied()), 16 << 10);
-        let large = vec![64u64 << 20];
+        let large = [64u64 << 20];
         assert_eq!(
             aligned_piece_length(large.iter().copied()),
             auto_piece_length(64 << 20)
         );
-        let huge = vec![8u64 << 30];
+        let huge = [8u64 << 30];
         assert_eq!(
             aligned_piece_length(huge.iter().copied()),
             MAX_ALIGNED_PIECE_LENGTH

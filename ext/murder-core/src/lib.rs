@@ -10,6 +10,7 @@ pub mod hash_cache;
 pub mod hashing;
 pub mod layout;
 pub mod metainfo;
+pub mod metrics;
 pub mod picker;
 pub mod progress;
 pub mod reuse;

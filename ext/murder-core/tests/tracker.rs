@@ -199,7 +199,9 @@ fn malformed_requests_get_failure_reasons() {
     assert!(head.starts_with("HTTP/1.1 404"));
     let (head, page) = get(addr, "/");
     assert!(head.contains("text/html"));
-    assert!(String::from_utf8(page).unwrap().contains(HASH));
+    assert!(String::from_utf8(page)
+        .unwrap()
+        .contains("fetch(\"/stats.json\""));
     assert_eq!(body(addr, "/health"), b"ok\n");
 }
 

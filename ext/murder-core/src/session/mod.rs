@@ -99,6 +99,16 @@ pub struct Stats {
     pub phases: Phases,
 }
 
+/// Reads a session's stats (see `Session::stats_handle`).
+#[derive(Clone)]
+pub struct StatsHandle(Arc<Context>);
+
+impl StatsHandle {
+    pub fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+}
+
 /// A running session. Dropping it without `shutdown` cancels its tasks.
 pub struct Session {
     ctx: Arc<Context>,
@@ -177,6 +187,12 @@ impl Session {
 
     pub fn stats(&self) -> Stats {
         self.ctx.stats()
+    }
+
+    /// A handle that reads this session's stats from anywhere (a metrics
+    /// endpoint), for as long as it lives.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.ctx.clone())
     }
 
     pub fn state(&self) -> watch::Receiver<State> {

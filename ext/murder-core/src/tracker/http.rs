@@ -115,7 +115,7 @@ fn route(tracker: &Tracker, req: &Request<Incoming>, remote: SocketAddr) -> Resp
         "/announce" => bencoded(announce(tracker, query, remote.ip().to_canonical())),
         "/scrape" => bencoded(scrape(tracker, query)),
         "/" => {
-            let html = page::render(&tracker.stats(), tracker.config());
+            let html = page::render(tracker.config());
             with_type(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -127,14 +127,25 @@ fn route(tracker: &Tracker, req: &Request<Incoming>, remote: SocketAddr) -> Resp
             Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
         "/health" => plain(StatusCode::OK, "ok\n"),
+        "/metrics" => with_type(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::metrics::tracker(tracker).into_bytes(),
+        ),
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
 fn announce(tracker: &Tracker, query: &[u8], from: IpAddr) -> Vec<u8> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = tracker.counters();
+    counters.announces.fetch_add(1, Relaxed);
     let request = match parse_announce(query) {
         Ok(r) => r,
-        Err(RequestError(reason)) => return failure(&reason),
+        Err(RequestError(reason)) => {
+            counters.announce_failures.fetch_add(1, Relaxed);
+            return failure(&reason);
+        }
     };
     let config = tracker.config();
     let numwant = request
@@ -143,6 +154,7 @@ fn announce(tracker: &Tracker, query: &[u8], from: IpAddr) -> Vec<u8> {
         .min(config.max_numwant);
     let now = tokio::time::Instant::now().into_std();
     let Some(reply) = tracker.registry().announce(&request, from, numwant, now) else {
+        counters.announce_failures.fetch_add(1, Relaxed);
         return failure("torrent not allowed on this tracker");
     };
     let interval = config.interval.as_secs().max(1);
@@ -193,6 +205,10 @@ fn announce(tracker: &Tracker, query: &[u8], from: IpAddr) -> Vec<u8> {
 }
 
 fn scrape(tracker: &Tracker, query: &[u8]) -> Vec<u8> {
+    tracker
+        .counters()
+        .scrapes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut hashes = match parse_scrape(query) {
         Ok(h) => h,
         Err(RequestError(reason)) => return failure(&reason),

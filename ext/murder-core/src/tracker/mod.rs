@@ -92,6 +92,15 @@ pub struct Tracker {
 struct Inner {
     config: TrackerConfig,
     registry: Mutex<Registry>,
+    counters: Counters,
+}
+
+/// What the tracker counts (for /metrics).
+#[derive(Default)]
+pub struct Counters {
+    pub announces: std::sync::atomic::AtomicU64,
+    pub announce_failures: std::sync::atomic::AtomicU64,
+    pub scrapes: std::sync::atomic::AtomicU64,
 }
 
 impl Tracker {
@@ -102,12 +111,17 @@ impl Tracker {
             inner: Arc::new(Inner {
                 config,
                 registry: Mutex::new(Registry::default()),
+                counters: Counters::default(),
             }),
         })
     }
 
     pub fn config(&self) -> &TrackerConfig {
         &self.inner.config
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {

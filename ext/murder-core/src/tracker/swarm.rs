@@ -28,6 +28,8 @@ struct Peer {
     downloaded: u64,
     last_seen: Instant,
     counted_complete: bool,
+    /// How fast `left` fell between the last two announces, bytes/s.
+    rate: f64,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,9 @@ struct Swarm {
     peers: HashMap<PeerId, Peer>,
     /// How many peers announced `completed` (the scrape's `downloaded`).
     completed: u64,
+    /// The first announce, and when each completion came after it.
+    first_seen: Option<Instant>,
+    completed_at: Vec<f64>,
 }
 
 impl Swarm {
@@ -76,6 +81,10 @@ pub struct TorrentStats {
     pub seeds: usize,
     pub downloaders: usize,
     pub completed: u64,
+    /// Seconds since the first announce of this swarm.
+    pub seconds: f64,
+    /// When each completion came, in seconds after the first announce.
+    pub completed_at: Vec<f64>,
     /// Bytes still missing, summed over the peers of the swarm.
     pub bytes_left: u64,
     pub peers: Vec<PeerStats>,
@@ -90,6 +99,8 @@ pub struct PeerStats {
     pub downloaded: u64,
     pub percent_done: Option<f64>,
     pub seconds_since_announce: f64,
+    /// Bytes/s by which `left` fell between the peer's last two announces.
+    pub rate: f64,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +123,8 @@ impl Registry {
             source: source.clone(),
             peers: HashMap::new(),
             completed: 0,
+            first_seen: None,
+            completed_at: Vec::new(),
         });
         swarm.name = name;
         swarm.total_length = total_length.or(swarm.total_length);
@@ -142,6 +155,8 @@ impl Registry {
         now: Instant,
     ) -> Option<Reply> {
         let swarm = self.torrents.get_mut(&request.info_hash)?;
+        let first_seen = *swarm.first_seen.get_or_insert(now);
+        let since = now.saturating_duration_since(first_seen).as_secs_f64();
         let ip = request.ip.unwrap_or(from);
         // A download counts as completed on `event=completed`, or when a
         // peer we saw missing bytes reports none left (aria2 sends only
@@ -153,6 +168,7 @@ impl Registry {
             if let Some(peer) = swarm.peers.remove(&request.peer_id) {
                 if finished && !peer.counted_complete {
                     swarm.completed += 1;
+                    swarm.completed_at.push(since);
                 }
             }
         } else {
@@ -163,7 +179,12 @@ impl Registry {
                 downloaded: 0,
                 last_seen: now,
                 counted_complete: false,
+                rate: 0.0,
             });
+            let elapsed = now.saturating_duration_since(peer.last_seen).as_secs_f64();
+            if elapsed > 0.0 {
+                peer.rate = peer.left.saturating_sub(request.left) as f64 / elapsed;
+            }
             peer.addr = SocketAddr::new(ip, request.port);
             peer.left = request.left;
             peer.uploaded = request.uploaded;
@@ -172,6 +193,7 @@ impl Registry {
             if finished && !peer.counted_complete {
                 peer.counted_complete = true;
                 swarm.completed += 1;
+                swarm.completed_at.push(since);
             }
         }
         let (complete, incomplete) = swarm.counts();
@@ -248,6 +270,7 @@ impl Registry {
                         seconds_since_announce: now
                             .saturating_duration_since(p.last_seen)
                             .as_secs_f64(),
+                        rate: if p.left == 0 { 0.0 } else { p.rate },
                     })
                     .collect();
                 peers.sort_by(|a, b| (&a.ip, a.port).cmp(&(&b.ip, b.port)));
@@ -258,6 +281,10 @@ impl Registry {
                     seeds,
                     downloaders,
                     completed: s.completed,
+                    seconds: s
+                        .first_seen
+                        .map_or(0.0, |f| now.saturating_duration_since(f).as_secs_f64()),
+                    completed_at: s.completed_at.clone(),
                     bytes_left: s.peers.values().map(|p| p.left).sum(),
                     peers,
                 }
@@ -383,5 +410,30 @@ mod tests {
         assert_eq!(r.scrape(&HASH).unwrap().complete, 1);
         r.expire(then + Duration::from_secs(31), Duration::from_secs(30));
         assert_eq!(r.scrape(&HASH).unwrap().complete, 0);
+    }
+
+    #[test]
+    fn a_peers_rate_is_how_fast_left_fell_between_announces_and_completions_are_timed() {
+        let mut r = registry();
+        let then = Instant::now();
+        r.announce(&announce(1, 100, Event::Started), LOCAL, 50, then);
+        r.announce(
+            &announce(1, 60, Event::None),
+            LOCAL,
+            50,
+            then + Duration::from_secs(2),
+        );
+        let stats = r.stats(then + Duration::from_secs(2));
+        assert_eq!(stats.torrents[0].peers[0].rate, 20.0);
+        r.announce(
+            &announce(1, 0, Event::Completed),
+            LOCAL,
+            50,
+            then + Duration::from_secs(3),
+        );
+        let stats = r.stats(then + Duration::from_secs(4));
+        assert_eq!(stats.torrents[0].peers[0].rate, 0.0, "a seed moves nothing");
+        assert_eq!(stats.torrents[0].completed_at, vec![3.0]);
+        assert_eq!(stats.torrents[0].seconds, 4.0);
     }
 }
