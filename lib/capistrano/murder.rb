@@ -14,13 +14,44 @@ require_relative "murder/support"
 require_relative "murder/helpers"
 require_relative "murder/binary_distribution"
 
+# Capistrano's namespace; murder adds {Capistrano::Murder} to it.
 module Capistrano
+  # Murder's Capistrano plugins: {Tasks} (Twitter's Murder tasks, installed
+  # by `require "capistrano/murder"`) and {SCM} (a deploy strategy, `require
+  # "capistrano/murder/scm"` and `install_plugin Capistrano::Murder::SCM`).
+  # Their problems are raised as {Capistrano::Murder::Error}.
   module Murder
-    # The murder: tasks and their settings.
+    # The murder: tasks (recipes/murder.rake) and their settings, installed
+    # by `require "capistrano/murder"`.
+    #
+    # Settings, with their defaults: `:default_tag` (""),
+    # `:default_seeder_files_path` (""), `:default_destination_path` (""),
+    # `:default_temp_path` ("/tmp") and `:remote_murder_path`
+    # (DEPLOY_TO/shared/murder), as in Murder; `:tracker_port` (8998);
+    # `:murder_tracker_interval` (5 s, so the progress line moves);
+    # `:murder_binary` (the gem's, {::Murder.binary}); `:murder_linger`
+    # (30 s); `:murder_binary_port` (`:tracker_port` + 1) and
+    # `:murder_binary_fanout` (3), for hosts that pass the binary on;
+    # `:murder_piece_length` (nil: automatic); `:murder_seed_locally`
+    # (false). The command line's `tag=`, `files_path=`, `temp_path=`,
+    # `destination_path=`, `tree=1` and `path_is_file=1` override some of
+    # them (see {Helpers}).
+    #
+    # @example Capfile
+    #   require "capistrano/murder"
+    #   # cap production murder:distribute tag=v42 files_path=/srv/build destination_path=/srv/app
     class Tasks < ::Capistrano::Plugin
       include Helpers
+      # Short for {Support}, for the task file.
+      #
+      # @api private
       S = Support # short for the task file
 
+      # Capistrano's hook: sets every setting that is not set yet to its
+      # default (see the class comment).
+      #
+      # @api private
+      # @return [void]
       def set_defaults
         # Murder's names and meanings.
         set_if_empty :default_tag, ""
@@ -41,10 +72,18 @@ module Capistrano
         set_if_empty :murder_seed_locally, false
       end
 
+      # Capistrano's hook: defines the murder: tasks from recipes/murder.rake.
+      #
+      # @api private
+      # @return [void]
       def define_tasks
         eval_rakefile File.expand_path("../../recipes/murder.rake", __dir__)
       end
 
+      # Capistrano's hook: none; the tasks run only when asked for.
+      #
+      # @api private
+      # @return [void]
       def register_hooks; end
     end
   end

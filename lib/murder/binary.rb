@@ -2,14 +2,19 @@
 
 require_relative "error"
 
-# BitTorrent deploys for fleets of servers.
 module Murder
-  # The `murder` command that every host runs: $MURDER_BINARY if set, the
-  # one the installed gem built (beside its extension), or, in a checkout,
-  # target/release/murder. Raises Murder::Error when there is none.
+  # The `murder` command that every host runs: the first of these that is
+  # an executable file: `$MURDER_BINARY`; `murder/bin/murder` below a
+  # directory of `$LOAD_PATH`, in its order (where the installed gem puts
+  # the binary it built, beside its extension); in a checkout,
+  # `target/release/murder` (`rake cli`). Needs no native extension:
+  # `require "murder/binary"` is enough.
+  #
+  # @example
+  #   Murder.binary # => ".../murder/bin/murder"
   #
   # @return [String] the path of an executable `murder`
-  # @raise [Murder::Error] when no binary is found
+  # @raise [Murder::Error] when none of these is an executable file
   def self.binary
     candidates = [ENV.fetch("MURDER_BINARY", nil)]
     candidates += $LOAD_PATH.map { |dir| File.join(dir, "murder", "bin", "murder") }

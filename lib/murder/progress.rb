@@ -3,9 +3,25 @@
 module Murder
   # The deployer's view of a distribution: one live line a second from
   # the tracker's view of the swarm while hosts download, and a summary
-  # from what every host reported.
+  # from what every host reported. Used by {RakeTask} and the Capistrano
+  # tasks; everything is written to `out` ($stderr unless told otherwise).
+  #
+  # @example
+  #   watcher = Thread.new { Murder::Progress.new(hosts.size) { tracker.stats }.watch }
+  #   results = ... # each host's summary, by host
+  #   watcher.kill
+  #   Murder::Progress.hosts(results)
+  #   Murder::Progress.summary(results, seconds, torrent: torrent)
   class Progress
-    # Bytes in binary units: "4.5 MiB".
+    # Bytes in binary units.
+    #
+    # @example
+    #   Murder::Progress.human(4_718_592) # => "4.5 MiB"
+    #   Murder::Progress.human(512)       # => "512 B"
+    #
+    # @param bytes [Numeric] a number of bytes
+    # @return [String] "N B" below 1 KiB, else one decimal and the largest
+    #   unit up to TiB
     def self.human(bytes)
       units = %w[B KiB MiB GiB TiB]
       value = bytes.to_f
@@ -17,8 +33,15 @@ module Murder
       unit.zero? ? "#{bytes.to_i} B" : format("%.1f %s", value, units[unit])
     end
 
-    # +stats+ returns the tracker's stats (Murder::Tracker#stats, or
-    # /stats.json of a tracker host).
+    # A watcher of `hosts` downloading hosts; the block fetches the stats.
+    #
+    # @param hosts [Integer] how many hosts download (hosts the tracker has
+    #   not heard of yet count as missing all the data)
+    # @param out [IO] where the lines go; on a terminal each replaces the
+    #   last one
+    # @yield [] by {#current_line}, so once a second from {#watch}'s thread
+    # @yieldreturn [Hash, nil] the tracker's stats, as {Tracker#stats} or a
+    #   tracker host's `/stats.json` give them (nil: none this time)
     def initialize(hosts, out: $stderr, &stats)
       @hosts = hosts
       @out = out
@@ -26,6 +49,12 @@ module Murder
       @started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
 
+    # Prints {#current_line} every second, forever: run it in a thread and
+    # kill that thread when the hosts are done. Seconds without stats print
+    # nothing.
+    #
+    # @return [void] never returns
+    # @raise [Exception] whatever the stats block raises
     def watch
       loop do
         sleep 1
@@ -38,6 +67,15 @@ module Murder
       end
     end
 
+    # One line from the stats block's answer, about the torrent with the
+    # most peers: hosts done, bytes still missing, the rate since this
+    # Progress was made and the time left at that rate.
+    #
+    # @example
+    #   progress.current_line
+    #   # => "murder: 3/8 hosts done, 120.0 MiB still missing, 45.2 MiB/s, eta 3 s"
+    #
+    # @return [String, nil] nil when the block gave no stats or no torrent
     def current_line
       stats = @stats.call or return nil
       torrent = stats["torrents"].max_by { |t| t["peers"].size } or return nil
@@ -55,6 +93,12 @@ module Murder
              Progress.human(all_left), Progress.human(rate), eta)
     end
 
+    # The median of `values`.
+    #
+    # @api private
+    # @param values [Array<Numeric>]
+    # @return [Numeric] 0 when `values` is empty; the mean of the middle two
+    #   (a Float) when their number is even
     def self.median(values)
       sorted = values.sort
       return 0 if sorted.empty?
@@ -63,8 +107,17 @@ module Murder
     end
 
     # Prints what every host received (and of it, what it reused and what
-    # it downloaded), the phases of the slowest host, and how long making
-    # the torrent took here.
+    # it downloaded, medians over the hosts), the phases of the slowest
+    # host, and how long making the torrent took here. Prints nothing when
+    # no host reported a summary.
+    #
+    # @param results [Hash{String => Hash, nil}] each host's summary (as
+    #   {Download#run} returns it), by host; nil for a host without one
+    # @param seconds [Numeric] how long the distribution took
+    # @param hash_seconds [Numeric, nil] how long making the torrent took
+    # @param torrent [Murder::Torrent, nil] the torrent, to name its pieces
+    # @param out [IO] where the line goes
+    # @return [void]
     def self.summary(results, seconds, hash_seconds: nil, torrent: nil, out: $stderr)
       done = results.compact.reject { |_, s| s.nil? }
       return if done.empty?
@@ -85,8 +138,13 @@ module Murder
       out.puts line
     end
 
-    # One line per host: what it reused, what it downloaded, how long each
-    # phase took there.
+    # Prints one line per host, sorted by host: what it reused, what it
+    # downloaded, how long each phase took there. Hosts without a summary
+    # are left out.
+    #
+    # @param results [Hash{String => Hash, nil}] as for {.summary}
+    # @param out [IO] where the lines go
+    # @return [void]
     def self.hosts(results, out: $stderr)
       results.compact.sort.each do |host, s|
         next if s.nil?

@@ -10,11 +10,17 @@ module Capistrano
     # it hands it to up to +fanout+ more (`murder serve-file`), which fetch
     # it with curl, wget or bash's /dev/tcp and check its SHA-256 before
     # they install it. A host that cannot fetch it gets it from here.
+    # Used by `murder:distribute_files`.
+    #
+    # @api private
     class BinaryDistribution
+      # Short for {Support}.
       S = Support
 
-      # $1 the holder's address, $2 its port, $3 the install directory,
-      # $4 the SHA-256 the file must have.
+      # The script a host runs with `sh -c` to fetch the binary: `$1` the
+      # holder's address, `$2` its port, `$3` the install directory, `$4` the
+      # SHA-256 the file must have. Tries up to 50 times, 0.1 s apart;
+      # a file with another digest is removed, and the script fails.
       FETCH = <<~'SH'
         src=$1 port=$2 dir=$3 sha=$4 out="$3/murder.fetch"
         mkdir -p "$dir" "$dir/run" || exit 1
@@ -39,8 +45,19 @@ module Capistrano
 
       attr_reader :central
 
-      # +dsl+: the plugin (for `on`), +binary+: the local file, +dir+: where
-      # it goes on hosts (remote_murder_path), +port+: where holders serve it.
+      # @!attribute [r] central
+      #   @return [Array<Capistrano::Configuration::Server>] the hosts
+      #     that got the binary from this machine (the first holders, and
+      #     hosts that could not fetch it)
+
+      # @param dsl [Capistrano::Plugin] the plugin (for `on`)
+      # @param binary [String] the local murder binary
+      # @param dir [String] where it goes on hosts (:remote_murder_path)
+      # @param port [Integer] where holders serve it
+      # @param fanout [Integer] how many hosts each holder serves in a round
+      #   (0: this machine uploads to every host)
+      # @param first [Integer] how many hosts this machine uploads to first
+      # @raise [SystemCallError] when `binary` cannot be read
       def initialize(dsl, binary:, dir:, port:, fanout: 3, first: 2)
         @dsl = dsl
         @binary = binary
@@ -52,7 +69,13 @@ module Capistrano
         @central = []
       end
 
-      # Installs the binary on every host of +hosts+ (which lack it).
+      # Installs the binary on every host of `hosts` (which lack it), in
+      # rounds until every host has it. Blocks until done.
+      #
+      # @param hosts [Array<Capistrano::Configuration::Server>] hosts without
+      #   the binary
+      # @return [void]
+      # @raise [SSHKit::Runner::ExecuteError] when an upload from here fails
       def run(hosts)
         return if hosts.empty?
 
@@ -73,7 +96,12 @@ module Capistrano
       private
 
       # One round: each holder serves its clients, which fetch from it.
-      # Returns the hosts that have the binary now.
+      #
+      # @api private
+      # @param plan [Hash{Capistrano::Configuration::Server => Array<Capistrano::Configuration::Server>}]
+      #   each holder's clients
+      # @return [Array<Capistrano::Configuration::Server>] the hosts that got
+      #   the binary in this round
       def round(plan)
         source = plan.flat_map { |holder, clients| clients.map { |c| [c.to_s, holder] } }.to_h
         murder = "#{@dir}/murder"

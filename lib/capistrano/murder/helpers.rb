@@ -7,56 +7,93 @@ module Capistrano
     # What murder's tasks share (both plugins include it): roles, Murder's
     # arguments, remote paths. Methods of the plugin, so not usable inside
     # `on` blocks (SSHKit's backend): take values into local variables first.
+    #
+    # Arguments come from ENV first (Murder's command line: `cap ...
+    # tag=NAME`), then the `default_` settings.
+    #
+    # @api private
     module Helpers
+      # Short for {Support}.
       S = Support
 
       # Roles, as in Murder: peers are all servers that take releases; the tracker
       # and the seeder are the first peer unless roles say otherwise.
+      #
+      # @return [Array<Capistrano::Configuration::Server>] the `:peer` role's
+      #   servers, or else every release role's
       def murder_peers
         explicit = roles(:peer)
         explicit.empty? ? release_roles(:all) : explicit
       end
 
+      # @return [Capistrano::Configuration::Server] the first `:tracker`
+      #   server, else the first peer
+      # @raise [Capistrano::Murder::Error] when there are no servers
       def murder_tracker
         roles(:tracker).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
       end
 
+      # @return [Capistrano::Configuration::Server] the first `:seeder`
+      #   server, else the first peer
+      # @raise [Capistrano::Murder::Error] when there are no servers
       def murder_seeder
         roles(:seeder).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
       end
 
+      # @return [Array<Capistrano::Configuration::Server>] the peers, the
+      #   tracker and the seeder, each once
+      # @raise [Capistrano::Murder::Error] when there are no servers
       def murder_hosts
         (murder_peers + [murder_tracker, murder_seeder]).uniq
       end
 
-      # Arguments: ENV first (Murder's command line), then the default_ settings.
+      # @return [String] ENV["tag"], else `:default_tag`
+      # @raise [Capistrano::Murder::Error] when it is empty or not a safe
+      #   name ({Support.tag})
       def murder_tag
         S.tag(ENV.fetch("tag", fetch(:default_tag)))
       end
 
+      # @return [String] ENV["temp_path"], else `:default_temp_path`
+      # @raise [Capistrano::Murder::Error] when it is not a safe absolute path
+      #   ({Support.absolute_path})
       def murder_temp_path
         S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
       end
 
+      # @return [String] ENV["files_path"], else `:default_seeder_files_path`
+      # @raise [Capistrano::Murder::Error] when it is not a safe absolute path
       def murder_files_path
         S.absolute_path(ENV.fetch("files_path", fetch(:default_seeder_files_path)), "files_path")
       end
 
+      # @return [String] ENV["destination_path"], else
+      #   `:default_destination_path`
+      # @raise [Capistrano::Murder::Error] when it is not a safe absolute path
       def murder_destination_path
         S.absolute_path(ENV.fetch("destination_path", fetch(:default_destination_path)), "destination_path")
       end
 
+      # @return [String] the murder binary on the hosts
+      #   (`:remote_murder_path`/murder)
       def remote_murder
         "#{fetch(:remote_murder_path)}/murder"
       end
 
+      # @return [String] where murder's pidfiles are on the hosts
+      #   (`:remote_murder_path`/run)
       def murder_run_dir
         "#{fetch(:remote_murder_path)}/run"
       end
 
-      # What the seeder shares: TEMP/TAG.tgz (or TEMP/TAG for path_is_file).
-      # Murder's tasks ship a tree (no tar: every file in place, links and
-      # modes kept, earlier tags reused) with `tree=1` or :murder_tree.
+      # Whether Murder's tasks ship a tree (no tar: every file in place, links
+      # and modes kept, earlier tags reused): with `tree=1` or :murder_tree;
+      # else the seeder shares TEMP/TAG.tgz (or TEMP/TAG with
+      # `path_is_file=1`).
+      #
+      # @return [Boolean] whether a tree is shipped
+      # @raise [Capistrano::Murder::Error] when `tree=1` comes with
+      #   `path_is_file=1`
       def murder_tree?
         tree = S.truthy?("tree") || fetch(:murder_tree, false)
         raise Error, "tree=1 and path_is_file=1 do not go together" if tree && S.truthy?("path_is_file")
@@ -64,6 +101,9 @@ module Capistrano
         tree
       end
 
+      # @return [String] what the seeder shares: files_path for a tree, else
+      #   TEMP/TAG.tgz (TEMP/TAG with `path_is_file=1`)
+      # @raise [Capistrano::Murder::Error] for a bad argument
       def murder_payload
         return murder_files_path if murder_tree?
 
@@ -71,16 +111,25 @@ module Capistrano
         "#{murder_temp_path}/#{name}"
       end
 
+      # @return [String] the torrent's path on the hosts: TEMP/TAG.tree.torrent
+      #   for a tree, else the payload's path + ".torrent"
+      # @raise [Capistrano::Murder::Error] for a bad argument
       def murder_torrent
         return "#{murder_temp_path}/#{murder_tag}.tree.torrent" if murder_tree?
 
         "#{murder_payload}.torrent"
       end
 
+      # @return [String] where the torrent goes on this machine (temp_path,
+      #   the same name)
+      # @raise [Capistrano::Murder::Error] for a bad argument
       def local_torrent
         File.join(murder_temp_path, File.basename(murder_torrent))
       end
 
+      # @return [String] the address peers announce to: the tracker's
+      #   `murder_ip` property or IP address, else its host name
+      # @raise [Capistrano::Murder::Error] when there are no servers
       def tracker_address
         host = murder_tracker
         S.announce_ip(host) || host.hostname
@@ -89,6 +138,12 @@ module Capistrano
       # Stops, on `hosts`, every murder process whose pidfile in the run directory
       # matches `pattern` (a name, or a glob like "seed-*.pid"). Nothing running
       # is fine: `murder stop` succeeds quietly then.
+      #
+      # @param hosts [Array<Capistrano::Configuration::Server>, Capistrano::Configuration::Server]
+      #   where to stop them
+      # @param pattern [String] a pidfile name or glob (`find -name`)
+      # @return [void]
+      # @raise [SSHKit::Runner::ExecuteError] when a command fails on a host
       def stop_murder(hosts, pattern)
         murder = remote_murder
         run = murder_run_dir

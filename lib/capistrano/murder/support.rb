@@ -9,18 +9,27 @@ require "murder/remote"
 
 module Capistrano
   module Murder
-    # A problem with the arguments or a host; the message names which.
+    # A problem with the arguments or a host; the message names which. The
+    # Capistrano tasks raise it (errors of the engine itself stay
+    # `::Murder::Error`s).
     class Error < StandardError; end
 
     # What the murder: tasks share: validated arguments, paths, roles and
     # escaped command lines (SSHKit joins arguments with spaces and does not
     # quote them, so every argument goes through Shellwords here).
+    #
+    # @api private
     module Support
+      # What a tag may be: letters, digits, ".", "_" and "-", not starting
+      # with a punctuation character (no "/" or shell characters).
       TAG = /\A[A-Za-z0-9][A-Za-z0-9._-]*\z/
 
       module_function
 
-      # The murder binary the gem built (see Murder.binary).
+      # The murder binary the gem built (see {::Murder.binary}).
+      #
+      # @return [String] its path
+      # @raise [Capistrano::Murder::Error] when there is none
       def default_binary
         require "murder/binary"
         ::Murder.binary
@@ -31,6 +40,10 @@ module Capistrano
       # Whether :murder_compression asks for gzip: :gzip (the default) or
       # :none, for releases that are compressed already (gzip gains nothing
       # there and costs seconds on every host).
+      #
+      # @param compression [Symbol, String] `:gzip` or `:none`
+      # @return [Boolean]
+      # @raise [Capistrano::Murder::Error] for anything else
       def gzip?(compression)
         case compression.to_s
         when "gzip" then true
@@ -40,10 +53,22 @@ module Capistrano
       end
 
       # Each argument quoted for the remote shell.
+      #
+      # @example
+      #   Support.args("a b", ["c"]) # => ["a\\ b", "c"]
+      #
+      # @param words [Array<#to_s, Array>] words, arrays of them flattened
+      # @return [Array<String>] each word shell-escaped
       def args(*words)
         words.flatten.map { |w| w.to_s.shellescape }
       end
 
+      # Checks a release tag.
+      #
+      # @param value [#to_s] the tag
+      # @return [String] the tag
+      # @raise [Capistrano::Murder::Error] when it is empty or does not
+      #   match {TAG}
       def tag(value)
         tag = value.to_s
         raise Error, "tag is required: cap ... tag=NAME (or set :default_tag)" if tag.empty?
@@ -54,6 +79,13 @@ module Capistrano
         tag
       end
 
+      # Checks a path argument.
+      #
+      # @param value [#to_s] the path
+      # @param name [String] the argument's name, for the message
+      # @return [String] the path without a trailing "/" ("/" stays "/")
+      # @raise [Capistrano::Murder::Error] when it is empty, not absolute,
+      #   holds a `..` component or control characters
       def absolute_path(value, name)
         path = value.to_s
         raise Error, "#{name} is required" if path.empty?
@@ -72,6 +104,12 @@ module Capistrano
       # only at the end). It extracts into a staging directory beside DEST and
       # moves it into place, so a failure leaves neither a half release at
       # DEST nor the staging directory.
+      #
+      # @param backend [SSHKit::Backend::Abstract] the host's backend
+      # @param payload [String] the archive on the host
+      # @param dest [String] where the release goes (replaced)
+      # @return [void]
+      # @raise [SSHKit::Runner::ExecuteError] when a command fails there
       def extract_release(backend, payload, dest)
         staging = "#{dest}.murder-extract"
         backend.execute :rm, "-rf", *args(staging)
@@ -87,6 +125,11 @@ module Capistrano
         backend.execute :mv, *args(staging, dest)
       end
 
+      # Whether the command line set the ENV variable `name` to something
+      # other than "0", "false" or "no" (in any case).
+      #
+      # @param name [String] the variable
+      # @return [Boolean]
       def truthy?(name)
         value = ENV.fetch(name, nil)
         !value.nil? && !%w[0 false no].include?(value.downcase)
@@ -94,11 +137,19 @@ module Capistrano
 
       # The address a host announces: its murder_ip property, else its
       # name when that is an IP address, else none (the route to the tracker).
+      #
+      # @param host [Capistrano::Configuration::Server]
+      # @return [String, nil]
       def announce_ip(host)
         ip = host.properties.fetch(:murder_ip) || host.hostname
         ip.to_s.match?(/\A[\d.]+\z|:/) ? ip.to_s : nil
       end
 
+      # A tracker host's `/stats.json`, for the progress line.
+      #
+      # @param host [String] the tracker's address
+      # @param port [Integer] its port
+      # @return [Hash, nil] nil on any error (it is only progress)
       def stats(host, port)
         JSON.parse(Net::HTTP.get(URI("http://#{host}:#{port}/stats.json")))
       rescue StandardError
@@ -107,6 +158,10 @@ module Capistrano
 
       # :murder_reuse as the `murder peer --reuse-mode` it means: "link"
       # (hard links), "copy", or nil for :none (no reuse).
+      #
+      # @param value [Symbol, String] `:link`, `:copy` or `:none`
+      # @return [String, nil]
+      # @raise [Capistrano::Murder::Error] for anything else
       def reuse_mode(value)
         case value.to_s
         when "link", "copy" then value.to_s
@@ -116,6 +171,10 @@ module Capistrano
       end
 
       # Whether :murder_release ships a tree (:tree) or one archive (:archive).
+      #
+      # @param value [Symbol, String] `:tree` or `:archive`
+      # @return [Boolean]
+      # @raise [Capistrano::Murder::Error] for anything else
       def tree?(value)
         case value.to_s
         when "tree" then true
@@ -127,6 +186,14 @@ module Capistrano
       # Installs the murder binary on the host behind BACKEND (inside `on`),
       # through a temporary name, so a host never runs half a binary, and
       # records its SHA-256 beside it (murder.sha256) once it is in place.
+      # It also makes DIR/run, for pidfiles.
+      #
+      # @param backend [SSHKit::Backend::Abstract] the host's backend
+      # @param binary [String] the local murder binary
+      # @param dir [String] where it goes on the host
+      # @param sha256 [String] its hex SHA-256 (computed when not given)
+      # @return [void]
+      # @raise [SSHKit::Runner::ExecuteError] when a command fails there
       def install_binary(backend, binary, dir, sha256 = Digest::SHA256.file(binary).hexdigest)
         backend.execute :mkdir, "-p", *args(dir, "#{dir}/run")
         backend.upload! binary, "#{dir}/murder.new"
@@ -135,6 +202,8 @@ module Capistrano
         backend.execute :sh, "-c", *args('echo "$1" > "$2.new" && mv -f "$2.new" "$2"', "sh", sha256, "#{dir}/murder.sha256")
       end
 
+      # @param bytes [Numeric]
+      # @return [String] as {::Murder::Progress.human}
       def human(bytes) = ::Murder::Progress.human(bytes)
     end
   end
@@ -142,7 +211,13 @@ end
 
 module Capistrano
   module Murder
+    # {::Murder::Progress}, for the task files.
+    #
+    # @api private
     Progress = ::Murder::Progress
+    # {::Murder::Remote}, for the task files.
+    #
+    # @api private
     Remote = ::Murder::Remote
   end
 end
