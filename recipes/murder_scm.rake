@@ -4,12 +4,12 @@
 
 # Ships the tree of `torrent` (served from this process by `tracker`) to
 # every server: one SSH command per host checks the murder binary, takes
-# the deploy ticket on stdin, brings in what the host's earlier releases
+# the deploy ticket (the torrent and the closed swarm's secret) on stdin, brings in what the host's earlier releases
 # hold, downloads the rest and stages the release beside release_path. Once
 # every host has staged it, every host renames it into place; if any host
 # failed, none does (the others keep theirs staged, for the next deploy to
 # reuse), and the error names each failed host.
-def murder_ship_tree(torrent, tracker)
+def murder_ship_tree(torrent, tracker, secret)
   remote = Capistrano::Murder::Remote
   binary = fetch(:murder_binary)
   raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
@@ -24,7 +24,8 @@ def murder_ship_tree(torrent, tracker)
   tag = File.basename(dest)
   reuse = S.reuse_mode(fetch(:murder_reuse))
   linger = fetch(:murder_linger)
-  ticket = remote.ticket(torrent.to_bencode)
+  # The closed swarm's secret travels only in the ticket, over SSH.
+  ticket = remote.ticket(torrent.to_bencode, secret: secret)
   peers = murder_peers
   barrier = remote::Barrier.new(peers.size)
   results = {}
@@ -76,7 +77,7 @@ namespace :murder do
       if S.tree?(fetch(:murder_release))
         tree, revision = export_tree
         set :murder_revision, revision
-        serve_tree(tree) { |torrent, tracker| murder_ship_tree(torrent, tracker) }
+        serve_tree(tree) { |torrent, tracker, secret| murder_ship_tree(torrent, tracker, secret) }
         next
       end
       tag = File.basename(release_path.to_s)

@@ -221,6 +221,7 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
   it "deploys a tree with executables and a link twice, the second fetching only the change, and rolls back" do
     out = cap!("deploy")
     expect(out).not_to match(/\btar\b|packed/) # no archive, no extraction
+    expect(out).to include("goes out in a closed swarm") # the strategy's default
     expect_release_everywhere
     first_release = File.basename(File.readlink(app(1, "current")))
 

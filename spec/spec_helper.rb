@@ -127,7 +127,9 @@ module ProcessHelpers
   end
 end
 
+require "cgi"
 require "net/http"
+require "securerandom"
 require "socket"
 
 RSpec.configure do |config|

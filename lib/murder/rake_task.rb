@@ -10,62 +10,83 @@ require "murder/progress"
 
 module Murder
   # Rake tasks for projects without Capistrano, in the idiom of
-  # RSpec::Core::RakeTask: a task that ships a directory to hosts through a
+  # `RSpec::Core::RakeTask`: a task that ships a directory to hosts through a
   # swarm seeded from this machine.
   #
-  #   require "murder/rake_task"
-  #
-  #   Murder::RakeTask.new(:ship) do |t|
-  #     t.source = "build/"
-  #     t.hosts = %w[app1.example.com app2.example.com]
-  #     t.destination = "/srv/app/releases/%{tag}"
-  #   end
-  #
-  # `rake ship` makes the torrent of +source+ (piece-aligned; hashing only
+  # `rake ship` makes the torrent of {#source} (piece-aligned; hashing only
   # files changed since the last run), tracks and seeds it in this process,
   # starts `murder peer` on every host over SSH (net-ssh; one command per
   # host, the torrent on its standard input), shows a line of progress a
   # second, and prints what every host reused and downloaded. The release
-  # lands at +destination+ on a host only once it is complete and verified
-  # there. It also defines `rake murder:torrent[PATH]` (make PATH.torrent)
-  # and `rake murder:tracker` (run a tracker until interrupted) for scripts.
+  # lands at {#destination} on a host only once it is complete and verified
+  # there. It also defines `rake murder:torrent[PATH,TRACKER]` (make
+  # PATH.torrent) and `rake murder:tracker[PORT,DIR]` (run a tracker until
+  # interrupted) for scripts, once for all RakeTasks.
+  #
+  # Hosts need only SSH: the murder binary ({#binary}) is copied to
+  # {#remote_binary} on a host that lacks it or has another one.
+  #
+  # @example Rakefile
+  #   require "murder/rake_task"
+  #
+  #   Murder::RakeTask.new(:ship) do |t|
+  #     t.source = "build/"
+  #     t.hosts = %w[app1.example.com deploy@app2.example.com]
+  #     t.destination = "/srv/app/releases/%{tag}"
+  #   end
   class RakeTask < ::Rake::TaskLib
-    # @return [Symbol] the task's name (default :ship)
+    # @return [Symbol, String] the task's name (default `:ship`)
     attr_accessor :name
-    # @return [String, nil] the task's description (one is set if not given)
+    # @return [String, nil] the task's description (nil: one naming
+    #   {#source} and the number of hosts); ignored when a `desc` comes just
+    #   before the RakeTask, which then describes the task
     attr_accessor :description
-    # @return [String] the directory to ship
+    # @return [String] the directory to ship (required)
     attr_accessor :source
-    # @return [Array<String>] hosts, as `user@host` or `host`
+    # @return [Array<String>] hosts, as `user@host` or `host` (required)
     attr_accessor :hosts
-    # @return [String] where the release goes on each host; `%{tag}` is
-    #   replaced by #tag
+    # @return [String] where the release goes on each host (required), a
+    #   `format` string: `%{tag}` is replaced by {#tag} (write `%%` for `%`)
     attr_accessor :destination
-    # @return [String] the release's name (default: a UTC timestamp)
+    # @return [String, nil] the release's name (nil: the UTC time as
+    #   YYYYMMDDHHMMSS)
     attr_accessor :tag
     # @return [String, nil] directory of earlier releases on the hosts to
-    #   reuse content from (default: the destination's parent)
+    #   reuse content from, where failed deploys' staging areas are cleaned
+    #   up (nil: the destination's parent)
     attr_accessor :reuse
     # @return [String] SSH user when a host names none (default: root)
     attr_accessor :user
-    # @return [Hash] options for Net::SSH.start (keys, known hosts, ...)
+    # @return [Hash] options for `Net::SSH.start` (keys, known hosts, ...)
     attr_accessor :ssh_options
-    # @return [String] where the murder binary lives on the hosts
+    # @return [String] where the murder binary lives on the hosts (default
+    #   /usr/local/lib/murder/murder)
     attr_accessor :remote_binary
-    # @return [String] the murder binary to install there (the gem's)
+    # @return [String, nil] the murder binary to install there (nil: the
+    #   gem's, {Murder.binary})
     attr_accessor :binary
-    # @return [String, nil] this machine's address the hosts reach (default:
+    # @return [String, nil] this machine's address the hosts reach (nil:
     #   the local address of the route to the first host)
     attr_accessor :ip
-    # @return [Integer] the tracker's port here (0: any)
+    # @return [Integer] the tracker's port here (default 0: any free port)
     attr_accessor :port
     # @return [Integer] seconds hosts keep seeding once they are done
+    #   (default 30)
     attr_accessor :linger
-    # @return [String] where this machine keeps its hash cache
+    # @return [String] where this machine keeps its hash cache (default
+    #   tmp/murder/hashes.json)
     attr_accessor :cache
+    # @return [Boolean] ship in a closed swarm (default true): a fresh
+    #   secret per run, sent to each host over SSH; peers without it get
+    #   nothing and the wire is encrypted. false: plain BitTorrent
+    attr_accessor :closed
 
-    # Defines the task +name+ (and murder:torrent, murder:tracker); the
-    # block, if given, configures it.
+    # Defines the task `name` (and `murder:torrent`, `murder:tracker` unless
+    # they are defined already); the block, if given, configures it first.
+    #
+    # @param name [Symbol, String] the task's name
+    # @yield [task] to set its attributes
+    # @yieldparam task [Murder::RakeTask] this task
     def initialize(name = :ship)
       super()
       @name = name
@@ -76,15 +97,29 @@ module Murder
       @port = 0
       @linger = 30
       @cache = "tmp/murder/hashes.json"
+      @closed = true
       yield self if block_given?
       define
     end
 
-    # Ships #source to every host: see the class comment. Returns the
-    # engine's summary of each host, by host.
+    # Ships {#source} to every host (what the task runs): see the class
+    # comment. Blocks until every host is done; the tracker and the seeder
+    # serve from native threads meanwhile, and each host has a Ruby thread
+    # of its own. The tracker and the seeder are stopped when it returns or
+    # raises.
     #
-    # @return [Hash{String => Hash}] each host's summary ("reused_bytes", "downloaded", "seconds", ...)
-    # @raise [Murder::Error] naming every host that failed
+    # @return [Hash{String => Hash}] each host's summary ("reused_bytes",
+    #   "downloaded", "seconds", "phases", ...: see {Download#run}), by host
+    # @raise [Murder::InvalidArgument] when {#source}, {#hosts} or
+    #   {#destination} is not set, or this machine's address towards the
+    #   first host cannot be told (set {#ip})
+    # @raise [Murder::Error] naming every host that failed and why (its SSH
+    #   error, or murder's last message there), or when there is no murder
+    #   binary ({Murder.binary})
+    # @raise [Murder::FileError, Murder::InvalidArgument] from making the
+    #   torrent ({Torrent.create}) or starting the tracker or the seeder
+    # @raise [SystemCallError] when {#binary} cannot be read
+    # @raise [LoadError] when net-ssh or net-scp is not installed
     def ship
       raise InvalidArgument, "#{name}: set source, hosts and destination" unless source && !hosts.empty? && destination
 
@@ -93,11 +128,12 @@ module Murder
       address = ip || local_address_towards(host_name(hosts.first))
       tracker = Tracker.new(port: port, bind: "0.0.0.0", interval: 1).start
       torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache)
-      tracker.allow(torrent)
-      seeder = Seeder.new(torrent, source, ip: address, lazy_check: true).start
+      secret = Murder.generate_secret if closed
+      tracker.allow(torrent, secret: secret)
+      seeder = Seeder.new(torrent, source, ip: address, lazy_check: true, secret: secret).start
       watcher = Thread.new { Progress.new(hosts.size) { tracker.stats }.watch }
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      results = run_peers(torrent, dest)
+      results = run_peers(torrent, dest, secret)
       failed = results.select { |_, r| r.is_a?(String) }
       raise Error, "murder: failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}" unless failed.empty?
 
@@ -113,12 +149,21 @@ module Murder
 
     private
 
+    # Defines the task and the scripting tasks.
+    #
+    # @api private
+    # @return [void]
     def define
       desc(description || "Ship #{source} to #{hosts.size} hosts through murder") unless ::Rake.application.last_description
       task(name) { ship }
       define_scripting_tasks
     end
 
+    # Defines `murder:torrent` and `murder:tracker`, once per Rake
+    # application.
+    #
+    # @api private
+    # @return [void]
     def define_scripting_tasks
       return if ::Rake::Task.task_defined?("murder:torrent")
 
@@ -147,16 +192,30 @@ module Murder
       end
     end
 
+    # @api private
+    # @param host [String] `user@host` or `host`
+    # @return [String] the host
     def host_name(host) = host.to_s.split("@").last
+
+    # @api private
+    # @param host [String] `user@host` or `host`
+    # @return [String] the user, or {#user}
     def host_user(host) = host.to_s.include?("@") ? host.to_s.split("@").first : user
 
     # One thread per host: install the binary if it is not current, then
     # one `murder peer -` with the ticket on its standard input.
-    def run_peers(torrent, dest)
+    #
+    # @api private
+    # @param torrent [Murder::Torrent] the release's torrent
+    # @param dest [String] where the release goes on each host
+    # @param secret [String, nil] the closed swarm's secret
+    # @return [Hash{String => Hash, String}] by host, its summary, or why it
+    #   failed
+    def run_peers(torrent, dest, secret)
       require "net/ssh"
       require "net/scp"
       sha = Digest::SHA256.file(binary || Murder.binary).hexdigest
-      ticket = Remote.ticket(torrent.to_bencode)
+      ticket = Remote.ticket(torrent.to_bencode, secret: secret)
       releases = reuse || File.dirname(dest)
       threads = hosts.map do |host|
         Thread.new do
@@ -170,7 +229,17 @@ module Murder
       threads.map(&:value).to_h
     end
 
-    # The summary Hash, or a String saying why it failed.
+    # Runs the download on one host, installing the binary and trying once
+    # more when the host's is not current.
+    #
+    # @api private
+    # @param ssh [Net::SSH::Connection::Session] the host's connection
+    # @param host [String] the host, as in {#hosts}
+    # @param sha [String] the hex SHA-256 of the binary this deploy ships
+    # @param ticket [String] the deploy ticket ({Remote.ticket})
+    # @param releases [String] the releases directory there
+    # @param dest [String] where the release goes there
+    # @return [Hash, String] the summary Hash, or a String saying why it failed
     def peer_on(ssh, host, sha, ticket, releases, dest)
       args = ["--reuse", releases, "--linger", linger, "--progress", "json"]
       command = Remote.peer_command(murder: remote_binary, sha256: sha, releases: releases, dest: dest, args: args).join(" ")
@@ -185,6 +254,16 @@ module Murder
       "could not install murder"
     end
 
+    # Runs `command` over `ssh`, sending `ticket` on its standard input once
+    # murder asks for it ({Remote::PROMPT}).
+    #
+    # @api private
+    # @param ssh [Net::SSH::Connection::Session] the host's connection
+    # @param command [String] the command line
+    # @param ticket [String] the deploy ticket
+    # @return [Array(Integer, String, String)] exit status (1 when none came),
+    #   standard output, standard error
+    # @raise [Murder::Error] when the command could not be started
     def exec_with_ticket(ssh, command, ticket)
       out = +""
       err = +""
@@ -210,6 +289,13 @@ module Murder
       [status || 1, out, err]
     end
 
+    # Copies the binary to {#remote_binary} through a temporary name and
+    # records its SHA-256 beside it.
+    #
+    # @api private
+    # @param ssh [Net::SSH::Connection::Session] the host's connection
+    # @param sha [String] the binary's hex SHA-256
+    # @return [void]
     def install(ssh, sha)
       dir = File.dirname(remote_binary)
       ssh.exec!("mkdir -p #{dir.shellescape}")
@@ -218,6 +304,12 @@ module Murder
                 "#{remote_binary.shellescape} && echo #{sha} > #{remote_binary.shellescape}.sha256")
     end
 
+    # This machine's address on the route to `host` (no packet is sent).
+    #
+    # @api private
+    # @param host [String] a host name or address
+    # @return [String]
+    # @raise [Murder::InvalidArgument] when it cannot be told
     def local_address_towards(host)
       Addrinfo.udp(host, 9).connect.local_address.ip_address
     rescue SocketError, SystemCallError => e

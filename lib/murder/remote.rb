@@ -8,6 +8,10 @@ module Murder
   # One SSH command per host for a whole download: check the murder
   # binary, take the deploy ticket on standard input, download (reusing
   # what the host holds), place the release, clean old staging areas.
+  # What {RakeTask} and the Capistrano tasks run on each host; its shape
+  # follows `murder peer -` (ext/murder-cli), so it is not public API.
+  #
+  # @api private
   module Remote
     # What `murder peer -` prints on standard error when it wants the
     # ticket (ext/murder-cli/src/ticket.rs).
@@ -16,10 +20,12 @@ module Murder
     # one this deploy ships.
     OUTDATED = 97
 
-    # $1 murder, $2 its SHA-256, $3 the releases directory, $4 the staging
-    # name to keep; the rest goes to `murder peer`. The binary is current
-    # when the digest recorded beside it at install (murder.sha256) is the
-    # one this deploy ships: no host hashes its binary on every deploy.
+    # The script {.peer_command} runs with `sh -c`: `$1` murder, `$2` its
+    # SHA-256, `$3` the releases directory, `$4` the staging name to keep;
+    # the rest goes to `murder peer -`. The binary is current when the
+    # digest recorded beside it at install (murder.sha256) is the one this
+    # deploy ships: no host hashes its binary on every deploy. Exits
+    # {OUTDATED} when it is not, else with the status of `murder peer`.
     SCRIPT = <<~'SH'
       murder=$1 sha=$2 releases=$3 keep=$4
       shift 4
@@ -36,7 +42,22 @@ module Murder
 
     module_function
 
-    # The arguments of `sh -c` for one host.
+    # The words of `sh -c` {SCRIPT} for one host, each quoted for the remote
+    # shell (join them with spaces for a command line).
+    #
+    # @example
+    #   Remote.peer_command(murder: "/usr/local/lib/murder/murder", sha256: sha, releases: "/srv/app/releases",
+    #                       dest: "/srv/app/releases/20240101", args: ["--linger", 30]).join(" ")
+    #
+    # @param murder [String] the murder binary on the host
+    # @param sha256 [String] the hex SHA-256 it must have
+    # @param releases [String] the releases directory (made if missing;
+    #   after a download, the staging areas of earlier failed deploys in it
+    #   are removed)
+    # @param dest [String] where the release goes (the first argument of
+    #   `murder peer -`)
+    # @param args [Array<#to_s>] more arguments of `murder peer`
+    # @return [Array<String>] shell-escaped words
     def peer_command(murder:, sha256:, releases:, dest:, args:)
       keep = ".#{File.basename(dest)}.part"
       ["sh", "-c", SCRIPT, "murder-peer", murder, sha256, releases, keep, dest, *args].map { |w| w.to_s.shellescape }
@@ -44,15 +65,23 @@ module Murder
 
     # The ticket `murder peer -` reads: a JSON header line, then the
     # torrent's bytes.
-    def ticket(torrent_bytes)
-      header = JSON.generate("torrent" => torrent_bytes.bytesize)
+    #
+    # @param torrent_bytes [String] the .torrent ({Torrent#to_bencode})
+    # @param secret [String, nil] a closed swarm's secret ({Murder.generate_secret})
+    # @return [String] a binary String
+    def ticket(torrent_bytes, secret: nil)
+      fields = { "torrent" => torrent_bytes.bytesize }
+      fields["secret"] = secret if secret
+      header = JSON.generate(fields)
       "#{header}\n".b + torrent_bytes.b
     end
 
     # Every host's vote on placing its release: a deploy places the release
     # on every host only once all of them staged it; if one fails, none is
     # placed (the others keep theirs staged, for the next deploy to reuse).
+    # Thread-safe: one thread per host votes and waits.
     class Barrier
+      # @param hosts [Integer] how many votes to wait for
       def initialize(hosts)
         @hosts = hosts
         @votes = {}
@@ -60,6 +89,11 @@ module Murder
         @changed = ConditionVariable.new
       end
 
+      # Records a host's vote; only its first vote counts.
+      #
+      # @param host [String] the host
+      # @param staged [Boolean] whether it staged its release
+      # @return [void]
       def vote(host, staged)
         @lock.synchronize do
           @votes[host] = staged unless @votes.key?(host)
@@ -67,7 +101,9 @@ module Murder
         end
       end
 
-      # Waits for every host's vote; true when all staged their release.
+      # Waits (blocking the calling thread) for every host's vote.
+      #
+      # @return [Boolean] true when all staged their release
       def place?
         @lock.synchronize do
           @changed.wait(@lock) until @votes.size >= @hosts
@@ -79,8 +115,13 @@ module Murder
     # The stdin side of `murder peer - --wait-to-place` on one host (an
     # SSHKit interaction handler: it sees the command's output as it
     # comes): the ticket when murder asks for it, then, once murder says
-    # the release is staged and every host voted, `place` or `abort`.
+    # the release is staged, the host's vote and, once every host voted,
+    # `place` or `abort`. A host that fails before it stages must be voted
+    # false by the caller, or the others wait forever.
     class Conversation
+      # @param ticket [String] the deploy ticket ({Remote.ticket})
+      # @param barrier [Barrier] the deploy's barrier
+      # @param host [String] this host, as it votes
       def initialize(ticket, barrier, host)
         @ticket = ticket
         @barrier = barrier
@@ -89,6 +130,14 @@ module Murder
         @state = :ticket
       end
 
+      # SSHKit's interaction handler callback: sends the ticket on the
+      # prompt, then the verdict once staged (blocking in {Barrier#place?}).
+      #
+      # @param _command [SSHKit::Command] the command (unused)
+      # @param stream [Symbol] `:stdout` or `:stderr`
+      # @param data [String] what came on it
+      # @param channel [Net::SSH::Connection::Channel] the command's channel
+      # @return [void]
       def on_data(_command, stream, data, channel)
         case @state
         when :ticket
@@ -110,7 +159,11 @@ module Murder
       end
     end
 
-    # The engine's report lines (JSON) in a command's output.
+    # The engine's report lines in a command's output.
+    #
+    # @param output [String, nil] what `murder peer --progress json` printed
+    # @return [Array<Object>] each line that is JSON, parsed (the engine's
+    #   reports are Hashes with an "event"); other lines are skipped
     def reports(output)
       output.to_s.lines.filter_map do |line|
         JSON.parse(line)
@@ -119,6 +172,9 @@ module Murder
       end
     end
 
+    # @param path [String] a local file
+    # @return [String] its hex SHA-256
+    # @raise [SystemCallError] when it cannot be read
     def sha256(path)
       Digest::SHA256.file(path).hexdigest
     end

@@ -3,21 +3,60 @@
 require "json"
 
 module Murder
-  # What Seeder and Download share: options, the native session, stats.
+  # What {Seeder} and {Download} share: options, the native session, stats.
+  # Not made directly: make a {Seeder} or a {Download}.
+  #
+  # A session serves peers from native threads of its own, which never hold
+  # the GVL. One session may be shared between threads: while one thread is
+  # inside {Download#run}, others may call {#stats}, {#port}, {#running?}
+  # and {#stop} (which ends that run with {Murder::Cancelled}); no native
+  # lock is held while a call waits. Start it from one thread only.
+  #
+  # @abstract
   class Session
-    # +ip+: the address announced to the tracker (default: the local address
-    # of the route to it); +port+/+bind+: where peers connect (0: any port);
-    # +max_peers+: most connections (nil: the engine's, 16);
-    # +upload_limit+/+download_limit+: bytes per second; +peers+: extra
-    # "IP:PORT" peers to connect to besides the tracker's. For a download,
-    # +reuse+: directories of content this host holds already (earlier
-    # releases), matched by content and verified before it counts, brought
-    # in as hard links (+reuse_mode: :link+) or copies (+:copy+). For a
-    # seeder, +lazy_check: true+ (data a torrent was just made from) skips
-    # the check of all the data before serving and checks each piece the
-    # first time it is sent instead.
+    # Only records the options: {Seeder#start} or {Download#run} checks
+    # them and starts the session.
+    #
+    # @param torrent [Murder::Torrent, String] the torrent, or the path of a
+    #   .torrent file (read here with {Torrent.load})
+    # @param path [String, #to_s] the data: the file of a single-file
+    #   torrent, or the directory that holds a multi-file torrent's files
+    #   (its name need not be the torrent's); for a seeder, what it serves,
+    #   for a download, where it goes
+    # @param ip [String, nil] the IP address announced to the tracker (nil:
+    #   the local address of the route to the tracker)
+    # @param port [Integer] where peers connect (0: any free port; see {#port})
+    # @param bind [String] the IP address to accept peers on
+    # @param max_peers [Integer, nil] most connections, from 1 to 10,000
+    #   (nil: the engine's 16)
+    # @param upload_limit [Integer, nil] most bytes per second sent, to all
+    #   peers together (nil: no limit; 0 is refused)
+    # @param download_limit [Integer, nil] most bytes per second received
+    #   (nil: no limit; 0 is refused)
+    # @param peers [Array<String>] extra `"IP:PORT"` peers to connect to
+    #   besides the tracker's
+    # @param reuse [Array<String>, String] for a download: directories of
+    #   content this host holds already (earlier releases), searched
+    #   recursively, matched by content and verified before it counts
+    # @param reuse_mode [Symbol, String] for a download: how reused files
+    #   come in, `:link` (hard links where possible, else copies) or `:copy`
+    # @param lazy_check [Boolean] for a seeder of data a torrent was just
+    #   made from: skip the check of all the data before serving and check
+    #   each piece the first time it is sent instead (a piece that no longer
+    #   matches fails the seed)
+    # @param secret [String, nil] a closed swarm: the deploy's secret, 64 hex
+    #   digits (see {Murder.generate_secret}). Peers must hold it before any
+    #   data flows, the wire is encrypted (Noise, AES-GCM), and announces
+    #   carry the tracker token derived from it. nil: plain BitTorrent
+    # @raise [Murder::InvalidArgument] when `reuse_mode` is neither `:link`
+    #   nor `:copy`, or `secret` is not 64 hex digits (raised by `start`)
+    # @raise [Murder::FileError, Murder::InvalidTorrent] when `torrent` is a
+    #   path that cannot be read or is not a valid torrent
+    # @raise [ArgumentError, TypeError] when `port`, `max_peers` or a limit
+    #   is not an integer (`Integer()`)
     def initialize(torrent, path, ip: nil, port: 0, bind: "0.0.0.0", max_peers: nil,
-                   upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link, lazy_check: false)
+                   upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link, lazy_check: false,
+                   secret: nil)
       @torrent = torrent.is_a?(Torrent) ? torrent : Torrent.load(torrent)
       @path = path.to_s
       copy = case reuse_mode.to_s
@@ -27,28 +66,55 @@ module Murder
              end
       @options = [bind.to_s, Integer(port), ip&.to_s, max_peers&.then { |n| Integer(n) },
                   upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, peers.map(&:to_s),
-                  Array(reuse).map(&:to_s), copy, lazy_check ? true : false]
+                  Array(reuse).map(&:to_s), copy, lazy_check ? true : false, secret&.to_s]
       @native = nil
     end
 
     attr_reader :torrent, :path
 
-    # The port peers connect to.
+    # @!attribute [r] torrent
+    #   @return [Murder::Torrent] the session's torrent
+
+    # @!attribute [r] path
+    #   @return [String] the data's path, as given
+
+    # The port peers connect to (the real one when 0 was asked).
+    #
+    # @return [Integer]
+    # @raise [Murder::InvalidArgument] when the session is not started, or
+    #   stopped
     def port
       native.port
     end
 
+    # @return [Boolean] whether the session is started and not stopped (a
+    #   {Download} stops when {Download#run} returns, unless it keeps
+    #   seeding)
     def running?
       !@native.nil? && @native.running?
     end
 
-    # Counters: "downloaded", "uploaded", "have_bytes", "total_bytes",
-    # "pieces_have", "piece_count", "peers", "complete", "distributed", ...
+    # The session's counters now (the GVL is held; it returns at once).
+    #
+    # @return [Hash] "downloaded", "uploaded" (payload bytes), "have_bytes",
+    #   "reused_bytes", "total_bytes", "pieces_have", "piece_count", "peers",
+    #   "complete", "distributed" (every piece is held by a connected peer),
+    #   "failed_pieces", "banned_peers", "protocol_errors" and "phases"
+    #   (a Hash of "check", "swarm" and "place" seconds)
+    # @raise [Murder::InvalidArgument] when the session is not started, or
+    #   stopped
     def stats
       JSON.parse(native.stats_json)
     end
 
-    # Announces "stopped" and closes every connection. Safe to call twice.
+    # Announces "stopped" to the tracker and closes every connection;
+    # returns once the session's threads have ended, waiting with the GVL
+    # released. May be called from another thread: a {Download#run} there
+    # raises {Murder::Cancelled}. Safe to call twice, and before the
+    # session starts (it does nothing then, also while {Seeder#start} or
+    # {Download#run} is still checking data: interrupt that thread instead).
+    #
+    # @return [self]
     def stop
       @native&.stop
       @native = nil
@@ -57,10 +123,20 @@ module Murder
 
     private
 
+    # @api private
+    # @return [NativeSession] the running native session
+    # @raise [Murder::InvalidArgument] when not started
     def native
       @native or raise InvalidArgument, "#{self.class.name.split('::').last.downcase} not started"
     end
 
+    # Starts the native session (a seed when `seed`), checking the data
+    # first with the GVL released; an interrupt cancels the check.
+    #
+    # @api private
+    # @param seed [Boolean] seed (true) or download (false)
+    # @return [NativeSession]
+    # @raise [Murder::InvalidArgument] when started already
     def start_native(seed)
       raise InvalidArgument, "already started" if @native
 
@@ -68,33 +144,89 @@ module Murder
     end
   end
 
-  # Seeds a torrent's data (the file, or the directory named like the
-  # torrent) until stopped. The data is checked against the torrent first.
+  # Seeds a torrent's data (the file, or the directory that holds the
+  # torrent's files) until stopped.
   #
+  # @example
   #   seeder = Murder::Seeder.new("release.torrent", "release.tgz", ip: "10.0.0.1").start
-  #   ...
+  #   # ... hosts download ...
   #   seeder.stop
   class Seeder < Session
-    # Checks the data and starts serving; returns self.
+    # Checks the data against the torrent (unless `lazy_check: true`), on
+    # every core with the GVL released, then starts serving on native
+    # threads and returns. An interrupt (Ctrl-C, `Thread#raise`) cancels
+    # the check and is raised here.
+    #
+    # @return [self]
+    # @raise [Murder::InvalidArgument] when the seeder is started already,
+    #   the data does not fully match the torrent ("cannot seed"), or an
+    #   option cannot work (`bind` or `ip` not an IP address, a peer not
+    #   `IP:PORT`, `max_peers` outside 1..10,000, a limit of 0)
+    # @raise [Murder::FileError] when the port cannot be bound, or (with
+    #   `lazy_check`) the data is missing; without `lazy_check`, missing or
+    #   unreadable data raises InvalidArgument ("cannot seed")
+    # @raise [RangeError] when `port` is outside 0..65535 or a count or
+    #   limit is negative
+    # @raise [Interrupt] (or what `Thread#raise` raised) when interrupted
     def start
       start_native(true)
       self
     end
   end
 
-  # Downloads a torrent to +dest+ (the file, or the directory named like the
-  # torrent). Data goes to ".DEST.part" beside it and is renamed to DEST only once every
-  # piece is verified; a download started again keeps what it verified.
+  # Downloads a torrent to `path` (DEST below: the file, or the directory
+  # that will hold the torrent's files, of any name). Data goes to ".DEST.part" beside it and is renamed
+  # to DEST only once every piece is verified and synced; a download started
+  # again keeps what it verified there. A DEST that holds this torrent's
+  # complete data already is done at once; one that holds anything else is
+  # refused and left alone.
+  #
+  # @example
+  #   download = Murder::Download.new("release.torrent", "/srv/app/releases/20240101",
+  #                                   reuse: ["/srv/app/releases"])
+  #   summary = download.run(timeout: 600) do |p|
+  #     print "\r#{p['bytes_done']}/#{p['bytes_total']} bytes, #{p['peers']} peers"
+  #   end
+  #   summary["downloaded"] # => bytes that came from peers
   class Download < Session
-    # Runs until the data is complete and returns the engine's summary, a
-    # Hash: "path", "bytes", "reused_bytes", "downloaded", "uploaded",
-    # "seconds", "rate", "peers" and "phases" ("check", "swarm", "place"
-    # seconds). The block, if given, gets the engine's progress Hash about
-    # once a second ("bytes_done", "bytes_total", "reused_bytes",
-    # "download_rate", "upload_rate", "peers", ...). With
-    # +keep_seeding: true+ the session goes on serving after it returns
-    # (call #stop later). Raises Murder::Cancelled when #stop is called from
-    # another thread meanwhile, and Murder::Error when the download fails.
+    # Starts the download and runs it until the data is complete, verified
+    # and at DEST. Starting checks what is there (".DEST.part", and the
+    # `reuse` directories) with the GVL released; then the calling thread
+    # waits without the GVL, taking it back every 100 ms to check for
+    # interrupts and about once a second to call the block and check the
+    # timeout. An interrupt (Ctrl-C, `Thread#raise`) ends the wait (or the
+    # check) and is raised here.
+    #
+    # Unless `keep_seeding` is true, the session is stopped when `run`
+    # returns or raises. With `keep_seeding: true` a session that still
+    # runs then is left running, serving the data to the other hosts, also
+    # after a timeout, a failure or an interrupt: call {#stop} later.
+    #
+    # @param timeout [Numeric, nil] seconds after which the download fails
+    #   (checked about once a second; nil: none, though the engine fails a
+    #   download that receives nothing for 60 s, or whose missing pieces no
+    #   peer holds)
+    # @param keep_seeding [Boolean] leave the session serving (see above)
+    # @yield [progress] about once a second, with the GVL held
+    # @yieldparam progress [Hash] the engine's progress report: "event"
+    #   ("progress"), "bytes_done", "bytes_total", "reused_bytes",
+    #   "downloaded", "uploaded", "download_rate", "upload_rate" (bytes per
+    #   second), "peers", "seconds"
+    # @return [Hash] the engine's summary: "event" ("complete"), "path",
+    #   "bytes", "reused_bytes", "downloaded", "uploaded", "seconds", "rate",
+    #   "peers", "phases" (a Hash of "check", "swarm" and "place" seconds)
+    #   and "protocol_errors"
+    # @raise [Murder::Cancelled] when {#stop} is called from another thread
+    #   meanwhile
+    # @raise [Murder::Error] when the download fails (the message names why)
+    #   or times out
+    # @raise [Murder::InvalidArgument] when the download is started already,
+    #   DEST exists and is not this torrent's data, or an option cannot work
+    #   (as for {Seeder#start})
+    # @raise [Murder::FileError] when the data cannot be written or read, or
+    #   the port cannot be bound
+    # @raise [RangeError] as for {Seeder#start}
+    # @raise [Interrupt, Exception] an interrupt, or what the block raised
     def run(timeout: nil, keep_seeding: false)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       session = start_native(false)

@@ -3,75 +3,156 @@
 require "json"
 
 module Murder
-  # The BitTorrent tracker, serving from a native thread inside this Ruby
-  # process (the GVL is not held while it serves).
+  # The BitTorrent tracker (HTTP `/announce` and `/scrape`, a status page
+  # at `/`, `/stats.json`, `/metrics` and `/health`), serving from a native thread
+  # inside this Ruby process: the GVL is not held while it serves, so it
+  # answers while Ruby threads are busy.
   #
+  # Only allowed torrents are tracked: anything else gets a bencoded
+  # "failure reason". Several trackers may run in one process. {#allow},
+  # {#stats}, {#port} and {#running?} may be called from any thread while it
+  # serves; call {#start} and {#stop} from one thread (they are not
+  # synchronized with each other).
+  #
+  # @example
   #   tracker = Murder::Tracker.new(port: 0, bind: "127.0.0.1").start
   #   tracker.allow(Murder::Torrent.load("release.torrent"))
   #   tracker.port   # => 41234 (the real port when 0 was asked)
   #   tracker.stats  # => {"torrents" => [{"name" => "release", "seeds" => 1, ...}]}
   #   tracker.stop
-  #
-  # Only allowed torrents are tracked: anything else gets a bencoded
-  # "failure reason". Several trackers may run in one process.
   class Tracker
+    # The port a tracker serves on unless told otherwise (Murder's).
     DEFAULT_PORT = 8998
 
     attr_reader :bind, :interval
 
-    # +interval+: seconds between announces (Murder's 15); +peer_timeout+:
-    # seconds after which a silent peer is forgotten (default 2 × interval);
-    # +numwant+: peers handed out when a client names none; +allow_dir+: a
-    # directory of .torrent files to allow, re-read when it changes.
-    def initialize(port: DEFAULT_PORT, bind: "0.0.0.0", interval: 15, peer_timeout: nil, numwant: 50, allow_dir: nil)
+    # @!attribute [r] bind
+    #   @return [String] the IP address served on, as given
+
+    # @!attribute [r] interval
+    #   @return [Integer] seconds between announces asked of peers
+
+    # Only records the settings: {#start} checks them and starts serving.
+    #
+    # @param port [Integer] where to serve (0: any free port; see {#port})
+    # @param bind [String] the IP address to serve on ("0.0.0.0": all)
+    # @param interval [Integer] seconds between announces, from 1 to 3600
+    #   (Murder's 15)
+    # @param peer_timeout [Integer, nil] seconds after which a silent peer is
+    #   forgotten (nil: 2 × `interval`)
+    # @param numwant [Integer] peers handed out when a client names no number
+    # @param allow_dir [String, nil] a directory of .torrent files to allow,
+    #   re-read when it changes (unreadable .torrent files in it are skipped
+    #   with a warning)
+    # @param operator_token [String, nil] with `?token=` this value, the
+    #   pages (`/`, `/stats.json`, `/metrics`, `/scrape`) show every torrent,
+    #   closed swarms included; at least 16 printable characters
+    # @raise [ArgumentError, TypeError] when `port`, `interval`,
+    #   `peer_timeout` or `numwant` is not an integer (`Integer()`)
+    def initialize(port: DEFAULT_PORT, bind: "0.0.0.0", interval: 15, peer_timeout: nil, numwant: 50, allow_dir: nil,
+                   operator_token: nil)
       @port = Integer(port)
       @bind = bind.to_s
       @interval = Integer(interval)
       @peer_timeout = peer_timeout&.then { |t| Integer(t) }
       @numwant = Integer(numwant)
       @allow_dir = allow_dir&.to_s
+      @operator_token = operator_token&.to_s
       @server = nil
     end
 
-    # Starts serving and returns self at once.
+    # Binds the port, loads `allow_dir` and starts serving on a native
+    # thread; returns at once (the GVL is held only while it binds).
+    #
+    # @return [self]
+    # @raise [Murder::InvalidArgument] when the tracker is started already,
+    #   `bind` is not an IP address, or a setting cannot work (`interval`
+    #   outside 1..3600, `peer_timeout` or `numwant` 0, `allow_dir` not a
+    #   directory)
+    # @raise [Murder::FileError] when the port cannot be bound ("Address
+    #   already in use") or `allow_dir` cannot be read
+    # @raise [RangeError] when `port` is outside 0..65535 or a setting is
+    #   negative
     def start
       raise InvalidArgument, "tracker already started" if @server
 
-      @server = TrackerServer.start(@bind, @port, @interval, @peer_timeout, @numwant, @allow_dir)
+      @server = TrackerServer.start(@bind, @port, @interval, @peer_timeout, @numwant, @allow_dir, @operator_token)
       self
     end
 
-    # The port served on (the real one when 0 was asked).
+    # @return [Integer] the port served on: the real one when 0 was asked;
+    #   before {#start} and after {#stop}, the port that was asked
     def port
       @server ? @server.port : @port
     end
 
+    # @return [Boolean] whether the tracker is started and its thread still
+    #   serves
     def running?
       !@server.nil? && @server.running?
     end
 
     # The announce URL for a host name or address that peers can reach.
+    #
+    # @example
+    #   tracker.announce_url("10.0.0.1") # => "http://10.0.0.1:8998/announce"
+    #
+    # @param host [String] the host peers announce to (default: `bind`, or
+    #   127.0.0.1 when bound to 0.0.0.0)
+    # @return [String]
     def announce_url(host = @bind == "0.0.0.0" ? "127.0.0.1" : @bind)
       "http://#{host}:#{port}/announce"
     end
 
-    # Allows a torrent: a Murder::Torrent, a .torrent path, or a hex
-    # info-hash. Returns the hex info-hash.
-    def allow(torrent_or_hex)
+    # Allows a torrent: announces for it are tracked from now on.
+    #
+    # @param torrent_or_hex [Murder::Torrent, String] a torrent, the path of
+    #   a .torrent file, or a 40-digit hex info-hash (a String that is not
+    #   an existing file and is 40 hex digits counts as an info-hash)
+    # @return [String] the torrent's hex info-hash
+    # @raise [Murder::InvalidArgument] when the tracker is not started
+    # @raise [Murder::FileError] when a path (or anything that is not a hex
+    #   info-hash) cannot be read
+    # @raise [Murder::InvalidTorrent] when the file is not a valid torrent
+    # @param secret [String, nil] a closed swarm (a {Murder::Torrent} or a
+    #   .torrent path only): announces count only with the token derived
+    #   from this secret (64 hex digits), and only holders of the token or
+    #   the operator see the torrent in scrapes and on the pages
+    # @raise [Murder::InvalidArgument] also when `secret` is not 64 hex
+    #   digits, or is given with a bare info-hash
+    def allow(torrent_or_hex, secret: nil)
       server = @server or raise InvalidArgument, "start the tracker first"
+      if secret
+        torrent = torrent_or_hex.is_a?(Torrent) ? torrent_or_hex : Torrent.load(torrent_or_hex.to_s)
+        return server.allow_closed(torrent, secret.to_s)
+      end
+
       case torrent_or_hex
       when Torrent then server.allow_torrent(torrent_or_hex)
       else server.allow(torrent_or_hex.to_s)
       end
     end
 
-    # What /stats.json serves: every allowed torrent with its peers.
+    # What `/stats.json` serves: every allowed torrent with its peers.
+    #
+    # @return [Hash] `{"torrents" => [...]}`, each torrent a Hash of
+    #   "info_hash", "name", "total_length" (nil when allowed by info-hash),
+    #   "seeds", "downloaders", "completed", "seconds", "completed_at",
+    #   "bytes_left" and "peers", each peer a Hash of "ip", "port", "left",
+    #   "uploaded", "downloaded", "percent_done", "seconds_since_announce"
+    #   and "rate"
+    # @raise [Murder::InvalidArgument] when the tracker is not started
     def stats
       server = @server or raise InvalidArgument, "start the tracker first"
       JSON.parse(server.stats_json)
     end
 
-    # Stops serving and frees the port. Safe to call twice.
+    # Stops serving and returns once the port is closed, waiting with the
+    # GVL released. Safe to call twice, and before {#start}.
+    #
+    # @return [self]
+    # @raise [Murder::FileError] when the server had failed with an I/O error
+    # @raise [Murder::Error] when the tracker's thread had panicked
     def stop
       @server&.stop
       @server = nil

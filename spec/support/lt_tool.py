@@ -128,7 +128,21 @@ def download_with(ses, torrent, save_path, timeout):
     sys.exit("timed out")
 
 
+def probe(torrent, save_path, port, peer, seconds):
+    """An outsider: connects to PEER (IP:PORT) directly, as long as it
+    lets it, for SECONDS; prints the payload bytes it got."""
+    ses = default_session(port)
+    handle = ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save_path})
+    ip, peer_port = peer.rsplit(":", 1)
+    deadline = time.time() + float(seconds)
+    while time.time() < deadline:
+        handle.connect_peer((ip, int(peer_port)))
+        time.sleep(0.5)
+    status = handle.status()
+    print("downloaded %d progress %.3f" % (status.total_payload_download, status.progress), flush=True)
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     {"info": info, "create": create, "seed": seed, "download": download,
-     "seed-default": seed_default, "download-default": download_default}[cmd](*args)
+     "seed-default": seed_default, "download-default": download_default, "probe": probe}[cmd](*args)

@@ -13,9 +13,11 @@ use murder_core::units::{human_bytes, parse_size};
 pub struct Args {
     /// File or directory to share.
     path: PathBuf,
-    /// Tracker as HOST:PORT (or a full announce URL).
-    #[arg(long, short)]
-    tracker: String,
+    /// Tracker as HOST:PORT (or a full announce URL). Repeat it for more
+    /// trackers (BEP 12 announce-list): murder peers announce to all of
+    /// them, so a deploy goes on while any one answers.
+    #[arg(long, short, required = true)]
+    tracker: Vec<String>,
     /// Where to write the .torrent.
     #[arg(long, short)]
     output: PathBuf,
@@ -49,7 +51,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let with_cache = args.hash_cache.is_some();
     let options = CreateOptions {
-        tracker: args.tracker,
+        tracker: args.tracker[0].clone(),
+        more_trackers: args.tracker[1..].to_vec(),
         piece_length: args.piece_length,
         private: args.private,
         comment: args.comment,

@@ -4,11 +4,14 @@
 //! header), then the .torrent's bytes:
 //!
 //! ```text
-//! {"torrent":LENGTH}\n<LENGTH bytes of the .torrent>
+//! {"torrent":LENGTH,"secret":"64 hex digits"}\n<LENGTH bytes of the .torrent>
 //! ```
+//!
+//! `secret` (optional) makes the download a closed swarm of that secret.
 
 use std::io::{BufRead, Read};
 
+use murder_core::secure::SwarmSecret;
 use murder_core::Metainfo;
 use serde::Deserialize;
 
@@ -19,10 +22,18 @@ pub const PROMPT: &str = "murder: reading the deploy ticket from standard input"
 #[derive(Deserialize)]
 struct Header {
     torrent: usize,
+    /// A closed swarm's secret, 64 hex digits.
+    #[serde(default)]
+    secret: Option<String>,
 }
 
-/// The torrent of the ticket on standard input.
-pub fn read() -> Result<Metainfo, String> {
+pub struct Ticket {
+    pub torrent: Metainfo,
+    pub secret: Option<SwarmSecret>,
+}
+
+/// The ticket on standard input.
+pub fn read() -> Result<Ticket, String> {
     eprintln!("{PROMPT}");
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -43,5 +54,13 @@ pub fn read() -> Result<Metainfo, String> {
     input
         .read_exact(&mut bytes)
         .map_err(|e| format!("deploy ticket: the torrent ends early ({e})"))?;
-    Metainfo::from_bytes(&bytes).map_err(|e| format!("deploy ticket: invalid torrent: {e}"))
+    let torrent =
+        Metainfo::from_bytes(&bytes).map_err(|e| format!("deploy ticket: invalid torrent: {e}"))?;
+    let secret = header
+        .secret
+        .as_deref()
+        .map(SwarmSecret::from_hex)
+        .transpose()
+        .map_err(|e| format!("deploy ticket: {e}"))?;
+    Ok(Ticket { torrent, secret })
 }

@@ -43,6 +43,15 @@ pub struct Args {
     /// Where a daemon writes its log [default: nowhere].
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Every allowed torrent is a closed swarm of the secret in FILE (64 hex
+    /// digits, readable by its owner alone): announces need the token
+    /// derived from it, and only its holders see the torrent.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// The pages show every torrent with `?token=` the token in FILE
+    /// (readable by its owner alone).
+    #[arg(long, value_name = "FILE")]
+    operator_token_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +61,16 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         default_numwant: args.numwant,
         allow_dir: args.allow_dir.clone(),
         max_connections: args.max_connections,
+        secret: args
+            .secret_file
+            .as_deref()
+            .map(murder_core::secure::SwarmSecret::load)
+            .transpose()?,
+        operator_token: args
+            .operator_token_file
+            .as_deref()
+            .map(murder_core::secure::read_private)
+            .transpose()?,
         ..TrackerConfig::default()
     };
     let tracker = Tracker::new(config)?;

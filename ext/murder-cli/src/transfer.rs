@@ -57,6 +57,11 @@ pub struct Common {
     /// Serve metrics for Prometheus at http://ADDR/metrics (e.g. 0.0.0.0:9100).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// A closed swarm: the deploy's secret (64 hex digits) in FILE, which
+    /// only its owner may read. Peers without it get nothing; the wire is
+    /// encrypted.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
 }
 
 /// Serves the session's metrics at `--metrics ADDR`, if asked, until the
@@ -92,6 +97,11 @@ impl Common {
             max_peers: self.max_peers,
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
+            secret: self
+                .secret_file
+                .as_deref()
+                .map(murder_core::secure::SwarmSecret::load)
+                .transpose()?,
             ..SessionConfig::default()
         };
         config.validate()?;
@@ -220,12 +230,16 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let meta = Arc::new(if args.torrent.as_os_str() == "-" {
-        crate::ticket::read()?
+    let (meta, ticket_secret) = if args.torrent.as_os_str() == "-" {
+        let ticket = crate::ticket::read()?;
+        (ticket.torrent, ticket.secret)
     } else {
-        Metainfo::load(&args.torrent)?
-    });
+        (Metainfo::load(&args.torrent)?, None)
+    };
+    let meta = Arc::new(meta);
+    let common = args.common.config()?;
     let config = SessionConfig {
+        secret: ticket_secret.or(common.secret.clone()),
         reuse: ReuseConfig {
             dirs: args.reuse.clone(),
             mode: match args.reuse_mode {
@@ -234,7 +248,7 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
             },
         },
         place: !args.wait_to_place,
-        ..args.common.config()?
+        ..common
     };
     // Fork before any thread exists; the child downloads and lingers.
     let handoff = if args.linger > 0 {

@@ -35,6 +35,9 @@ const TARGET_MAX_PIECES: u64 = 2000;
 pub struct CreateOptions {
     /// `host:port` of the tracker, or a full announce URL.
     pub tracker: String,
+    /// More trackers (BEP 12 `announce-list`, one tier each after the
+    /// first): peers announce to all, so a deploy survives any one of them.
+    pub more_trackers: Vec<String>,
     /// Bytes per piece; `None` picks one from the size.
     pub piece_length: Option<u64>,
     /// BEP 27: peers only from the tracker.
@@ -54,6 +57,7 @@ impl CreateOptions {
     pub fn new(tracker: impl Into<String>) -> Self {
         CreateOptions {
             tracker: tracker.into(),
+            more_trackers: Vec::new(),
             piece_length: None,
             private: false,
             comment: None,
@@ -148,6 +152,13 @@ pub fn create_torrent_with_cache(
     progress: &Progress,
 ) -> Result<(Metainfo, CacheUse)> {
     let announce = announce_url(&options.tracker)?;
+    let mut announce_list = Vec::new();
+    if !options.more_trackers.is_empty() {
+        announce_list.push(vec![announce.clone()]);
+        for t in &options.more_trackers {
+            announce_list.push(vec![announce_url(t)?]);
+        }
+    }
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let name = torrent_name(path)?;
     let check_length = |n: u64| -> Result<u64> {
@@ -231,6 +242,7 @@ pub fn create_torrent_with_cache(
     let meta = Metainfo::new(
         info,
         Some(announce),
+        announce_list,
         options.comment.clone(),
         Some(concat!("murder/", env!("CARGO_PKG_VERSION")).to_string()),
         now,

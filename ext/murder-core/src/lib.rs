@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod picker;
 pub mod progress;
 pub mod reuse;
+pub mod secure;
 pub mod session;
 pub mod storage;
 pub mod tracker;

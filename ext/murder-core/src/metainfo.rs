@@ -50,6 +50,8 @@ impl FileEntry {
 #[derive(Debug, Clone)]
 pub struct Metainfo {
     pub announce: Option<String>,
+    /// BEP 12 tiers of announce URLs (empty when the torrent has none).
+    pub announce_list: Vec<Vec<String>>,
     pub comment: Option<String>,
     pub created_by: Option<String>,
     pub creation_date: Option<i64>,
@@ -99,6 +101,7 @@ impl Metainfo {
             });
         }
         let mut announce = None;
+        let mut announce_list = Vec::new();
         let mut comment = None;
         let mut created_by = None;
         let mut creation_date = None;
@@ -118,6 +121,7 @@ impl Metainfo {
             while let Some((key, value)) = dict.next_pair().map_err(bencode)? {
                 match key {
                     b"announce" => announce = Some(text(value, "announce")?),
+                    b"announce-list" => announce_list = tiers(value)?,
                     b"comment" => comment = Some(text(value, "comment")?),
                     b"created by" => created_by = Some(text(value, "created by")?),
                     b"creation date" => creation_date = Some(int(value, "creation date")?),
@@ -136,6 +140,7 @@ impl Metainfo {
         let info = parse_info(raw_info)?;
         let mut metainfo = Metainfo {
             announce,
+            announce_list,
             comment,
             created_by,
             creation_date,
@@ -157,6 +162,7 @@ impl Metainfo {
     pub(crate) fn new(
         info: NewInfo,
         announce: Option<String>,
+        announce_list: Vec<Vec<String>>,
         comment: Option<String>,
         created_by: Option<String>,
         creation_date: Option<i64>,
@@ -164,6 +170,7 @@ impl Metainfo {
         let raw_info = encode_info(&info)?;
         let metainfo = Metainfo {
             announce,
+            announce_list,
             comment,
             created_by,
             creation_date,
@@ -182,6 +189,24 @@ impl Metainfo {
 
     pub fn info_hash(&self) -> [u8; 20] {
         self.info_hash
+    }
+
+    /// Every tracker to announce to, once each: the BEP 12 tiers in order,
+    /// else `announce`. murder announces to all and merges their peers, so
+    /// that any one of them is enough.
+    pub fn trackers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let all = self
+            .announce_list
+            .iter()
+            .flatten()
+            .chain(self.announce.iter());
+        for url in all {
+            if !url.is_empty() && !out.contains(url) {
+                out.push(url.clone());
+            }
+        }
+        out
     }
 
     pub fn info_hash_hex(&self) -> String {
@@ -218,6 +243,9 @@ impl Metainfo {
         let outer = encoder.emit_dict(|mut d| {
             if let Some(a) = &self.announce {
                 d.emit_pair(b"announce", a)?;
+            }
+            if !self.announce_list.is_empty() {
+                d.emit_pair(b"announce-list", &self.announce_list)?;
             }
             if let Some(c) = &self.comment {
                 d.emit_pair(b"comment", c)?;
@@ -604,6 +632,28 @@ fn bytes<'a>(value: Object<'_, 'a>, field: &'static str) -> MResult<&'a [u8]> {
         Object::Bytes(b) => Ok(b),
         _ => Err(invalid(field, "must be a string")),
     }
+}
+
+/// BEP 12 `announce-list`: a list of tiers, each a list of URLs. Empty
+/// tiers are dropped; anything else than lists of strings is refused.
+fn tiers(value: Object<'_, '_>) -> MResult<Vec<Vec<String>>> {
+    let Object::List(mut list) = value else {
+        return Err(invalid("announce-list", "must be a list of lists"));
+    };
+    let mut out = Vec::new();
+    while let Some(tier) = list.next_object().map_err(bencode)? {
+        let Object::List(mut urls) = tier else {
+            return Err(invalid("announce-list", "each tier must be a list"));
+        };
+        let mut this = Vec::new();
+        while let Some(url) = urls.next_object().map_err(bencode)? {
+            this.push(text(url, "announce-list")?);
+        }
+        if !this.is_empty() {
+            out.push(this);
+        }
+    }
+    Ok(out)
 }
 
 fn text(value: Object<'_, '_>, field: &'static str) -> MResult<String> {

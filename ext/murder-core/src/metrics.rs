@@ -46,7 +46,7 @@ fn text(registry: &Registry) -> String {
 
 /// The tracker's metrics: announces, failures and scrapes, and for each
 /// torrent its peers, seeds, bytes left in the swarm and completions.
-pub fn tracker(tracker: &Tracker) -> String {
+pub fn tracker(tracker: &Tracker, viewer: crate::tracker::Viewer) -> String {
     let mut registry = Registry::with_prefix("murder_tracker");
     let counters = tracker.counters();
     registry.register(
@@ -68,7 +68,7 @@ pub fn tracker(tracker: &Tracker) -> String {
     let seeds = Family::<TorrentLabels, Gauge<i64, AtomicI64>>::default();
     let left = Family::<TorrentLabels, Gauge<i64, AtomicI64>>::default();
     let completed = Family::<TorrentLabels, Counter<u64, AtomicU64>>::default();
-    let stats = tracker.stats();
+    let stats = tracker.stats_for(viewer);
     for t in &stats.torrents {
         let labels = TorrentLabels {
             info_hash: t.info_hash.clone(),

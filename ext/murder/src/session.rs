@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
 use murder_core::reuse::{ReuseConfig, ReuseMode};
+use murder_core::secure::SwarmSecret;
 use murder_core::session::{Reporter, Role, SessionConfig, SessionRunner, State};
 use murder_core::{Error as CoreError, Progress};
 
@@ -25,7 +26,7 @@ pub struct NativeSession {
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("NativeSession", ruby.class_object())?;
-    class.define_singleton_method("start", function!(start, 13))?;
+    class.define_singleton_method("start", function!(start, 14))?;
     class.define_method("port", method!(NativeSession::port, 0))?;
     class.define_method("stats_json", method!(NativeSession::stats_json, 0))?;
     class.define_method("progress_json", method!(NativeSession::progress_json, 0))?;
@@ -61,7 +62,12 @@ fn start(
     reuse: Vec<PathBuf>,
     reuse_copy: bool,
     lazy_check: bool,
+    secret: Option<String>,
 ) -> Result<NativeSession, Error> {
+    let secret = secret
+        .map(|s| SwarmSecret::from_hex(&s))
+        .transpose()
+        .map_err(|e| to_ruby(ruby, e))?;
     let peers = peers
         .iter()
         .map(|p| {
@@ -86,6 +92,7 @@ fn start(
             },
         },
         lazy_check,
+        secret,
         ..SessionConfig::default()
     };
     let role = if seed {

@@ -45,7 +45,7 @@ fn report(progress: &Progress, block: &Option<Proc>) -> Result<(), Error> {
 fn create(
     ruby: &Ruby,
     path: PathBuf,
-    tracker: String,
+    trackers: Vec<String>,
     piece_length: Option<u64>,
     private: bool,
     comment: Option<String>,
@@ -53,8 +53,15 @@ fn create(
     hash_cache: Option<PathBuf>,
 ) -> Result<Torrent, Error> {
     let block = ruby.block_proc().ok();
+    let Some((tracker, more_trackers)) = trackers.split_first() else {
+        return Err(to_ruby(
+            ruby,
+            murder_core::Error::InvalidArgument("a torrent needs a tracker".into()),
+        ));
+    };
     let options = CreateOptions {
-        tracker,
+        tracker: tracker.clone(),
+        more_trackers: more_trackers.to_vec(),
         piece_length,
         private,
         comment,

@@ -1,6 +1,7 @@
 //! `Murder::TrackerServer`: a tracker serving from its own native thread
 //! (no GVL held). `Murder::Tracker` in lib/murder/tracker.rb wraps it.
 
+use murder_core::secure::SwarmSecret;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -17,16 +18,18 @@ pub struct TrackerServer(Mutex<Option<Server>>);
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("TrackerServer", ruby.class_object())?;
-    class.define_singleton_method("start", function!(start, 6))?;
+    class.define_singleton_method("start", function!(start, 7))?;
     class.define_method("port", method!(TrackerServer::port, 0))?;
     class.define_method("running?", method!(TrackerServer::is_running, 0))?;
     class.define_method("allow", method!(TrackerServer::allow, 1))?;
     class.define_method("allow_torrent", method!(TrackerServer::allow_torrent, 1))?;
+    class.define_method("allow_closed", method!(TrackerServer::allow_closed, 2))?;
     class.define_method("stats_json", method!(TrackerServer::stats_json, 0))?;
     class.define_method("stop", method!(TrackerServer::stop, 0))?;
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start(
     ruby: &Ruby,
     bind: String,
@@ -35,6 +38,7 @@ fn start(
     peer_timeout: Option<u64>,
     numwant: usize,
     allow_dir: Option<PathBuf>,
+    operator_token: Option<String>,
 ) -> Result<TrackerServer, Error> {
     let ip: IpAddr = bind.parse().map_err(|_| {
         to_ruby(
@@ -48,6 +52,7 @@ fn start(
         peer_timeout: peer_timeout.map(Duration::from_secs),
         default_numwant: numwant,
         allow_dir,
+        operator_token,
         ..TrackerConfig::default()
     };
     let server = Server::start(SocketAddr::new(ip, port), config).map_err(|e| to_ruby(ruby, e))?;
@@ -86,6 +91,20 @@ impl TrackerServer {
     fn allow_torrent(ruby: &Ruby, rb_self: &Self, torrent: &Torrent) -> Result<String, Error> {
         rb_self.with(ruby, |s| {
             s.tracker().allow_torrent(torrent.metainfo());
+            torrent.metainfo().info_hash_hex()
+        })
+    }
+
+    /// Allows the torrent as a closed swarm of the secret (64 hex digits).
+    fn allow_closed(
+        ruby: &Ruby,
+        rb_self: &Self,
+        torrent: &Torrent,
+        secret: String,
+    ) -> Result<String, Error> {
+        let secret = SwarmSecret::from_hex(&secret).map_err(|e| to_ruby(ruby, e))?;
+        rb_self.with(ruby, |s| {
+            s.tracker().allow_closed(torrent.metainfo(), &secret);
             torrent.metainfo().info_hash_hex()
         })
     }

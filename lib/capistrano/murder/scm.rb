@@ -28,10 +28,44 @@ require_relative "helpers"
 
 module Capistrano
   module Murder
+    # The murder deploy strategy, in place of the git plugin: `cap STAGE
+    # deploy` ships the revision (from the local git repository, or the
+    # directory :murder_source_dir) to every server's release_path through
+    # the swarm, as a tree: no tar, no extraction. This machine makes the
+    # torrent (hashing only files changed since the last deploy), tracks and
+    # seeds it; each server brings in what its earlier releases hold and
+    # downloads the rest in one SSH command, and the release is renamed into
+    # place on every server once all of them staged it. The rest of
+    # Capistrano's flow is unchanged. `set :murder_release, :archive` ships
+    # one archive instead (Murder's way). The tasks are in
+    # recipes/murder_scm.rake.
+    #
+    # Settings, with their defaults: `:murder_release` (`:tree`, or
+    # `:archive`), `:murder_source_dir` (nil: the git repository),
+    # `:murder_repo_path` ("."), `:branch` ("HEAD"), `:murder_deployer_ip`
+    # (nil: the local address of the route to the first server),
+    # `:murder_compression` (`:gzip` or `:none`, for an archive),
+    # `:murder_reuse` (`:link`, `:copy` or `:none`) and `:murder_cache_path`
+    # ("tmp/murder"), besides those of {Tasks}.
+    #
+    # The methods below are for the task file; they run on this machine.
+    #
+    # @example Capfile
+    #   require "capistrano/murder"
+    #   require "capistrano/murder/scm"
+    #   install_plugin Capistrano::Murder::SCM
     class SCM < ::Capistrano::SCM::Plugin
       include Helpers
+      # Short for {Support}.
+      #
+      # @api private
       S = Support
 
+      # Capistrano's hook: sets every setting that is not set yet to its
+      # default (see the class comment).
+      #
+      # @api private
+      # @return [void]
       def set_defaults
         set_if_empty :murder_release, :tree
         set_if_empty :murder_source_dir, nil
@@ -41,13 +75,24 @@ module Capistrano
         set_if_empty :murder_compression, :gzip
         set_if_empty :murder_reuse, :link
         set_if_empty :murder_cache_path, "tmp/murder"
+        set_if_empty :murder_closed_swarm, true
       end
 
+      # Capistrano's hook: runs `murder:scm:create_release` after
+      # `deploy:new_release_path` and `murder:scm:set_current_revision`
+      # before `deploy:set_current_revision`.
+      #
+      # @api private
+      # @return [void]
       def register_hooks
         after "deploy:new_release_path", "murder:scm:create_release"
         before "deploy:set_current_revision", "murder:scm:set_current_revision"
       end
 
+      # Capistrano's hook: defines the tasks from recipes/murder_scm.rake.
+      #
+      # @api private
+      # @return [void]
       def define_tasks
         eval_rakefile File.expand_path("../../../recipes/murder_scm.rake", __dir__)
       end
@@ -56,6 +101,12 @@ module Capistrano
       # the revision of :branch checked out into this machine's cache by
       # git itself (`read-tree -u` rewrites only the files that changed, so
       # the others keep the times and inodes the hash cache knows them by).
+      #
+      # @api private
+      # @return [Array(String, String)] the tree's directory and its revision
+      #   (a commit, or "dir:NAME@TIME" for :murder_source_dir)
+      # @raise [Capistrano::Murder::Error] when :murder_source_dir is not a
+      #   directory, or git fails
       def export_tree
         if (dir = fetch(:murder_source_dir))
           dir = File.expand_path(dir)
@@ -74,24 +125,47 @@ module Capistrano
       end
 
       # Where this machine keeps the exported tree and the hash cache.
+      #
+      # @api private
+      # @return [String] :murder_cache_path, absolute
       def cache_path
         File.expand_path(fetch(:murder_cache_path))
       end
 
-      # Tracks and seeds +dir+ from this process while the block runs; the
-      # block gets the torrent (made here, piece-aligned) and the tracker.
+      # Tracks and seeds `dir` from this process while the block runs; the
+      # block gets the torrent (made here, piece-aligned, hashing only files
+      # changed since the last deploy) and the tracker. Sets
+      # :murder_hash_seconds to how long making the torrent took. The
+      # tracker and the seeder serve from native threads and are stopped
+      # when the block returns or raises.
+      #
+      # @api private
+      # @param dir [String] the tree
+      # @yield [torrent, tracker, secret]
+      # @yieldparam torrent [::Murder::Torrent]
+      # @yieldparam tracker [::Murder::Tracker]
+      # @yieldparam secret [String, nil] the closed swarm's secret, fresh for
+      #   this deploy (nil with `set :murder_closed_swarm, false`)
+      # @return [Object] what the block returned
+      # @raise [::Murder::Error] from the engine (see {::Murder::Torrent.create},
+      #   {::Murder::Tracker#start}, {::Murder::Seeder#start})
+      # @raise [SocketError, SystemCallError] when this machine's address
+      #   towards the first server cannot be told (set :murder_deployer_ip)
       def serve_tree(dir)
         require "murder"
         ip = deployer_ip
+        secret = ::Murder.generate_secret if fetch(:murder_closed_swarm)
         tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0", interval: 1).start
         started = clock
         torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
                                                 piece_length: fetch(:murder_piece_length),
                                                 hash_cache: File.join(cache_path, "hashes.json"))
         set :murder_hash_seconds, clock - started
-        tracker.allow(torrent)
-        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true).start
-        yield torrent, tracker
+        swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
+        run_locally { info "murder: #{torrent.name} goes out in #{swarm}" }
+        tracker.allow(torrent, secret: secret)
+        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true, secret: secret).start
+        yield torrent, tracker, secret
       ensure
         seeder&.stop
         tracker&.stop
@@ -99,7 +173,20 @@ module Capistrano
 
       # Seeds `archive` (Murder's way, :murder_release :archive) from this
       # process while the block runs; the torrent goes where murder:peer
-      # looks for it.
+      # looks for it (TEMP/TAG.tgz.torrent), and :murder_local_tracker is set
+      # to the tracker's `[ip, port]`. Both are stopped when the block
+      # returns or raises.
+      #
+      # @api private
+      # @param archive [String] the archive on this machine
+      # @param tag [String] the release's tag
+      # @yield while it seeds
+      # @return [Object] what the block returned
+      # @raise [::Murder::Error] from the engine (see {::Murder::Torrent.create},
+      #   {::Murder::Tracker#start}, {::Murder::Seeder#start})
+      # @raise [Capistrano::Murder::Error] for a bad temp_path
+      # @raise [SocketError, SystemCallError] when this machine's address
+      #   towards the first server cannot be told (set :murder_deployer_ip)
       def seed_locally(archive, tag)
         require "murder"
         ip = deployer_ip
@@ -119,7 +206,15 @@ module Capistrano
         tracker&.stop
       end
 
-      # Packs the release into `archive` on this machine; returns its revision.
+      # Packs the release into `archive` on this machine: a tar of
+      # :murder_source_dir (without .git), or `git archive` of :branch;
+      # gzip'd unless :murder_compression is :none.
+      #
+      # @api private
+      # @param archive [String] the file to write
+      # @return [String] the revision (a commit, or "dir:NAME@TIME")
+      # @raise [Capistrano::Murder::Error] when :murder_source_dir is not a
+      #   directory, or tar or git fails
       def pack(archive)
         gzip = S.gzip?(fetch(:murder_compression))
         if (dir = fetch(:murder_source_dir))
@@ -136,15 +231,26 @@ module Capistrano
         end
       end
 
+      # @api private
+      # @return [Float] seconds of the monotonic clock
       def clock = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
       private
 
+      # @api private
+      # @return [String] :murder_deployer_ip, else this machine's address
+      #   towards the first server
       def deployer_ip
         fetch(:murder_deployer_ip) || local_address_towards(release_roles(:all).first)
       end
 
       # This machine's address on the route to `host` (no packet is sent).
+      #
+      # @api private
+      # @param host [Capistrano::Configuration::Server]
+      # @return [String]
+      # @raise [SocketError, SystemCallError] when there is no route
+      # @raise [Capistrano::Murder::Error] when the route has no address
       def local_address_towards(host)
         address = Addrinfo.udp(host.hostname, 9).connect.local_address.ip_address
         raise Error, "cannot tell this machine's address towards #{host}; set :murder_deployer_ip" if address.nil?
@@ -152,6 +258,13 @@ module Capistrano
         address
       end
 
+      # Runs a command here, its standard error merged into its output.
+      #
+      # @api private
+      # @param command [Array<Hash, String>] an optional environment Hash,
+      #   then the command and its arguments (no shell)
+      # @return [String] its output
+      # @raise [Capistrano::Murder::Error] when it fails
       def run_locally!(*command)
         out, status = Open3.capture2e(*command)
         raise Error, "#{command.grep(String).first} failed: #{out.strip}" unless status.success?

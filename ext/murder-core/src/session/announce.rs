@@ -27,7 +27,10 @@ pub(super) async fn run(ctx: Arc<Context>, url: String) {
         event,
         ip,
         numwant: ctx.config.numwant,
+        token: ctx.tracker_token.clone(),
     };
+    // A change of state (complete, failed) is news for every tracker.
+    let mut state = ctx.state.subscribe();
     let mut event = AnnounceEvent::Started;
     let mut completed_sent = ctx.is_complete();
     let mut failures = 0u32;
@@ -67,6 +70,7 @@ pub(super) async fn run(ctx: Arc<Context>, url: String) {
             _ = ctx.cancel.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
             _ = ctx.wake_announcer.notified() => {}
+            _ = state.changed() => {}
         }
         if ctx.is_complete() && !completed_sent {
             event = AnnounceEvent::Completed;

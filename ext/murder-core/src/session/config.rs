@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::reuse::ReuseConfig;
+use crate::secure::SwarmSecret;
 
 /// Connections per session unless configured. Murder allowed 64; fewer,
 /// faster connections pass a fresh piece on sooner (a piece crosses a
@@ -67,6 +68,10 @@ pub struct SessionConfig {
     /// only staged (verified and synced beside its destination) and
     /// `Session::place` renames it.
     pub place: bool,
+    /// A closed swarm (see `crate::secure`): peers must hold this secret
+    /// before any data flows, the wire is encrypted, and announces carry
+    /// the tracker token derived from it. `None`: plain BitTorrent.
+    pub secret: Option<SwarmSecret>,
 }
 
 impl Default for SessionConfig {
@@ -90,6 +95,7 @@ impl Default for SessionConfig {
             reuse: ReuseConfig::default(),
             lazy_check: false,
             place: true,
+            secret: None,
         }
     }
 }

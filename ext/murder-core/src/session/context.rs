@@ -23,6 +23,7 @@ use crate::bitfield::Bitfield;
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
 use crate::picker::Picker;
+use crate::secure::SwarmKey;
 use crate::storage::Storage;
 
 /// What peers are told about through the session's broadcast.
@@ -87,6 +88,9 @@ pub(crate) struct Context {
     /// Every task of the session, so shutdown can wait for them all.
     pub tasks: TaskTracker,
     timeline: Mutex<Timeline>,
+    /// A closed swarm's key and tracker token (`None`: plain BitTorrent).
+    pub swarm_key: Option<SwarmKey>,
+    pub tracker_token: Option<String>,
 }
 
 impl Context {
@@ -123,7 +127,12 @@ impl Context {
                 .collect()
         });
         let now = Instant::now();
+        let info_hash = meta.info_hash();
+        let swarm_key = config.secret.as_ref().map(|s| s.swarm_key(&info_hash));
+        let tracker_token = config.secret.as_ref().map(|s| s.tracker_token(&info_hash));
         let ctx = Context {
+            swarm_key,
+            tracker_token,
             peer_id,
             pick_epoch: picker.epoch(),
             pieces: Mutex::new(picker),

@@ -8,8 +8,8 @@ use tokio::net::TcpStream;
 
 use super::context::Context;
 use super::listener::HANDSHAKE_TIMEOUT;
-use super::peer;
-use crate::wire::{write_handshake, Handshake};
+use super::{link, peer};
+use crate::wire::{Handshake, WireError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long before dialling an address again after its connection ended.
@@ -46,15 +46,17 @@ pub(super) async fn run(ctx: Arc<Context>) {
 }
 
 async fn connect(ctx: Arc<Context>, addr: SocketAddr) -> Result<(), String> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     peer::tune(&stream, &ctx);
     let ours = Handshake::new(ctx.meta.info_hash(), ctx.peer_id);
-    let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        write_handshake(&mut stream, &ours).await?;
-        Handshake::read(&mut stream).await
+    let (mut reader, mut writer, theirs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let (mut reader, mut writer) = link::open(stream, ctx.swarm_key.as_ref(), true).await?;
+        writer.handshake(&ours).await?;
+        let theirs = Handshake::read(&mut reader).await?;
+        Ok::<_, WireError>((reader, writer, theirs))
     })
     .await
     .map_err(|_| "handshake timed out".to_string())?
@@ -70,7 +72,7 @@ async fn connect(ctx: Arc<Context>, addr: SocketAddr) -> Result<(), String> {
     let Some(key) = ctx.admission.admit(theirs.peer_id, Some(addr)) else {
         return Err("not admitted".into());
     };
-    let result = peer::run(ctx.clone(), stream, key, theirs).await;
+    let result = peer::run(ctx.clone(), &mut reader, &mut writer, key, theirs).await;
     if ctx.admission.is_banned(key) {
         ctx.admission.ban_address(addr);
     }

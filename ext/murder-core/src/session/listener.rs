@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::context::Context;
-use super::peer;
-use crate::wire::{write_handshake, Handshake};
+use super::{link, peer};
+use crate::wire::{Handshake, WireError};
 
 /// A peer must send its handshake within this time.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,12 +26,19 @@ pub(super) async fn run(ctx: Arc<Context>, listener: TcpListener) {
         let ctx = ctx.clone();
         ctx.tasks.clone().spawn(async move {
             peer::tune(&stream, &ctx);
-            let mut stream = stream;
+            // A closed swarm's Noise handshake comes first: whoever lacks
+            // the secret is dropped here, before they learn anything.
+            let opened = async {
+                let (mut reader, writer) =
+                    link::open(stream, ctx.swarm_key.as_ref(), false).await?;
+                let theirs = Handshake::read(&mut reader).await?;
+                Ok::<_, WireError>((reader, writer, theirs))
+            };
             let handshake = tokio::select! {
                 _ = ctx.cancel.cancelled() => return,
-                h = tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut stream)) => h,
+                h = tokio::time::timeout(HANDSHAKE_TIMEOUT, opened) => h,
             };
-            let Ok(Ok(theirs)) = handshake else {
+            let Ok(Ok((mut reader, mut writer, theirs))) = handshake else {
                 return;
             };
             if theirs.info_hash != ctx.meta.info_hash() {
@@ -42,8 +49,8 @@ pub(super) async fn run(ctx: Arc<Context>, listener: TcpListener) {
             };
             tracing::debug!("peer {remote} (incoming) connected");
             let ours = Handshake::new(ctx.meta.info_hash(), ctx.peer_id);
-            if write_handshake(&mut stream, &ours).await.is_ok() {
-                let result = peer::run(ctx.clone(), stream, key, theirs).await;
+            if writer.handshake(&ours).await.is_ok() {
+                let result = peer::run(ctx.clone(), &mut reader, &mut writer, key, theirs).await;
                 tracing::debug!("peer {remote} (incoming) left: {result:?}");
             }
             ctx.admission.leave(key);

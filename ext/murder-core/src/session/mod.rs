@@ -20,6 +20,7 @@ mod config;
 mod context;
 mod dialer;
 mod hasher;
+mod link;
 mod listener;
 mod peer;
 mod rate;
@@ -174,7 +175,9 @@ impl Session {
             ctx.tasks.spawn(watchdog::run(ctx.clone()));
         }
         if ctx.config.use_tracker {
-            if let Some(url) = ctx.meta.announce.clone() {
+            // Every tracker of the torrent (BEP 12), each on its own
+            // schedule; their peers merge in admission.
+            for url in ctx.meta.trackers() {
                 ctx.tasks.spawn(announce::run(ctx.clone(), url));
             }
         }

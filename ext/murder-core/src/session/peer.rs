@@ -13,11 +13,11 @@ use bendy::encoding::Encoder;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha1::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
 use super::context::{Context, Event};
+use super::link::{Reader, Writer};
 use crate::bitfield::Bitfield;
 use crate::picker::Accept;
 use crate::wire::{
@@ -142,12 +142,12 @@ struct Peer {
 
 pub(super) async fn run(
     ctx: Arc<Context>,
-    stream: TcpStream,
+    read_half: &mut Reader,
+    write_half: &mut Writer,
     key: u64,
     theirs: Handshake,
 ) -> Result<(), WireError> {
     let piece_count = ctx.meta.piece_count();
-    let (mut read_half, mut write_half) = stream.into_split();
     let now = Instant::now();
     let mut peer = Peer {
         key,
@@ -187,9 +187,7 @@ pub(super) async fn run(
     };
     let mut events = peer.ctx.events.subscribe();
     peer.greet(theirs.supports_extended());
-    let result = peer
-        .drive(&mut read_half, &mut write_half, &mut events)
-        .await;
+    let result = peer.drive(read_half, write_half, &mut events).await;
     if let Err(WireError::Protocol(_)) = &result {
         peer.ctx.protocol_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -207,8 +205,8 @@ impl Peer {
     /// other (two peers writing to each other never deadlock).
     async fn drive(
         &mut self,
-        r: &mut OwnedReadHalf,
-        w: &mut OwnedWriteHalf,
+        r: &mut Reader,
+        w: &mut Writer,
         events: &mut broadcast::Receiver<Event>,
     ) -> Result<(), WireError> {
         let cancel = self.ctx.cancel.clone();
@@ -244,7 +242,8 @@ impl Peer {
             if inbuf.capacity() - inbuf.len() < READ_BUFFER / 4 {
                 inbuf.reserve(READ_BUFFER);
             }
-            let pending = self.sent < self.out.len();
+            // A sealed writer may hold bytes the socket did not take.
+            let pending = self.sent < self.out.len() || w.has_backlog();
             let now = tokio::time::Instant::now();
             let mut room = (&mut inbuf).limit(read_chunk);
             let write_end = self.out.len().min(self.sent.saturating_add(write_chunk));

@@ -39,6 +39,8 @@ pub struct AnnounceParams {
     pub event: AnnounceEvent,
     pub ip: Option<IpAddr>,
     pub numwant: usize,
+    /// A closed swarm's tracker token.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +91,10 @@ impl Announcer {
             AnnounceEvent::Completed => url.push_str("&event=completed"),
             AnnounceEvent::Stopped => url.push_str("&event=stopped"),
             AnnounceEvent::Regular => {}
+        }
+        if let Some(token) = &p.token {
+            url.push_str("&token=");
+            url.push_str(token);
         }
         if let Some(ip) = p.ip {
             url.push_str("&ip=");

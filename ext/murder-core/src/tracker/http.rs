@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::request::{parse_announce, parse_scrape, RequestError};
-use super::{page, Tracker};
+use super::request::{parse_announce, parse_scrape, query_token, RequestError};
+use super::{page, Tracker, Viewer};
 
 /// A client must send its request head within this time (slow-loris).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,10 +110,12 @@ fn route(tracker: &Tracker, req: &Request<Incoming>, remote: SocketAddr) -> Resp
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
     }
+    let token = query_token(query);
+    let viewer = tracker.viewer(token.as_deref());
     match path {
         "/announce" | "/scrape" if too_long => bencoded(failure("request URI too long")),
         "/announce" => bencoded(announce(tracker, query, remote.ip().to_canonical())),
-        "/scrape" => bencoded(scrape(tracker, query)),
+        "/scrape" => bencoded(scrape(tracker, query, viewer)),
         "/" => {
             let html = page::render(tracker.config());
             with_type(
@@ -122,7 +124,7 @@ fn route(tracker: &Tracker, req: &Request<Incoming>, remote: SocketAddr) -> Resp
                 html.into_bytes(),
             )
         }
-        "/stats.json" => match serde_json::to_vec(&tracker.stats()) {
+        "/stats.json" => match serde_json::to_vec(&tracker.stats_for(viewer)) {
             Ok(json) => with_type(StatusCode::OK, "application/json", json),
             Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
@@ -130,7 +132,7 @@ fn route(tracker: &Tracker, req: &Request<Incoming>, remote: SocketAddr) -> Resp
         "/metrics" => with_type(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::tracker(tracker).into_bytes(),
+            crate::metrics::tracker(tracker, viewer).into_bytes(),
         ),
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -204,7 +206,7 @@ fn announce(tracker: &Tracker, query: &[u8], from: IpAddr) -> Vec<u8> {
     encoded.unwrap_or_else(|| failure("internal error encoding the reply"))
 }
 
-fn scrape(tracker: &Tracker, query: &[u8]) -> Vec<u8> {
+fn scrape(tracker: &Tracker, query: &[u8], viewer: Viewer) -> Vec<u8> {
     tracker
         .counters()
         .scrapes
@@ -215,13 +217,13 @@ fn scrape(tracker: &Tracker, query: &[u8]) -> Vec<u8> {
     };
     let registry = tracker.registry();
     if hashes.is_empty() {
-        hashes = registry.hashes();
+        hashes = registry.hashes(viewer);
     }
     hashes.sort();
     hashes.dedup();
     let counts: Vec<_> = hashes
         .iter()
-        .filter_map(|h| registry.scrape(h).map(|c| (h, c)))
+        .filter_map(|h| registry.scrape(h, viewer).map(|c| (h, c)))
         .collect();
     drop(registry);
     let encoded = encode(|e| {

@@ -17,9 +17,10 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
+use crate::secure::SwarmSecret;
 pub use request::InfoHash;
 use swarm::Registry;
-pub use swarm::{AllowSource, Stats};
+pub use swarm::{AllowSource, Stats, Viewer};
 
 pub const DEFAULT_PORT: u16 = 8998;
 
@@ -37,6 +38,12 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// A directory of .torrent files to allow, re-read when it changes.
     pub allow_dir: Option<PathBuf>,
+    /// Every torrent allowed is a closed swarm of this secret (see
+    /// `crate::secure`): announces need its token, and only holders of the
+    /// token (or the operator) see it in scrapes, stats and pages.
+    pub secret: Option<SwarmSecret>,
+    /// Shows every torrent, closed or not, on the pages (`?token=`).
+    pub operator_token: Option<String>,
 }
 
 impl Default for TrackerConfig {
@@ -48,6 +55,8 @@ impl Default for TrackerConfig {
             max_numwant: 500,
             max_connections: 512,
             allow_dir: None,
+            secret: None,
+            operator_token: None,
         }
     }
 }
@@ -73,6 +82,13 @@ impl TrackerConfig {
         }
         if self.max_connections == 0 {
             return bad("max connections 0: the tracker would serve nobody".into());
+        }
+        if self
+            .operator_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad("operator token: at least 16 printable characters, no spaces".into());
         }
         if let Some(dir) = &self.allow_dir {
             if !dir.is_dir() {
@@ -133,28 +149,52 @@ impl Tracker {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Allows the torrent; its name and size show on the status page.
+    /// Allows the torrent; its name and size show on the status page. With
+    /// the tracker's `secret`, it is a closed swarm of that secret.
     pub fn allow_torrent(&self, torrent: &Metainfo) {
-        self.allow_with_source(torrent, AllowSource::Given);
+        self.allow_with_source(
+            torrent,
+            AllowSource::Given,
+            self.inner.config.secret.as_ref(),
+        );
     }
 
-    fn allow_with_source(&self, torrent: &Metainfo, source: AllowSource) {
+    /// Allows the torrent as a closed swarm of `secret`.
+    pub fn allow_closed(&self, torrent: &Metainfo, secret: &SwarmSecret) {
+        self.allow_with_source(torrent, AllowSource::Given, Some(secret));
+    }
+
+    fn allow_with_source(
+        &self,
+        torrent: &Metainfo,
+        source: AllowSource,
+        secret: Option<&SwarmSecret>,
+    ) {
+        let hash = torrent.info_hash();
         self.registry().allow(
-            torrent.info_hash(),
+            hash,
             torrent.name.clone(),
             Some(torrent.total_length()),
             source,
+            secret.map(|s| s.tracker_token(&hash)),
         );
     }
 
     /// Allows a torrent by its hex info-hash.
     pub fn allow_hex(&self, hex_hash: &str) -> Result<InfoHash> {
         let hash = parse_hex_hash(hex_hash)?;
+        let token = self
+            .inner
+            .config
+            .secret
+            .as_ref()
+            .map(|s| s.tracker_token(&hash));
         self.registry().allow(
             hash,
             hex_hash.to_ascii_lowercase(),
             None,
             AllowSource::Given,
+            token,
         );
         Ok(hash)
     }
@@ -176,9 +216,24 @@ impl Tracker {
         self.registry().is_allowed(hash)
     }
 
+    /// Everything, as the operator sees it (for the tracker's owner).
     pub fn stats(&self) -> Stats {
+        self.stats_for(Viewer::Operator)
+    }
+
+    pub fn stats_for(&self, viewer: Viewer) -> Stats {
         self.registry()
-            .stats(tokio::time::Instant::now().into_std())
+            .stats(tokio::time::Instant::now().into_std(), viewer)
+    }
+
+    /// Who a request's `token` makes its sender.
+    pub fn viewer<'a>(&self, token: Option<&'a [u8]>) -> Viewer<'a> {
+        match (&self.inner.config.operator_token, token) {
+            (Some(ours), Some(theirs)) if crate::secure::tokens_match(ours.as_bytes(), theirs) => {
+                Viewer::Operator
+            }
+            _ => Viewer::Holder(token),
+        }
     }
 
     /// Loads every .torrent in the allow directory and drops the entries of
@@ -191,7 +246,8 @@ impl Tracker {
         for path in torrent_files(&dir)?.into_iter().map(|(p, _)| p) {
             match Metainfo::load(&path) {
                 Ok(t) => {
-                    self.allow_with_source(&t, AllowSource::Dir(dir.clone()));
+                    let secret = self.inner.config.secret.clone();
+                    self.allow_with_source(&t, AllowSource::Dir(dir.clone()), secret.as_ref());
                     keep.push(t.info_hash());
                 }
                 Err(e) => tracing::warn!("allow-dir: skipping {}: {e}", path.display()),

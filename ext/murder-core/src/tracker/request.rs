@@ -48,6 +48,8 @@ pub struct Announce {
     pub ip: Option<IpAddr>,
     pub compact: bool,
     pub no_peer_id: bool,
+    /// A closed swarm's tracker token (see `crate::secure`).
+    pub token: Option<Vec<u8>>,
 }
 
 /// A decoded `key=value` pair.
@@ -102,6 +104,7 @@ pub fn parse_announce(query: &[u8]) -> Result<Announce, RequestError> {
     let mut ip = None;
     let mut compact = true;
     let mut no_peer_id = false;
+    let mut token = None;
     for (key, value) in pairs(query)? {
         match key.as_slice() {
             b"info_hash" => info_hash = Some(twenty(&value, "info_hash")?),
@@ -118,6 +121,7 @@ pub fn parse_announce(query: &[u8]) -> Result<Announce, RequestError> {
             }
             b"compact" => compact = value.as_slice() != b"0",
             b"no_peer_id" => no_peer_id = value.as_slice() == b"1",
+            b"token" => token = Some(value),
             b"event" => {
                 event = match value.as_slice() {
                     b"" | b"empty" => Event::None,
@@ -150,7 +154,17 @@ pub fn parse_announce(query: &[u8]) -> Result<Announce, RequestError> {
         ip,
         compact,
         no_peer_id,
+        token,
     })
+}
+
+/// The `token` of any request (scrapes, the pages), if it has one.
+pub fn query_token(query: &[u8]) -> Option<Vec<u8>> {
+    pairs(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == b"token")
+        .map(|(_, v)| v)
 }
 
 /// Parses the query of `GET /scrape?…`; no `info_hash` means every torrent.

@@ -43,9 +43,30 @@ struct Swarm {
     /// The first announce, and when each completion came after it.
     first_seen: Option<Instant>,
     completed_at: Vec<f64>,
+    /// A closed swarm's tracker token: without it, the torrent is as
+    /// unknown (announces fail as for a torrent not allowed; scrapes and
+    /// stats leave it out).
+    token: Option<String>,
+}
+
+/// Who asks, for what the tracker shows: the operator sees every torrent;
+/// anyone else the open ones and the closed one whose token they hold.
+#[derive(Debug, Clone, Copy)]
+pub enum Viewer<'a> {
+    Operator,
+    Holder(Option<&'a [u8]>),
 }
 
 impl Swarm {
+    fn shown_to(&self, viewer: Viewer) -> bool {
+        match (&self.token, viewer) {
+            (None, _) | (_, Viewer::Operator) => true,
+            (Some(ours), Viewer::Holder(theirs)) => {
+                theirs.is_some_and(|t| crate::secure::tokens_match(ours.as_bytes(), t))
+            }
+        }
+    }
+
     fn counts(&self) -> (usize, usize) {
         let seeds = self.peers.values().filter(|p| p.left == 0).count();
         (seeds, self.peers.len() - seeds)
@@ -116,6 +137,7 @@ impl Registry {
         name: String,
         total_length: Option<u64>,
         source: AllowSource,
+        token: Option<String>,
     ) {
         let swarm = self.torrents.entry(hash).or_insert_with(|| Swarm {
             name: name.clone(),
@@ -125,8 +147,10 @@ impl Registry {
             completed: 0,
             first_seen: None,
             completed_at: Vec::new(),
+            token: token.clone(),
         });
         swarm.name = name;
+        swarm.token = token;
         swarm.total_length = total_length.or(swarm.total_length);
         // A torrent also given explicitly outlives its directory file.
         if source == AllowSource::Given {
@@ -155,6 +179,9 @@ impl Registry {
         now: Instant,
     ) -> Option<Reply> {
         let swarm = self.torrents.get_mut(&request.info_hash)?;
+        if !swarm.shown_to(Viewer::Holder(request.token.as_deref())) {
+            return None; // rule: only an announce with the token counts
+        }
         let first_seen = *swarm.first_seen.get_or_insert(now);
         let since = now.saturating_duration_since(first_seen).as_secs_f64();
         let ip = request.ip.unwrap_or(from);
@@ -223,19 +250,26 @@ impl Registry {
         Some(reply)
     }
 
-    pub fn scrape(&self, hash: &InfoHash) -> Option<ScrapeCounts> {
-        self.torrents.get(hash).map(|s| {
-            let (complete, incomplete) = s.counts();
-            ScrapeCounts {
-                complete,
-                incomplete,
-                downloaded: s.completed,
-            }
-        })
+    pub fn scrape(&self, hash: &InfoHash, viewer: Viewer) -> Option<ScrapeCounts> {
+        self.torrents
+            .get(hash)
+            .filter(|s| s.shown_to(viewer))
+            .map(|s| {
+                let (complete, incomplete) = s.counts();
+                ScrapeCounts {
+                    complete,
+                    incomplete,
+                    downloaded: s.completed,
+                }
+            })
     }
 
-    pub fn hashes(&self) -> Vec<InfoHash> {
-        self.torrents.keys().copied().collect()
+    pub fn hashes(&self, viewer: Viewer) -> Vec<InfoHash> {
+        self.torrents
+            .iter()
+            .filter(|(_, s)| s.shown_to(viewer))
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     /// Forgets peers that have not announced within `timeout`.
@@ -247,10 +281,11 @@ impl Registry {
         }
     }
 
-    pub fn stats(&self, now: Instant) -> Stats {
+    pub fn stats(&self, now: Instant, viewer: Viewer) -> Stats {
         let mut torrents: Vec<TorrentStats> = self
             .torrents
             .iter()
+            .filter(|(_, s)| s.shown_to(viewer))
             .map(|(hash, s)| {
                 let (seeds, downloaders) = s.counts();
                 let mut peers: Vec<PeerStats> = s
@@ -314,12 +349,13 @@ mod tests {
             ip: None,
             compact: true,
             no_peer_id: false,
+            token: None,
         }
     }
 
     fn registry() -> Registry {
         let mut r = Registry::default();
-        r.allow(HASH, "rel".into(), Some(100), AllowSource::Given);
+        r.allow(HASH, "rel".into(), Some(100), AllowSource::Given, None);
         r
     }
 
@@ -331,7 +367,10 @@ mod tests {
         assert!(r
             .announce(&announce(1, 0, Event::Started), LOCAL, 50, Instant::now())
             .is_none());
-        assert!(r.stats(Instant::now()).torrents.is_empty());
+        assert!(r
+            .stats(Instant::now(), Viewer::Operator)
+            .torrents
+            .is_empty());
     }
 
     #[test]
@@ -383,7 +422,7 @@ mod tests {
         r.announce(&announce(1, 0, Event::Completed), LOCAL, 50, now);
         r.announce(&announce(2, 10, Event::Started), LOCAL, 50, now);
         assert_eq!(
-            r.scrape(&HASH),
+            r.scrape(&HASH, Viewer::Operator),
             Some(ScrapeCounts {
                 complete: 1,
                 incomplete: 1,
@@ -391,12 +430,12 @@ mod tests {
             })
         );
         r.announce(&announce(2, 10, Event::Stopped), LOCAL, 50, now);
-        assert_eq!(r.scrape(&HASH).unwrap().incomplete, 0);
+        assert_eq!(r.scrape(&HASH, Viewer::Operator).unwrap().incomplete, 0);
         // Finishing without `completed`: seen downloading, then stopped with nothing left.
         r.announce(&announce(3, 10, Event::Started), LOCAL, 50, now);
         r.announce(&announce(3, 0, Event::Stopped), LOCAL, 50, now);
-        assert_eq!(r.scrape(&HASH).unwrap().downloaded, 2);
-        let stats = r.stats(now);
+        assert_eq!(r.scrape(&HASH, Viewer::Operator).unwrap().downloaded, 2);
+        let stats = r.stats(now, Viewer::Operator);
         assert_eq!(stats.torrents[0].peers.len(), 1);
         assert_eq!(stats.torrents[0].peers[0].percent_done, Some(100.0));
     }
@@ -407,9 +446,9 @@ mod tests {
         let then = Instant::now();
         r.announce(&announce(1, 0, Event::Started), LOCAL, 50, then);
         r.expire(then + Duration::from_secs(10), Duration::from_secs(30));
-        assert_eq!(r.scrape(&HASH).unwrap().complete, 1);
+        assert_eq!(r.scrape(&HASH, Viewer::Operator).unwrap().complete, 1);
         r.expire(then + Duration::from_secs(31), Duration::from_secs(30));
-        assert_eq!(r.scrape(&HASH).unwrap().complete, 0);
+        assert_eq!(r.scrape(&HASH, Viewer::Operator).unwrap().complete, 0);
     }
 
     #[test]
@@ -423,7 +462,7 @@ mod tests {
             50,
             then + Duration::from_secs(2),
         );
-        let stats = r.stats(then + Duration::from_secs(2));
+        let stats = r.stats(then + Duration::from_secs(2), Viewer::Operator);
         assert_eq!(stats.torrents[0].peers[0].rate, 20.0);
         r.announce(
             &announce(1, 0, Event::Completed),
@@ -431,9 +470,37 @@ mod tests {
             50,
             then + Duration::from_secs(3),
         );
-        let stats = r.stats(then + Duration::from_secs(4));
+        let stats = r.stats(then + Duration::from_secs(4), Viewer::Operator);
         assert_eq!(stats.torrents[0].peers[0].rate, 0.0, "a seed moves nothing");
         assert_eq!(stats.torrents[0].completed_at, vec![3.0]);
         assert_eq!(stats.torrents[0].seconds, 4.0);
+    }
+
+    #[test]
+    fn a_closed_swarm_answers_only_with_its_token_and_shows_only_to_holders() {
+        let mut r = Registry::default();
+        r.allow(
+            HASH,
+            "secret-release".into(),
+            Some(100),
+            AllowSource::Given,
+            Some("t0k".into()),
+        );
+        let now = Instant::now();
+        assert!(r
+            .announce(&announce(1, 100, Event::Started), LOCAL, 50, now)
+            .is_none());
+        let mut with = announce(1, 100, Event::Started);
+        with.token = Some(b"t0k".to_vec());
+        assert!(r.announce(&with, LOCAL, 50, now).is_some());
+        with.token = Some(b"t0j".to_vec());
+        assert!(r.announce(&with, LOCAL, 50, now).is_none());
+        for outsider in [Viewer::Holder(None), Viewer::Holder(Some(b"nope"))] {
+            assert!(r.stats(now, outsider).torrents.is_empty());
+            assert!(r.hashes(outsider).is_empty());
+            assert!(r.scrape(&HASH, outsider).is_none());
+        }
+        assert_eq!(r.stats(now, Viewer::Holder(Some(b"t0k"))).torrents.len(), 1);
+        assert_eq!(r.stats(now, Viewer::Operator).torrents[0].peers.len(), 1);
     }
 }

@@ -1,0 +1,490 @@
+//! Closed swarms: peers that prove they hold the deploy's secret before any
+//! torrent data flows, and a wire that is encrypted and authenticated.
+//!
+//! The deployer makes a fresh [`SwarmSecret`] per deploy and hands it to
+//! each host over SSH (the deploy ticket on standard input). From it and
+//! the info-hash come two values, so one secret cannot be replayed into
+//! another torrent's swarm:
+//!
+//! - the pre-shared key of a Noise handshake (`Noise_NNpsk0_25519_AESGCM_SHA256`,
+//!   through `snow`): both sides must hold it for the handshake to finish,
+//!   and every byte after it, the BitTorrent handshake included, travels in
+//!   AES-GCM frames. A peer without the key sees nothing but a failed
+//!   handshake; it never learns the info-hash;
+//! - the tracker token (`token=` on announces, scrapes and the tracker's
+//!   pages): without it the tracker answers for a closed torrent exactly as
+//!   for one it does not know.
+//!
+//! Framing on the wire: each Noise message is sent as a 2-byte big-endian
+//! length and the message (Noise's own limit is 65,535 bytes); nonces count
+//! the messages of each direction from 0.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use snow::{Builder, StatelessTransportState};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+
+const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
+/// Noise's longest message, and its authentication tag.
+const MAX_MESSAGE: usize = 65535;
+const TAG: usize = 16;
+/// Plain bytes per frame.
+const MAX_PLAIN: usize = MAX_MESSAGE - TAG;
+
+/// A deploy's secret: 32 random bytes. Shown only as hex on purpose
+/// (`to_hex`); `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SwarmSecret([u8; 32]);
+
+impl fmt::Debug for SwarmSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SwarmSecret(..)")
+    }
+}
+
+impl SwarmSecret {
+    /// A fresh secret from the operating system's random source.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| Error::InvalidArgument(format!("no random source: {e}")))?;
+        Ok(SwarmSecret(bytes))
+    }
+
+    /// The secret from 64 hex digits (surrounding white space is ignored,
+    /// so a file that ends in a newline reads as it should).
+    pub fn from_hex(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).map_err(|_| {
+            Error::InvalidArgument("a swarm secret is 64 hex digits (32 bytes)".into())
+        })?;
+        Ok(SwarmSecret(bytes))
+    }
+
+    /// The secret in a file of 64 hex digits. The file must be readable by
+    /// its owner alone: a secret others can read is no secret.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = read_private(path)?;
+        Self::from_hex(&text)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn derive(&self, purpose: &[u8], info_hash: &[u8; 20]) -> [u8; 32] {
+        // HMAC-SHA256 as a key-derivation function, keyed by the secret.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose);
+        mac.update(info_hash);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The Noise pre-shared key of this torrent's swarm.
+    pub fn swarm_key(&self, info_hash: &[u8; 20]) -> SwarmKey {
+        SwarmKey {
+            psk: self.derive(b"murder swarm key\0", info_hash),
+            info_hash: *info_hash,
+        }
+    }
+
+    /// What peers of this torrent show the tracker (64 hex digits).
+    pub fn tracker_token(&self, info_hash: &[u8; 20]) -> String {
+        hex::encode(self.derive(b"murder tracker token\0", info_hash))
+    }
+}
+
+/// A file only its owner may read (secrets and tokens), as text.
+pub fn read_private(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: readable by other users (mode {:o}); chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text.trim().to_string())
+}
+
+/// Compares two tokens in time that does not depend on where they differ.
+pub fn tokens_match(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// What both ends of one torrent's closed swarm hold.
+#[derive(Clone)]
+pub struct SwarmKey {
+    psk: [u8; 32],
+    info_hash: [u8; 20],
+}
+
+impl fmt::Debug for SwarmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SwarmKey(..)")
+    }
+}
+
+fn noise_error(e: snow::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("closed swarm: {e} (the peer does not hold this deploy's secret)"),
+    )
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let len = stream.read_u16().await? as usize;
+    let mut frame = vec![0u8; len];
+    stream.read_exact(&mut frame).await?;
+    Ok(frame)
+}
+
+async fn write_frame(stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(2 + message.len());
+    frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    frame.extend_from_slice(message);
+    stream.write_all(&frame).await
+}
+
+/// Runs the Noise handshake on a fresh connection (`initiator`: we dialled)
+/// and returns the two sealed directions. Fails, and the caller drops the
+/// connection, when the other side does not hold the key. The caller bounds
+/// the time it may take.
+pub async fn open(
+    mut stream: TcpStream,
+    key: &SwarmKey,
+    initiator: bool,
+) -> io::Result<(SealedReader, SealedWriter)> {
+    let params = NOISE.parse().map_err(noise_error)?;
+    let mut prologue = b"murder/1 ".to_vec();
+    prologue.extend_from_slice(&key.info_hash);
+    let builder = Builder::new(params)
+        .psk(0, &key.psk)
+        .and_then(|b| b.prologue(&prologue))
+        .map_err(noise_error)?;
+    let mut state = if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .map_err(noise_error)?;
+    let mut message = vec![0u8; MAX_MESSAGE];
+    let mut payload = vec![0u8; MAX_MESSAGE];
+    if initiator {
+        let n = state
+            .write_message(&[], &mut message)
+            .map_err(noise_error)?;
+        write_frame(&mut stream, &message[..n]).await?;
+        let reply = read_frame(&mut stream).await?;
+        state
+            .read_message(&reply, &mut payload)
+            .map_err(noise_error)?;
+    } else {
+        let hello = read_frame(&mut stream).await?;
+        state
+            .read_message(&hello, &mut payload)
+            .map_err(noise_error)?;
+        let n = state
+            .write_message(&[], &mut message)
+            .map_err(noise_error)?;
+        write_frame(&mut stream, &message[..n]).await?;
+    }
+    let transport = Arc::new(state.into_stateless_transport_mode().map_err(noise_error)?);
+    let (read, write) = stream.into_split();
+    Ok((
+        SealedReader {
+            inner: read,
+            transport: transport.clone(),
+            nonce: 0,
+            raw: BytesMut::with_capacity(READ_AHEAD),
+            plain: vec![0u8; MAX_MESSAGE],
+            plain_at: 0,
+            plain_end: 0,
+        },
+        SealedWriter {
+            inner: write,
+            transport,
+            nonce: 0,
+            frame: vec![0u8; 2 + MAX_MESSAGE],
+            frame_len: 0,
+            at: 0,
+        },
+    ))
+}
+
+/// The receiving direction of a closed-swarm connection: plain bytes out,
+/// after each frame passed authentication. Frames open straight into the
+/// caller's buffer, as many as fit, so a sealed link costs the peer loop no
+/// more turns than a plain one.
+pub struct SealedReader {
+    inner: OwnedReadHalf,
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+    /// Bytes received and not yet opened.
+    raw: BytesMut,
+    /// A frame that did not fit the caller's buffer; `plain[plain_at..plain_end]`
+    /// is unread.
+    plain: Vec<u8>,
+    plain_at: usize,
+    plain_end: usize,
+}
+
+/// Bytes asked of the socket at a time.
+const READ_AHEAD: usize = 256 * 1024;
+
+fn forged() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "closed swarm: a frame failed authentication",
+    )
+}
+
+impl SealedReader {
+    /// The length of the sealed message at the head of `raw`, if it is all
+    /// there.
+    fn whole_frame(&self) -> Option<usize> {
+        let head = self.raw.get(..2)?;
+        let len = u16::from_be_bytes([head[0], head[1]]) as usize;
+        (self.raw.len() >= 2 + len).then_some(len)
+    }
+
+    /// Opens the frame at the head of `raw` (`len` sealed bytes) into `out`.
+    fn open_into(&mut self, len: usize, out: &mut [u8]) -> io::Result<usize> {
+        let n = self
+            .transport
+            .read_message(self.nonce, &self.raw[2..2 + len], out)
+            .map_err(|_| forged())?;
+        self.nonce += 1;
+        self.raw.advance(2 + len);
+        Ok(n)
+    }
+}
+
+impl AsyncRead for SealedReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.plain_at < this.plain_end {
+            let n = (this.plain_end - this.plain_at).min(buf.remaining());
+            buf.put_slice(&this.plain[this.plain_at..this.plain_at + n]);
+            this.plain_at += n;
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            let mut gave = false;
+            while let Some(len) = this.whole_frame() {
+                if len < TAG {
+                    return Poll::Ready(Err(forged()));
+                }
+                if buf.remaining() >= len - TAG {
+                    let n = this.open_into(len, buf.initialize_unfilled_to(len - TAG))?;
+                    buf.advance(n);
+                    gave = true;
+                } else if gave {
+                    break;
+                } else {
+                    let mut plain = std::mem::take(&mut this.plain);
+                    let n = this.open_into(len, &mut plain);
+                    this.plain = plain;
+                    let n = n?;
+                    let give = n.min(buf.remaining());
+                    buf.put_slice(&this.plain[..give]);
+                    (this.plain_at, this.plain_end) = (give, n);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if gave {
+                return Poll::Ready(Ok(()));
+            }
+            if this.raw.capacity() - this.raw.len() < 2 + MAX_MESSAGE {
+                this.raw.reserve(READ_AHEAD);
+            }
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.raw
+            ))?;
+            if n == 0 {
+                if this.raw.is_empty() {
+                    return Poll::Ready(Ok(())); // a clean end
+                }
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+}
+
+/// The sending direction: each write seals up to one frame of the bytes
+/// given. A frame the socket did not take whole stays in `frame` (see
+/// `has_backlog`) and goes out first on the next write or flush.
+pub struct SealedWriter {
+    inner: OwnedWriteHalf,
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+    /// `frame[at..frame_len]` is sealed and not yet written.
+    frame: Vec<u8>,
+    frame_len: usize,
+    at: usize,
+}
+
+impl SealedWriter {
+    /// Sealed bytes still waiting for the socket.
+    pub fn has_backlog(&self) -> bool {
+        self.at < self.frame_len
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.at < self.frame_len {
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.frame[self.at..self.frame_len])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.at += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
+        // `frame` keeps its full size: no clearing of 64 KiB per frame.
+        let n = self
+            .transport
+            .write_message(self.nonce, plain, &mut self.frame[2..])
+            .map_err(|e| io::Error::other(format!("closed swarm: {e}")))?;
+        self.nonce += 1;
+        self.frame[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        self.frame_len = 2 + n;
+        self.at = 0;
+        Ok(())
+    }
+}
+
+impl AsyncWrite for SealedWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = buf.len().min(MAX_PLAIN);
+        this.seal(&buf[..n])?;
+        // The bytes are taken; what the socket does not take now is the
+        // backlog.
+        match this.poll_drain(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(n)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    const HASH: [u8; 20] = [7; 20];
+
+    async fn pair(
+        a: &SwarmKey,
+        b: &SwarmKey,
+    ) -> (
+        io::Result<(SealedReader, SealedWriter)>,
+        io::Result<(SealedReader, SealedWriter)>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (b, a) = (b.clone(), a.clone());
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            open(s, &b, false).await
+        });
+        let client = open(TcpStream::connect(addr).await.unwrap(), &a, true).await;
+        (client, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn bytes_cross_a_closed_link_intact_in_both_directions() {
+        let key = SwarmSecret::generate().unwrap().swarm_key(&HASH);
+        let (client, server) = pair(&key, &key).await;
+        let ((mut cr, mut cw), (mut sr, mut sw)) = (client.unwrap(), server.unwrap());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            cw.write_all(&sent).await.unwrap();
+            cw.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        sr.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, data);
+        sw.write_all(b"back").await.unwrap();
+        sw.flush().await.unwrap();
+        let mut four = [0u8; 4];
+        cr.read_exact(&mut four).await.unwrap();
+        assert_eq!(&four, b"back");
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_another_secret_or_torrent_cannot_finish_the_handshake() {
+        let secret = SwarmSecret::generate().unwrap();
+        let other = SwarmSecret::generate().unwrap();
+        let (client, server) = pair(&secret.swarm_key(&HASH), &other.swarm_key(&HASH)).await;
+        assert!(client.is_err() && server.is_err());
+        let (client, server) = pair(&secret.swarm_key(&HASH), &secret.swarm_key(&[8; 20])).await;
+        assert!(client.is_err() && server.is_err());
+    }
+
+    #[test]
+    fn secrets_read_back_from_hex_and_never_print() {
+        let s = SwarmSecret::generate().unwrap();
+        assert_eq!(
+            SwarmSecret::from_hex(&format!("{}\n", s.to_hex())).unwrap(),
+            s
+        );
+        assert!(SwarmSecret::from_hex("abc").is_err());
+        assert_eq!(format!("{s:?}"), "SwarmSecret(..)");
+        assert_ne!(s.tracker_token(&HASH), s.tracker_token(&[8; 20]));
+        assert!(
+            tokens_match(b"abc", b"abc")
+                && !tokens_match(b"abc", b"abd")
+                && !tokens_match(b"ab", b"abc")
+        );
+    }
+}
