@@ -155,14 +155,20 @@ module Capistrano
         require "murder"
         ip = deployer_ip
         secret = ::Murder.generate_secret if fetch(:murder_closed_swarm)
-        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0", interval: 1).start
+        # The dashboard of a closed swarm needs a token; this one lives as
+        # long as this deploy's tracker.
+        operator = SecureRandom.hex(16)
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0", interval: 1,
+                                        operator_token: operator).start
         started = clock
         torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
                                                 piece_length: fetch(:murder_piece_length),
                                                 hash_cache: File.join(cache_path, "hashes.json"))
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
-        run_locally { info "murder: #{torrent.name} goes out in #{swarm}" }
+        run_locally do
+          info "murder: #{torrent.name} goes out in #{swarm}; dashboard http://#{ip}:#{tracker.port}/?token=#{operator}"
+        end
         tracker.allow(torrent, secret: secret)
         seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true, secret: secret).start
         yield torrent, tracker, secret

@@ -5,11 +5,15 @@
 //! `STATE.md` beside this file is the map: the states of pieces and
 //! blocks, who moves them, the rules, and the lock order. Each module owns
 //! one concern: `admission` (who may connect, bans), `listener` and
-//! `dialer` (connections in and out), `announce` (the tracker), `peer` (one
-//! connection), `steering` (what a seed sends whom), `hasher` and
+//! `dialer` (connections in and out), `link` (a connection's two
+//! directions, plain or sealed for a closed swarm), `announce` and
+//! `tracker_client` (the trackers), `peer` (one connection), `rate` (upload
+//! and download limits), `steering` (what a seed sends whom), `hasher` and
 //! `verifier` (whether a piece is the torrent's), `completion` (placing the
 //! data and finishing), `watchdog` (a swarm that cannot finish), `report`
-//! (what front ends print). Every task is spawned on the session's tracker
+//! (what front ends print), `config` and `context` (settings, validated
+//! once, and the state every task shares), `runner` (a session on a thread
+//! of its own, for callers without a runtime). Every task is spawned on the session's tracker
 //! and ends when its cancellation token fires: `Session::shutdown` returns
 //! only after all of them did.
 

@@ -36,6 +36,57 @@ const MAX_HEAD: usize = 16 * 1024;
 
 type Body = Full<Bytes>;
 
+/// A connection whose end is its close: hyper's graceful `shutdown` before
+/// dropping the socket is a syscall per connection that the close (FIN on
+/// drop) makes redundant. Measured with bench/tracker.
+struct CloseOnDrop(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for CloseOnDrop {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CloseOnDrop {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     tracker: Tracker,
@@ -71,7 +122,8 @@ pub async fn serve(
         let mut close = close_rx.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let _ = stream.set_nodelay(true);
+            // No TCP_NODELAY: hyper writes a reply in one writev, which
+            // Nagle never holds back (one syscall less per connection).
             let service = service_fn(move |req| {
                 let response = route(&tracker, &req, remote);
                 async move { Ok::<_, Infallible>(response) }
@@ -80,7 +132,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(CloseOnDrop(stream)), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -106,15 +158,22 @@ pub async fn serve(
 fn route(tracker: &Tracker, req: &Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("").as_bytes();
-    let too_long = req.uri().to_string().len() > MAX_URI;
+    let too_long = req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI;
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+    }
+    if path == "/announce" {
+        // The hot path: its token is one of its fields.
+        return bencoded(if too_long {
+            failure("request URI too long")
+        } else {
+            announce(tracker, query, remote.ip().to_canonical())
+        });
     }
     let token = query_token(query);
     let viewer = tracker.viewer(token.as_deref());
     match path {
-        "/announce" | "/scrape" if too_long => bencoded(failure("request URI too long")),
-        "/announce" => bencoded(announce(tracker, query, remote.ip().to_canonical())),
+        "/scrape" if too_long => bencoded(failure("request URI too long")),
         "/scrape" => bencoded(scrape(tracker, query, viewer)),
         "/" => {
             let html = page::render(tracker.config());

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode;
 
 pub type InfoHash = [u8; 20];
@@ -52,12 +54,13 @@ pub struct Announce {
     pub token: Option<Vec<u8>>,
 }
 
-/// A decoded `key=value` pair.
-type Pair = (Vec<u8>, Vec<u8>);
+/// A decoded `key=value` pair; borrowed from the query unless it had
+/// escapes (an announce's keys and numbers never do: no allocation).
+type Pair<'q> = (Cow<'q, [u8]>, Cow<'q, [u8]>);
 
 /// Decoded `key=value` pairs of a query string.
-fn pairs(query: &[u8]) -> Result<Vec<Pair>, RequestError> {
-    let mut out = Vec::new();
+fn pairs(query: &[u8]) -> Result<Vec<Pair<'_>>, RequestError> {
+    let mut out = Vec::with_capacity(16);
     for part in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         if out.len() == MAX_PAIRS {
             return fail(format!("more than {MAX_PAIRS} parameters"));
@@ -66,10 +69,7 @@ fn pairs(query: &[u8]) -> Result<Vec<Pair>, RequestError> {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &b""[..]),
         };
-        out.push((
-            percent_decode(key).collect(),
-            percent_decode(value).collect(),
-        ));
+        out.push((percent_decode(key).into(), percent_decode(value).into()));
     }
     Ok(out)
 }
@@ -106,7 +106,7 @@ pub fn parse_announce(query: &[u8]) -> Result<Announce, RequestError> {
     let mut no_peer_id = false;
     let mut token = None;
     for (key, value) in pairs(query)? {
-        match key.as_slice() {
+        match &*key {
             b"info_hash" => info_hash = Some(twenty(&value, "info_hash")?),
             b"peer_id" => peer_id = Some(twenty(&value, "peer_id")?),
             b"port" => match number(&value, "port")? {
@@ -119,11 +119,11 @@ pub fn parse_announce(query: &[u8]) -> Result<Announce, RequestError> {
             b"numwant" => {
                 numwant = Some(number(&value, "numwant")?.min(usize::MAX as u64) as usize)
             }
-            b"compact" => compact = value.as_slice() != b"0",
-            b"no_peer_id" => no_peer_id = value.as_slice() == b"1",
-            b"token" => token = Some(value),
+            b"compact" => compact = &*value != b"0",
+            b"no_peer_id" => no_peer_id = &*value == b"1",
+            b"token" => token = Some(value.into_owned()),
             b"event" => {
-                event = match value.as_slice() {
+                event = match &*value {
                     b"" | b"empty" => Event::None,
                     b"started" => Event::Started,
                     b"completed" => Event::Completed,
@@ -163,15 +163,15 @@ pub fn query_token(query: &[u8]) -> Option<Vec<u8>> {
     pairs(query)
         .ok()?
         .into_iter()
-        .find(|(k, _)| k == b"token")
-        .map(|(_, v)| v)
+        .find(|(k, _)| &**k == b"token")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Parses the query of `GET /scrape?…`; no `info_hash` means every torrent.
 pub fn parse_scrape(query: &[u8]) -> Result<Vec<InfoHash>, RequestError> {
     let mut hashes = Vec::new();
     for (key, value) in pairs(query)? {
-        if key == b"info_hash" {
+        if &*key == b"info_hash" {
             if hashes.len() == MAX_SCRAPE_HASHES {
                 return fail(format!(
                     "at most {MAX_SCRAPE_HASHES} info_hash values per scrape"
