@@ -8,7 +8,7 @@
 //! download that another tracker serves.
 
 mod common;
-use common::{local, random_file, torrent};
+use common::{local, quick_tracker, random_file, torrent};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,19 +16,8 @@ use std::time::Duration;
 
 use murder_core::secure::SwarmSecret;
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
-use murder_core::tracker::{TrackerConfig, TrackerServer, Viewer};
+use murder_core::tracker::Viewer;
 use murder_core::{create_torrent, CreateOptions, Progress};
-
-fn quick_tracker() -> TrackerServer {
-    TrackerServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        TrackerConfig {
-            interval: Duration::from_secs(1),
-            ..TrackerConfig::default()
-        },
-    )
-    .unwrap()
-}
 
 /// What a standard BitTorrent client gets from `addr` when it knows the
 /// info-hash: handshake, interested, a request for the first block. Returns
@@ -58,7 +47,7 @@ fn standard_client_probe(addr: std::net::SocketAddr, info_hash: [u8; 20]) -> Vec
 #[test]
 fn rule_x1_x2_x3_an_outsider_gets_nothing_and_holders_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = quick_tracker();
+    let tracker = quick_tracker("127.0.0.1:0".parse().unwrap());
     let data = dir.path().join("release.tgz");
     random_file(&data, 2_000_000, 3);
     let meta = torrent(&data, &tracker.local_addr().to_string(), 64 * 1024);
@@ -140,7 +129,7 @@ fn rule_x1_x2_x3_an_outsider_gets_nothing_and_holders_complete() {
 #[test]
 fn rule_t2_a_dead_first_tracker_does_not_stop_a_download() {
     let dir = tempfile::tempdir().unwrap();
-    let live = quick_tracker();
+    let live = quick_tracker("127.0.0.1:0".parse().unwrap());
     // A port nothing listens on: the first tracker of the torrent is down.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();

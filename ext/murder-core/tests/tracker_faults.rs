@@ -5,28 +5,16 @@
 //! the tracker is back.
 
 mod common;
-use common::{local, random_file, torrent};
+use common::{local, quick_tracker, random_file, torrent};
 
 use std::time::{Duration, Instant};
 
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
-use murder_core::tracker::{TrackerConfig, TrackerServer};
-
-fn tracker_on(addr: std::net::SocketAddr) -> TrackerServer {
-    TrackerServer::start(
-        addr,
-        TrackerConfig {
-            interval: Duration::from_secs(1),
-            ..TrackerConfig::default()
-        },
-    )
-    .unwrap()
-}
 
 #[test]
 fn a_tracker_killed_mid_swarm_and_back_5_s_later_does_not_stop_the_deploy() {
     let dir = tempfile::tempdir().unwrap();
-    let mut tracker = tracker_on("127.0.0.1:0".parse().unwrap());
+    let mut tracker = quick_tracker("127.0.0.1:0".parse().unwrap());
     let addr = tracker.local_addr();
     let data = dir.path().join("release.tgz");
     random_file(&data, 12_000_000, 9);
@@ -74,7 +62,7 @@ fn a_tracker_killed_mid_swarm_and_back_5_s_later_does_not_stop_the_deploy() {
         early.iter().all(|p| p.stats().peers >= 1),
         "the early hosts kept their connections"
     );
-    let back = tracker_on(addr);
+    let back = quick_tracker(addr);
     back.tracker().allow_torrent(&meta);
     for p in early.iter().chain([&late]) {
         assert_eq!(

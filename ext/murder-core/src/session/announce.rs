@@ -69,7 +69,6 @@ pub(super) async fn run(ctx: Arc<Context>, url: String) {
         tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
-            _ = ctx.wake_announcer.notified() => {}
             _ = state.changed() => {}
         }
         if ctx.is_complete() && !completed_sent {

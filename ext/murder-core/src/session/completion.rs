@@ -46,7 +46,6 @@ pub(super) async fn finish(ctx: Arc<Context>) {
                 changed
             });
             let _ = ctx.events.send(Event::Complete);
-            ctx.wake_announcer.notify_one();
         }
         Err(e) => ctx.fail(&e),
     }

@@ -170,31 +170,39 @@ impl Tracker {
         source: AllowSource,
         secret: Option<&SwarmSecret>,
     ) {
-        let hash = torrent.info_hash();
-        self.registry().allow(
-            hash,
+        self.allow_entry(
+            torrent.info_hash(),
             torrent.name.clone(),
             Some(torrent.total_length()),
             source,
-            secret.map(|s| s.tracker_token(&hash)),
+            secret,
         );
+    }
+
+    /// The one way onto the allow-list: a closed swarm's token is derived
+    /// here from its secret.
+    fn allow_entry(
+        &self,
+        hash: InfoHash,
+        name: String,
+        total_length: Option<u64>,
+        source: AllowSource,
+        secret: Option<&SwarmSecret>,
+    ) {
+        let token = secret.map(|s| s.tracker_token(&hash));
+        self.registry()
+            .allow(hash, name, total_length, source, token);
     }
 
     /// Allows a torrent by its hex info-hash.
     pub fn allow_hex(&self, hex_hash: &str) -> Result<InfoHash> {
         let hash = parse_hex_hash(hex_hash)?;
-        let token = self
-            .inner
-            .config
-            .secret
-            .as_ref()
-            .map(|s| s.tracker_token(&hash));
-        self.registry().allow(
+        self.allow_entry(
             hash,
             hex_hash.to_ascii_lowercase(),
             None,
             AllowSource::Given,
-            token,
+            self.inner.config.secret.as_ref(),
         );
         Ok(hash)
     }

@@ -25,18 +25,23 @@ pub fn torrent(path: &Path, tracker: &str, piece_length: u64) -> Arc<Metainfo> {
 /// A random file at `path`, its torrent (64 KiB pieces), and a tracker on
 /// 127.0.0.1 that allows it and asks for announces every second.
 pub fn tracked_release(path: &Path, len: usize, seed: u64) -> (TrackerServer, Arc<Metainfo>) {
-    let tracker = TrackerServer::start(
-        "127.0.0.1:0".parse().unwrap(),
+    let tracker = quick_tracker("127.0.0.1:0".parse().unwrap());
+    random_file(path, len, seed);
+    let meta = torrent(path, &tracker.local_addr().to_string(), 64 * 1024);
+    tracker.tracker().allow_torrent(&meta);
+    (tracker, meta)
+}
+
+/// A tracker on `addr` that asks for announces every second.
+pub fn quick_tracker(addr: std::net::SocketAddr) -> TrackerServer {
+    TrackerServer::start(
+        addr,
         TrackerConfig {
             interval: std::time::Duration::from_secs(1),
             ..TrackerConfig::default()
         },
     )
-    .unwrap();
-    random_file(path, len, seed);
-    let meta = torrent(path, &tracker.local_addr().to_string(), 64 * 1024);
-    tracker.tracker().allow_torrent(&meta);
-    (tracker, meta)
+    .unwrap()
 }
 
 /// A session on 127.0.0.1 that announces 127.0.0.1.
