@@ -77,8 +77,9 @@ fn announce(args: &Args, hash: &[u8; 20], peer: u64, rng: &mut fastrand::Rng) ->
 
 /// Reads one HTTP response (head + Content-Length body) off `stream`, with
 /// `buf` holding what was read beyond it. Returns whether the status was 200
-/// and the body no bencoded failure.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+/// and the body no bencoded failure, and whether the server keeps the
+/// connection open for another request.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(bool, bool)> {
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -102,7 +103,13 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
                         .windows(14)
                         .any(|w| w == b"failure reason");
                     buf.drain(..body_start + n);
-                    return Ok(ok && !failed);
+                    let http10 = head.starts_with("http/1.0");
+                    let keep = if http10 {
+                        head.contains("connection: keep-alive")
+                    } else {
+                        !head.contains("connection: close")
+                    };
+                    return Ok((ok && !failed, keep));
                 }
                 None => {
                     // No length: the body runs to the end of the connection.
@@ -118,7 +125,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
                         .windows(14)
                         .any(|w| w == b"failure reason");
                     buf.clear();
-                    return Ok(ok && !failed);
+                    return Ok((ok && !failed, false));
                 }
             }
         }
@@ -130,11 +137,55 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
     }
 }
 
+/// Why an announce got no reply.
+enum Failure {
+    /// The kept connection was closed before the reply began: the server
+    /// keeps connections only in name.
+    Stale,
+    Io(std::io::Error),
+}
+
+/// One announce on the kept connection or a new one.
+async fn exchange(
+    args: &Args,
+    kept: &mut Option<TcpStream>,
+    buf: &mut Vec<u8>,
+    request: &[u8],
+) -> Result<bool, Failure> {
+    let reused = kept.is_some();
+    let mut stream = match kept.take() {
+        Some(s) => s,
+        None => {
+            buf.clear();
+            TcpStream::connect(args.tracker)
+                .await
+                .map_err(Failure::Io)?
+        }
+    };
+    let outcome = async {
+        stream.set_nodelay(true)?;
+        stream.write_all(request).await?;
+        read_response(&mut stream, buf).await
+    }
+    .await;
+    match outcome {
+        Ok((ok, keep)) => {
+            if args.mode == Mode::Keepalive && keep {
+                *kept = Some(stream);
+            }
+            Ok(ok)
+        }
+        Err(_) if reused && buf.is_empty() => Err(Failure::Stale),
+        Err(e) => Err(Failure::Io(e)),
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
     failed: AtomicU64,
     errors: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 async fn client(
@@ -163,23 +214,17 @@ async fn client(
         let hash = &hashes[(peer as usize) % hashes.len()];
         let request = announce(&args, hash, peer, &mut rng);
         let started = Instant::now();
-        let result = async {
-            let mut stream = match kept.take() {
-                Some(s) => s,
-                None => {
-                    buf.clear();
-                    TcpStream::connect(args.tracker).await?
-                }
-            };
-            stream.set_nodelay(true)?;
-            stream.write_all(&request).await?;
-            let ok = read_response(&mut stream, &mut buf).await?;
-            if args.mode == Mode::Keepalive {
-                kept = Some(stream);
-            }
-            Ok::<bool, std::io::Error>(ok)
+        let mut result = exchange(&args, &mut kept, &mut buf, &request).await;
+        if let Err(Failure::Stale) = result {
+            // A server that kept the connection only in name (opentracker
+            // answers HTTP/1.1 without `Connection: close` and then closes):
+            // count it and ask again on a new connection.
+            tally.reconnects.fetch_add(1, Ordering::Relaxed);
+            result = exchange(&args, &mut kept, &mut buf, &request).await;
         }
-        .await;
+        if result.is_ok() && args.mode == Mode::Keepalive && kept.is_none() {
+            tally.reconnects.fetch_add(1, Ordering::Relaxed); // `Connection: close`
+        }
         match result {
             Ok(true) => {
                 tally.ok.fetch_add(1, Ordering::Relaxed);
@@ -188,8 +233,12 @@ async fn client(
             Ok(false) => {
                 tally.failed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
-                tally.errors.fetch_add(1, Ordering::Relaxed);
+            Err(failure) => {
+                if tally.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if let Failure::Io(e) = failure {
+                        eprintln!("tracker-load: first error: {e}");
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -258,6 +307,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "announces": ok,
             "failed": tally.failed.load(Ordering::Relaxed),
             "errors": tally.errors.load(Ordering::Relaxed),
+            "reconnects": tally.reconnects.load(Ordering::Relaxed),
             "seconds": elapsed,
             "per_second": ok as f64 / elapsed,
             "p50_ms": pct(0.50),

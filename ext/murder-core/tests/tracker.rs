@@ -251,6 +251,9 @@ fn slow_loris_clients_are_cut_off_and_others_are_served_meanwhile() {
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
         .unwrap();
+    // One that sends nothing at all (the kernel holds it back a second,
+    // TCP_DEFER_ACCEPT, then it gets the same head timeout).
+    let mut silent = TcpStream::connect(addr).unwrap();
     let started = Instant::now();
     assert_eq!(body(addr, "/health"), b"ok\n", "others are served at once");
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -267,6 +270,17 @@ fn slow_loris_clients_are_cut_off_and_others_are_served_meanwhile() {
         !String::from_utf8_lossy(&rest).contains("ok"),
         "no answer to a head never finished"
     );
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "silent client held {waited:?}"
+    );
+    assert!(rest.is_empty(), "no answer to a client that asked nothing");
 }
 
 #[test]
@@ -276,7 +290,16 @@ fn connections_are_bounded() {
         ..TrackerConfig::default()
     });
     let addr = server.local_addr();
-    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Each holds a connection with half a request head (a client that sent
+    // nothing at all is not even handed over by the kernel yet: the
+    // listener defers accept until data arrives).
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut waiting = TcpStream::connect(addr).unwrap(); // sits in the backlog
     waiting

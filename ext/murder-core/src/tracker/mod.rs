@@ -3,9 +3,12 @@
 //! ran BitTornado's tracker as a separate Python process; this one runs in
 //! the `murder` command or inside a Ruby process.
 
-mod http;
+mod framing;
 mod page;
+mod peer_set;
 pub mod request;
+mod routes;
+mod server;
 pub mod swarm;
 
 use std::net::SocketAddr;
@@ -302,7 +305,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let housekeeping = tokio::spawn(housekeeping(tracker.clone()));
-    let served = http::serve(listener, tracker, shutdown).await;
+    let served = server::serve(listener, tracker, shutdown).await;
     housekeeping.abort();
     served.map_err(|e| Error::io("tracker", e))
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::peer_set::{Peer, PeerSet};
 use super::request::{Announce, Event, InfoHash, PeerId};
 
 /// Where an allow-list entry came from: entries from a watched directory go
@@ -21,23 +22,11 @@ pub enum AllowSource {
 }
 
 #[derive(Debug)]
-struct Peer {
-    addr: SocketAddr,
-    left: u64,
-    uploaded: u64,
-    downloaded: u64,
-    last_seen: Instant,
-    counted_complete: bool,
-    /// How fast `left` fell between the last two announces, bytes/s.
-    rate: f64,
-}
-
-#[derive(Debug)]
 struct Swarm {
     name: String,
     total_length: Option<u64>,
     source: AllowSource,
-    peers: HashMap<PeerId, Peer>,
+    peers: PeerSet,
     /// How many peers announced `completed` (the scrape's `downloaded`).
     completed: u64,
     /// The first announce, and when each completion came after it.
@@ -68,8 +57,7 @@ impl Swarm {
     }
 
     fn counts(&self) -> (usize, usize) {
-        let seeds = self.peers.values().filter(|p| p.left == 0).count();
-        (seeds, self.peers.len() - seeds)
+        (self.peers.seeds(), self.peers.downloaders())
     }
 }
 
@@ -143,7 +131,7 @@ impl Registry {
             name: name.clone(),
             total_length,
             source: source.clone(),
-            peers: HashMap::new(),
+            peers: PeerSet::default(),
             completed: 0,
             first_seen: None,
             completed_at: Vec::new(),
@@ -188,7 +176,9 @@ impl Registry {
         // A download counts as completed on `event=completed`, or when a
         // peer we saw missing bytes reports none left (aria2 sends only
         // `stopped` when it finishes with --seed-time=0).
-        let was_downloading = swarm.peers.get(&request.peer_id).map(|p| p.left > 0);
+        let known = swarm.peers.get(&request.peer_id);
+        let was_downloading = known.map(|p| p.left > 0);
+        let already_counted = known.is_some_and(|p| p.counted_complete);
         let finished = request.event == Event::Completed
             || (was_downloading == Some(true) && request.left == 0);
         if request.event == Event::Stopped {
@@ -199,26 +189,32 @@ impl Registry {
                 }
             }
         } else {
-            let peer = swarm.peers.entry(request.peer_id).or_insert(Peer {
-                addr: SocketAddr::new(ip, request.port),
-                left: request.left,
-                uploaded: 0,
-                downloaded: 0,
-                last_seen: now,
-                counted_complete: false,
-                rate: 0.0,
-            });
-            let elapsed = now.saturating_duration_since(peer.last_seen).as_secs_f64();
-            if elapsed > 0.0 {
-                peer.rate = peer.left.saturating_sub(request.left) as f64 / elapsed;
-            }
-            peer.addr = SocketAddr::new(ip, request.port);
-            peer.left = request.left;
-            peer.uploaded = request.uploaded;
-            peer.downloaded = request.downloaded;
-            peer.last_seen = now;
-            if finished && !peer.counted_complete {
-                peer.counted_complete = true;
+            let addr = SocketAddr::new(ip, request.port);
+            swarm.peers.upsert(
+                request.peer_id,
+                || Peer {
+                    addr,
+                    left: request.left,
+                    uploaded: 0,
+                    downloaded: 0,
+                    last_seen: now,
+                    counted_complete: false,
+                    rate: 0.0,
+                },
+                |peer| {
+                    let elapsed = now.saturating_duration_since(peer.last_seen).as_secs_f64();
+                    if elapsed > 0.0 {
+                        peer.rate = peer.left.saturating_sub(request.left) as f64 / elapsed;
+                    }
+                    peer.addr = addr;
+                    peer.left = request.left;
+                    peer.uploaded = request.uploaded;
+                    peer.downloaded = request.downloaded;
+                    peer.last_seen = now;
+                    peer.counted_complete |= finished;
+                },
+            );
+            if finished && !already_counted {
                 swarm.completed += 1;
                 swarm.completed_at.push(since);
             }
@@ -232,21 +228,10 @@ impl Registry {
         if request.event == Event::Stopped || numwant == 0 {
             return Some(reply);
         }
+        // A random pick, so that downloaders spread over the whole swarm; a
+        // seed gets downloaders only.
         let asking_seed = request.left == 0;
-        let mut candidates: Vec<(PeerId, SocketAddr)> = swarm
-            .peers
-            .iter()
-            .filter(|(id, p)| **id != request.peer_id && !(asking_seed && p.left == 0))
-            .map(|(id, p)| (*id, p.addr))
-            .collect();
-        // A random pick, so that downloaders spread over the whole swarm.
-        let take = numwant.min(candidates.len());
-        for i in 0..take {
-            let j = fastrand::usize(i..candidates.len());
-            candidates.swap(i, j);
-        }
-        candidates.truncate(take);
-        reply.peers = candidates;
+        reply.peers = swarm.peers.pick(&request.peer_id, !asking_seed, numwant);
         Some(reply)
     }
 
@@ -277,7 +262,7 @@ impl Registry {
         for swarm in self.torrents.values_mut() {
             swarm
                 .peers
-                .retain(|_, p| now.saturating_duration_since(p.last_seen) <= timeout);
+                .retain(|p| now.saturating_duration_since(p.last_seen) <= timeout);
         }
     }
 
@@ -290,8 +275,8 @@ impl Registry {
                 let (seeds, downloaders) = s.counts();
                 let mut peers: Vec<PeerStats> = s
                     .peers
-                    .values()
-                    .map(|p| PeerStats {
+                    .iter()
+                    .map(|(_, p)| PeerStats {
                         ip: p.addr.ip().to_string(),
                         port: p.addr.port(),
                         left: p.left,
@@ -320,7 +305,7 @@ impl Registry {
                         .first_seen
                         .map_or(0.0, |f| now.saturating_duration_since(f).as_secs_f64()),
                     completed_at: s.completed_at.clone(),
-                    bytes_left: s.peers.values().map(|p| p.left).sum(),
+                    bytes_left: s.peers.iter().map(|(_, p)| p.left).sum(),
                     peers,
                 }
             })

@@ -1,0 +1,282 @@
+//! The peers of one swarm, filed as seeds or downloaders, so that an
+//! announce costs O(numwant) and not O(swarm): counts are the two lengths,
+//! and a random pick draws indices instead of copying and shuffling the
+//! whole swarm (at 1,000 peers that copy was most of the tracker's own CPU
+//! per announce).
+//!
+//! Invariant: `index[id]` names the list and position of `id`, and a peer
+//! is in `seeds` exactly when its `left` is 0. Every change of `left` goes
+//! through [`PeerSet::upsert`], which re-files the peer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::request::PeerId;
+
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub addr: SocketAddr,
+    pub left: u64,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub last_seen: std::time::Instant,
+    pub counted_complete: bool,
+    /// How fast `left` fell between the last two announces, bytes/s.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Seed(usize),
+    Downloader(usize),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct PeerSet {
+    seeds: Vec<(PeerId, Peer)>,
+    downloaders: Vec<(PeerId, Peer)>,
+    index: HashMap<PeerId, Slot>,
+}
+
+impl PeerSet {
+    pub fn seeds(&self) -> usize {
+        self.seeds.len()
+    }
+
+    pub fn downloaders(&self) -> usize {
+        self.downloaders.len()
+    }
+
+    pub fn get(&self, id: &PeerId) -> Option<&Peer> {
+        self.index.get(id).map(|&slot| &self.at(slot).1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &Peer)> {
+        self.seeds
+            .iter()
+            .chain(&self.downloaders)
+            .map(|(id, p)| (id, p))
+    }
+
+    /// Applies `change` to the peer `id` (made by `make` if new) and files
+    /// it by its new `left`. Returns the peer as changed.
+    pub fn upsert(
+        &mut self,
+        id: PeerId,
+        make: impl FnOnce() -> Peer,
+        change: impl FnOnce(&mut Peer),
+    ) -> &Peer {
+        let mut entry = match self.index.get(&id) {
+            Some(&slot) => self.take(slot),
+            None => (id, make()),
+        };
+        change(&mut entry.1);
+        let slot = if entry.1.left == 0 {
+            self.seeds.push(entry);
+            Slot::Seed(self.seeds.len() - 1)
+        } else {
+            self.downloaders.push(entry);
+            Slot::Downloader(self.downloaders.len() - 1)
+        };
+        self.index.insert(id, slot);
+        &self.at(slot).1
+    }
+
+    pub fn remove(&mut self, id: &PeerId) -> Option<Peer> {
+        let slot = self.index.remove(id)?;
+        Some(self.take(slot).1)
+    }
+
+    /// Keeps only the peers for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Peer) -> bool) {
+        self.seeds.retain(|(_, p)| keep(p));
+        self.downloaders.retain(|(_, p)| keep(p));
+        self.index.clear();
+        for (i, (id, _)) in self.seeds.iter().enumerate() {
+            self.index.insert(*id, Slot::Seed(i));
+        }
+        for (i, (id, _)) in self.downloaders.iter().enumerate() {
+            self.index.insert(*id, Slot::Downloader(i));
+        }
+    }
+
+    /// Up to `want` distinct peers drawn at random, never `asking` itself;
+    /// downloaders only when `seeds_too` is false.
+    pub fn pick(&self, asking: &PeerId, seeds_too: bool, want: usize) -> Vec<(PeerId, SocketAddr)> {
+        // The pool is seeds then downloaders (or downloaders alone), seen as
+        // one index range with the asking peer's position cut out.
+        let offset = if seeds_too { 0 } else { self.seeds.len() };
+        let pool = self.seeds.len() + self.downloaders.len() - offset;
+        let own = match self.index.get(asking) {
+            Some(Slot::Seed(i)) if seeds_too => Some(*i),
+            Some(Slot::Downloader(i)) => Some(self.seeds.len() + i - offset),
+            _ => None,
+        };
+        let range = pool - usize::from(own.is_some());
+        let entry = |i: usize| {
+            let i = match own {
+                Some(o) if i >= o => i + 1,
+                _ => i,
+            } + offset;
+            let (id, p) = if i < self.seeds.len() {
+                &self.seeds[i]
+            } else {
+                &self.downloaders[i - self.seeds.len()]
+            };
+            (*id, p.addr)
+        };
+        sample(range, want.min(range))
+            .into_iter()
+            .map(entry)
+            .collect()
+    }
+
+    fn at(&self, slot: Slot) -> &(PeerId, Peer) {
+        match slot {
+            Slot::Seed(i) => &self.seeds[i],
+            Slot::Downloader(i) => &self.downloaders[i],
+        }
+    }
+
+    /// Takes the entry at `slot` out of its list (swap-remove), fixing the
+    /// index of the entry moved into its place; `index` still holds the
+    /// taken id, for the caller to overwrite or remove.
+    fn take(&mut self, slot: Slot) -> (PeerId, Peer) {
+        let (list, i) = match slot {
+            Slot::Seed(i) => (&mut self.seeds, i),
+            Slot::Downloader(i) => (&mut self.downloaders, i),
+        };
+        let entry = list.swap_remove(i);
+        if let Some((moved, _)) = list.get(i) {
+            let refiled = match slot {
+                Slot::Seed(_) => Slot::Seed(i),
+                Slot::Downloader(_) => Slot::Downloader(i),
+            };
+            self.index.insert(*moved, refiled);
+        }
+        entry
+    }
+}
+
+/// `k` distinct indices of `0..n`, in random order. Few of many (the usual
+/// announce): Floyd's algorithm, O(k²) compares on a small vector; many of
+/// few: a partial shuffle of all of them.
+fn sample(n: usize, k: usize) -> Vec<usize> {
+    if k.saturating_mul(4) >= n {
+        let mut all: Vec<usize> = (0..n).collect();
+        for i in 0..k {
+            let j = fastrand::usize(i..n);
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        return all;
+    }
+    let mut chosen = Vec::with_capacity(k);
+    for j in n - k..n {
+        let t = fastrand::usize(..=j);
+        chosen.push(if chosen.contains(&t) { j } else { t });
+    }
+    fastrand::shuffle(&mut chosen);
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Instant;
+
+    fn peer(left: u64) -> Peer {
+        Peer {
+            addr: "10.0.0.1:6881".parse().unwrap(),
+            left,
+            uploaded: 0,
+            downloaded: 0,
+            last_seen: Instant::now(),
+            counted_complete: false,
+            rate: 0.0,
+        }
+    }
+
+    fn id(n: u16) -> PeerId {
+        let mut id = [0u8; 20];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    /// Rule: the index names each peer's list and place; seeds are exactly
+    /// the peers with nothing left.
+    fn check(set: &PeerSet) {
+        assert_eq!(set.index.len(), set.seeds.len() + set.downloaders.len());
+        for (i, (pid, p)) in set.seeds.iter().enumerate() {
+            assert_eq!(set.index[pid], Slot::Seed(i));
+            assert_eq!(p.left, 0);
+        }
+        for (i, (pid, p)) in set.downloaders.iter().enumerate() {
+            assert_eq!(set.index[pid], Slot::Downloader(i));
+            assert!(p.left > 0);
+        }
+    }
+
+    #[test]
+    fn peers_are_refiled_when_left_changes_and_the_index_stays_true() {
+        let mut set = PeerSet::default();
+        for n in 0..50 {
+            set.upsert(id(n), || peer(u64::from(n % 3)), |_| {});
+            check(&set);
+        }
+        for n in (0..50).step_by(2) {
+            set.upsert(id(n), || unreachable!(), |p| p.left = 0);
+            check(&set);
+        }
+        for n in (0..50).step_by(5) {
+            assert!(set.remove(&id(n)).is_some());
+            check(&set);
+        }
+        assert!(set.remove(&id(0)).is_none());
+        set.retain(|p| p.left == 0);
+        check(&set);
+        assert_eq!(set.downloaders(), 0);
+        assert_eq!(set.index.len(), set.seeds());
+    }
+
+    #[test]
+    fn a_pick_is_distinct_never_the_asker_and_only_downloaders_for_a_seed() {
+        let mut set = PeerSet::default();
+        for n in 0..300 {
+            set.upsert(id(n), || peer(u64::from(n % 2)), |_| {});
+        }
+        for want in [0, 1, 10, 50, 140, 149, 150, 151, 299, 300, 1000] {
+            for asker in [id(0), id(1), id(299), id(9999)] {
+                let is_seed = set.get(&asker).is_some_and(|p| p.left == 0);
+                let got = set.pick(&asker, !is_seed, want);
+                let ids: HashSet<PeerId> = got.iter().map(|(i, _)| *i).collect();
+                assert_eq!(ids.len(), got.len(), "distinct");
+                assert!(!ids.contains(&asker), "never the asker");
+                let present_downloader = set.get(&asker).is_some() && !is_seed;
+                let pool = if is_seed {
+                    150
+                } else {
+                    300 - usize::from(present_downloader)
+                };
+                assert_eq!(got.len(), want.min(pool));
+                if is_seed {
+                    assert!(ids.iter().all(|i| set.get(i).unwrap().left > 0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_pick_reaches_every_peer() {
+        let mut set = PeerSet::default();
+        for n in 0..100 {
+            set.upsert(id(n), || peer(1), |_| {});
+        }
+        let mut seen = HashSet::new();
+        for _ in 0..400 {
+            seen.extend(set.pick(&id(0), true, 5).into_iter().map(|(i, _)| i));
+        }
+        assert_eq!(seen.len(), 99);
+    }
+}
