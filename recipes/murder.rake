@@ -37,14 +37,14 @@ namespace :murder do
     end
   end
 
-  desc "Start the tracker (port tracker_port) on the tracker host"
+  desc "Start the tracker (port tracker_port) on every tracker host"
   task :start_tracker do
     murder = remote_murder
     dir = fetch(:remote_murder_path)
     port = fetch(:tracker_port)
     interval = fetch(:murder_tracker_interval)
     pidfile = "#{dir}/run/tracker.pid"
-    on murder_tracker do
+    on murder_trackers, in: :parallel do
       execute :mkdir, "-p", *S.args("#{dir}/torrents", "#{dir}/run")
       # A tracker already running keeps serving: starting is idempotent.
       running = test("[ -f #{pidfile.shellescape} ] && kill -0 \"$(cut -d' ' -f1 #{pidfile.shellescape})\" 2>/dev/null")
@@ -55,9 +55,9 @@ namespace :murder do
     end
   end
 
-  desc "Stop the tracker (succeeds when none runs)"
+  desc "Stop the tracker on every tracker host (succeeds when none runs)"
   task :stop_tracker do
-    stop_murder(murder_tracker, "tracker.pid")
+    stop_murder(murder_trackers, "tracker.pid")
   end
 
   desc "Pack files_path on the seeder into temp_path/TAG.tgz and make its torrent"
@@ -68,7 +68,9 @@ namespace :murder do
     payload = murder_payload
     torrent = murder_torrent
     temp = murder_temp_path
-    tracker = "#{tracker_address}:#{fetch(:tracker_port)}"
+    # Every tracker goes in the torrent (the first as `announce`, all in
+    # the BEP 12 announce-list).
+    trackers = tracker_addresses.flat_map { |addr, port| ["--tracker", "#{addr}:#{port}"] }
     piece = fetch(:murder_piece_length)
     as_file = S.truthy?("path_is_file")
     tree = murder_tree?
@@ -78,7 +80,7 @@ namespace :murder do
       if tree
         raise Capistrano::Murder::Error, "#{host}: #{files} is not a directory" unless test(:test, "-d", *S.args(files))
 
-        execute murder, *S.args("make-torrent", files, "--align", "--exclude", ".git*", "--tracker", tracker,
+        execute murder, *S.args("make-torrent", files, "--align", "--exclude", ".git*", *trackers,
                                 "-o", torrent, "-q", *extra)
         next
       end
@@ -93,7 +95,7 @@ namespace :murder do
 
         execute :tar, "-czf", *S.args(payload), "--exclude=.git", "--exclude=.git*", "-C", *S.args(files, ".")
       end
-      execute murder, *S.args("make-torrent", payload, "--tracker", tracker, "-o", torrent, "-q", *extra)
+      execute murder, *S.args("make-torrent", payload, *trackers, "-o", torrent, "-q", *extra)
     end
     invoke "murder:download_torrent" unless S.truthy?("do_not_download_torrent")
   end
@@ -108,7 +110,7 @@ namespace :murder do
     end
   end
 
-  desc "Seed the release from the seeder (starts the tracker's allow-listing too)"
+  desc "Seed the release from the seeder (allow-lists it on every tracker too)"
   task :start_seeding do
     murder = remote_murder
     torrent = murder_torrent
@@ -117,7 +119,7 @@ namespace :murder do
     tag = murder_tag
     dir = fetch(:remote_murder_path)
     invoke "murder:download_torrent" unless File.exist?(local)
-    on murder_tracker do
+    on murder_trackers, in: :parallel do
       upload! local, "#{dir}/torrents/#{tag}.torrent"
     end
     on murder_seeder do |host|
@@ -155,11 +157,14 @@ namespace :murder do
     peer_target = tree ? dest : payload
     unsafe = S.truthy?("unsafe_please_delete")
     invoke "murder:download_torrent" unless File.exist?(local)
-    tracker = fetch(:murder_local_tracker, nil) || [tracker_address, fetch(:tracker_port)]
+    # Progress from the first tracker that answers.
+    trackers = fetch(:murder_local_tracker, nil) ? [fetch(:murder_local_tracker)] : tracker_addresses
     peers = murder_peers
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     results = {}
-    watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { S.stats(*tracker) }.watch }
+    watcher = Thread.new do
+      Capistrano::Murder::Progress.new(peers.size) { trackers.lazy.filter_map { |t| S.stats(*t) }.first }.watch
+    end
     begin
       on peers, in: :parallel do |host|
         execute :mkdir, "-p", *S.args(temp, run)

@@ -43,6 +43,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "private": t.private,
             "single_file": t.single_file,
             "announce": t.announce,
+            "announce_list": t.announce_list,
             "created_by": t.created_by,
             "creation_date": t.creation_date,
             "comment": t.comment,
@@ -54,6 +55,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("name       {}", t.name);
     println!("info-hash  {}", t.info_hash_hex());
     println!("announce   {}", t.announce.as_deref().unwrap_or("(none)"));
+    let trackers = t.trackers();
+    if trackers.len() > 1 {
+        println!("trackers   {}", trackers.join(" "));
+    }
     println!(
         "size       {} ({} bytes)",
         human_bytes(t.total_length()),

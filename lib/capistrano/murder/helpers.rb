@@ -26,11 +26,18 @@ module Capistrano
         explicit.empty? ? release_roles(:all) : explicit
       end
 
-      # @return [Capistrano::Configuration::Server] the first `:tracker`
-      #   server, else the first peer
+      # Every host that runs a tracker: each `:tracker` server (several make
+      # the torrent's BEP 12 announce-list, and peers announce to all of
+      # them, so one lost tracker does not stop a deploy), else the first
+      # peer.
+      #
+      # @return [Array<Capistrano::Configuration::Server>]
       # @raise [Capistrano::Murder::Error] when there are no servers
-      def murder_tracker
-        roles(:tracker).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
+      def murder_trackers
+        explicit = roles(:tracker)
+        return explicit unless explicit.empty?
+
+        [murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")]
       end
 
       # @return [Capistrano::Configuration::Server] the first `:seeder`
@@ -41,10 +48,10 @@ module Capistrano
       end
 
       # @return [Array<Capistrano::Configuration::Server>] the peers, the
-      #   tracker and the seeder, each once
+      #   trackers and the seeder, each once
       # @raise [Capistrano::Murder::Error] when there are no servers
       def murder_hosts
-        (murder_peers + [murder_tracker, murder_seeder]).uniq
+        (murder_peers + murder_trackers + [murder_seeder]).uniq
       end
 
       # @return [String] ENV["tag"], else `:default_tag`
@@ -127,12 +134,13 @@ module Capistrano
         File.join(murder_temp_path, File.basename(murder_torrent))
       end
 
-      # @return [String] the address peers announce to: the tracker's
-      #   `murder_ip` property or IP address, else its host name
+      # @return [Array<Array(String, Integer)>] each tracker's address (its
+      #   `murder_ip` property or IP address, else its host name) and
+      #   `:tracker_port`, in role order
       # @raise [Capistrano::Murder::Error] when there are no servers
-      def tracker_address
-        host = murder_tracker
-        S.announce_ip(host) || host.hostname
+      def tracker_addresses
+        port = fetch(:tracker_port)
+        murder_trackers.map { |host| [S.announce_ip(host) || host.hostname, port] }
       end
 
       # Stops, on `hosts`, every murder process whose pidfile in the run directory
