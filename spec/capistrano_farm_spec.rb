@@ -99,22 +99,22 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     cap!("murder:distribute_files", env: env)
     cap!("murder:start_tracker", env: env)
     expect(cap!("murder:status", env: env)).to match(/10\.250\.0\.12: murder installed\s+tracker running/m)
-    cap!("murder:create_torrent", "tag=v3", "files_path=/srv/src", env: env)
-    info = JSON.parse(`#{MURDER_BIN} info --json /tmp/v3.tgz.torrent`)
+    cap!("murder:create_torrent", "tag=ha1", "files_path=/srv/src", env: env)
+    info = JSON.parse(`#{MURDER_BIN} info --json /tmp/ha1.tgz.torrent`)
     expect(info["announce_list"].flatten).to eq(%w[http://10.250.0.11:8998/announce http://10.250.0.12:8998/announce])
-    cap!("murder:start_seeding", "tag=v3", env: env)
+    cap!("murder:start_seeding", "tag=ha1", env: env)
     pidfile = host_path(1, "/srv/farmapp/shared/murder/run/tracker.pid")
     pid = Integer(File.read(pidfile).split.first)
     Process.kill("KILL", pid) # h1's tracker, started by this test through cap
     eventually(timeout: 5) { !File.exist?("/proc/#{pid}") }
-    out = cap!("murder:peer", "tag=v3", "destination_path=/srv/releases", env: env)
+    out = cap!("murder:peer", "tag=ha1", "destination_path=/srv/releases", env: env)
     expect(out).to match(/murder: #{HOSTS} hosts received 2\.9 MiB each/)
-    expect_release("v3")
+    expect_release("ha1")
   ensure
-    cap("murder:stop_seeding", "tag=v3", env: env)
+    cap("murder:stop_seeding", "tag=ha1", env: env)
     cap("murder:stop_tracker", env: env)
-    cap("murder:clean_temp_files", "tag=v3", env: env)
-    FileUtils.rm_f("/tmp/v3.tgz.torrent")
+    cap("murder:clean_temp_files", "tag=ha1", env: env)
+    FileUtils.rm_f("/tmp/ha1.tgz.torrent")
   end
 
   it "ships a tree with tree=1: no tar, files in place, and the next tag reuses the last" do
