@@ -158,7 +158,8 @@ namespace :murder do
     unsafe = S.truthy?("unsafe_please_delete")
     invoke "murder:download_torrent" unless File.exist?(local)
     # Progress from the first tracker that answers.
-    trackers = fetch(:murder_local_tracker, nil) ? [fetch(:murder_local_tracker)] : tracker_addresses
+    local_tracker = fetch(:murder_local_tracker, nil)
+    trackers = local_tracker ? [local_tracker] : tracker_addresses
     peers = murder_peers
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     results = {}

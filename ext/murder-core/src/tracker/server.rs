@@ -112,6 +112,7 @@ pub async fn serve(
 /// served inline by `serve_ready`, with no task, timer or epoll
 /// registration. Optional: where the option is refused, connections that
 /// arrive empty simply take the waiting path.
+#[cfg(target_os = "linux")]
 fn defer_accept(listener: &std::net::TcpListener) {
     use std::os::fd::AsRawFd;
     let seconds: libc::c_int = DEFER_ACCEPT_SECONDS;
@@ -129,6 +130,9 @@ fn defer_accept(listener: &std::net::TcpListener) {
         tracing::debug!("TCP_DEFER_ACCEPT refused: {}", io::Error::last_os_error());
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_listener: &std::net::TcpListener) {}
 
 async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(Socket, SocketAddr)> {
     loop {
