@@ -29,6 +29,8 @@ use crate::reuse::{self, ReuseConfig, Reused};
 /// Most files kept open at once for a multi-file torrent (the `murder`
 /// command raises its descriptor limit to allow this many and more).
 const OPEN_FILES: usize = 1000;
+/// Files synced at once when a tree is staged (see `sync_tree`).
+const SYNC_THREADS: usize = 32;
 
 pub struct Storage {
     meta: Arc<Metainfo>,
@@ -332,16 +334,27 @@ impl Storage {
         let files: Vec<usize> = (0..self.meta.files.len())
             .filter(|&i| self.meta.files[i].is_regular())
             .collect();
-        files.par_iter().try_for_each(|&index| -> Result<()> {
-            let path = self.file_path(staging, index);
-            let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-            let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
-            if meta.nlink() == 1 {
-                f.sync_data().map_err(|e| Error::io(&path, e))?;
-            }
-            Ok(())
-        })?;
-        dirs.par_iter().try_for_each(|dir| fsutil::sync_dir(dir))
+        let sync = || -> Result<()> {
+            files.par_iter().try_for_each(|&index| -> Result<()> {
+                let path = self.file_path(staging, index);
+                let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
+                if meta.nlink() == 1 {
+                    f.sync_data().map_err(|e| Error::io(&path, e))?;
+                }
+                Ok(())
+            })?;
+            dirs.par_iter().try_for_each(|dir| fsutil::sync_dir(dir))
+        };
+        // Syncs wait on the disk, not the CPU: many in flight at once let
+        // a journalling file system commit them together.
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(SYNC_THREADS)
+            .build()
+        {
+            Ok(pool) => pool.install(sync),
+            Err(_) => sync(),
+        }
     }
 
     /// Renames the (staged) data to `dest`, which must not exist, and syncs
