@@ -181,7 +181,7 @@ async fn bep3_download(seed: std::net::SocketAddr, meta: Arc<Metainfo>, tick: Du
 fn seed_and_download(steer: bool) -> (u32, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("release.tgz");
-    random_file(&data, 8 << 20, 43);
+    random_file(&data, 16 << 20, 43);
     let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
     let seed = SessionRunner::start(
         meta.clone(),
@@ -201,7 +201,7 @@ fn seed_and_download(steer: bool) -> (u32, Duration) {
     let ticks = runtime.block_on(bep3_download(
         seed.local_addr(),
         meta,
-        Duration::from_millis(100),
+        Duration::from_millis(50),
     ));
     (ticks, started.elapsed())
 }
