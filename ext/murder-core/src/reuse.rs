@@ -178,6 +178,19 @@ pub fn reuse(
         }
         offset += f.length;
     }
+    // The staging directories the candidates land in, each made once
+    // (not a mkdir and a stat per file: a tree has thousands).
+    let dirs: std::collections::BTreeSet<PathBuf> = jobs
+        .iter()
+        .filter_map(|&(i, ..)| {
+            let path = &meta.files[i].path;
+            path.split_last()
+                .map(|(_, parents)| parents.iter().fold(staging.to_path_buf(), |p, c| p.join(c)))
+        })
+        .collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     // First-piece hashes of candidates, computed once (rename detection).
     let heads: Mutex<FirstPieces> = Mutex::default();
     let results: Vec<Outcome> = jobs
@@ -280,13 +293,18 @@ fn bring_in(
 ) -> Result<Outcome> {
     let mut outcome = Outcome::default();
     let pieces = t.first..=t.last;
-    if let Some(dir) = t.dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
     let untouched = pieces.clone().all(|p| !have.get(p));
     if mode == ReuseMode::Link && untouched && c.executable == t.executable {
-        let _ = std::fs::remove_file(t.dest);
-        if std::fs::hard_link(&c.path, t.dest).is_ok() {
+        // A file there already (an earlier attempt's) holds none of the
+        // pieces (`untouched`): the link replaces it.
+        let linked = match std::fs::hard_link(&c.path, t.dest) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(t.dest);
+                std::fs::hard_link(&c.path, t.dest)
+            }
+            other => other,
+        };
+        if linked.is_ok() {
             // The link is the candidate's own inode: check its bytes now.
             let linked = File::open(t.dest).map_err(|e| Error::io(t.dest, e))?;
             let all = pieces
