@@ -180,13 +180,15 @@ pub fn reuse(
     }
     // The staging directories the candidates land in, each made once
     // (not a mkdir and a stat per file: a tree has thousands).
+    let staged = |i: usize| {
+        meta.files[i]
+            .path
+            .iter()
+            .fold(staging.to_path_buf(), |p, c| p.join(c))
+    };
     let dirs: std::collections::BTreeSet<PathBuf> = jobs
         .iter()
-        .filter_map(|&(i, ..)| {
-            let path = &meta.files[i].path;
-            path.split_last()
-                .map(|(_, parents)| parents.iter().fold(staging.to_path_buf(), |p, c| p.join(c)))
-        })
+        .filter_map(|&(i, ..)| staged(i).parent().map(Path::to_path_buf))
         .collect();
     for dir in &dirs {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -200,10 +202,7 @@ pub fn reuse(
                 return Err(Error::Cancelled);
             }
             let entry = &meta.files[i];
-            let dest = entry
-                .path
-                .iter()
-                .fold(staging.to_path_buf(), |p, c| p.join(c));
+            let dest = staged(i);
             let suffix: PathBuf = entry.path.iter().collect();
             let candidates = &by_size[&entry.length];
             let same_path = candidates.iter().filter(|c| c.path.ends_with(&suffix));
