@@ -330,11 +330,19 @@ impl Picker {
                 .map(|p| p as u32);
         }
         // Rarest first; the random start breaks ties differently per pick.
+        // This runs once per piece started, over every piece: with a tree's
+        // thousands of one-block pieces it must cost a compare per piece,
+        // so the availability is compared before the (hashing) candidate
+        // test, and a piece this peer holds cannot be rarer than 1.
         let mut best: Option<(u32, usize)> = None;
         for i in 0..count {
             let p = (start + i) % count;
-            if candidate(p) && best.is_none_or(|(a, _)| self.availability[p] < a) {
-                best = Some((self.availability[p], p));
+            let a = self.availability[p];
+            if best.is_none_or(|(b, _)| a < b) && candidate(p) {
+                best = Some((a, p));
+                if a <= 1 {
+                    break;
+                }
             }
         }
         best.map(|(_, p)| p as u32)
