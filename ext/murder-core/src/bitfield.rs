@@ -90,6 +90,12 @@ impl Bitfield {
         }
     }
 
+    /// Bits `64 * w ..` as one word (bit `i` of the word is bit `64 * w + i`);
+    /// 0 past the end. For scans that test 64 bits at a time.
+    pub fn word(&self, w: usize) -> u64 {
+        self.words.get(w).copied().unwrap_or(0)
+    }
+
     pub fn iter_ones(&self) -> impl Iterator<Item = usize> + '_ {
         ones(self.words.iter().copied())
     }

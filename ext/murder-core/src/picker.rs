@@ -93,6 +93,9 @@ pub struct Picker {
     verifying: Bitfield,
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
+    /// The keys of `partial` as bits, so that a scan for a new piece tests
+    /// 64 pieces at a time.
+    started: Bitfield,
     /// Failed pieces from several senders: each block's hash and sender,
     /// kept until the piece passes (then the senders of blocks that differ
     /// from the good ones are banned, and only they).
@@ -114,6 +117,7 @@ impl Picker {
             availability: vec![0; count],
             have,
             partial: HashMap::new(),
+            started: Bitfield::new(count),
             suspects: HashMap::new(),
             rng: fastrand::Rng::new(),
             epoch: Arc::new(AtomicU64::new(0)),
@@ -204,10 +208,6 @@ impl Picker {
         })
     }
 
-    fn wanted(&self, piece: usize) -> bool {
-        !self.have.get(piece) && !self.verifying.get(piece)
-    }
-
     fn start_piece(&mut self, piece: u32) {
         let blocks: Vec<Block> = (0..self.blocks_in(piece))
             .map(|b| match self.request(piece, b) {
@@ -216,6 +216,7 @@ impl Picker {
             })
             .collect();
         let written = blocks.iter().filter(|b| **b != Block::Missing).count();
+        self.started.set(piece as usize);
         self.partial.insert(
             piece,
             Partial {
@@ -315,33 +316,49 @@ impl Picker {
         }
     }
 
+    /// A piece to start for a peer holding `peer_has`: one it holds that we
+    /// lack and have not started; at random for the first few, then the
+    /// rarest (ties go to the first after a random start). This runs once
+    /// per piece started: a tree has thousands of one-block pieces, so it
+    /// tests 64 pieces per step and compares the availability of
+    /// candidates only, stopping at 1 (a piece the peer holds is no rarer).
     fn choose_new(&mut self, peer_has: &Bitfield) -> Option<u32> {
         let count = self.availability.len();
         if count == 0 {
             return None;
         }
         let start = self.rng.usize(..count);
-        let candidate =
-            |p: usize| peer_has.get(p) && self.wanted(p) && !self.partial.contains_key(&(p as u32));
-        if self.have.count() < RANDOM_FIRST {
-            return (0..count)
-                .map(|i| (start + i) % count)
-                .find(|&p| candidate(p))
-                .map(|p| p as u32);
-        }
-        // Rarest first; the random start breaks ties differently per pick.
-        // This runs once per piece started, over every piece: with a tree's
-        // thousands of one-block pieces it must cost a compare per piece,
-        // so the availability is compared before the (hashing) candidate
-        // test, and a piece this peer holds cannot be rarer than 1.
+        let random = self.have.count() < RANDOM_FIRST;
+        let words = count.div_ceil(64);
+        let (first_word, first_bit) = (start / 64, start % 64);
         let mut best: Option<(u32, usize)> = None;
-        for i in 0..count {
-            let p = (start + i) % count;
-            let a = self.availability[p];
-            if best.is_none_or(|(b, _)| a < b) && candidate(p) {
-                best = Some((a, p));
-                if a <= 1 {
+        // Word `first_word` twice: its bits from the start, at the end the rest.
+        for i in 0..=words {
+            let w = (first_word + i) % words;
+            let mut bits = peer_has.word(w)
+                & !self.have.word(w)
+                & !self.verifying.word(w)
+                & !self.started.word(w);
+            if i == 0 {
+                bits &= !0u64 << first_bit;
+            } else if i == words {
+                bits &= (1u64 << first_bit) - 1;
+            }
+            while bits != 0 {
+                let p = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if p >= count {
                     break;
+                }
+                if random {
+                    return Some(p as u32);
+                }
+                let a = self.availability[p];
+                if best.is_none_or(|(b, _)| a < b) {
+                    best = Some((a, p));
+                    if a <= 1 {
+                        return Some(p as u32);
+                    }
                 }
             }
         }
@@ -464,6 +481,7 @@ impl Picker {
         let Some(partial) = self.partial.remove(&piece) else {
             return blame;
         };
+        self.started.clear(piece as usize);
         let senders: Vec<u64> = partial
             .blocks
             .iter()
@@ -612,6 +630,48 @@ mod tests {
         let job = deliver(&mut p, &third[1], 9).unwrap();
         assert!(job.block_hashes, "suspects wait for the good copy");
         assert_eq!(p.verdict(0, true, &[[1; 20], [2; 20]]).ban, vec![7]);
+    }
+
+    #[test]
+    fn rarest_first_scan_finds_the_rarest_candidate_across_words() {
+        // 200 pieces span four words; the scan starts at random each time,
+        // so run it often and compare with a plain search over every piece.
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..300 {
+            let mut p = picker(200);
+            for piece in 0..RANDOM_FIRST {
+                p.have.set(piece);
+            }
+            for _ in 0..rng.usize(1..6) {
+                let mut holder = Bitfield::new(200);
+                (0..200).filter(|_| rng.bool()).for_each(|i| {
+                    holder.set(i);
+                });
+                p.peer_has_all(&holder);
+            }
+            let mut peer = Bitfield::new(200);
+            (0..200).filter(|_| rng.u8(..4) == 0).for_each(|i| {
+                peer.set(i);
+            });
+            // Some candidates started already (held back for another peer).
+            for piece in peer.iter_ones().filter(|_| rng.bool()).collect::<Vec<_>>() {
+                p.start_piece(piece as u32);
+            }
+            let candidates: Vec<usize> = (0..200)
+                .filter(|&i| peer.get(i) && !p.have.get(i) && !p.partial.contains_key(&(i as u32)))
+                .collect();
+            let rarest = candidates.iter().map(|&i| p.availability(i)).min();
+            let chosen = p.choose_new(&peer).map(|c| c as usize);
+            assert_eq!(chosen.is_some(), rarest.is_some());
+            if let Some(c) = chosen {
+                assert!(candidates.contains(&c), "{c} is not a candidate");
+                let a = p.availability(c);
+                assert!(
+                    a == rarest.unwrap() || a <= 1,
+                    "{c}: {a} against {rarest:?}"
+                );
+            }
+        }
     }
 
     #[test]
