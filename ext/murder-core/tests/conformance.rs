@@ -219,3 +219,105 @@ fn rule_c2_a_bep3_only_client_gets_full_speed_from_a_steering_seed() {
         "steering seed {steered} ticks against {plain} from a plain seed"
     );
 }
+
+/// Rule H1 (every verified piece is told to every connection within
+/// HAVE_BATCH, batched or not): a partial seed shows and serves half the
+/// pieces and then has nothing more to give, so the download stalls with
+/// its last verdicts inside a batch that no later verdict closes. A
+/// watcher connected to the downloader must still hear of every one.
+#[test]
+fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 1 << 20, 47);
+    let meta = torrent(&data, "127.0.0.1:9", 16 * 1024);
+    let count = meta.piece_count();
+    let mut half = Bitfield::new(count);
+    (0..count / 2).for_each(|p| {
+        half.set(p);
+    });
+    let bytes = Arc::new(std::fs::read(&data).unwrap());
+    let shown = half.to_bytes();
+    let (seed, _) = scripted_peer(
+        PLAIN,
+        *b"-XX0001-halfseedhalf",
+        count,
+        move |mut r, mut w| {
+            let (bytes, shown) = (bytes.clone(), shown.clone());
+            async move {
+                if !w
+                    .send(&[Message::Bitfield(shown.into()), Message::Unchoke])
+                    .await
+                {
+                    return;
+                }
+                while let Some(message) = r.next().await {
+                    if let Message::Request(req) = message {
+                        let at = (req.piece as usize) * 16 * 1024 + req.offset as usize;
+                        let data = Bytes::copy_from_slice(&bytes[at..at + req.length as usize]);
+                        let piece = Message::Piece {
+                            piece: req.piece,
+                            offset: req.offset,
+                            data,
+                        };
+                        if !w.send(&[piece]).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let heard = Arc::new(std::sync::Mutex::new(Bitfield::new(count)));
+    let watcher_heard = heard.clone();
+    let (watcher, _) = scripted_peer(PLAIN, *b"-XX0001-watcherwatch", count, move |mut r, w| {
+        let heard = watcher_heard.clone();
+        async move {
+            let _open = w; // dropping the write half would end the connection
+            while let Some(message) = r.next().await {
+                // What the downloader held when we met comes as its bitfield.
+                match message {
+                    Message::Have(p) => {
+                        heard.lock().unwrap().set(p as usize);
+                    }
+                    Message::Bitfield(bits) => {
+                        let bits = Bitfield::from_bytes(&bits, count).expect("bitfield");
+                        let mut heard = heard.lock().unwrap();
+                        bits.iter_ones().for_each(|p| {
+                            heard.set(p);
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download {
+            dest: dir.path().join("out/release.tgz"),
+        },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![seed, watcher],
+            ..local()
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer.stats().pieces_have < count / 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the download stalled early: {:?}",
+            peer.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The last verdict is in; the batch it opened closes within HAVE_BATCH.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        heard.lock().unwrap().iter_ones().collect::<Vec<_>>(),
+        half.iter_ones().collect::<Vec<_>>()
+    );
+    peer.stop();
+}
