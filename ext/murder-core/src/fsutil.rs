@@ -54,6 +54,20 @@ pub fn reserve(file: &File, len: u64) -> std::io::Result<bool> {
     }
 }
 
+/// The process's soft limit on open descriptors (1,024 if unknown).
+pub fn descriptor_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    }
+}
+
 /// Starts writing back `len` bytes of `file` at `offset` without waiting
 /// for them, so that a final sync finds little left to do. A hint: errors
 /// are left to the final sync to report.

@@ -26,9 +26,12 @@ use crate::metainfo::Metainfo;
 use crate::progress::Progress;
 use crate::reuse::{self, ReuseConfig, Reused};
 
-/// Most files kept open at once for a multi-file torrent (the `murder`
-/// command raises its descriptor limit to allow this many and more).
-const OPEN_FILES: usize = 1000;
+/// Files kept open at once: half the process's descriptor limit (the
+/// `murder` command raises it), within these bounds. A tree of thousands of
+/// files is written and served in random order, and reopening what was
+/// evicted cost a host more CPU than its network reads.
+const OPEN_FILES_MIN: usize = 256;
+const OPEN_FILES_MAX: usize = 16384;
 /// Files synced at once when a tree is staged (see `sync_tree`).
 const SYNC_THREADS: usize = 32;
 
@@ -39,6 +42,7 @@ pub struct Storage {
     root: RwLock<PathBuf>,
     writable: bool,
     open: Mutex<HashMap<usize, Arc<File>>>,
+    open_limit: usize,
 }
 
 /// The staging path of a download: `.DEST.part` beside `DEST`. Hidden, so
@@ -154,6 +158,7 @@ impl Storage {
             root: RwLock::new(root),
             writable,
             open: Mutex::new(HashMap::new()),
+            open_limit: (fsutil::descriptor_limit() / 2).clamp(OPEN_FILES_MIN, OPEN_FILES_MAX),
         }
     }
 
@@ -179,10 +184,11 @@ impl Storage {
     }
 
     fn file(&self, index: usize) -> std::io::Result<Arc<File>> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = open.get(&index) {
+        if let Some(f) = self.lock_open().get(&index) {
             return Ok(f.clone());
         }
+        // Opened without the lock: other connections' reads and writes of
+        // open files need not wait for a path lookup.
         let root = self.root.read().unwrap_or_else(|e| e.into_inner()).clone();
         let path = self.file_path(&root, index);
         let file = Arc::new(
@@ -191,13 +197,21 @@ impl Storage {
                 .write(self.writable)
                 .open(path)?,
         );
-        if open.len() >= OPEN_FILES {
+        let mut open = self.lock_open();
+        if let Some(f) = open.get(&index) {
+            return Ok(f.clone()); // another thread opened it meanwhile
+        }
+        if open.len() >= self.open_limit {
             if let Some(&evict) = open.keys().next() {
                 open.remove(&evict);
             }
         }
         open.insert(index, file.clone());
         Ok(file)
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<File>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads `buf.len()` bytes of piece `piece` from `offset` within it.
