@@ -295,3 +295,58 @@ fn a_rename_only_release_moves_no_file_data() {
     assert_same_tree(&b, &host.releases.join("B"));
     assert_eq!(stats.downloaded, 0, "{stats:?}");
 }
+
+/// Rule T1 of STATE.md (a piece every connected peer holds need not leave
+/// before others leave twice): one steering seed of B serves two hosts
+/// holding A, one after the other, as a retried or late host is served.
+/// Each needs only the changed pieces; the seed sent those to the first, and
+/// the pieces both hold already (never sent to anyone) must not keep it from
+/// sending them again to the second.
+#[test]
+fn rule_t1_a_seed_serves_hosts_holding_a_one_after_another() {
+    let first = host_with_a();
+    let second = tempfile::tempdir().unwrap();
+    let second_releases = second.path().join("releases");
+    copy_tree(&first.releases.join("A"), &second_releases.join("A"));
+    release_b(&first.build.join("A"), &first.build.join("B"));
+    let root = first.build.join("B");
+    let meta = aligned(&root);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: root.clone() },
+        quiet.clone(),
+    )
+    .unwrap();
+    for releases in [&first.releases, &second_releases] {
+        let peer = SessionRunner::start(
+            meta.clone(),
+            Role::Download {
+                dest: releases.join("B"),
+            },
+            SessionConfig {
+                peers: vec![seed.local_addr()],
+                reuse: ReuseConfig {
+                    dirs: vec![releases.to_path_buf()],
+                    mode: ReuseMode::Link,
+                },
+                ..quiet.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            peer.wait_done(Duration::from_secs(30)),
+            State::Complete,
+            "{}: {:?}",
+            releases.display(),
+            peer.stats()
+        );
+        assert!(peer.stats().reused_bytes > 0);
+        peer.stop();
+        assert_same_tree(&root, &releases.join("B"));
+    }
+    seed.stop();
+}

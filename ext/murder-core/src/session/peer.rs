@@ -378,7 +378,15 @@ impl Peer {
         }
         let offer = {
             let pieces = self.ctx.pieces();
-            steering.offer(self.key, &self.peer_has, &self.offered, want, &pieces)
+            let peers = self.ctx.admission.connected();
+            steering.offer(
+                self.key,
+                &self.peer_has,
+                &self.offered,
+                want,
+                &pieces,
+                peers,
+            )
         };
         for &p in &offer.pieces {
             self.offered.set(p);

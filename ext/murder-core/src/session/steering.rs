@@ -99,8 +99,8 @@ impl Steering {
     }
 
     /// Offers downloader `key` (holding `peer_has`, already offered
-    /// `offered`) up to `want` more pieces, if it is its turn. `sole` says it
-    /// is the only downloader, which may then take more at once.
+    /// `offered`) up to `want` more pieces, if it is its turn. `peers` is
+    /// how many peers are connected (their pieces are counted in `picker`).
     pub(super) fn offer(
         &self,
         key: u64,
@@ -108,6 +108,7 @@ impl Steering {
         offered: &Bitfield,
         want: usize,
         picker: &Picker,
+        peers: usize,
     ) -> Offer {
         let idle = self.idle();
         let now = Instant::now();
@@ -134,9 +135,13 @@ impl Steering {
             state.turns.insert(key, 0);
         }
         // A piece leaves twice only once every piece has left once and the
-        // seed has nothing else to do.
-        let first_pass_done = state.unsent == 0;
+        // seed has nothing else to do. A piece every connected peer holds
+        // already (reused from an earlier release) need not leave at all:
+        // waiting for it would keep the pieces they lack from a late host.
         let count = state.offers.len();
+        let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+        let first_pass_done = state.unsent == 0
+            || !(0..count).any(|p| state.offered_at[p].is_none() && picker.availability(p) < peers);
         let start = fastrand::usize(..count.max(1));
         while offer.pieces.len() < want {
             let mut best: Option<((u32, u32), usize)> = None;
@@ -224,7 +229,7 @@ mod tests {
         let mut seen = vec![0; 64];
         for round in 0..100 {
             let key = round % 3;
-            let offer = steering.offer(key as u64, &none, &offered[key], 2, &picker);
+            let offer = steering.offer(key as u64, &none, &offered[key], 2, &picker, 1);
             for p in offer.pieces {
                 offered[key].set(p);
                 seen[p] += 1;
@@ -242,14 +247,14 @@ mod tests {
         steering.queued(64 << 20); // busy: no extra turns
         for key in 0..SLOTS as u64 {
             assert!(!steering
-                .offer(key, &none, &empty, 1, &picker)
+                .offer(key, &none, &empty, 1, &picker, 1)
                 .pieces
                 .is_empty());
         }
         let late = SLOTS as u64;
         assert!(
             steering
-                .offer(late, &none, &empty, 1, &picker)
+                .offer(late, &none, &empty, 1, &picker, 1)
                 .pieces
                 .is_empty(),
             "waits"
@@ -257,11 +262,11 @@ mod tests {
         // The first fed finishes its turn (4 pieces of 256 KiB) and yields.
         let mut freed = false;
         for _ in 0..3 {
-            freed |= steering.offer(0, &none, &empty, 1, &picker).turn_freed;
+            freed |= steering.offer(0, &none, &empty, 1, &picker, 1).turn_freed;
         }
         assert!(freed);
         assert!(!steering
-            .offer(late, &none, &empty, 1, &picker)
+            .offer(late, &none, &empty, 1, &picker, 1)
             .pieces
             .is_empty());
         // A peer that leaves gives its turn and its unheld offers back.
@@ -276,18 +281,18 @@ mod tests {
         let empty = Bitfield::new(64);
         steering.queued(1 << 20);
         for key in 0..SLOTS as u64 {
-            steering.offer(key, &none, &empty, 1, &picker);
+            steering.offer(key, &none, &empty, 1, &picker, 1);
         }
         let late = SLOTS as u64;
         assert!(steering
-            .offer(late, &none, &empty, 1, &picker)
+            .offer(late, &none, &empty, 1, &picker, 1)
             .pieces
             .is_empty());
         // The fed peers' requests drain: the waiting peer must hear of it.
         assert!(!steering.dequeued(512 << 10), "still busy");
         assert!(steering.dequeued(512 << 10), "ran dry with a peer waiting");
         assert!(!steering
-            .offer(late, &none, &empty, 1, &picker)
+            .offer(late, &none, &empty, 1, &picker, 1)
             .pieces
             .is_empty());
     }
@@ -298,7 +303,7 @@ mod tests {
         let steering = Steering::new(4, 262_144);
         let none = Bitfield::new(4);
         let mut first = Bitfield::new(4);
-        for p in steering.offer(1, &none, &first, 2, &picker).pieces {
+        for p in steering.offer(1, &none, &first, 2, &picker, 1).pieces {
             first.set(p);
         }
         // Offers made long enough ago that a piece may be offered again.
@@ -312,11 +317,11 @@ mod tests {
                 .for_each(|t| *t = past);
         };
         age_offers();
-        let second = steering.offer(2, &none, &Bitfield::new(4), 4, &picker);
+        let second = steering.offer(2, &none, &Bitfield::new(4), 4, &picker, 1);
         assert_eq!(second.pieces.len(), 2, "only the two never sent");
         assert!(second.pieces.iter().all(|&p| !first.get(p)));
         age_offers();
-        let third = steering.offer(3, &none, &Bitfield::new(4), 4, &picker);
+        let third = steering.offer(3, &none, &Bitfield::new(4), 4, &picker, 1);
         assert_eq!(
             third.pieces.len(),
             4,
@@ -332,19 +337,13 @@ mod tests {
         let picker = seed_picker(2);
         let steering = Steering::new(2, 262_144);
         let none = Bitfield::new(2);
-        let first = steering.offer(1, &none, &Bitfield::new(2), 2, &picker);
+        let first = steering.offer(1, &none, &Bitfield::new(2), 2, &picker, 1);
         assert_eq!(first.pieces.len(), 2);
         // Peer 1 leaves holding one piece but not the other, b.
         let b = first.pieces[1];
         assert!(!steering.forget(1, [b].into_iter()));
-        let past = Instant::now() - 2 * REOFFER_AFTER;
-        steering
-            .state()
-            .offered_at
-            .iter_mut()
-            .flatten()
-            .for_each(|t| *t = past);
-        let next = steering.offer(2, &none, &Bitfield::new(2), 2, &picker);
+        age_offers(&steering);
+        let next = steering.offer(2, &none, &Bitfield::new(2), 2, &picker, 1);
         assert_eq!(
             next.pieces,
             vec![b],
@@ -353,14 +352,54 @@ mod tests {
     }
 
     #[test]
+    fn rule_t1_pieces_every_peer_holds_do_not_hold_back_the_second_pass() {
+        let mut picker = seed_picker(4);
+        let steering = Steering::new(4, 262_144);
+        // Each downloader holds pieces 0 and 1 already (an earlier release).
+        let mut held = Bitfield::new(4);
+        held.set(0);
+        held.set(1);
+        picker.peer_has_all(&held);
+        let first = steering.offer(1, &held, &Bitfield::new(4), 2, &picker, 1);
+        assert_eq!(sorted(first.pieces), vec![2, 3]);
+        // It completes and leaves; the next host holds the same.
+        steering.forget(1, std::iter::empty());
+        picker.peer_left(&Bitfield::full(4));
+        picker.peer_has_all(&held);
+        age_offers(&steering);
+        let next = steering.offer(2, &held, &Bitfield::new(4), 2, &picker, 1);
+        assert_eq!(
+            sorted(next.pieces),
+            vec![2, 3],
+            "0 and 1 need not leave before 2 and 3 leave again"
+        );
+    }
+
+    /// Makes every offer older than `REOFFER_AFTER`.
+    fn age_offers(steering: &Steering) {
+        let past = Instant::now() - 2 * REOFFER_AFTER;
+        steering
+            .state()
+            .offered_at
+            .iter_mut()
+            .flatten()
+            .for_each(|t| *t = past);
+    }
+
+    fn sorted(mut pieces: Vec<usize>) -> Vec<usize> {
+        pieces.sort_unstable();
+        pieces
+    }
+
+    #[test]
     fn a_busy_seed_does_not_send_a_piece_twice() {
         let picker = seed_picker(2);
         let steering = Steering::new(2, 262_144);
         let none = Bitfield::new(2);
-        let a = steering.offer(1, &none, &Bitfield::new(2), 2, &picker);
+        let a = steering.offer(1, &none, &Bitfield::new(2), 2, &picker, 1);
         assert_eq!(a.pieces.len(), 2);
         steering.queued(1 << 20);
-        let b = steering.offer(2, &none, &Bitfield::new(2), 2, &picker);
+        let b = steering.offer(2, &none, &Bitfield::new(2), 2, &picker, 1);
         assert!(b.pieces.is_empty(), "both pieces are in flight to peer 1");
     }
 }
