@@ -366,7 +366,7 @@ impl Peer {
             // It needs nothing more from us: give up its place in line.
             if !self.offers_done {
                 self.offers_done = true;
-                if steering.forget(self.key, std::iter::empty()) {
+                if steering.forget(self.key, std::iter::empty(), self.offered.iter_ones()) {
                     let _ = self.ctx.events.send(Event::Offer);
                 }
             }
@@ -568,7 +568,9 @@ impl Peer {
             if self.steering && !self.taken.get(req.piece as usize) {
                 let asked = self.requested.entry(req.piece).or_insert(0);
                 *asked += req.length as u64;
-                if *asked >= layout.piece_range(req.piece as usize).1 {
+                // Its data, not its trailing padding: clients do not ask
+                // for the zeros (BEP 47), and most pieces of a tree end so.
+                if *asked >= layout.data_end(req.piece as usize) {
                     self.requested.remove(&req.piece);
                     self.taken.set(req.piece as usize);
                     self.offer_more();
@@ -866,7 +868,8 @@ impl Peer {
         self.dequeued(queued + self.unsent_piece_bytes);
         if let (true, Some(steering)) = (self.steering, &self.ctx.steering) {
             // Offers this peer never took up go back to the pool.
-            if steering.forget(self.key, self.offered.ones_not_in(&self.peer_has)) {
+            let held = self.offered.iter_ones().filter(|&p| self.peer_has.get(p));
+            if steering.forget(self.key, self.offered.ones_not_in(&self.peer_has), held) {
                 let _ = self.ctx.events.send(Event::Offer);
             }
         }

@@ -152,11 +152,16 @@ impl Steering {
                 }
                 let holders = picker.availability(p);
                 if state.offers[p] > 0 {
-                    // Sent before: whoever got it passes it on. An idle
-                    // seed helps with the rarest pieces, and sends again a
-                    // piece that has not arrived anywhere for a while.
+                    // Sent before: whoever got it passes it on. After the
+                    // first pass, a piece no connected peer holds goes again
+                    // unless it is on its way to one (only the seed can
+                    // give it), and an idle seed helps with the rarest.
+                    if !first_pass_done {
+                        continue;
+                    }
                     let recent = state.offered_at[p].is_some_and(|t| now - t < REOFFER_AFTER);
-                    if !first_pass_done || !idle || (holders == 0 && recent) {
+                    let held = holders > 0;
+                    if (held && !idle) || (!held && recent) {
                         continue;
                     }
                 }
@@ -187,11 +192,23 @@ impl Steering {
     }
 
     /// Downloader `key` needs nothing more from the seed (it left, or it is
-    /// complete); `unheld` are the pieces it was offered and does not hold.
-    /// A piece whose only offer is undone counts as never sent again, so
-    /// the first pass is not over before it left (rule T1 of STATE.md).
-    pub(super) fn forget(&self, key: u64, unheld: impl Iterator<Item = usize>) -> bool {
+    /// complete); `unheld` are the pieces it was offered and does not hold,
+    /// `held` those it holds. A piece whose only offer is undone counts as
+    /// never sent again, so the first pass is not over before it left (rule
+    /// T1 of STATE.md); one that arrived is no longer on its way anywhere.
+    pub(super) fn forget(
+        &self,
+        key: u64,
+        unheld: impl Iterator<Item = usize>,
+        held: impl Iterator<Item = usize>,
+    ) -> bool {
         let mut state = self.state();
+        let arrived = Instant::now().checked_sub(REOFFER_AFTER);
+        for p in held {
+            if let (Some(Some(at)), Some(arrived)) = (state.offered_at.get_mut(p), arrived) {
+                *at = (*at).min(arrived);
+            }
+        }
         for p in unheld {
             let Some(n) = state.offers.get_mut(p) else {
                 continue;
@@ -270,7 +287,7 @@ mod tests {
             .pieces
             .is_empty());
         // A peer that leaves gives its turn and its unheld offers back.
-        assert!(steering.forget(1, [0usize].into_iter()));
+        assert!(steering.forget(1, [0usize].into_iter(), std::iter::empty()));
     }
 
     #[test]
@@ -341,7 +358,7 @@ mod tests {
         assert_eq!(first.pieces.len(), 2);
         // Peer 1 leaves holding one piece but not the other, b.
         let b = first.pieces[1];
-        assert!(!steering.forget(1, [b].into_iter()));
+        assert!(!steering.forget(1, [b].into_iter(), std::iter::empty()));
         age_offers(&steering);
         let next = steering.offer(2, &none, &Bitfield::new(2), 2, &picker, 1);
         assert_eq!(
@@ -363,7 +380,7 @@ mod tests {
         let first = steering.offer(1, &held, &Bitfield::new(4), 2, &picker, 1);
         assert_eq!(sorted(first.pieces), vec![2, 3]);
         // It completes and leaves; the next host holds the same.
-        steering.forget(1, std::iter::empty());
+        steering.forget(1, std::iter::empty(), std::iter::empty());
         picker.peer_left(&Bitfield::full(4));
         picker.peer_has_all(&held);
         age_offers(&steering);
@@ -389,6 +406,23 @@ mod tests {
     fn sorted(mut pieces: Vec<usize>) -> Vec<usize> {
         pieces.sort_unstable();
         pieces
+    }
+
+    #[test]
+    fn rule_t1_after_the_first_pass_a_piece_only_the_seed_holds_goes_again_at_once() {
+        let mut picker = seed_picker(2);
+        let steering = Steering::new(2, 262_144);
+        let none = Bitfield::new(2);
+        let first = steering.offer(1, &none, &Bitfield::new(2), 2, &picker, 1);
+        assert_eq!(first.pieces.len(), 2);
+        // Peer 1 gets both and leaves at once; a second arrives while the
+        // seed is still busy sending to others.
+        picker.peer_has_all(&Bitfield::full(2));
+        picker.peer_left(&Bitfield::full(2));
+        steering.forget(1, std::iter::empty(), first.pieces.iter().copied());
+        steering.queued(1 << 20);
+        let next = steering.offer(2, &none, &Bitfield::new(2), 2, &picker, 1);
+        assert_eq!(sorted(next.pieces), vec![0, 1], "nobody else can give them");
     }
 
     #[test]
