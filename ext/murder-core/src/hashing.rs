@@ -39,11 +39,7 @@ impl DataSource {
                 } else if meta.single_file {
                     Some(data_path.to_path_buf())
                 } else {
-                    Some(
-                        f.path
-                            .iter()
-                            .fold(data_path.to_path_buf(), |p, c| p.join(c)),
-                    )
+                    Some(f.path_under(data_path))
                 }
             })
             .collect();

@@ -44,6 +44,19 @@ impl FileEntry {
     pub fn is_regular(&self) -> bool {
         !self.pad && self.symlink.is_none()
     }
+
+    /// Where this file of a multi-file torrent is below `root`: one buffer
+    /// for all its components (a tree's thousands of files are looked up
+    /// again and again).
+    pub fn path_under(&self, root: &std::path::Path) -> std::path::PathBuf {
+        let len = self.path.iter().map(|c| c.len() + 1).sum::<usize>();
+        let mut path = std::path::PathBuf::with_capacity(root.as_os_str().len() + len);
+        path.push(root);
+        for component in &self.path {
+            path.push(component);
+        }
+        path
+    }
 }
 
 /// A parsed and validated torrent.

@@ -180,12 +180,7 @@ pub fn reuse(
     }
     // The staging directories the candidates land in, each made once
     // (not a mkdir and a stat per file: a tree has thousands).
-    let staged = |i: usize| {
-        meta.files[i]
-            .path
-            .iter()
-            .fold(staging.to_path_buf(), |p, c| p.join(c))
-    };
+    let staged = |i: usize| meta.files[i].path_under(staging);
     let dirs: std::collections::BTreeSet<PathBuf> = jobs
         .iter()
         .filter_map(|&(i, ..)| staged(i).parent().map(Path::to_path_buf))

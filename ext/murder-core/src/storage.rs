@@ -128,7 +128,10 @@ impl Storage {
                 let pl = layout.piece_length();
                 (start / pl..=(start + file.length - 1) / pl).all(|p| have.get(p as usize))
             };
-            if complete && path.exists() {
+            // Its every piece was verified from the file itself (resumed
+            // or reused): it exists, and a stat per file of a tree is no
+            // small part of a repeat deploy.
+            if complete {
                 continue;
             }
             if let Some(dir) = path.parent() {
@@ -170,10 +173,7 @@ impl Storage {
         if self.meta.single_file {
             root.to_path_buf()
         } else {
-            self.meta.files[index]
-                .path
-                .iter()
-                .fold(root.to_path_buf(), |p, c| p.join(c))
+            self.meta.files[index].path_under(root)
         }
     }
 
@@ -351,9 +351,11 @@ impl Storage {
         let sync = || -> Result<()> {
             files.par_iter().try_for_each(|&index| -> Result<()> {
                 let path = self.file_path(staging, index);
-                let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-                let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
+                // A stat, not an open, tells a hard link (most files of a
+                // repeat release) from a file this download wrote.
+                let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
                 if meta.nlink() == 1 {
+                    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
                     f.sync_data().map_err(|e| Error::io(&path, e))?;
                 }
                 Ok(())
