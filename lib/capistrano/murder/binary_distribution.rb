@@ -1,6 +1,5 @@
 # frozen_string_literal: true
 
-require "digest"
 require_relative "support"
 
 module Capistrano
@@ -65,7 +64,7 @@ module Capistrano
         @port = port
         @fanout = fanout
         @first = first
-        @sha = Digest::SHA256.file(binary).hexdigest
+        @sha = ::Murder::Remote.sha256(binary)
         @central = []
       end
 

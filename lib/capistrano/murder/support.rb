@@ -1,6 +1,5 @@
 # frozen_string_literal: true
 
-require "digest"
 require "json"
 require "net/http"
 require "shellwords"
@@ -194,7 +193,7 @@ module Capistrano
       # @param sha256 [String] its hex SHA-256 (computed when not given)
       # @return [void]
       # @raise [SSHKit::Runner::ExecuteError] when a command fails there
-      def install_binary(backend, binary, dir, sha256 = Digest::SHA256.file(binary).hexdigest)
+      def install_binary(backend, binary, dir, sha256 = ::Murder::Remote.sha256(binary))
         backend.execute :mkdir, "-p", *args(dir, "#{dir}/run")
         backend.upload! binary, "#{dir}/murder.new"
         backend.execute :chmod, "755", *args("#{dir}/murder.new")
