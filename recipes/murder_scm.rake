@@ -15,8 +15,10 @@ def murder_ship_tree(torrent, tracker, secret)
   raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
 
   sha = remote.sha256(binary)
-  # One round trip: hosts whose murder is not current get it, passing it on.
-  invoke "murder:distribute_files"
+  # One round trip: hosts whose murder is not current get it, passing it on;
+  # none when the last deploy from here left this binary on every host.
+  record = File.join(File.expand_path(fetch(:murder_cache_path)), "binary-hosts.json")
+  invoke "murder:distribute_files" unless S.binary_known?(record, sha, murder_hosts)
   dir = fetch(:remote_murder_path)
   murder = remote_murder
   releases = releases_path.to_s
@@ -65,6 +67,8 @@ def murder_ship_tree(torrent, tracker, secret)
           "murder: the release was placed on no host; failed: " +
           failures.map { |h, why| "#{h}: #{why}" }.join("; ")
   end
+  # Every peer ran this binary (checked by its digest before it started).
+  S.remember_binary(record, sha, peers)
   Capistrano::Murder::Progress.hosts(results)
   Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started,
                                        hash_seconds: fetch(:murder_hash_seconds, nil), torrent: torrent)

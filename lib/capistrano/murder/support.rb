@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "fileutils"
 require "json"
 require "net/http"
 require "shellwords"
@@ -199,6 +200,39 @@ module Capistrano
         backend.execute :chmod, "755", *args("#{dir}/murder.new")
         backend.execute :mv, "-f", *args("#{dir}/murder.new", "#{dir}/murder")
         backend.execute :sh, "-c", *args('echo "$1" > "$2.new" && mv -f "$2.new" "$2"', "sh", sha256, "#{dir}/murder.sha256")
+      end
+
+      # Whether every one of HOSTS held the murder binary of digest SHA256
+      # after the last deploy from this machine, by the record in RECORD
+      # (see {remember_binary}). Then the deploy skips the check round of
+      # murder:distribute_files: the peer command checks the binary anyway
+      # and installs it on a host where it is missing, so the record only
+      # saves a round trip and is never trusted for what runs.
+      #
+      # @param record [String] the record's path (in the deployer's cache)
+      # @param sha256 [String] the binary's hex SHA-256
+      # @param hosts [Array<#to_s>]
+      # @return [Boolean] false too when there is no readable record
+      def binary_known?(record, sha256, hosts)
+        data = JSON.parse(File.read(record))
+        data.is_a?(Hash) && data["sha256"] == sha256 && (hosts.map(&:to_s) - Array(data["hosts"])).empty?
+      rescue SystemCallError, JSON::ParserError
+        false
+      end
+
+      # Records that HOSTS hold the binary of digest SHA256 (written whole,
+      # through a temporary name: a crash leaves the old record or none).
+      #
+      # @param record [String]
+      # @param sha256 [String]
+      # @param hosts [Array<#to_s>]
+      # @return [void]
+      # @raise [SystemCallError] when the cache directory cannot be written
+      def remember_binary(record, sha256, hosts)
+        FileUtils.mkdir_p(File.dirname(record))
+        partial = "#{record}.#{Process.pid}.part"
+        File.write(partial, JSON.generate("sha256" => sha256, "hosts" => hosts.map(&:to_s).uniq.sort))
+        File.rename(partial, record)
       end
 
       # @param bytes [Numeric]
