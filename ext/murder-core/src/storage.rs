@@ -117,6 +117,9 @@ impl Storage {
     fn create_files(&self, staging: &Path, reserve: bool, have: &Bitfield) -> Result<()> {
         let layout = &self.layout;
         let mut offset = 0u64;
+        // Each directory made once (create_dir_all per file is a mkdir and
+        // a stat per file of a tree).
+        let mut made = std::collections::HashSet::new();
         for (index, file) in self.meta.files.iter().enumerate() {
             let start = offset;
             offset += file.length;
@@ -134,8 +137,9 @@ impl Storage {
             if complete {
                 continue;
             }
-            if let Some(dir) = path.parent() {
+            if let Some(dir) = path.parent().filter(|d| !made.contains(*d)) {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                made.insert(dir.to_path_buf());
             }
             let f = OpenOptions::new()
                 .create(true)
@@ -149,6 +153,12 @@ impl Storage {
                 reserve && fsutil::reserve(&f, file.length).map_err(|e| Error::io(&path, e))?;
             if !reserved && len != file.length {
                 f.set_len(file.length).map_err(|e| Error::io(&path, e))?;
+            }
+            // Kept open for the writes to come (a tree's files are each
+            // opened once, not again by path for their first block).
+            let mut open = self.lock_open();
+            if open.len() < self.open_limit {
+                open.insert(index, Arc::new(f));
             }
         }
         Ok(())
@@ -352,10 +362,11 @@ impl Storage {
             files.par_iter().try_for_each(|&index| -> Result<()> {
                 let path = self.file_path(staging, index);
                 // A stat, not an open, tells a hard link (most files of a
-                // repeat release) from a file this download wrote.
+                // repeat release) from a file this download wrote, which
+                // is synced through the descriptor it was written with.
                 let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
                 if meta.nlink() == 1 {
-                    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                    let f = self.file(index).map_err(|e| Error::io(&path, e))?;
                     f.sync_data().map_err(|e| Error::io(&path, e))?;
                 }
                 Ok(())
