@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bendy::decoding::{Decoder, Object};
 use bendy::encoding::Encoder;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha1::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -273,6 +273,13 @@ impl Peer {
                     self.last_sent = Instant::now();
                     if self.sent == self.out.len() {
                         self.out.clear();
+                        self.sent = 0;
+                    } else if self.sent >= OUT_BUFFER {
+                        // Drop what is written: a writer that takes less
+                        // than the whole queue each time (a sealed link
+                        // takes a frame) would otherwise never empty it,
+                        // and `out` would grow into fresh memory forever.
+                        self.out.advance(self.sent);
                         self.sent = 0;
                     }
                     if let Some(limit) = &self.ctx.upload_limit {
