@@ -274,11 +274,13 @@ impl Peer {
                     if self.sent == self.out.len() {
                         self.out.clear();
                         self.sent = 0;
-                    } else if self.sent >= OUT_BUFFER {
+                    } else if self.sent >= 4 * OUT_BUFFER {
                         // Drop what is written: a writer that takes less
                         // than the whole queue each time (a sealed link
                         // takes a frame) would otherwise never empty it,
                         // and `out` would grow into fresh memory forever.
+                        // Not sooner: the unwritten rest (up to a queue's
+                        // worth) moves to the front on the next append.
                         self.out.advance(self.sent);
                         self.sent = 0;
                     }
