@@ -46,7 +46,7 @@ module Murder
     #   matches fails the seed)
     # @param secret [String, nil] a closed swarm: the deploy's secret, 64 hex
     #   digits (see {Murder.generate_secret}). Peers must hold it before any
-    #   data flows, the wire is encrypted (Noise, AES-GCM), and announces
+    #   data flows, the wire is encrypted (Noise, AEGIS-128X4), and announces
     #   carry the tracker token derived from it. nil: plain BitTorrent
     # @raise [Murder::InvalidArgument] when `reuse_mode` is neither `:link`
     #   nor `:copy`, or `secret` is not 64 hex digits (raised by `start`)

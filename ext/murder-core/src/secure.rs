@@ -247,6 +247,7 @@ pub async fn open(
             frame: vec![0u8; 2 + MAX_MESSAGE],
             frame_len: 0,
             at: 0,
+            in_place: None,
         },
     ))
 }
@@ -288,6 +289,11 @@ impl FrameCipher {
         sealing.update(plain, &mut out[..len]);
         out[len..len + TAG].copy_from_slice(&sealing.finalize());
         Ok(len + TAG)
+    }
+
+    /// Seals `text` in place; returns its tag.
+    fn seal_in_place(&mut self, text: &mut [u8]) -> io::Result<[u8; TAG]> {
+        Ok(self.next()?.encrypt_in_place(text, &[]))
     }
 
     /// Opens a sealed message (the text, then its tag) in place; returns
@@ -405,6 +411,11 @@ impl AsyncRead for SealedReader {
 /// The sending direction: each write seals up to one frame of the bytes
 /// given. A frame the socket did not take whole stays in `frame` (see
 /// `has_backlog`) and goes out first on the next write or flush.
+///
+/// A peer's upload queue goes another way, `poll_write_queue`: the frame
+/// is sealed where it lies in the caller's queue and written from there,
+/// with its length and tag around it (one pass over the data fewer, and
+/// the socket copies from memory the peer has just touched).
 pub struct SealedWriter {
     inner: OwnedWriteHalf,
     cipher: FrameCipher,
@@ -412,12 +423,77 @@ pub struct SealedWriter {
     frame: Vec<u8>,
     frame_len: usize,
     at: usize,
+    /// A frame sealed in place at the head of the caller's queue and not
+    /// yet written whole.
+    in_place: Option<InPlaceFrame>,
+}
+
+/// A frame of `len` plain bytes sealed in place: on the wire it is
+/// `head`, the caller's `len` sealed bytes, then `tag`; `at` of those
+/// `2 + len + TAG` bytes are written.
+struct InPlaceFrame {
+    len: usize,
+    head: [u8; 2],
+    tag: [u8; TAG],
+    at: usize,
 }
 
 impl SealedWriter {
     /// Sealed bytes still waiting for the socket.
     pub fn has_backlog(&self) -> bool {
-        self.at < self.frame_len
+        self.at < self.frame_len || self.in_place.is_some()
+    }
+
+    /// Writes the head of `queue` as one frame sealed in place: the
+    /// frame's bytes of `queue` are replaced by their sealed form, and
+    /// until this returns `Ready(Ok(n))` (the whole frame of `n` bytes is
+    /// on the socket) the caller passes the same queue again, those bytes
+    /// untouched at its head (it may have appended to it). Cancel-safe in
+    /// that sense: the frame under way lives here.
+    pub fn poll_write_queue(
+        &mut self,
+        cx: &mut Context<'_>,
+        queue: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_drain(cx))?;
+        if self.in_place.is_none() {
+            if queue.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let len = queue.len().min(MAX_PLAIN);
+            let tag = self.cipher.seal_in_place(&mut queue[..len])?;
+            self.in_place = Some(InPlaceFrame {
+                len,
+                head: ((len + TAG) as u16).to_be_bytes(),
+                tag,
+                at: 0,
+            });
+        }
+        let frame = self.in_place.as_mut().expect("a frame under way");
+        if queue.len() < frame.len {
+            return Poll::Ready(Err(io::Error::other(
+                "closed swarm: the queue lost a frame that was under way",
+            )));
+        }
+        let total = 2 + frame.len + TAG;
+        while frame.at < total {
+            let at = frame.at;
+            let body_at = at.saturating_sub(2).min(frame.len);
+            let tag_at = at.saturating_sub(2 + frame.len);
+            let parts = [
+                io::IoSlice::new(&frame.head[at.min(2)..]),
+                io::IoSlice::new(&queue[body_at..frame.len]),
+                io::IoSlice::new(&frame.tag[tag_at..]),
+            ];
+            let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &parts))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            frame.at += n;
+        }
+        let len = frame.len;
+        self.in_place = None;
+        Poll::Ready(Ok(len))
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -450,6 +526,12 @@ impl AsyncWrite for SealedWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.in_place.is_some() {
+            // Its rest can only come from the caller's queue.
+            return Poll::Ready(Err(io::Error::other(
+                "closed swarm: a write between the parts of a queued frame",
+            )));
+        }
         ready!(this.poll_drain(cx))?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -522,6 +604,50 @@ mod tests {
         let mut four = [0u8; 4];
         cr.read_exact(&mut four).await.unwrap();
         assert_eq!(&four, b"back");
+    }
+
+    /// A queue written through `poll_write_queue` arrives intact when the
+    /// socket takes each frame in several parts and the queue grows at its
+    /// end meanwhile (as a peer's upload queue does), and the queue's
+    /// written bytes are what the caller may drop.
+    #[tokio::test]
+    async fn a_queue_sealed_in_place_arrives_intact_across_partial_writes() {
+        let key = SwarmSecret::generate().unwrap().swarm_key(&HASH);
+        let (client, server) = pair(&key, &key).await;
+        let ((_cr, mut cw), (mut sr, _sw)) = (client.unwrap(), server.unwrap());
+        let _ = socket2::SockRef::from(cw.inner.as_ref()).set_send_buffer_size(4096);
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let sent_data = data.clone();
+        let writer = tokio::spawn(async move {
+            let mut queue: Vec<u8> = Vec::new();
+            let (mut fed, mut sent) = (0, 0);
+            while sent < sent_data.len() {
+                // Append up to 50,000 bytes more before each write.
+                let more = (sent_data.len() - fed).min(50_000);
+                queue.extend_from_slice(&sent_data[fed..fed + more]);
+                fed += more;
+                let n = std::future::poll_fn(|cx| cw.poll_write_queue(cx, &mut queue[sent..]))
+                    .await
+                    .unwrap();
+                assert!(n > 0 && !cw.has_backlog());
+                sent += n;
+            }
+            cw.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 7000];
+        loop {
+            // A slow reader: the sender's socket fills.
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            let n = sr.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        writer.await.unwrap();
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "the bytes differ");
     }
 
     #[tokio::test]

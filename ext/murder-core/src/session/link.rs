@@ -2,7 +2,9 @@
 //! closed swarm, see `crate::secure`). Everything above works on plain
 //! bytes and cannot tell the two apart, except that a sealed writer may hold
 //! sealed bytes the socket did not take yet (`has_backlog`), which the peer
-//! loop writes out before it waits for anything else.
+//! loop writes out before it waits for anything else, and that the upload
+//! queue goes through `write_queue`, which seals a frame where it lies in
+//! the queue: the peer passes the same queue head until that frame is out.
 
 use std::io;
 use std::pin::Pin;
@@ -49,6 +51,18 @@ impl Writer {
         match self {
             Writer::Plain(_) => false,
             Writer::Sealed(w) => w.has_backlog(),
+        }
+    }
+
+    /// Writes from the head of a peer's upload queue; returns how many of
+    /// its bytes are written. A sealed link seals a frame in place in
+    /// `queue` and answers only once all of it is written: until then the
+    /// caller passes the same queue again (see
+    /// `SealedWriter::poll_write_queue`).
+    pub async fn write_queue(&mut self, queue: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Writer::Plain(w) => w.write(queue).await,
+            Writer::Sealed(w) => std::future::poll_fn(|cx| w.poll_write_queue(cx, queue)).await,
         }
     }
 

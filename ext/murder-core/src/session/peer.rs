@@ -12,7 +12,7 @@ use bendy::decoding::{Decoder, Object};
 use bendy::encoding::Encoder;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha1::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
@@ -266,7 +266,7 @@ impl Peer {
                         read_at = now + limit.take(n);
                     }
                 }
-                written = w.write(&self.out[self.sent..write_end]), if pending && write_at <= now => {
+                written = w.write_queue(&mut self.out[self.sent..write_end]), if pending && write_at <= now => {
                     let n = written?;
                     self.sent += n;
                     self.written(n as u64);
