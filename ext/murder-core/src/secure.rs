@@ -18,7 +18,7 @@
 //! Framing on the wire: each message is sent as a 2-byte big-endian length
 //! and the message (Noise's own limit of 65,535 bytes). After the
 //! handshake, each direction seals its frames with AEGIS-128X4 (the `aegis`
-//! crate, libaegis; an AEAD of the IETF's CFRG draft) under a 128-bit key
+//! crate, libaegis; an AEAD of the IRTF CFRG's draft) under a 128-bit key
 //! derived from that direction's key of Noise's Split() (HMAC-SHA256 with a
 //! label, truncated), a 128-bit nonce counting the direction's frames from
 //! 0 (big-endian in the last 8 bytes), no associated data and a 16-byte
