@@ -54,6 +54,19 @@ pub fn reserve(file: &File, len: u64) -> std::io::Result<bool> {
     }
 }
 
+/// Bytes an unprivileged writer may still use on the file system that
+/// holds `path` (`None` if it cannot be told).
+pub fn available_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(3) fills the struct we pass; `c` is a valid C string.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 /// The process's soft limit on open descriptors (1,024 if unknown).
 pub fn descriptor_limit() -> usize {
     let mut limit = libc::rlimit {

@@ -96,6 +96,12 @@ pub struct Picker {
     /// The keys of `partial` as bits, so that a scan for a new piece tests
     /// 64 pieces at a time.
     started: Bitfield,
+    /// Started pieces that may still have a block nobody was asked for
+    /// (a superset: `take_missing` clears a piece it finds none in). Step 1
+    /// of `pick` scans these, 64 at a time, not every piece under way: with
+    /// a tree's one-block pieces hundreds are under way and nearly all are
+    /// fully requested.
+    open: Bitfield,
     /// Failed pieces from several senders: each block's hash and sender,
     /// kept until the piece passes (then the senders of blocks that differ
     /// from the good ones are banned, and only they).
@@ -118,6 +124,7 @@ impl Picker {
             have,
             partial: HashMap::new(),
             started: Bitfield::new(count),
+            open: Bitfield::new(count),
             suspects: HashMap::new(),
             rng: fastrand::Rng::new(),
             epoch: Arc::new(AtomicU64::new(0)),
@@ -217,6 +224,9 @@ impl Picker {
             .collect();
         let written = blocks.iter().filter(|b| **b != Block::Missing).count();
         self.started.set(piece as usize);
+        if written < blocks.len() {
+            self.open.set(piece as usize);
+        }
         self.partial.insert(
             piece,
             Partial {
@@ -238,7 +248,7 @@ impl Picker {
     ) -> Vec<BlockRequest> {
         let mut out = Vec::new();
         // 1. Finish pieces already started.
-        for piece in self.started_pieces(peer_has) {
+        for piece in self.open_pieces(peer_has) {
             self.take_missing(piece, want, &mut out);
             if out.len() >= want {
                 return out;
@@ -290,18 +300,34 @@ impl Picker {
     /// Pieces being downloaded, not yet complete, that a peer holding
     /// `peer_has` can help with.
     fn started_pieces(&self, peer_has: &Bitfield) -> Vec<u32> {
-        self.partial
-            .keys()
-            .copied()
-            .filter(|&p| peer_has.get(p as usize) && !self.verifying.get(p as usize))
-            .collect()
+        self.scan(&self.started, peer_has)
+    }
+
+    /// Started pieces that may have a block nobody was asked for, held by
+    /// a peer holding `peer_has`.
+    fn open_pieces(&self, peer_has: &Bitfield) -> Vec<u32> {
+        self.scan(&self.open, peer_has)
+    }
+
+    /// The pieces of `set` that `peer_has` holds and that are not being
+    /// verified, in order.
+    fn scan(&self, set: &Bitfield, peer_has: &Bitfield) -> Vec<u32> {
+        let mut pieces = Vec::new();
+        for w in 0..set.len().div_ceil(64) {
+            let mut bits = set.word(w) & peer_has.word(w) & !self.verifying.word(w);
+            while bits != 0 {
+                pieces.push((w * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        pieces
     }
 
     fn take_missing(&mut self, piece: u32, want: usize, out: &mut Vec<BlockRequest>) {
         let count = self.blocks_in(piece);
         for i in 0..count {
             if out.len() >= want {
-                return;
+                break;
             }
             let Some(req) = self.request(piece, i) else {
                 continue;
@@ -313,6 +339,13 @@ impl Picker {
                 partial.blocks[i] = Block::Requested(1);
                 out.push(req);
             }
+        }
+        let still_open = self
+            .partial
+            .get(&piece)
+            .is_some_and(|p| p.blocks.contains(&Block::Missing));
+        if !still_open {
+            self.open.clear(piece as usize);
         }
     }
 
@@ -448,6 +481,7 @@ impl Picker {
             let index = (req.offset / BLOCK) as usize;
             if let Some(b @ Block::Writing(_)) = partial.blocks.get_mut(index) {
                 *b = Block::Missing;
+                self.open.set(req.piece as usize);
             }
         }
         self.bump();
@@ -465,6 +499,7 @@ impl Picker {
                     partial.blocks[index] = if n > 1 {
                         Block::Requested(n - 1)
                     } else {
+                        self.open.set(req.piece as usize);
                         Block::Missing
                     };
                 }
@@ -482,6 +517,7 @@ impl Picker {
             return blame;
         };
         self.started.clear(piece as usize);
+        self.open.clear(piece as usize);
         let senders: Vec<u64> = partial
             .blocks
             .iter()
@@ -694,6 +730,36 @@ mod tests {
         let again = p.pick(&Bitfield::full(8), 2, &[]);
         assert_eq!(again, pick, "released blocks are handed out again");
         assert!(p.swarm_has_all());
+    }
+
+    /// Rule B2: a block made Missing again (given back, or its write
+    /// failed) is picked again; a fully requested piece is not scanned.
+    #[test]
+    fn rule_b2_a_block_given_back_is_picked_again() {
+        let mut p = picker(4);
+        let all = Bitfield::full(4);
+        p.peer_has_all(&all);
+        // Two blocks of each of two pieces: both pieces fully requested.
+        let mut asked = p.pick(&all, 4, &[]);
+        assert_eq!(asked.len(), 4);
+        assert_eq!(
+            p.open.iter_ones().count(),
+            0,
+            "no piece has a Missing block"
+        );
+        // Given back: that block, and only it, goes out again.
+        let back = asked.pop().unwrap();
+        p.release(&[back]);
+        assert_eq!(p.pick(&all, 1, &[]), vec![back]);
+        // A failed write makes its block Missing: picked again too.
+        let first = asked[0];
+        assert!(matches!(p.accept(&first, 7, false), Accept::Write { .. }));
+        p.write_failed(&first);
+        assert_eq!(p.pick(&all, 1, &[]), vec![first]);
+        // Nothing else of the started pieces is left: the next pick starts
+        // a new piece.
+        let next = p.pick(&all, 1, &[]);
+        assert!(!asked.iter().any(|r| r.piece == next[0].piece));
     }
 
     /// BEP 47: trailing padding is never asked for.

@@ -50,6 +50,9 @@ pub struct Reused {
     /// Pieces verified from reused content.
     pub pieces: Bitfield,
     pub files_linked: usize,
+    /// The torrent's indices of the files hard-linked (durable already:
+    /// their data and inode belong to an earlier release).
+    pub linked: Vec<usize>,
     pub files_copied: usize,
     pub bytes: u64,
 }
@@ -244,7 +247,10 @@ pub fn reuse(
             Ok(Outcome::default())
         })
         .collect::<Result<_>>()?;
-    for outcome in results {
+    for (outcome, &(i, ..)) in results.into_iter().zip(&jobs) {
+        if outcome.linked {
+            reused.linked.push(i);
+        }
         for p in &outcome.pieces {
             reused.pieces.set(*p);
             reused.bytes += layout.data_end(*p);

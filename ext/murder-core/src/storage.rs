@@ -30,6 +30,9 @@ use crate::reuse::{self, ReuseConfig, Reused};
 /// `murder` command raises it), within these bounds. A tree of thousands of
 /// files is written and served in random order, and reopening what was
 /// evicted cost a host more CPU than its network reads.
+/// Files at least this large get their space reserved (fallocate) when a
+/// download starts; smaller ones are only counted against the free space.
+const RESERVE_MIN_BYTES: u64 = 1 << 20;
 const OPEN_FILES_MIN: usize = 256;
 const OPEN_FILES_MAX: usize = 16384;
 /// Files synced at once when a tree is staged (see `sync_tree`).
@@ -43,6 +46,8 @@ pub struct Storage {
     writable: bool,
     open: Mutex<HashMap<usize, Arc<File>>>,
     open_limit: usize,
+    /// Files hard-linked from an earlier release: nothing of theirs to sync.
+    linked: std::collections::HashSet<usize>,
 }
 
 /// The staging path of a download: `.DEST.part` beside `DEST`. Hidden, so
@@ -96,7 +101,8 @@ impl Storage {
             for p in reused.pieces.iter_ones() {
                 have.set(p);
             }
-            let storage = Storage::new(meta.clone(), staging.clone(), true);
+            let mut storage = Storage::new(meta.clone(), staging.clone(), true);
+            storage.linked = reused.linked.iter().copied().collect();
             storage.create_files(&staging, reserve, &have)?;
             Ok((storage, have, reused))
         })();
@@ -120,6 +126,14 @@ impl Storage {
         // Each directory made once (create_dir_all per file is a mkdir and
         // a stat per file of a tree).
         let mut made = std::collections::HashSet::new();
+        // Small files are not reserved one by one (a fallocate per file,
+        // then a conversion of its unwritten extent at the first write,
+        // cost a tree of thousands of files more than its bytes): their
+        // total, rounded up to blocks, is checked against the free space
+        // once, so a release that does not fit still fails up front.
+        if reserve {
+            self.check_room_for_small_files(staging, have)?;
+        }
         for (index, file) in self.meta.files.iter().enumerate() {
             let start = offset;
             offset += file.length;
@@ -149,8 +163,9 @@ impl Storage {
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
             let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-            let reserved =
-                reserve && fsutil::reserve(&f, file.length).map_err(|e| Error::io(&path, e))?;
+            let reserved = reserve
+                && file.length >= RESERVE_MIN_BYTES
+                && fsutil::reserve(&f, file.length).map_err(|e| Error::io(&path, e))?;
             if !reserved && len != file.length {
                 f.set_len(file.length).map_err(|e| Error::io(&path, e))?;
             }
@@ -164,6 +179,34 @@ impl Storage {
         Ok(())
     }
 
+    /// Fails with "no space" naming `staging` when the files below
+    /// `RESERVE_MIN_BYTES` still to be written cannot fit in the free
+    /// space (each rounded up to 4 KiB blocks).
+    fn check_room_for_small_files(&self, staging: &Path, have: &Bitfield) -> Result<()> {
+        let pl = self.layout.piece_length();
+        let mut offset = 0u64;
+        let mut needed = 0u64;
+        for file in &self.meta.files {
+            let start = offset;
+            offset += file.length;
+            if !file.is_regular() || file.length == 0 || file.length >= RESERVE_MIN_BYTES {
+                continue;
+            }
+            let complete =
+                (start / pl..=(start + file.length - 1) / pl).all(|p| have.get(p as usize));
+            if !complete {
+                needed += file.length.div_ceil(4096) * 4096;
+            }
+        }
+        match fsutil::available_space(staging) {
+            Some(free) if free < needed => Err(Error::io(
+                staging,
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn new(meta: Arc<Metainfo>, root: PathBuf, writable: bool) -> Storage {
         Storage {
             layout: meta.layout(),
@@ -172,6 +215,7 @@ impl Storage {
             writable,
             open: Mutex::new(HashMap::new()),
             open_limit: (fsutil::descriptor_limit() / 2).clamp(OPEN_FILES_MIN, OPEN_FILES_MAX),
+            linked: Default::default(),
         }
     }
 
@@ -341,13 +385,12 @@ impl Storage {
         Ok(())
     }
 
-    /// Syncs what this download wrote: the data of every file it made (a
-    /// file with one link; hard links into an earlier release are durable
-    /// already) and every directory of the staging area (their entries),
-    /// on every core, so the journal batches the commits.
+    /// Syncs what this download wrote: the data of every file but those
+    /// reuse hard-linked (durable already: an earlier release's inodes) and
+    /// every directory of the staging area (their entries), on every core,
+    /// so the journal batches the commits.
     fn sync_tree(&self, staging: &Path) -> Result<()> {
         use rayon::prelude::*;
-        use std::os::unix::fs::MetadataExt;
         let dirs: Vec<PathBuf> = walkdir::WalkDir::new(staging)
             .follow_links(false)
             .into_iter()
@@ -355,21 +398,16 @@ impl Storage {
             .filter(|e| e.file_type().is_dir())
             .map(|e| e.into_path())
             .collect();
+        // Known, not asked of the file system: a stat per file is no small
+        // part of a repeat deploy, whose files are nearly all links.
         let files: Vec<usize> = (0..self.meta.files.len())
-            .filter(|&i| self.meta.files[i].is_regular())
+            .filter(|&i| self.meta.files[i].is_regular() && !self.linked.contains(&i))
             .collect();
         let sync = || -> Result<()> {
             files.par_iter().try_for_each(|&index| -> Result<()> {
                 let path = self.file_path(staging, index);
-                // A stat, not an open, tells a hard link (most files of a
-                // repeat release) from a file this download wrote, which
-                // is synced through the descriptor it was written with.
-                let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
-                if meta.nlink() == 1 {
-                    let f = self.file(index).map_err(|e| Error::io(&path, e))?;
-                    f.sync_data().map_err(|e| Error::io(&path, e))?;
-                }
-                Ok(())
+                let f = self.file(index).map_err(|e| Error::io(&path, e))?;
+                f.sync_data().map_err(|e| Error::io(&path, e))
             })?;
             dirs.par_iter().try_for_each(|dir| fsutil::sync_dir(dir))
         };

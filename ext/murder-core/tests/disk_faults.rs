@@ -43,12 +43,21 @@ fn download_onto(disk: &Path, config: SessionConfig) -> (State, Duration, PathBu
     let data = dir.path().join("release.tgz");
     random_file(&data, 3_000_000, 31);
     let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    download_torrent_onto(disk, config, meta, data)
+}
+
+fn download_torrent_onto(
+    disk: &Path,
+    config: SessionConfig,
+    meta: std::sync::Arc<murder_core::Metainfo>,
+    data: PathBuf,
+) -> (State, Duration, PathBuf) {
     let quiet = SessionConfig {
         use_tracker: false,
         ..local()
     };
+    let dest = disk.join(data.file_name().unwrap());
     let seed = SessionRunner::start(meta.clone(), Role::Seed { data }, quiet.clone()).unwrap();
-    let dest = disk.join("release.tgz");
     let started = Instant::now();
     let state = match SessionRunner::start(
         meta,
@@ -109,4 +118,30 @@ fn rule_w1_a_write_that_fails_fails_the_session() {
         },
     );
     assert_fails_with_no_space(state, took, &dest);
+}
+
+/// Rule W1 for a tree of small files, which are not reserved one by one:
+/// their total is checked against the free space, so the session still
+/// fails before it downloads anything, and leaves nothing behind.
+#[test]
+fn rule_w1_a_tree_of_small_files_that_does_not_fit_fails_at_once() {
+    let disk = SmallDisk::mount("1m");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("release");
+    for i in 0..200 {
+        let sub = tree.join(format!("lib/d{}", i % 10));
+        std::fs::create_dir_all(&sub).unwrap();
+        random_file(&sub.join(format!("f{i}.rb")), 10_000, i);
+    }
+    let mut opts = murder_core::CreateOptions::new("127.0.0.1:9");
+    opts.align = true;
+    let meta = std::sync::Arc::new(
+        murder_core::create_torrent(&tree, &opts, &murder_core::Progress::new()).unwrap(),
+    );
+    let (state, took, dest) = download_torrent_onto(&disk.path, local(), meta, tree);
+    assert_fails_with_no_space(state, took, &dest);
+    assert!(
+        std::fs::read_dir(&disk.path).unwrap().next().is_none(),
+        "a staging area with nothing verified in it is not left behind"
+    );
 }

@@ -168,6 +168,12 @@ impl Steering {
                 let rank = (holders, state.offers[p]);
                 if best.is_none_or(|(b, _)| rank < b) {
                     best = Some((rank, p));
+                    if rank == (0, 0) {
+                        // Nothing ranks lower (and ties go to the first
+                        // found): no need to scan a tree's thousands of
+                        // pieces for each one offered.
+                        break;
+                    }
                 }
             }
             let Some((_, p)) = best else { break };
