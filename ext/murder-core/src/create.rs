@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
-use crate::hash_cache::{FileKey, HashCache};
+use crate::hash_cache::{FileHashes, FileKey, HashCache};
 use crate::hashing::{hash_pieces, DataSource};
 use crate::layout::Layout;
 use crate::metainfo::{FileEntry, Metainfo, NewInfo, MAX_PIECE_LENGTH};
@@ -283,6 +283,7 @@ fn aligned_info(
             pad: false,
             executable: e.executable,
             symlink: e.symlink.clone(),
+            sha1: None,
         });
         if e.length == 0 {
             continue;
@@ -309,7 +310,7 @@ fn aligned_info(
         .unwrap_or_default();
     let total: u64 = jobs.iter().map(|(_, len, _)| len).sum();
     progress.start(total);
-    let hashed: Vec<(Vec<[u8; 20]>, Option<FileKey>, bool)> = jobs
+    let hashed: Vec<(FileHashes, Option<FileKey>, bool)> = jobs
         .par_iter()
         .map(|(disk, len, padded)| -> Result<_> {
             if progress.is_cancelled() {
@@ -327,22 +328,27 @@ fn aligned_info(
                 progress.advance(*len);
                 return Ok((hit.clone(), key, true));
             }
-            let pieces = hash_file(disk, *len, piece_length, *padded, progress)?;
-            Ok((pieces, key, false))
+            let hashes = hash_file(disk, *len, piece_length, *padded, progress)?;
+            Ok((hashes, key, false))
         })
         .collect::<Result<_>>()?;
     let mut pieces = Vec::new();
     let mut used = CacheUse::default();
-    for ((file_pieces, key, hit), (_, len, _)) in hashed.into_iter().zip(&jobs) {
+    // The files with data, in order, as `jobs` lists them.
+    let mut with_data = files.iter_mut().filter(|f| f.is_regular() && f.length > 0);
+    for ((hashes, key, hit), (_, len, _)) in hashed.into_iter().zip(&jobs) {
         if hit {
             used.files_cached += 1;
         } else {
             used.files_hashed += 1;
             used.bytes_hashed += len;
         }
-        pieces.extend_from_slice(&file_pieces);
+        pieces.extend_from_slice(&hashes.pieces);
+        if let Some(file) = with_data.next() {
+            file.sha1 = Some(hashes.sha1);
+        }
         if let Some(key) = key {
-            cache.insert(key, file_pieces);
+            cache.insert(key, hashes);
         }
     }
     cache.save()?;
@@ -359,19 +365,21 @@ fn aligned_info(
     ))
 }
 
-/// The piece hashes of one file that starts on a piece boundary; with
-/// `padded`, its last piece is zero-filled to the piece length.
+/// The piece hashes of one file that starts on a piece boundary (with
+/// `padded`, its last piece is zero-filled to the piece length) and the
+/// SHA-1 of its own bytes, in one read.
 fn hash_file(
     path: &Path,
     len: u64,
     piece_length: u64,
     padded: bool,
     progress: &Progress,
-) -> Result<Vec<[u8; 20]>> {
+) -> Result<FileHashes> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut buf = vec![0u8; piece_length.min(len) as usize];
     let mut out = Vec::with_capacity(len.div_ceil(piece_length) as usize);
+    let mut whole = Sha1::new();
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(piece_length) as usize;
@@ -384,6 +392,7 @@ fn hash_file(
                 Error::io(path, e)
             }
         })?;
+        whole.update(&buf[..n]);
         let mut sha = Sha1::new();
         sha.update(&buf[..n]);
         if padded && (n as u64) < piece_length {
@@ -394,7 +403,10 @@ fn hash_file(
         done += n as u64;
         progress.advance(n as u64);
     }
-    Ok(out)
+    Ok(FileHashes {
+        pieces: out,
+        sha1: whole.finalize().into(),
+    })
 }
 
 /// Every regular file, symbolic link and directory under `root`, without
@@ -712,6 +724,12 @@ mod tests {
                 assert_eq!(offset % m.piece_length, 0, "{:?} starts mid-piece", f.path);
             }
             offset += f.length;
+        }
+        // BEP 47 `sha1`: every file with data carries its own bytes' SHA-1.
+        for f in m.files.iter().filter(|f| f.is_regular()) {
+            let bytes = std::fs::read(f.path_under(&root)).unwrap();
+            let expected: Option<[u8; 20]> = (f.length > 0).then(|| Sha1::digest(&bytes).into());
+            assert_eq!(f.sha1, expected, "{:?}", f.path);
         }
         let run = m.files.iter().find(|f| f.path == ["bin", "run"]).unwrap();
         assert!(run.executable);

@@ -20,7 +20,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::fsutil::write_atomically;
 
-const VERSION: u32 = 1;
+/// 2: entries carry the file's own SHA-1 (BEP 47 `sha1`) beside its pieces.
+const VERSION: u32 = 2;
+
+/// What one file hashed to: its piece hashes (its last piece zero-padded
+/// when the torrent pads it) and the SHA-1 of its own bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHashes {
+    pub pieces: Vec<[u8; 20]>,
+    pub sha1: [u8; 20],
+}
 
 /// The identity of one file's contents as the file system shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,6 +73,8 @@ struct Entry {
     key: FileKey,
     /// The file's piece hashes, hex.
     pieces: Vec<String>,
+    /// The SHA-1 of the file's bytes, hex.
+    sha1: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,8 +87,8 @@ struct OnDisk {
 #[derive(Default)]
 pub struct HashCache {
     path: Option<PathBuf>,
-    old: HashMap<FileKey, Vec<[u8; 20]>>,
-    used: HashMap<FileKey, Vec<[u8; 20]>>,
+    old: HashMap<FileKey, FileHashes>,
+    used: HashMap<FileKey, FileHashes>,
     pub hits: usize,
     pub misses: usize,
 }
@@ -94,15 +105,13 @@ impl HashCache {
                 d.entries
                     .into_iter()
                     .filter_map(|e| {
-                        let pieces = e
-                            .pieces
-                            .iter()
-                            .map(|h| {
-                                let mut out = [0u8; 20];
-                                hex::decode_to_slice(h, &mut out).ok().map(|_| out)
-                            })
-                            .collect::<Option<Vec<_>>>()?;
-                        Some((e.key, pieces))
+                        let digest = |h: &String| {
+                            let mut out = [0u8; 20];
+                            hex::decode_to_slice(h, &mut out).ok().map(|_| out)
+                        };
+                        let pieces = e.pieces.iter().map(digest).collect::<Option<Vec<_>>>()?;
+                        let sha1 = digest(&e.sha1)?;
+                        Some((e.key, FileHashes { pieces, sha1 }))
                     })
                     .collect()
             })
@@ -114,14 +123,14 @@ impl HashCache {
         }
     }
 
-    pub fn get(&self, key: &FileKey) -> Option<&Vec<[u8; 20]>> {
+    pub fn get(&self, key: &FileKey) -> Option<&FileHashes> {
         self.old.get(key)
     }
 
     /// Records what a file hashed to (unless it changed too recently).
-    pub fn insert(&mut self, key: FileKey, pieces: Vec<[u8; 20]>) {
+    pub fn insert(&mut self, key: FileKey, hashes: FileHashes) {
         if !key.is_racy() {
-            self.used.insert(key, pieces);
+            self.used.insert(key, hashes);
         }
     }
 
@@ -134,9 +143,10 @@ impl HashCache {
         let mut entries: Vec<Entry> = self
             .used
             .iter()
-            .map(|(key, pieces)| Entry {
+            .map(|(key, hashes)| Entry {
                 key: key.clone(),
-                pieces: pieces.iter().map(hex::encode).collect(),
+                pieces: hashes.pieces.iter().map(hex::encode).collect(),
+                sha1: hex::encode(hashes.sha1),
             })
             .collect();
         entries.sort_by(|a, b| a.key.path.cmp(&b.key.path));

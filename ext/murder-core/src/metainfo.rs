@@ -37,6 +37,11 @@ pub struct FileEntry {
     /// BEP 47 `l`: a symbolic link to this path, relative to the torrent's
     /// root (never `..`, never outside); its `length` is 0.
     pub symlink: Option<Vec<String>>,
+    /// BEP 47 `sha1`: the SHA-1 of the file's own bytes (no padding). Part
+    /// of the info dictionary, so the info-hash covers it: reuse checks a
+    /// whole file of an earlier release against it (reading only the
+    /// file's bytes, not the zeros that pad its last piece).
+    pub sha1: Option<[u8; 20]>,
 }
 
 impl FileEntry {
@@ -539,12 +544,19 @@ fn parse_files(value: Object<'_, '_>) -> MResult<Vec<FileEntry>> {
         let mut path = None;
         let mut attr: &[u8] = b"";
         let mut symlink = None;
+        let mut sha1 = None;
         while let Some((key, value)) = dict.next_pair().map_err(bencode)? {
             match key {
                 b"length" => length = Some(non_negative(value, "length")?),
                 b"path" => path = Some(components(value, "path")?),
                 b"attr" => attr = bytes(value, "attr")?,
                 b"symlink path" => symlink = Some(components(value, "symlink path")?),
+                b"sha1" => {
+                    let digest: [u8; 20] = bytes(value, "sha1")?
+                        .try_into()
+                        .map_err(|_| invalid("sha1", "must be 20 bytes"))?;
+                    sha1 = Some(digest);
+                }
                 _ => {}
             }
         }
@@ -563,6 +575,7 @@ fn parse_files(value: Object<'_, '_>) -> MResult<Vec<FileEntry>> {
             pad: attr.contains(&b'p'),
             executable: attr.contains(&b'x'),
             symlink: if is_link { symlink } else { None },
+            sha1,
         });
     }
     if files.is_empty() {
@@ -595,6 +608,9 @@ fn encode_info(info: &NewInfo) -> MResult<Vec<u8>> {
                                 }
                                 f.emit_pair(b"length", file.length)?;
                                 f.emit_pair(b"path", &file.path)?;
+                                if let Some(digest) = &file.sha1 {
+                                    f.emit_pair_with(b"sha1", |e| e.emit_bytes(digest))?;
+                                }
                                 if let Some(target) = &file.symlink {
                                     f.emit_pair(b"symlink path", target)?;
                                 }
@@ -918,6 +934,23 @@ mod tests {
         assert!(m.files[1].executable);
         assert_eq!(m.files[2].symlink.as_deref(), Some(&["a".to_string()][..]));
         assert_eq!(m.total_length(), 15);
+    }
+
+    /// BEP 47 `sha1`: read as 20 bytes and kept through a re-encoding (the
+    /// info-hash covers it); any other length is refused.
+    #[test]
+    fn reads_the_per_file_sha1_and_refuses_a_bad_one() {
+        let entries = format!("d6:lengthi5e4:pathl1:be4:sha120:{}e", "s".repeat(20));
+        let m = Metainfo::from_bytes(&tree(&entries, 15, &[[1; 20]])).unwrap();
+        assert_eq!(m.files[1].sha1, Some([b's'; 20]));
+        assert_eq!(m.files[0].sha1, None);
+        let again = Metainfo::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(again.info_hash, m.info_hash);
+        let short = "d6:lengthi5e4:pathl1:be4:sha13:abce";
+        assert_eq!(
+            Metainfo::from_bytes(&tree(short, 15, &[[1; 20]])).unwrap_err(),
+            invalid("sha1", "must be 20 bytes")
+        );
     }
 
     /// Hostile trees are refused when read: nothing of theirs is written.

@@ -142,6 +142,22 @@ fn read_piece(
     Ok(Sha1::digest(&buf[..]).into())
 }
 
+/// SHA-1 of the first `len` bytes of `file` (exactly `len`: a shorter
+/// file is an error).
+fn file_sha1(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<[u8; 20]> {
+    const CHUNK: usize = 256 << 10;
+    buf.resize(CHUNK.min(len as usize).max(1), 0);
+    let mut sha = Sha1::new();
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        sha.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(sha.finalize().into())
+}
+
 /// Brings in what `config.dirs` hold of `meta` into the staging area at
 /// `staging` (whose files may not exist yet), for the pieces not in `have`.
 pub fn reuse(
@@ -234,6 +250,7 @@ pub fn reuse(
                 let target = Target {
                     dest: &dest,
                     executable: entry.executable,
+                    sha1: entry.sha1,
                     span,
                     first,
                     last,
@@ -274,6 +291,8 @@ struct Outcome {
 struct Target<'a> {
     dest: &'a Path,
     executable: bool,
+    /// The file's own SHA-1 (BEP 47), when the torrent gives it.
+    sha1: Option<[u8; 20]>,
     span: Span,
     first: usize,
     last: usize,
@@ -307,9 +326,20 @@ fn bring_in(
         if linked.is_ok() {
             // The link is the candidate's own inode: check its bytes now.
             let linked = File::open(t.dest).map_err(|e| Error::io(t.dest, e))?;
-            let all = pieces
-                .clone()
-                .all(|p| read_piece(layout, &linked, t.span, p, buf).ok() == Some(meta.pieces[p]));
+            // The torrent's SHA-1 of the whole file (in the info dictionary,
+            // so under the info-hash) checks the file's bytes alone; piece
+            // hashes would also hash the zeros that pad its last piece,
+            // most of the work for a tree of small files.
+            // Of the new file's size still (it may have changed since the
+            // index saw it), and its bytes are the torrent's.
+            let same_size = linked.metadata().map(|m| m.len()).ok() == Some(t.span.len);
+            let all = same_size
+                && match t.sha1 {
+                    Some(expected) => file_sha1(&linked, t.span.len, buf).ok() == Some(expected),
+                    None => pieces.clone().all(|p| {
+                        read_piece(layout, &linked, t.span, p, buf).ok() == Some(meta.pieces[p])
+                    }),
+                };
             if all {
                 outcome.pieces = pieces.collect();
                 outcome.linked = true;

@@ -52,9 +52,37 @@ fn aligned(root: &Path) -> Arc<Metainfo> {
     Arc::new(create_torrent(root, &opts, &Progress::new()).unwrap())
 }
 
+/// `meta` without BEP 47's per-file `sha1` (as other tools make aligned
+/// torrents): reuse then checks files piece by piece.
+fn without_file_sha1(meta: &Metainfo) -> Arc<Metainfo> {
+    let bytes = meta.to_bytes();
+    let key = b"4:sha120:";
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(key) {
+            i += key.len() + 20;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let stripped = Metainfo::from_bytes(&out).unwrap();
+    assert!(stripped.files.iter().all(|f| f.sha1.is_none()));
+    Arc::new(stripped)
+}
+
 /// Seeds `root` and downloads it to `dest`, reusing what `reuse` holds.
 fn ship(root: &Path, dest: &Path, reuse: Option<(PathBuf, ReuseMode)>) -> Stats {
-    let meta = aligned(root);
+    ship_torrent(aligned(root), root, dest, reuse)
+}
+
+fn ship_torrent(
+    meta: Arc<Metainfo>,
+    root: &Path,
+    dest: &Path,
+    reuse: Option<(PathBuf, ReuseMode)>,
+) -> Stats {
     let quiet = SessionConfig {
         use_tracker: false,
         ..local()
@@ -220,9 +248,20 @@ fn a_host_holding_a_fetches_only_what_changed_in_b() {
 
 /// Reuse test 2: a file of A whose bytes were altered after A was deployed
 /// (same size, same name, mtime put back) is caught by verification and
-/// fetched; B ends byte-identical.
+/// fetched; B ends byte-identical. Checked by the file's SHA-1 (BEP 47, as
+/// murder makes torrents).
 #[test]
 fn an_altered_file_is_caught_by_verification_and_fetched() {
+    altered_file_is_fetched(|meta| Arc::new(meta.clone()));
+}
+
+/// Reuse test 2 for a torrent without per-file SHA-1: checked piece by piece.
+#[test]
+fn an_altered_file_is_caught_by_piece_hashes_without_file_sha1() {
+    altered_file_is_fetched(without_file_sha1);
+}
+
+fn altered_file_is_fetched(torrent: fn(&Metainfo) -> Arc<Metainfo>) {
     let host = host_with_a();
     release_b(&host.build.join("A"), &host.build.join("B"));
     let victim = host.releases.join("A/lib/d2/f2.rb");
@@ -236,12 +275,14 @@ fn an_altered_file_is_caught_by_verification_and_fetched() {
         .unwrap()
         .set_modified(meta.modified().unwrap())
         .unwrap();
-    let stats = ship(
-        &host.build.join("B"),
+    let b = host.build.join("B");
+    let stats = ship_torrent(
+        torrent(&aligned(&b)),
+        &b,
         &host.releases.join("B"),
         Some((host.releases.clone(), ReuseMode::Link)),
     );
-    assert_same_tree(&host.build.join("B"), &host.releases.join("B"));
+    assert_same_tree(&b, &host.releases.join("B"));
     assert!(
         stats.downloaded >= bytes.len() as u64,
         "the altered file was fetched"
