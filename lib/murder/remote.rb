@@ -3,6 +3,7 @@
 require "openssl"
 require "json"
 require "shellwords"
+require "zlib"
 
 module Murder
   # One SSH command per host for a whole download: check the murder
@@ -64,16 +65,19 @@ module Murder
     end
 
     # The ticket `murder peer -` reads: a JSON header line, then the
-    # torrent's bytes.
+    # torrent's bytes, zlib-compressed (a tree's torrent is mostly paths,
+    # and every host's ticket crosses this machine's uplink before the swarm
+    # starts).
     #
     # @param torrent_bytes [String] the .torrent ({Torrent#to_bencode})
     # @param secret [String, nil] a closed swarm's secret ({Murder.generate_secret})
     # @return [String] a binary String
     def ticket(torrent_bytes, secret: nil)
-      fields = { "torrent" => torrent_bytes.bytesize }
+      body = Zlib::Deflate.deflate(torrent_bytes.b)
+      fields = { "torrent" => body.bytesize, "encoding" => "zlib" }
       fields["secret"] = secret if secret
       header = JSON.generate(fields)
-      "#{header}\n".b + torrent_bytes.b
+      "#{header}\n".b + body
     end
 
     # Every host's vote on placing its release: a deploy places the release

@@ -4,10 +4,14 @@
 //! header), then the .torrent's bytes:
 //!
 //! ```text
-//! {"torrent":LENGTH,"secret":"64 hex digits"}\n<LENGTH bytes of the .torrent>
+//! {"torrent":LENGTH,"secret":"64 hex digits","encoding":"zlib"}\n<LENGTH bytes>
 //! ```
 //!
 //! `secret` (optional) makes the download a closed swarm of that secret.
+//! `encoding` (optional) `zlib`: the LENGTH bytes are the .torrent
+//! compressed with zlib (RFC 1950). A tree's torrent is mostly paths and
+//! pad-file entries and shrinks to less than half, and every host's ticket
+//! crosses the deployer's uplink before the swarm starts.
 
 use std::io::{BufRead, Read};
 
@@ -25,6 +29,9 @@ struct Header {
     /// A closed swarm's secret, 64 hex digits.
     #[serde(default)]
     secret: Option<String>,
+    /// `zlib`, or absent: the bytes are the .torrent itself.
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
 pub struct Ticket {
@@ -54,6 +61,11 @@ pub fn read() -> Result<Ticket, String> {
     input
         .read_exact(&mut bytes)
         .map_err(|e| format!("deploy ticket: the torrent ends early ({e})"))?;
+    let bytes = match header.encoding.as_deref() {
+        None => bytes,
+        Some("zlib") => inflate(&bytes)?,
+        Some(other) => return Err(format!("deploy ticket: unknown encoding {other:?}")),
+    };
     let torrent =
         Metainfo::from_bytes(&bytes).map_err(|e| format!("deploy ticket: invalid torrent: {e}"))?;
     let secret = header
@@ -63,4 +75,44 @@ pub fn read() -> Result<Ticket, String> {
         .transpose()
         .map_err(|e| format!("deploy ticket: {e}"))?;
     Ok(Ticket { torrent, secret })
+}
+
+/// The .torrent inside a zlib stream, refused past the largest torrent
+/// accepted (a small ticket must not inflate without bound).
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, String> {
+    let limit = murder_core::metainfo::MAX_TORRENT_BYTES;
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("deploy ticket: the torrent does not inflate ({e})"))?;
+    if out.len() > limit {
+        return Err(format!(
+            "deploy ticket: the torrent inflates past {limit} bytes"
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn deflate(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_zlib_torrent_inflates_and_a_bomb_or_garbage_is_refused() {
+        let torrent = b"d4:infod6:lengthi1e4:name1:aee".repeat(3);
+        assert_eq!(inflate(&deflate(&torrent)).unwrap(), torrent);
+        let bomb = deflate(&vec![0u8; murder_core::metainfo::MAX_TORRENT_BYTES + 1]);
+        assert!(inflate(&bomb).unwrap_err().contains("inflates past"));
+        assert!(inflate(b"not zlib")
+            .unwrap_err()
+            .contains("does not inflate"));
+    }
 }
