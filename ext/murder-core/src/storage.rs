@@ -30,11 +30,11 @@ use crate::reuse::{self, ReuseConfig, Reused};
 /// `murder` command raises it), within these bounds. A tree of thousands of
 /// files is written and served in random order, and reopening what was
 /// evicted cost a host more CPU than its network reads.
+const OPEN_FILES_MIN: usize = 256;
+const OPEN_FILES_MAX: usize = 16384;
 /// Files at least this large get their space reserved (fallocate) when a
 /// download starts; smaller ones are only counted against the free space.
 const RESERVE_MIN_BYTES: u64 = 1 << 20;
-const OPEN_FILES_MIN: usize = 256;
-const OPEN_FILES_MAX: usize = 16384;
 /// Files synced at once when a tree is staged (see `sync_tree`).
 const SYNC_THREADS: usize = 32;
 
@@ -198,7 +198,10 @@ impl Storage {
                 needed += file.length.div_ceil(4096) * 4096;
             }
         }
-        match fsutil::available_space(staging) {
+        // A single file's staging path does not exist yet: ask its directory.
+        let free = fsutil::available_space(staging)
+            .or_else(|| staging.parent().and_then(fsutil::available_space));
+        match free {
             Some(free) if free < needed => Err(Error::io(
                 staging,
                 std::io::Error::from_raw_os_error(libc::ENOSPC),
