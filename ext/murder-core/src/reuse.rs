@@ -49,7 +49,6 @@ pub struct ReuseConfig {
 pub struct Reused {
     /// Pieces verified from reused content.
     pub pieces: Bitfield,
-    pub files_linked: usize,
     /// The torrent's indices of the files hard-linked (durable already:
     /// their data and inode belong to an earlier release).
     pub linked: Vec<usize>,
@@ -272,7 +271,6 @@ pub fn reuse(
             reused.pieces.set(*p);
             reused.bytes += layout.data_end(*p);
         }
-        reused.files_linked += outcome.linked as usize;
         reused.files_copied += (!outcome.linked && !outcome.pieces.is_empty()) as usize;
     }
     Ok(reused)
@@ -326,12 +324,11 @@ fn bring_in(
         if linked.is_ok() {
             // The link is the candidate's own inode: check its bytes now.
             let linked = File::open(t.dest).map_err(|e| Error::io(t.dest, e))?;
-            // The torrent's SHA-1 of the whole file (in the info dictionary,
-            // so under the info-hash) checks the file's bytes alone; piece
-            // hashes would also hash the zeros that pad its last piece,
-            // most of the work for a tree of small files.
-            // Of the new file's size still (it may have changed since the
-            // index saw it), and its bytes are the torrent's.
+            // Still the new file's size (it may have changed since the index
+            // saw it), and its bytes the torrent's: by the file's SHA-1 when
+            // the torrent gives it (under the info-hash; piece hashes would
+            // also hash the zeros that pad its last piece, most of the work
+            // for a tree of small files), else piece by piece.
             let same_size = linked.metadata().map(|m| m.len()).ok() == Some(t.span.len);
             let all = same_size
                 && match t.sha1 {

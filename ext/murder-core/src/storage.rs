@@ -121,7 +121,6 @@ impl Storage {
     /// every piece already (reused ones: perhaps hard links into an earlier
     /// release) are left alone.
     fn create_files(&self, staging: &Path, reserve: bool, have: &Bitfield) -> Result<()> {
-        let layout = &self.layout;
         let mut offset = 0u64;
         // Each directory made once (create_dir_all per file is a mkdir and
         // a stat per file of a tree).
@@ -141,10 +140,7 @@ impl Storage {
                 continue;
             }
             let path = self.file_path(staging, index);
-            let complete = file.length > 0 && {
-                let pl = layout.piece_length();
-                (start / pl..=(start + file.length - 1) / pl).all(|p| have.get(p as usize))
-            };
+            let complete = file.length > 0 && self.holds_file(start, file.length, have);
             // Its every piece was verified from the file itself (resumed
             // or reused): it exists, and a stat per file of a tree is no
             // small part of a repeat deploy.
@@ -183,7 +179,6 @@ impl Storage {
     /// `RESERVE_MIN_BYTES` still to be written cannot fit in the free
     /// space (each rounded up to 4 KiB blocks).
     fn check_room_for_small_files(&self, staging: &Path, have: &Bitfield) -> Result<()> {
-        let pl = self.layout.piece_length();
         let mut offset = 0u64;
         let mut needed = 0u64;
         for file in &self.meta.files {
@@ -192,9 +187,7 @@ impl Storage {
             if !file.is_regular() || file.length == 0 || file.length >= RESERVE_MIN_BYTES {
                 continue;
             }
-            let complete =
-                (start / pl..=(start + file.length - 1) / pl).all(|p| have.get(p as usize));
-            if !complete {
+            if !self.holds_file(start, file.length, have) {
                 needed += file.length.div_ceil(4096) * 4096;
             }
         }
@@ -208,6 +201,13 @@ impl Storage {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether `have` holds every piece of the file of `len` (> 0) bytes
+    /// at `start` in the stream of pieces.
+    fn holds_file(&self, start: u64, len: u64, have: &Bitfield) -> bool {
+        let pl = self.layout.piece_length();
+        (start / pl..=(start + len - 1) / pl).all(|p| have.get(p as usize))
     }
 
     fn new(meta: Arc<Metainfo>, root: PathBuf, writable: bool) -> Storage {

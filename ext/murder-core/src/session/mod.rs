@@ -306,7 +306,7 @@ fn prepare(
             tracing::debug!(
                 "reused {} bytes: {} files linked, {} copied",
                 reused.bytes,
-                reused.files_linked,
+                reused.linked.len(),
                 reused.files_copied
             );
             Ok((storage, have, Some(dest)))
