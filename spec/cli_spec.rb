@@ -17,6 +17,17 @@ RSpec.describe "the murder command" do
     expect(info["files"]).to include("path" => ["app", "empty"], "length" => 0)
   end
 
+  it "ends quietly when what reads its output has gone (murder info X | head)" do
+    murder("make-torrent", sample_tree, "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
+    reader, writer = IO.pipe
+    reader.close # the reader is gone before murder writes a byte
+    err_path = File.join(tmpdir, "info.err")
+    pid = Process.spawn(MURDER_BIN, "info", "r.torrent", out: writer, err: err_path, chdir: tmpdir)
+    writer.close
+    Process.wait(pid)
+    expect(File.read(err_path)).to eq("")
+  end
+
   it "fails with one line and a non-zero exit on bad input, leaving no output file" do
     cases = {
       ["make-torrent", "missing", "--tracker", "h:1", "-o", "x.torrent"] => /missing: No such file/,

@@ -68,9 +68,22 @@ fn raise_file_limit() {
     }
 }
 
+/// Rust ignores SIGPIPE, so printing to a closed pipe (`murder info X |
+/// head`) panics. The commands that only print end quietly instead, as
+/// `cat` does; the long-running ones keep it ignored and see EPIPE.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: resetting a signal to its default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_file_limit();
+    if matches!(cli.command, Command::Info(_) | Command::MakeTorrent(_)) {
+        end_quietly_on_closed_pipe();
+    }
     // MURDER_LOG takes tracing's filter syntax ("debug", "murder_core=debug").
     let filter = tracing_subscriber::EnvFilter::try_from_env("MURDER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
