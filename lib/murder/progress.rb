@@ -108,8 +108,11 @@ module Murder
 
     # Prints what every host received (and of it, what it reused and what
     # it downloaded, medians over the hosts), the phases of the slowest
-    # host, and how long making the torrent took here. Prints nothing when
-    # no host reported a summary.
+    # host, and how long making the torrent took here. The slowest host is
+    # the one whose own work (check, swarm, place) took longest: a host
+    # that staged its release first waits longest for the order to place
+    # it, and that wait is not its work. Prints nothing when no host
+    # reported a summary.
     #
     # @param results [Hash{String => Hash, nil}] each host's summary (as
     #   {Download#run} returns it), by host; nil for a host without one
@@ -122,20 +125,30 @@ module Murder
       done = results.compact.reject { |_, s| s.nil? }
       return if done.empty?
 
-      slowest_host, slowest = done.max_by { |_, s| s["seconds"].to_f }
+      slowest_host, slowest = done.max_by { |_, s| working_seconds(s) }
       bytes = slowest["bytes"].to_i
       reused = median(done.map { |_, s| s["reused_bytes"].to_i })
       downloaded = median(done.map { |_, s| s["downloaded"].to_i })
       phases = slowest["phases"] || {}
       out.puts if out.tty?
-      line = format("murder: %d hosts received %s each in %.1f s; slowest %s (%.1f s: check %.2f s, swarm %.2f s, " \
-                    "place %.2f s); per host %s reused, %s downloaded (medians)",
-                    done.size, Progress.human(bytes), seconds, slowest_host, slowest["seconds"].to_f,
+      line = format("murder: %d hosts received %s each in %.1f s; slowest %s (staged and placed in %.1f s: " \
+                    "check %.2f s, swarm %.2f s, place %.2f s); per host %s reused, %s downloaded (medians)",
+                    done.size, Progress.human(bytes), seconds, slowest_host, working_seconds(slowest),
                     phases["check"].to_f, phases["swarm"].to_f, phases["place"].to_f,
                     Progress.human(reused), Progress.human(downloaded))
       line += format("; torrent made in %.2f s", hash_seconds) if hash_seconds
       line += format(" (%d pieces of %s)", torrent.piece_count, Progress.human(torrent.piece_length)) if torrent
       out.puts line
+    end
+
+    # A host's seconds without its wait for the order to place (phase
+    # "wait"; older murder binaries do not report it).
+    #
+    # @api private
+    # @param summary [Hash] a host's summary
+    # @return [Float]
+    def self.working_seconds(summary)
+      summary["seconds"].to_f - (summary["phases"] || {})["wait"].to_f
     end
 
     # Prints one line per host, sorted by host: what it reused, what it
@@ -150,9 +163,10 @@ module Murder
         next if s.nil?
 
         phases = s["phases"] || {}
-        out.puts format("murder:   %s: %s reused, %s downloaded, %.2f s (check %.2f, swarm %.2f, place %.2f)",
+        out.puts format("murder:   %s: %s reused, %s downloaded, %.2f s (check %.2f, swarm %.2f, wait %.2f, place %.2f)",
                         host, Progress.human(s["reused_bytes"].to_i), Progress.human(s["downloaded"].to_i),
-                        s["seconds"].to_f, phases["check"].to_f, phases["swarm"].to_f, phases["place"].to_f)
+                        s["seconds"].to_f, phases["check"].to_f, phases["swarm"].to_f, phases["wait"].to_f,
+                        phases["place"].to_f)
       end
     end
   end

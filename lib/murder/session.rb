@@ -100,7 +100,8 @@ module Murder
     #   "reused_bytes", "total_bytes", "pieces_have", "piece_count", "peers",
     #   "complete", "distributed" (every piece is held by a connected peer),
     #   "failed_pieces", "banned_peers", "protocol_errors" and "phases"
-    #   (a Hash of "check", "swarm" and "place" seconds)
+    #   (a Hash of "check", "swarm", "place" and "wait" seconds; "wait" is
+    #   the time staged before the order to place, see `--wait-to-place`)
     # @raise [Murder::InvalidArgument] when the session is not started, or
     #   stopped
     def stats
@@ -214,8 +215,8 @@ module Murder
     #   second), "peers", "seconds"
     # @return [Hash] the engine's summary: "event" ("complete"), "path",
     #   "bytes", "reused_bytes", "downloaded", "uploaded", "seconds", "rate",
-    #   "peers", "phases" (a Hash of "check", "swarm" and "place" seconds)
-    #   and "protocol_errors"
+    #   "peers", "phases" (a Hash of "check", "swarm", "place" and "wait"
+    #   seconds) and "protocol_errors"
     # @raise [Murder::Cancelled] when {#stop} is called from another thread
     #   meanwhile
     # @raise [Murder::Error] when the download fails (the message names why)

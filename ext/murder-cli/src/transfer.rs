@@ -416,13 +416,14 @@ impl Display {
                     ..
                 },
             ) => println!(
-                "{}: {} in {seconds:.2} s ({}/s; check {:.2} s, swarm {:.2} s, place {:.2} s), \
-                 {} reused, {} peers, uploaded {}",
+                "{}: {} in {seconds:.2} s ({}/s; check {:.2} s, swarm {:.2} s, wait {:.2} s, \
+                 place {:.2} s), {} reused, {} peers, uploaded {}",
                 dest.display(),
                 human_bytes(stats.total_bytes),
                 human_bytes(*rate as u64),
                 phases.check,
                 phases.swarm,
+                phases.wait,
                 phases.place,
                 human_bytes(stats.reused_bytes),
                 stats.peers,

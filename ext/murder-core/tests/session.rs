@@ -174,3 +174,57 @@ fn half_the_slots_stay_open_for_peers_that_join_later() {
     assert_eq!(late.stats().peers, 1, "a joiner finds the slot left open");
     assert_eq!(a.stats().peers, 2);
 }
+
+/// The summary's phases add up to the host's work: the time a staged
+/// download waits for the order to place it is its own phase (`wait`),
+/// not the place phase's and not hidden in the total.
+#[test]
+fn the_wait_for_the_order_to_place_is_its_own_phase() {
+    use murder_core::session::Session;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 1_000_000, 3);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let seed = Session::start(
+            meta.clone(),
+            Role::Seed { data: data.clone() },
+            SessionConfig {
+                use_tracker: false,
+                ..local()
+            },
+        )
+        .await
+        .unwrap();
+        let dest = dir.path().join("out/release.tgz");
+        let peer = Session::start(
+            meta.clone(),
+            Role::Download { dest: dest.clone() },
+            SessionConfig {
+                use_tracker: false,
+                peers: vec![seed.local_addr()],
+                place: false,
+                ..local()
+            },
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), peer.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!dest.exists(), "staged only, not placed yet");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        peer.place().await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&data).unwrap());
+        let phases = peer.stats().phases;
+        assert!(phases.wait >= 0.4, "{phases:?}");
+        assert!(
+            phases.place < 0.4,
+            "the wait is not counted as placing: {phases:?}"
+        );
+        peer.shutdown().await;
+        seed.shutdown().await;
+    });
+}

@@ -46,6 +46,8 @@ pub(crate) struct Timeline {
     pub serving: Option<Instant>,
     pub verified: Option<Instant>,
     pub placed: Option<Instant>,
+    /// Staged, waiting for `Session::place` to be called.
+    pub waited: std::time::Duration,
 }
 
 pub(crate) struct Context {
@@ -163,6 +165,7 @@ impl Context {
                 serving: Some(now),
                 verified: complete.then_some(now),
                 placed: None,
+                waited: std::time::Duration::ZERO,
             }),
         };
         Ok((Arc::new(ctx), verdicts))
@@ -222,6 +225,7 @@ impl Context {
             } else {
                 0.0
             },
+            wait: t.waited.as_secs_f64(),
         }
     }
 

@@ -226,6 +226,12 @@ impl Session {
         let storage = self.ctx.storage.clone();
         let target = dest.clone();
         let started = Instant::now();
+        // From staged to now: the wait for the order, not work of ours.
+        self.ctx.mark(|t| {
+            if let Some(staged) = t.placed {
+                t.waited = started.saturating_duration_since(staged);
+            }
+        });
         self.ctx
             .tasks
             .spawn_blocking(move || storage.rename_to(&target))

@@ -18,6 +18,12 @@ pub struct Phases {
     pub swarm: f64,
     /// Syncing the data and moving it to its destination.
     pub place: f64,
+    /// Staged, waiting for the order to place it (`murder peer
+    /// --wait-to-place`: a deploy places every host's release only once
+    /// all of them staged it). Not work of this host: the slowest host is
+    /// the one whose other phases took longest.
+    #[serde(default)]
+    pub wait: f64,
 }
 
 /// One report line.
@@ -128,6 +134,7 @@ impl Reporter {
                 check: round3(stats.phases.check),
                 swarm: round3(stats.phases.swarm),
                 place: round3(stats.phases.place),
+                wait: round3(stats.phases.wait),
             },
             protocol_errors: stats.protocol_errors,
         }

@@ -1,0 +1,40 @@
+# frozen_string_literal: true
+
+require "stringio"
+require "murder/progress"
+
+RSpec.describe Murder::Progress do
+  # Two hosts as `murder peer --wait-to-place` reports them: "a" staged
+  # first and then waited for "b", so its total is the larger.
+  let(:results) do
+    {
+      "a" => { "bytes" => 1_048_576, "reused_bytes" => 0, "downloaded" => 1_048_576, "seconds" => 2.6,
+               "phases" => { "check" => 0.2, "swarm" => 0.5, "place" => 0.1, "wait" => 1.7 } },
+      "b" => { "bytes" => 1_048_576, "reused_bytes" => 0, "downloaded" => 1_048_576, "seconds" => 2.5,
+               "phases" => { "check" => 1.5, "swarm" => 0.7, "place" => 0.2, "wait" => 0.0 } },
+      "c" => nil
+    }
+  end
+
+  it "names as slowest the host whose own work took longest, not the one that waited longest to place" do
+    out = StringIO.new
+    described_class.summary(results, 2.8, out: out)
+    expect(out.string).to include("slowest b (staged and placed in 2.5 s: check 1.50 s, swarm 0.70 s, place 0.20 s)")
+  end
+
+  it "shows each host's wait for the order to place as its own phase" do
+    out = StringIO.new
+    described_class.hosts(results, out: out)
+    expect(out.string.lines).to eq(
+      ["murder:   a: 0 B reused, 1.0 MiB downloaded, 2.60 s (check 0.20, swarm 0.50, wait 1.70, place 0.10)\n",
+       "murder:   b: 0 B reused, 1.0 MiB downloaded, 2.50 s (check 1.50, swarm 0.70, wait 0.00, place 0.20)\n"]
+    )
+  end
+
+  it "reads a summary without a wait (an older murder binary) as one that did not wait" do
+    legacy = { "h" => { "bytes" => 10, "seconds" => 1.0, "phases" => { "check" => 0.5 } } }
+    out = StringIO.new
+    described_class.summary(legacy, 1.2, out: out)
+    expect(out.string).to include("slowest h (staged and placed in 1.0 s: check 0.50 s")
+  end
+end
