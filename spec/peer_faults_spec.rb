@@ -56,6 +56,32 @@ RSpec.describe "murder peer under faults" do
     expect(summary["downloaded"]).to be <= size - done_at_kill + 2 * 256 * 1024
   end
 
+  it "goes on and places its download when the reader of its reports goes away" do
+    size = 8 << 20
+    data = File.join(tmpdir, "release.tgz")
+    File.binwrite(data, Random.new(6).bytes(size))
+    torrent = File.join(tmpdir, "release.torrent")
+    murder("make-torrent", data, "--tracker", "127.0.0.1:#{tracker.port}", "--piece-length", "256K", "-o", torrent)
+    tracker.allow(torrent)
+    spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--upload-limit", "2M", "--progress", "none",
+                 log: File.join(tmpdir, "seed.log"))
+    eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+
+    dest = File.join(tmpdir, "host/release.tgz")
+    err = File.join(tmpdir, "peer.err")
+    reader, writer = IO.pipe
+    pid = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "0",
+                        "--progress", "json", out: writer, err: err)
+    writer.close
+    first = JSON.parse(reader.gets)
+    expect(first["event"]).to eq("progress")
+    reader.close # the deployer went away; the next report meets a closed pipe
+    _, status = Process.wait2(pid)
+    expect(File.read(err)).not_to include("panicked")
+    expect(status.exitstatus).to eq(0)
+    expect(FileUtils.compare_file(dest, data)).to be(true)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     data = File.join(tmpdir, "release.tgz")
     File.binwrite(data, Random.new(6).bytes(300_000))

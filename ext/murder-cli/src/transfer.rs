@@ -339,6 +339,9 @@ struct Display {
     mode: ProgressMode,
     bar: Option<ProgressBar>,
     reporter: Reporter,
+    /// Standard output was closed (whoever read it went away): the work
+    /// goes on without reports, where println! would panic.
+    closed: bool,
 }
 
 impl Display {
@@ -356,13 +359,26 @@ impl Display {
             mode,
             bar,
             reporter: Reporter::new(),
+            closed: false,
+        }
+    }
+
+    /// One line on standard output; once a write fails, no more.
+    fn emit(&mut self, line: &str) {
+        use std::io::Write;
+        if self.closed {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            self.closed = true;
         }
     }
 
     fn update(&mut self, stats: &Stats) {
         let report = self.reporter.progress(stats);
         match self.mode {
-            ProgressMode::Json => println!("{}", report.to_json()),
+            ProgressMode::Json => self.emit(&report.to_json()),
             ProgressMode::Auto => {
                 if let (Some(bar), Report::Progress { upload_rate, .. }) = (&self.bar, &report) {
                     bar.set_position(stats.have_bytes);
@@ -383,30 +399,30 @@ impl Display {
         }
     }
 
-    fn failed(&self, error: &str) {
+    fn failed(&mut self, error: &str) {
         self.clear();
         if self.mode == ProgressMode::Json {
             let report = Report::Failed {
                 error: error.to_string(),
             };
-            println!("{}", report.to_json());
+            self.emit(&report.to_json());
         }
     }
 
-    fn staged(&self, staging: &std::path::Path) {
+    fn staged(&mut self, staging: &std::path::Path) {
         if self.mode == ProgressMode::Json {
             let report = Report::Staged {
                 path: staging.display().to_string(),
             };
-            println!("{}", report.to_json());
+            self.emit(&report.to_json());
         }
     }
 
-    fn summary(&self, stats: &Stats, dest: &std::path::Path) {
+    fn summary(&mut self, stats: &Stats, dest: &std::path::Path) {
         self.clear();
         let report = self.reporter.summary(stats, dest);
-        match (&self.mode, &report) {
-            (ProgressMode::Json, _) => println!("{}", report.to_json()),
+        let line = match (&self.mode, &report) {
+            (ProgressMode::Json, _) => Some(report.to_json()),
             (
                 _,
                 Report::Complete {
@@ -415,7 +431,7 @@ impl Display {
                     phases,
                     ..
                 },
-            ) => println!(
+            ) => Some(format!(
                 "{}: {} in {seconds:.2} s ({}/s; check {:.2} s, swarm {:.2} s, wait {:.2} s, \
                  place {:.2} s), {} reused, {} peers, uploaded {}",
                 dest.display(),
@@ -428,20 +444,23 @@ impl Display {
                 human_bytes(stats.reused_bytes),
                 stats.peers,
                 human_bytes(stats.uploaded)
-            ),
-            _ => {}
+            )),
+            _ => None,
+        };
+        if let Some(line) = line {
+            self.emit(&line);
         }
     }
 
-    fn finish(&self, stats: &Stats, what: &str) {
+    fn finish(&mut self, stats: &Stats, what: &str) {
         self.clear();
         if self.mode == ProgressMode::Json {
             let report = Report::Stopped {
                 uploaded: stats.uploaded,
             };
-            println!("{}", report.to_json());
+            self.emit(&report.to_json());
         } else if self.bar.is_some() {
-            println!("{what}: uploaded {}", human_bytes(stats.uploaded));
+            self.emit(&format!("{what}: uploaded {}", human_bytes(stats.uploaded)));
         }
     }
 }
