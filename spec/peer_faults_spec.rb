@@ -6,16 +6,23 @@ RSpec.describe "murder peer under faults" do
   let(:tracker) { Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 2).start }
   after { tracker.stop }
 
-  it "resumes after SIGKILL without fetching verified pieces again, never exposing a partial file" do
-    size = 16 << 20
+  # A random release of `size` bytes, its torrent (256 KiB pieces) allowed
+  # on the tracker, and a `murder seed` of it capped at `upload_limit`.
+  def seeded_release(size, seed:, upload_limit:)
     data = File.join(tmpdir, "release.tgz")
-    File.binwrite(data, Random.new(5).bytes(size))
+    File.binwrite(data, Random.new(seed).bytes(size))
     torrent = File.join(tmpdir, "release.torrent")
     murder("make-torrent", data, "--tracker", "127.0.0.1:#{tracker.port}", "--piece-length", "256K", "-o", torrent)
     tracker.allow(torrent)
-    spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--upload-limit", "4M", "--progress", "none",
-                 log: File.join(tmpdir, "seed.log"))
+    spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--upload-limit", upload_limit,
+                 "--progress", "none", log: File.join(tmpdir, "seed.log"))
     eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+    [data, torrent]
+  end
+
+  it "resumes after SIGKILL without fetching verified pieces again, never exposing a partial file" do
+    size = 16 << 20
+    data, torrent = seeded_release(size, seed: 5, upload_limit: "4M")
 
     dest = File.join(tmpdir, "host/release.tgz")
     partial_seen = false
@@ -57,15 +64,7 @@ RSpec.describe "murder peer under faults" do
   end
 
   it "goes on and places its download when the reader of its reports goes away" do
-    size = 8 << 20
-    data = File.join(tmpdir, "release.tgz")
-    File.binwrite(data, Random.new(6).bytes(size))
-    torrent = File.join(tmpdir, "release.torrent")
-    murder("make-torrent", data, "--tracker", "127.0.0.1:#{tracker.port}", "--piece-length", "256K", "-o", torrent)
-    tracker.allow(torrent)
-    spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--upload-limit", "2M", "--progress", "none",
-                 log: File.join(tmpdir, "seed.log"))
-    eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+    data, torrent = seeded_release(8 << 20, seed: 6, upload_limit: "2M")
 
     dest = File.join(tmpdir, "host/release.tgz")
     err = File.join(tmpdir, "peer.err")
