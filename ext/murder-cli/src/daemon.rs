@@ -82,9 +82,16 @@ impl Ready {
         if self.0.is_some() {
             self.ok(message)
         } else {
-            println!("{message}");
+            print_line(message);
         }
     }
+}
+
+/// One line on standard output, if anyone still reads it: a server whose
+/// starter went away (`murder seed … | head`) goes on serving.
+fn print_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 /// What `fork_with_pipe` returns on each side.
@@ -171,7 +178,7 @@ pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
             }
             if let Some(text) = message.strip_prefix("ok ") {
                 if !text.is_empty() {
-                    println!("{text}");
+                    print_line(text);
                 }
                 std::process::exit(0);
             }

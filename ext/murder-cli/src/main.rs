@@ -81,7 +81,10 @@ fn end_quietly_on_closed_pipe() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_file_limit();
-    if matches!(cli.command, Command::Info(_) | Command::MakeTorrent(_)) {
+    if matches!(
+        cli.command,
+        Command::Info(_) | Command::MakeTorrent(_) | Command::Stop(_)
+    ) {
         end_quietly_on_closed_pipe();
     }
     // MURDER_LOG takes tracing's filter syntax ("debug", "murder_core=debug").
