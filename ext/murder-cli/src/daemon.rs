@@ -82,16 +82,9 @@ impl Ready {
         if self.0.is_some() {
             self.ok(message)
         } else {
-            print_line(message);
+            crate::print_line(message);
         }
     }
-}
-
-/// One line on standard output, if anyone still reads it: a server whose
-/// starter went away (`murder seed … | head`) goes on serving.
-fn print_line(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 /// What `fork_with_pipe` returns on each side.
@@ -178,7 +171,7 @@ pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
             }
             if let Some(text) = message.strip_prefix("ok ") {
                 if !text.is_empty() {
-                    print_line(text);
+                    crate::print_line(text);
                 }
                 std::process::exit(0);
             }

@@ -78,6 +78,14 @@ fn end_quietly_on_closed_pipe() {
     }
 }
 
+/// One line on standard output, if anyone still reads it. A download or a
+/// server whose reader went away (the deployer's SSH session, `| head`)
+/// goes on without its reports, where println! would panic.
+pub(crate) fn print_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_file_limit();

@@ -339,9 +339,6 @@ struct Display {
     mode: ProgressMode,
     bar: Option<ProgressBar>,
     reporter: Reporter,
-    /// Standard output was closed (whoever read it went away): the work
-    /// goes on without reports, where println! would panic.
-    closed: bool,
 }
 
 impl Display {
@@ -359,26 +356,13 @@ impl Display {
             mode,
             bar,
             reporter: Reporter::new(),
-            closed: false,
-        }
-    }
-
-    /// One line on standard output; once a write fails, no more.
-    fn emit(&mut self, line: &str) {
-        use std::io::Write;
-        if self.closed {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            self.closed = true;
         }
     }
 
     fn update(&mut self, stats: &Stats) {
         let report = self.reporter.progress(stats);
         match self.mode {
-            ProgressMode::Json => self.emit(&report.to_json()),
+            ProgressMode::Json => crate::print_line(&report.to_json()),
             ProgressMode::Auto => {
                 if let (Some(bar), Report::Progress { upload_rate, .. }) = (&self.bar, &report) {
                     bar.set_position(stats.have_bytes);
@@ -399,30 +383,30 @@ impl Display {
         }
     }
 
-    fn failed(&mut self, error: &str) {
+    fn failed(&self, error: &str) {
         self.clear();
         if self.mode == ProgressMode::Json {
             let report = Report::Failed {
                 error: error.to_string(),
             };
-            self.emit(&report.to_json());
+            crate::print_line(&report.to_json());
         }
     }
 
-    fn staged(&mut self, staging: &std::path::Path) {
+    fn staged(&self, staging: &std::path::Path) {
         if self.mode == ProgressMode::Json {
             let report = Report::Staged {
                 path: staging.display().to_string(),
             };
-            self.emit(&report.to_json());
+            crate::print_line(&report.to_json());
         }
     }
 
-    fn summary(&mut self, stats: &Stats, dest: &std::path::Path) {
+    fn summary(&self, stats: &Stats, dest: &std::path::Path) {
         self.clear();
         let report = self.reporter.summary(stats, dest);
-        let line = match (&self.mode, &report) {
-            (ProgressMode::Json, _) => Some(report.to_json()),
+        match (&self.mode, &report) {
+            (ProgressMode::Json, _) => crate::print_line(&report.to_json()),
             (
                 _,
                 Report::Complete {
@@ -431,7 +415,7 @@ impl Display {
                     phases,
                     ..
                 },
-            ) => Some(format!(
+            ) => crate::print_line(&format!(
                 "{}: {} in {seconds:.2} s ({}/s; check {:.2} s, swarm {:.2} s, wait {:.2} s, \
                  place {:.2} s), {} reused, {} peers, uploaded {}",
                 dest.display(),
@@ -445,22 +429,19 @@ impl Display {
                 stats.peers,
                 human_bytes(stats.uploaded)
             )),
-            _ => None,
-        };
-        if let Some(line) = line {
-            self.emit(&line);
+            _ => {}
         }
     }
 
-    fn finish(&mut self, stats: &Stats, what: &str) {
+    fn finish(&self, stats: &Stats, what: &str) {
         self.clear();
         if self.mode == ProgressMode::Json {
             let report = Report::Stopped {
                 uploaded: stats.uploaded,
             };
-            self.emit(&report.to_json());
+            crate::print_line(&report.to_json());
         } else if self.bar.is_some() {
-            self.emit(&format!("{what}: uploaded {}", human_bytes(stats.uploaded)));
+            crate::print_line(&format!("{what}: uploaded {}", human_bytes(stats.uploaded)));
         }
     }
 }
