@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "murder/progress"
+
 RSpec.describe "the murder command" do
   it "prints the info-hash, size, pieces and speed after making a torrent" do
     out = murder("make-torrent", sample_tree, "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
@@ -12,9 +14,21 @@ RSpec.describe "the murder command" do
   it "prints files as lists of components in its JSON" do
     murder("make-torrent", sample_tree, "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
     info = JSON.parse(murder("info", "--json", "r.torrent"))
-    expect(info.keys).to include("info_hash", "name", "total_length", "piece_length", "piece_count", "private", "files")
+    expect(info.keys).to include("info_hash", "name", "total_length", "data_length", "piece_length", "piece_count", "private", "files")
     expect(info["files"].first).to eq("path" => ["README"], "length" => 7)
     expect(info["files"]).to include("path" => ["app", "empty"], "length" => 0)
+  end
+
+  it "gives an aligned tree's size as its data, with the pad files' share beside it" do
+    made = murder("make-torrent", sample_tree, "--align", "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
+    info = JSON.parse(murder("info", "--json", "r.torrent"))
+    data = info["files"].sum { |f| f["length"] }
+    expect(info["data_length"]).to eq(data)
+    expect(info["total_length"]).to be > data
+    size = "#{Murder::Progress.human(data)} in #{info['files'].size} files, " \
+           "#{Murder::Progress.human(info['total_length'] - data)} more in pad files"
+    expect(made).to include("size       #{size}")
+    expect(murder("info", "r.torrent")).to include("size       #{Murder::Progress.human(data)} (#{data} bytes), ")
   end
 
   it "ends quietly when what reads its output has gone (murder info X | head)" do

@@ -18,6 +18,15 @@ RSpec.describe Murder::Torrent do
       expect(torrent.verify(root)).to all(be(true))
     end
 
+    it "counts an aligned tree's data apart from its pad files" do
+      root = sample_tree
+      plain = described_class.create(root, tracker: "10.0.0.1:8998", piece_length: 32 * 1024)
+      aligned = described_class.create(root, tracker: "10.0.0.1:8998", piece_length: 32 * 1024, align: true)
+      expect(aligned.data_length).to eq(plain.total_length)
+      expect(aligned.total_length).to be > aligned.data_length
+      expect(plain.data_length).to eq(plain.total_length)
+    end
+
     it "makes a private single-file torrent with an automatic piece length" do
       torrent = described_class.create(sample_file, tracker: "seed.example:8998", private: true)
       expect(torrent).to be_private

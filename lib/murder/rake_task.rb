@@ -174,7 +174,7 @@ module Murder
                                          align: File.directory?(path))
           out = "#{path.chomp('/')}.torrent"
           torrent.write(out)
-          puts "#{out}: #{torrent.info_hash}, #{Progress.human(torrent.total_length)} in #{torrent.piece_count} pieces"
+          puts "#{out}: #{torrent.info_hash}, #{Progress.human(torrent.data_length)} in #{torrent.piece_count} pieces"
         end
 
         desc "Run a tracker on PORT (default 8998), allowing the .torrent files in DIR, until interrupted"

@@ -29,6 +29,11 @@ module Murder
   #   Bytes in all the pieces, pad files of an aligned torrent included.
   #   @return [Integer]
   #
+  # @!method data_length
+  #   Bytes a host holds of the torrent: {#total_length} without the pad
+  #   files, which are never written.
+  #   @return [Integer]
+  #
   # @!method piece_length
   #   @return [Integer] bytes per piece (the last piece may be shorter)
   #

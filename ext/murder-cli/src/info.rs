@@ -38,6 +38,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "info_hash": t.info_hash_hex(),
             "name": t.name,
             "total_length": t.total_length(),
+            "data_length": t.data_length(),
             "piece_length": t.piece_length,
             "piece_count": t.piece_count(),
             "private": t.private,
@@ -60,9 +61,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("trackers   {}", trackers.join(" "));
     }
     println!(
-        "size       {} ({} bytes)",
-        human_bytes(t.total_length()),
-        t.total_length()
+        "size       {} ({} bytes){}",
+        human_bytes(t.data_length()),
+        t.data_length(),
+        padding(&t)
     );
     println!(
         "pieces     {} of {}",
@@ -87,4 +89,12 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  … and {} more (--json lists all)", real.len() - 20);
     }
     Ok(())
+}
+
+/// What pad files add to the pieces, when there are any.
+pub fn padding(t: &Metainfo) -> String {
+    match t.total_length() - t.data_length() {
+        0 => String::new(),
+        pads => format!(", {} more in pad files", human_bytes(pads)),
+    }
 }

@@ -106,9 +106,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  info-hash  {}", torrent.info_hash_hex());
         println!("  name       {}", torrent.name);
         println!(
-            "  size       {} in {} files",
-            human_bytes(total),
-            torrent.files.len()
+            "  size       {} in {} files{}",
+            human_bytes(torrent.data_length()),
+            torrent.files.iter().filter(|f| !f.pad).count(),
+            crate::info::padding(&torrent)
         );
         println!(
             "  pieces     {} of {}",

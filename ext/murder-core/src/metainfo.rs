@@ -241,6 +241,12 @@ impl Metainfo {
         self.files.iter().map(|f| f.length).sum()
     }
 
+    /// Bytes a holder of the torrent holds: the files' own, pad files left
+    /// out (they are never written).
+    pub fn data_length(&self) -> u64 {
+        self.files.iter().filter(|f| !f.pad).map(|f| f.length).sum()
+    }
+
     pub fn piece_count(&self) -> usize {
         self.pieces.len()
     }

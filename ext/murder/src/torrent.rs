@@ -21,6 +21,7 @@ pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     class.define_method("name", method!(Torrent::name, 0))?;
     class.define_method("announce", method!(Torrent::announce, 0))?;
     class.define_method("total_length", method!(Torrent::total_length, 0))?;
+    class.define_method("data_length", method!(Torrent::data_length, 0))?;
     class.define_method("piece_length", method!(Torrent::piece_length, 0))?;
     class.define_method("piece_count", method!(Torrent::piece_count, 0))?;
     class.define_method("private?", method!(Torrent::is_private, 0))?;
@@ -118,6 +119,10 @@ impl Torrent {
 
     fn total_length(&self) -> u64 {
         self.0.total_length()
+    }
+
+    fn data_length(&self) -> u64 {
+        self.0.data_length()
     }
 
     fn piece_length(&self) -> u64 {
