@@ -38,3 +38,24 @@ RSpec.describe Murder::Progress do
     expect(out.string).to include("slowest h (staged and placed in 1.0 s: check 0.50 s")
   end
 end
+
+RSpec.describe Murder::Progress, "#current_line" do
+  # The tracker's stats as an everyday deploy's first second shows them:
+  # one host announced after its check (most of the release reused), the
+  # others still check what they hold.
+  def line(peers, hosts: 16)
+    stats = { "torrents" => [{ "total_length" => 108_044_279, "data_length" => 69_520_000, "peers" => peers }] }
+    described_class.new(hosts, out: StringIO.new) { stats }.current_line
+  end
+
+  it "counts hosts still checking what they hold as checking, not as missing the whole release" do
+    current = line([{ "left" => 5_242_880, "downloaded" => 1_048_576 }])
+    expect(current).to start_with("murder: 0/16 hosts done, 15 checking what they hold, 5.0 MiB still missing, ")
+    expect(current).not_to include("eta")
+  end
+
+  it "gives an eta once every host announced" do
+    peers = Array.new(4) { { "left" => 1_048_576, "downloaded" => 4_194_304 } }
+    expect(line(peers, hosts: 4)).to match(%r{\Amurder: 0/4 hosts done, 4\.0 MiB still missing, [\d.]+ [KMG]iB/s, eta \d+ s\z})
+  end
+end

@@ -69,28 +69,33 @@ module Murder
 
     # One line from the stats block's answer, about the torrent with the
     # most peers: hosts done, bytes still missing, the rate since this
-    # Progress was made and the time left at that rate.
+    # Progress was made and the time left at that rate. A host the tracker
+    # has not heard from yet is still checking what it holds (an everyday
+    # deploy reuses most of the release): what it misses is not known, so
+    # the line says how many are checking and gives no eta until they
+    # announce.
     #
     # @example
     #   progress.current_line
     #   # => "murder: 3/8 hosts done, 120.0 MiB still missing, 45.2 MiB/s, eta 3 s"
+    #   # => "murder: 0/16 hosts done, 12 checking what they hold, 8.2 MiB still missing, 1.1 MiB/s"
     #
     # @return [String, nil] nil when the block gave no stats or no torrent
     def current_line
       stats = @stats.call or return nil
       torrent = stats["torrents"].max_by { |t| t["peers"].size } or return nil
-      total = torrent["total_length"].to_i
       downloaders = torrent["peers"].reject { |p| p["downloaded"].to_i.zero? && p["left"].to_i.zero? }
       left = downloaders.sum { |p| p["left"].to_i }
-      missing_hosts = [@hosts - downloaders.size, 0].max
-      all_left = left + missing_hosts * total
+      checking = [@hosts - downloaders.size, 0].max
       elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - @started
-      received = downloaders.sum { |p| p["downloaded"].to_i }
-      rate = received / [elapsed, 1e-3].max
-      eta = rate.positive? ? (all_left / rate).round : "?"
+      rate = downloaders.sum { |p| p["downloaded"].to_i } / [elapsed, 1e-3].max
       done_hosts = downloaders.count { |p| p["left"].to_i.zero? }
-      format("murder: %d/%d hosts done, %s still missing, %s/s, eta %s s", done_hosts, @hosts,
-             Progress.human(all_left), Progress.human(rate), eta)
+      line = format("murder: %d/%d hosts done", done_hosts, @hosts)
+      line += format(", %d checking what they hold", checking) if checking.positive?
+      line += format(", %s still missing, %s/s", Progress.human(left), Progress.human(rate))
+      return line if checking.positive?
+
+      line + format(", eta %s s", rate.positive? ? (left / rate).round : "?")
     end
 
     # The median of `values`.

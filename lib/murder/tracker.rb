@@ -136,7 +136,9 @@ module Murder
     # What `/stats.json` serves: every allowed torrent with its peers.
     #
     # @return [Hash] `{"torrents" => [...]}`, each torrent a Hash of
-    #   "info_hash", "name", "total_length" (nil when allowed by info-hash),
+    #   "info_hash", "name", "total_length" and "data_length" (the
+    #   torrent's length, and that without pad files: what each host holds
+    #   and "left" counts down from; both nil when allowed by info-hash),
     #   "seeds", "downloaders", "completed", "seconds", "completed_at",
     #   "bytes_left" and "peers", each peer a Hash of "ip", "port", "left",
     #   "uploaded", "downloaded", "percent_done", "seconds_since_announce"

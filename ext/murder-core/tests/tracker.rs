@@ -393,3 +393,44 @@ fn the_allow_dir_is_reread_when_it_changes() {
         "dropped the removed torrent"
     );
 }
+
+/// A tree's pad files are in the torrent's length but no peer holds them:
+/// a host that has nothing is 0 % done (its `left` is the data), and the
+/// swarm's size is the data (the deployer's progress line and the
+/// dashboard count from it).
+#[test]
+fn a_padded_trees_hosts_count_down_from_its_data_not_its_pads() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("release");
+    std::fs::create_dir_all(tree.join("lib")).unwrap();
+    std::fs::write(tree.join("lib/a.rb"), vec![b'a'; 1000]).unwrap();
+    std::fs::write(tree.join("lib/b.rb"), vec![b'b'; 70_000]).unwrap();
+    let mut options = murder_core::CreateOptions::new("127.0.0.1:8998");
+    options.align = true;
+    options.piece_length = Some(32 * 1024);
+    let torrent =
+        murder_core::create_torrent(&tree, &options, &murder_core::Progress::new()).unwrap();
+    let data = 71_000;
+    assert!(
+        torrent.total_length() > data,
+        "the pads count in the torrent's length"
+    );
+    let file = dir.path().join("release.torrent");
+    torrent.write(&file).unwrap();
+    let server = start(TrackerConfig::default());
+    let hash = server.tracker().allow(file.to_str().unwrap()).unwrap();
+    let hex_hash = hex::encode(hash);
+    let addr = server.local_addr();
+    body(addr, &announce_query(&hex_hash, 1, 7001, data, ""));
+    body(addr, &announce_query(&hex_hash, 2, 7002, 0, ""));
+    let stats = server.tracker().stats();
+    let swarm = stats
+        .torrents
+        .iter()
+        .find(|t| t.info_hash == hex_hash)
+        .unwrap();
+    assert_eq!(swarm.total_length, Some(torrent.total_length()));
+    assert_eq!(swarm.data_length, Some(data));
+    let done: Vec<_> = swarm.peers.iter().map(|p| p.percent_done).collect();
+    assert_eq!(done, vec![Some(0.0), Some(100.0)]);
+}

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
 use crate::secure::SwarmSecret;
 pub use request::InfoHash;
-use swarm::Registry;
 pub use swarm::{AllowSource, Stats, Viewer};
+use swarm::{Lengths, Registry};
 
 pub const DEFAULT_PORT: u16 = 8998;
 
@@ -176,7 +176,10 @@ impl Tracker {
         self.allow_entry(
             torrent.info_hash(),
             torrent.name.clone(),
-            Some(torrent.total_length()),
+            Some(Lengths {
+                total: torrent.total_length(),
+                data: torrent.data_length(),
+            }),
             source,
             secret,
         );
@@ -188,13 +191,12 @@ impl Tracker {
         &self,
         hash: InfoHash,
         name: String,
-        total_length: Option<u64>,
+        lengths: Option<Lengths>,
         source: AllowSource,
         secret: Option<&SwarmSecret>,
     ) {
         let token = secret.map(|s| s.tracker_token(&hash));
-        self.registry()
-            .allow(hash, name, total_length, source, token);
+        self.registry().allow(hash, name, lengths, source, token);
     }
 
     /// Allows a torrent by its hex info-hash.

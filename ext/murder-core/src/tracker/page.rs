@@ -61,11 +61,11 @@ function render(stats) {
   for (const t of stats.torrents) {
     const box = el("section", { class: "torrent", "data-info-hash": t.info_hash });
     box.appendChild(el("h2", {}, t.name));
-    box.appendChild(el("div", { class: "meta" }, `${t.info_hash} \u00b7 ${human(t.total_length || 0)}`));
+    box.appendChild(el("div", { class: "meta" }, `${t.info_hash} \u00b7 ${human(t.data_length || 0)}`));
     let rate = 0;
     // The tracker measures each host's rate between its announces.
     const rows = t.peers.map(p => { rate += p.rate; return { p, r: p.rate }; });
-    const total = (t.total_length || 0) * t.peers.length, left = t.bytes_left;
+    const left = t.bytes_left;
     const summary = el("div", { class: "summary" });
     const stat = (v, label) => { const d = el("div"); d.appendChild(el("b", {}, v)); d.appendChild(el("span", {}, label)); summary.appendChild(d); };
     stat(`${t.seeds} / ${t.peers.length}`, "hosts done");
@@ -80,7 +80,7 @@ function render(stats) {
       row.appendChild(el("div", { class: "name" }, `${p.ip}:${p.port}`));
       const bar = el("div", { class: "bar", title: `${pct}%` }); const fill = el("i", { style: `width:${pct}%` }); bar.appendChild(fill); row.appendChild(bar);
       row.appendChild(el("div", { class: "num" }, done ? "done" : `${pct.toFixed(1)}%`));
-      row.appendChild(el("div", { class: "num" }, done ? human(t.total_length || 0) : human(r) + "/s"));
+      row.appendChild(el("div", { class: "num" }, done ? human(t.data_length || 0) : human(r) + "/s"));
       grid.appendChild(row);
     }
     if (!rows.length) grid.appendChild(el("p", { class: "empty" }, "no peers"));

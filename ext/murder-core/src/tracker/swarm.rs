@@ -21,10 +21,19 @@ pub enum AllowSource {
     Dir(PathBuf),
 }
 
+/// How big a torrent is: its total length (pad files included, as the info
+/// dictionary counts) and the data a peer holds of it (pads excluded: what
+/// a peer's `left` counts down from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lengths {
+    pub total: u64,
+    pub data: u64,
+}
+
 #[derive(Debug)]
 struct Swarm {
     name: String,
-    total_length: Option<u64>,
+    lengths: Option<Lengths>,
     source: AllowSource,
     peers: PeerSet,
     /// How many peers announced `completed` (the scrape's `downloaded`).
@@ -87,6 +96,9 @@ pub struct TorrentStats {
     pub info_hash: String,
     pub name: String,
     pub total_length: Option<u64>,
+    /// What each peer holds when done: `total_length` without pad files
+    /// (what `left` and `percent_done` count from).
+    pub data_length: Option<u64>,
     pub seeds: usize,
     pub downloaders: usize,
     pub completed: u64,
@@ -123,13 +135,13 @@ impl Registry {
         &mut self,
         hash: InfoHash,
         name: String,
-        total_length: Option<u64>,
+        lengths: Option<Lengths>,
         source: AllowSource,
         token: Option<String>,
     ) {
         let swarm = self.torrents.entry(hash).or_insert_with(|| Swarm {
             name: name.clone(),
-            total_length,
+            lengths,
             source: source.clone(),
             peers: PeerSet::default(),
             completed: 0,
@@ -139,7 +151,7 @@ impl Registry {
         });
         swarm.name = name;
         swarm.token = token;
-        swarm.total_length = total_length.or(swarm.total_length);
+        swarm.lengths = lengths.or(swarm.lengths);
         // A torrent also given explicitly outlives its directory file.
         if source == AllowSource::Given {
             swarm.source = AllowSource::Given;
@@ -282,7 +294,7 @@ impl Registry {
                         left: p.left,
                         uploaded: p.uploaded,
                         downloaded: p.downloaded,
-                        percent_done: s.total_length.filter(|&t| t > 0).map(|t| {
+                        percent_done: s.lengths.map(|l| l.data).filter(|&t| t > 0).map(|t| {
                             let done = t.saturating_sub(p.left) as f64 / t as f64;
                             // Floor: 99.99% must not show as done.
                             (done * 1000.0).floor() / 10.0
@@ -297,7 +309,8 @@ impl Registry {
                 TorrentStats {
                     info_hash: hex::encode(hash),
                     name: s.name.clone(),
-                    total_length: s.total_length,
+                    total_length: s.lengths.map(|l| l.total),
+                    data_length: s.lengths.map(|l| l.data),
                     seeds,
                     downloaders,
                     completed: s.completed,
@@ -340,7 +353,16 @@ mod tests {
 
     fn registry() -> Registry {
         let mut r = Registry::default();
-        r.allow(HASH, "rel".into(), Some(100), AllowSource::Given, None);
+        r.allow(
+            HASH,
+            "rel".into(),
+            Some(Lengths {
+                total: 100,
+                data: 100,
+            }),
+            AllowSource::Given,
+            None,
+        );
         r
     }
 
@@ -467,7 +489,10 @@ mod tests {
         r.allow(
             HASH,
             "secret-release".into(),
-            Some(100),
+            Some(Lengths {
+                total: 100,
+                data: 100,
+            }),
             AllowSource::Given,
             Some("t0k".into()),
         );
