@@ -55,7 +55,8 @@ pub(crate) struct Verdict {
 pub(crate) struct Hasher {
     jobs: Mutex<Option<Sender<Job>>>,
     queued: Arc<AtomicU64>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The hasher's thread, then the write-back thread it feeds.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Hasher {
@@ -66,10 +67,24 @@ impl Hasher {
     ) -> std::io::Result<Hasher> {
         let (jobs, queue) = channel();
         let queued = Arc::new(AtomicU64::new(0));
+        // Write-back waits on the disk (sync_file_range blocks while the
+        // device's queue is full): on a thread of its own, a slow disk
+        // delays no verdict, and so no `have` to the swarm. It ends when
+        // the hasher drops its sender.
+        let (writeback, verified) = channel::<u32>();
+        let writer = storage.clone();
+        let writeback_thread = std::thread::Builder::new()
+            .name("murder-writeback".into())
+            .spawn(move || {
+                while let Ok(piece) = verified.recv() {
+                    writer.start_writeback(piece);
+                }
+            })?;
         let worker = Worker {
             storage,
             expected,
             verdicts,
+            writeback,
             queued: queued.clone(),
             running: HashMap::new(),
         };
@@ -79,7 +94,7 @@ impl Hasher {
         Ok(Hasher {
             jobs: Mutex::new(Some(jobs)),
             queued,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![thread, writeback_thread]),
         })
     }
 
@@ -111,11 +126,12 @@ impl Hasher {
         self.send(Job::Verify(job));
     }
 
-    /// Ends the thread once it has answered what it was given; joins it.
+    /// Ends the threads once they have done what they were given (the
+    /// hasher's verdicts, then the write-back it asked for); joins them.
     pub fn stop(&self) {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
             let _ = thread.join();
         }
     }
@@ -140,6 +156,8 @@ struct Worker {
     storage: Arc<Storage>,
     expected: Arc<Vec<[u8; 20]>>,
     verdicts: UnboundedSender<Verdict>,
+    /// Verified pieces, for the write-back thread.
+    writeback: Sender<u32>,
     queued: Arc<AtomicU64>,
     running: HashMap<u32, Running>,
 }
@@ -238,7 +256,7 @@ impl Worker {
         if verdict.ok {
             // Durable without a stall at the end: the kernel starts writing
             // the piece back now, so the final sync has little left to do.
-            self.storage.start_writeback(piece);
+            let _ = self.writeback.send(piece);
         }
         verdict
     }
