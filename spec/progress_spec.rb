@@ -54,6 +54,13 @@ RSpec.describe Murder::Progress, "#current_line" do
     expect(current).not_to include("eta")
   end
 
+  it "counts a host that reused the whole release as done, not as checking (a rename-only release)" do
+    seed = { "left" => 0, "downloaded" => 0 }
+    reused = Array.new(3) { { "left" => 0, "downloaded" => 0 } }
+    expect(line([seed, *reused], hosts: 3)).to start_with("murder: 3/3 hosts done, 0 B still missing, ")
+    expect(line([seed, *reused.first(2)], hosts: 3)).to start_with("murder: 2/3 hosts done, 1 checking what they hold")
+  end
+
   it "gives an eta once every host announced" do
     peers = Array.new(4) { { "left" => 1_048_576, "downloaded" => 4_194_304 } }
     expect(line(peers, hosts: 4)).to match(%r{\Amurder: 0/4 hosts done, 4\.0 MiB still missing, [\d.]+ [KMG]iB/s, eta \d+ s\z})

@@ -36,14 +36,18 @@ module Murder
     # A watcher of `hosts` downloading hosts; the block fetches the stats.
     #
     # @param hosts [Integer] how many hosts download (hosts the tracker has
-    #   not heard of yet count as missing all the data)
+    #   not heard of yet are still checking what they hold)
+    # @param seeders [Integer] how many peers of the swarm seed it from the
+    #   start (the tracker cannot tell them from a host that reused the
+    #   whole release: both hold everything and downloaded nothing)
     # @param out [IO] where the lines go; on a terminal each replaces the
     #   last one
     # @yield [] by {#current_line}, so once a second from {#watch}'s thread
     # @yieldreturn [Hash, nil] the tracker's stats, as {Tracker#stats} or a
     #   tracker host's `/stats.json` give them (nil: none this time)
-    def initialize(hosts, out: $stderr, &stats)
+    def initialize(hosts, seeders: 1, out: $stderr, &stats)
       @hosts = hosts
+      @seeders = seeders
       @out = out
       @stats = stats
       @started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -84,12 +88,14 @@ module Murder
     def current_line
       stats = @stats.call or return nil
       torrent = stats["torrents"].max_by { |t| t["peers"].size } or return nil
-      downloaders = torrent["peers"].reject { |p| p["downloaded"].to_i.zero? && p["left"].to_i.zero? }
-      left = downloaders.sum { |p| p["left"].to_i }
-      checking = [@hosts - downloaders.size, 0].max
+      peers = torrent["peers"]
+      missing = peers.select { |p| p["left"].to_i.positive? }
+      left = missing.sum { |p| p["left"].to_i }
+      # Whoever holds everything is done, but for the seeders.
+      done_hosts = (peers.size - missing.size - @seeders).clamp(0, @hosts)
+      checking = [@hosts - done_hosts - missing.size, 0].max
       elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - @started
-      rate = downloaders.sum { |p| p["downloaded"].to_i } / [elapsed, 1e-3].max
-      done_hosts = downloaders.count { |p| p["left"].to_i.zero? }
+      rate = peers.sum { |p| p["downloaded"].to_i } / [elapsed, 1e-3].max
       line = format("murder: %d/%d hosts done", done_hosts, @hosts)
       line += format(", %d checking what they hold", checking) if checking.positive?
       line += format(", %s still missing, %s/s", Progress.human(left), Progress.human(rate))
