@@ -1,0 +1,34 @@
+# frozen_string_literal: true
+
+# What the demo scripts (bin/demo-swarm, bin/demo-deploy) share: bytes in
+# binary units, running a command that must succeed, the monotonic clock
+# and a median. `include ScriptHelpers` at the top of a script.
+module ScriptHelpers
+  module_function
+
+  def human(bytes)
+    units = %w[B KiB MiB GiB]
+    value = bytes.to_f
+    unit = 0
+    while value >= 1024 && unit < units.size - 1
+      value /= 1024
+      unit += 1
+    end
+    unit.zero? ? "#{bytes.to_i} B" : format("%.1f %s", value, units[unit])
+  end
+
+  # Runs `cmd`, returns its output (standard error too); aborts naming the
+  # command and showing its output when it fails.
+  def run!(*cmd)
+    out = IO.popen(cmd.map(&:to_s), err: %i[child out], &:read)
+    abort "#{cmd.join(' ')} failed:\n#{out}" unless $?.success?
+    out
+  end
+
+  def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+
+  def median(values)
+    s = values.sort
+    s.size.odd? ? s[s.size / 2] : (s[s.size / 2 - 1] + s[s.size / 2]) / 2.0
+  end
+end
