@@ -1,21 +1,14 @@
 # frozen_string_literal: true
 
+require_relative "../../lib/murder/progress"
+
 # What the demo scripts (bin/demo-swarm, bin/demo-deploy) share: bytes in
 # binary units, running a command that must succeed, the monotonic clock
 # and a median. `include ScriptHelpers` at the top of a script.
 module ScriptHelpers
   module_function
 
-  def human(bytes)
-    units = %w[B KiB MiB GiB]
-    value = bytes.to_f
-    unit = 0
-    while value >= 1024 && unit < units.size - 1
-      value /= 1024
-      unit += 1
-    end
-    unit.zero? ? "#{bytes.to_i} B" : format("%.1f %s", value, units[unit])
-  end
+  def human(bytes) = Murder::Progress.human(bytes)
 
   # Runs `cmd`, returns its output (standard error too); aborts naming the
   # command and showing its output when it fails.
