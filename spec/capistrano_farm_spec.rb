@@ -129,7 +129,8 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
       expect(File.exist?(host_path(i, "/srv/trees/t2/.git"))).to be(false)
     end
     expect(out).not_to match(/\btar\b/)
-    expect(out.scan(/murder:   \S+: 2\.9 MiB reused/).size).to eq(HOSTS), out
+    expect(out.scan(/murder:   \S+: 2\.9 MiB reused.*, [\d.]+ CPU s$/).size).to eq(HOSTS), out
+    expect(out).to match(/murder used [\d.]+ CPU s on the hosts/)
   ensure
     File.write(host_path(1, "/srv/src/README"), "release\n")
   end

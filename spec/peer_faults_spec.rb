@@ -61,6 +61,10 @@ RSpec.describe "murder peer under faults" do
     # Only what was not verified before the kill comes again (a little slack
     # for blocks in flight and endgame duplicates).
     expect(summary["downloaded"]).to be <= size - done_at_kill + 2 * 256 * 1024
+    # What the host paid for it (16 MiB hashed and written: more than nothing,
+    # less than the run took on two cores).
+    expect(summary["cpu_seconds"]).to be_a(Float).and be_positive
+    expect(summary["cpu_seconds"]).to be < 2 * summary["seconds"] + 1
   end
 
   it "goes on and places its download when the reader of its reports goes away" do

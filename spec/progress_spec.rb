@@ -31,6 +31,21 @@ RSpec.describe Murder::Progress do
     )
   end
 
+  it "says what CPU each host's murder spent, and in all, when the hosts report it" do
+    with_cpu = results.merge("a" => results["a"].merge("cpu_seconds" => 0.25),
+                             "b" => results["b"].merge("cpu_seconds" => 0.75))
+    hosts = StringIO.new
+    described_class.hosts(with_cpu, out: hosts)
+    expect(hosts.string.lines.map { |l| l[/, [\d.]+ CPU s$/] }).to eq([", 0.25 CPU s", ", 0.75 CPU s"])
+    summary = StringIO.new
+    described_class.summary(with_cpu, 2.8, out: summary)
+    expect(summary.string).to include("; murder used 1.0 CPU s on the hosts (0.50 s per host, median)")
+    # Without it (a session inside Ruby, an older binary): nothing is made up.
+    plain = StringIO.new
+    described_class.summary(results, 2.8, out: plain)
+    expect(plain.string).not_to include("CPU")
+  end
+
   it "reads a summary without a wait (an older murder binary) as one that did not wait" do
     legacy = { "h" => { "bytes" => 10, "seconds" => 1.0, "phases" => { "check" => 0.5 } } }
     out = StringIO.new

@@ -119,7 +119,9 @@ module Murder
 
     # Prints what every host received (and of it, what it reused and what
     # it downloaded, medians over the hosts), the phases of the slowest
-    # host, and how long making the torrent took here. The slowest host is
+    # host, how long making the torrent took here, and the CPU the hosts'
+    # murder spent (when their summaries say: `murder peer` reports it,
+    # where a deploy's time may be set by CPU). The slowest host is
     # the one whose own work (check, swarm, place) took longest: a host
     # that staged its release first waits longest for the order to place
     # it, and that wait is not its work. Prints nothing when no host
@@ -149,6 +151,9 @@ module Murder
                     Progress.human(reused), Progress.human(downloaded))
       line += format("; torrent made in %.2f s", hash_seconds) if hash_seconds
       line += format(" (%d pieces of %s)", torrent.piece_count, Progress.human(torrent.piece_length)) if torrent
+      cpu = done.filter_map { |_, s| s["cpu_seconds"] }
+      line += format("; murder used %.1f CPU s on the hosts (%.2f s per host, median)", cpu.sum, median(cpu)) \
+        unless cpu.empty?
       out.puts line
     end
 
@@ -163,7 +168,8 @@ module Murder
     end
 
     # Prints one line per host, sorted by host: what it reused, what it
-    # downloaded, how long each phase took there. Hosts without a summary
+    # downloaded, how long each phase took there, and its CPU seconds when
+    # its summary gives them. Hosts without a summary
     # are left out.
     #
     # @param results [Hash{String => Hash, nil}] as for {.summary}
@@ -174,10 +180,12 @@ module Murder
         next if s.nil?
 
         phases = s["phases"] || {}
-        out.puts format("murder:   %s: %s reused, %s downloaded, %.2f s (check %.2f, swarm %.2f, wait %.2f, place %.2f)",
-                        host, Progress.human(s["reused_bytes"].to_i), Progress.human(s["downloaded"].to_i),
-                        s["seconds"].to_f, phases["check"].to_f, phases["swarm"].to_f, phases["wait"].to_f,
-                        phases["place"].to_f)
+        line = format("murder:   %s: %s reused, %s downloaded, %.2f s (check %.2f, swarm %.2f, wait %.2f, place %.2f)",
+                      host, Progress.human(s["reused_bytes"].to_i), Progress.human(s["downloaded"].to_i),
+                      s["seconds"].to_f, phases["check"].to_f, phases["swarm"].to_f, phases["wait"].to_f,
+                      phases["place"].to_f)
+        line += format(", %.2f CPU s", s["cpu_seconds"]) if s["cpu_seconds"]
+        out.puts line
       end
     end
   end

@@ -86,6 +86,19 @@ pub(crate) fn print_line(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
 
+/// CPU seconds this process spent so far, user and system, all threads
+/// (`None` if the kernel will not say): what a host paid for its part of a
+/// deploy, where a deploy's wall time may be set by CPU shared with others.
+pub(crate) fn cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage fills the zeroed struct it is given, nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage)
+    }?;
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(((secs(usage.ru_utime) + secs(usage.ru_stime)) * 1000.0).round() / 1000.0)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_file_limit();

@@ -404,7 +404,10 @@ impl Display {
 
     fn summary(&self, stats: &Stats, dest: &std::path::Path) {
         self.clear();
-        let report = self.reporter.summary(stats, dest);
+        let mut report = self.reporter.summary(stats, dest);
+        if let Report::Complete { cpu_seconds, .. } = &mut report {
+            *cpu_seconds = crate::cpu_seconds();
+        }
         match (&self.mode, &report) {
             (ProgressMode::Json, _) => crate::print_line(&report.to_json()),
             (
@@ -413,11 +416,12 @@ impl Display {
                     seconds,
                     rate,
                     phases,
+                    cpu_seconds,
                     ..
                 },
             ) => crate::print_line(&format!(
                 "{}: {} in {seconds:.2} s ({}/s; check {:.2} s, swarm {:.2} s, wait {:.2} s, \
-                 place {:.2} s), {} reused, {} peers, uploaded {}",
+                 place {:.2} s), {} reused, {} peers, uploaded {}{}",
                 dest.display(),
                 human_bytes(stats.total_bytes),
                 human_bytes(*rate as u64),
@@ -427,7 +431,8 @@ impl Display {
                 phases.place,
                 human_bytes(stats.reused_bytes),
                 stats.peers,
-                human_bytes(stats.uploaded)
+                human_bytes(stats.uploaded),
+                cpu_seconds.map_or(String::new(), |c| format!(", {c:.2} CPU s"))
             )),
             _ => {}
         }

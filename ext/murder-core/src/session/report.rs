@@ -57,6 +57,11 @@ pub enum Report {
         phases: Phases,
         /// Connections closed because the peer broke the protocol.
         protocol_errors: u64,
+        /// CPU seconds (user and system, every thread) the process spent,
+        /// when the front end owns its process: `murder peer` does; a
+        /// session inside Ruby shares the caller's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu_seconds: Option<f64>,
     },
     /// Verified and synced in its staging area at `path`, waiting to be
     /// placed (`murder peer --wait-to-place`).
@@ -137,6 +142,7 @@ impl Reporter {
                 wait: round3(stats.phases.wait),
             },
             protocol_errors: stats.protocol_errors,
+            cpu_seconds: None,
         }
     }
 }
