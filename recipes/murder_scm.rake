@@ -26,30 +26,46 @@ def murder_ship_tree(torrent, tracker, secret)
   tag = File.basename(dest)
   reuse = S.reuse_mode(fetch(:murder_reuse))
   linger = fetch(:murder_linger)
-  # The closed swarm's secret travels only in the ticket, over SSH.
-  ticket = remote.ticket(torrent.to_bencode, secret: secret)
+  # The closed swarm's secret travels only in the ticket, over SSH. Hosts
+  # that kept the last deploy's torrent get the difference from it, a few
+  # KB; the others, the whole torrent (they say so, and go again).
+  torrent_bytes = torrent.to_bencode
+  base_record = File.join(File.expand_path(fetch(:murder_cache_path)), "ticket-base-#{fetch(:stage, 'all')}.torrent")
+  whole = remote.ticket(torrent_bytes, secret: secret)
+  base = File.file?(base_record) ? File.binread(base_record) : nil
+  first_ticket = base ? remote.ticket(torrent_bytes, secret: secret, base: base) : whole
   peers = murder_peers
   barrier = remote::Barrier.new(peers.size)
   results = {}
   failures = {}
+  whole_tickets = []
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
   begin
     on peers, in: :parallel do |host|
       ip = S.announce_ip(host)
       args = [*(reuse ? ["--reuse", releases, "--reuse-mode", reuse] : []), *(ip ? ["--ip", ip] : []),
-              "--linger", linger, "--pidfile", "#{dir}/run/peer-#{tag}.pid", "--progress", "json", "--wait-to-place"]
+              "--linger", linger, "--pidfile", "#{dir}/run/peer-#{tag}.pid", "--progress", "json", "--wait-to-place",
+              "--ticket-base", "#{dir}/run/ticket-base.torrent"]
       command = remote.peer_command(murder: murder, sha256: sha, releases: releases, dest: dest, args: args)
       installed = false
+      ticket = first_ticket
       begin
         out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, host.to_s))
         results[host.to_s] = remote.reports(out).find { |e| e["event"] == "complete" }
+        whole_tickets << host.to_s if ticket.equal?(whole)
       rescue SSHKit::Command::Failed => e
         # One round trip when the host's murder is current; else install it
         # and go again (the first deploy, or a new version of murder).
         if e.message.include?("murder-binary-outdated") && !installed
           installed = true
           S.install_binary(self, binary, dir, sha)
+          retry
+        end
+        # A host that does not hold the base of the difference (a new host,
+        # or one whose last deploy failed early) takes the whole torrent.
+        if e.message.include?(remote::BASE_MISSING) && !ticket.equal?(whole)
+          ticket = whole
           retry
         end
         failures[host.to_s] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
@@ -67,8 +83,17 @@ def murder_ship_tree(torrent, tracker, secret)
           "murder: the release was placed on no host; failed: " +
           failures.map { |h, why| "#{h}: #{why}" }.join("; ")
   end
-  # Every peer ran this binary (checked by its digest before it started).
+  # Every peer ran this binary (checked by its digest before it started),
+  # and kept this torrent as the next ticket's base.
   S.remember_binary(record, sha, peers)
+  S.write_atomically(base_record, torrent_bytes)
+  unless first_ticket.equal?(whole)
+    run_locally do
+      info format("murder: deploy ticket %s to %d hosts (the difference from the last deploy's torrent), " \
+                  "%s to %d", S.human(first_ticket.bytesize), peers.size - whole_tickets.size,
+                  S.human(whole.bytesize), whole_tickets.size)
+    end
+  end
   Capistrano::Murder::Progress.hosts(results)
   Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started,
                                        hash_seconds: fetch(:murder_hash_seconds, nil), torrent: torrent)

@@ -257,9 +257,21 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
       File.binwrite(File.join(@repo, f), Random.new(7).bytes(3_000))
     end
     @git.call("commit", "-q", "-am", "two")
+    # Every host kept the first deploy's torrent as the next ticket's base;
+    # host 1 loses it, as a host new to the fleet has none.
+    (1..SIZE).each { |i| expect(File.size?(app(i, "shared/murder/run/ticket-base.torrent"))).to be_positive, "h#{i}" }
+    File.delete(app(1, "shared/murder/run/ticket-base.torrent"))
     out = cap!("deploy")
     expect_release_everywhere
     (1..SIZE).each { |i| expect(Dir.children(app(i, "releases")).size).to eq(2) }
+    # The others took the ticket as the difference from the first's
+    # torrent; host 1 asked for the whole one, and got it.
+    tickets = out[/deploy ticket ([\d.]+ \S+) to (\d+) hosts \(the difference from the last deploy's torrent\), ([\d.]+ \S+) to (\d+)/]
+    expect(tickets).not_to be_nil, out
+    difference, hosts_with_it, whole, hosts_without = Regexp.last_match.captures
+    expect([hosts_with_it.to_i, hosts_without.to_i]).to eq([SIZE - 1, 1])
+    bytes = ->(human) { human.to_f * { "B" => 1, "KiB" => 1024, "MiB" => 1 << 20 }.fetch(human.split.last) }
+    expect(bytes.(difference)).to be < bytes.(whole) / 2
     # Each host received at most the changed files and one piece for each.
     piece = out[/pieces of ([\d.]+) KiB/, 1].to_f * 1024
     expect(piece).to be_positive, out

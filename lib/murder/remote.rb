@@ -64,20 +64,33 @@ module Murder
       ["sh", "-c", SCRIPT, "murder-peer", murder, sha256, releases, keep, dest, *args].map { |w| w.to_s.shellescape }
     end
 
+    # What `murder peer -` prints when it does not hold the base a ticket's
+    # difference names (ext/murder-cli/src/ticket.rs): send it the whole
+    # torrent.
+    BASE_MISSING = "murder-ticket-base-missing"
+
     # The ticket `murder peer -` reads: a JSON header line, then the
     # torrent's bytes, zlib-compressed (a tree's torrent is mostly paths,
     # and every host's ticket crosses this machine's uplink before the swarm
-    # starts).
+    # starts); with `base`, the difference from that torrent instead (a few
+    # KB for an everyday release, where the whole is hundreds), for hosts
+    # that kept it (`murder peer --ticket-base`).
     #
     # @param torrent_bytes [String] the .torrent ({Torrent#to_bencode})
     # @param secret [String, nil] a closed swarm's secret ({Murder.generate_secret})
+    # @param base [String, nil] the .torrent the hosts were sent last time
     # @return [String] a binary String
-    def ticket(torrent_bytes, secret: nil)
-      body = Zlib::Deflate.deflate(torrent_bytes.b)
-      fields = { "torrent" => body.bytesize, "encoding" => "zlib" }
+    def ticket(torrent_bytes, secret: nil, base: nil)
+      difference = base && ::Murder.__ticket_delta(torrent_bytes.b, base.b)
+      fields = if difference
+                 { "torrent" => difference.bytesize, "encoding" => "zstd-delta",
+                   "base" => OpenSSL::Digest::SHA1.hexdigest(base.b) }
+               else
+                 body = Zlib::Deflate.deflate(torrent_bytes.b)
+                 { "torrent" => body.bytesize, "encoding" => "zlib" }
+               end
       fields["secret"] = secret if secret
-      header = JSON.generate(fields)
-      "#{header}\n".b + body
+      "#{JSON.generate(fields)}\n".b + (difference || body).b
     end
 
     # Every host's vote on placing its release: a deploy places the release

@@ -11,9 +11,16 @@
 //! `encoding` (optional) `zlib`: the LENGTH bytes are the .torrent
 //! compressed with zlib (RFC 1950). A tree's torrent is mostly paths and
 //! pad-file entries and shrinks to less than half, and every host's ticket
-//! crosses the deployer's uplink before the swarm starts.
+//! crosses the deployer's uplink before the swarm starts. `zstd-delta`,
+//! with `"base":"40 hex digits"`: the bytes are the .torrent as a
+//! difference from the torrent this host was sent last time
+//! (murder_core::ticket_delta), which `murder peer --ticket-base FILE`
+//! keeps; the base is the SHA-1 of that file's bytes. A host whose file is
+//! missing or other fails with [`BASE_MISSING`] before it does anything,
+//! and the deploy tool sends it the whole torrent instead.
 
 use std::io::{BufRead, Read};
+use std::path::Path;
 
 use murder_core::secure::SwarmSecret;
 use murder_core::Metainfo;
@@ -23,15 +30,22 @@ use serde::Deserialize;
 /// (a deploy tool waits for it before it writes).
 pub const PROMPT: &str = "murder: reading the deploy ticket from standard input";
 
+/// In the error of a host that does not hold the base a difference names
+/// (a deploy tool sends that host the whole torrent, as it did before).
+pub const BASE_MISSING: &str = "murder-ticket-base-missing";
+
 #[derive(Deserialize)]
 struct Header {
     torrent: usize,
     /// A closed swarm's secret, 64 hex digits.
     #[serde(default)]
     secret: Option<String>,
-    /// `zlib`, or absent: the bytes are the .torrent itself.
+    /// `zlib`, `zstd-delta`, or absent: the bytes are the .torrent itself.
     #[serde(default)]
     encoding: Option<String>,
+    /// What a `zstd-delta` is a difference from: the SHA-1 of its bytes.
+    #[serde(default)]
+    base: Option<String>,
 }
 
 pub struct Ticket {
@@ -39,8 +53,10 @@ pub struct Ticket {
     pub secret: Option<SwarmSecret>,
 }
 
-/// The ticket on standard input.
-pub fn read() -> Result<Ticket, String> {
+/// The ticket on standard input. With `base`, a difference is decoded
+/// against that file, and the torrent the ticket holds is kept there for
+/// the next one (if it cannot be kept, the next ticket comes whole).
+pub fn read(base: Option<&Path>) -> Result<Ticket, String> {
     eprintln!("{PROMPT}");
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -64,10 +80,22 @@ pub fn read() -> Result<Ticket, String> {
     let bytes = match header.encoding.as_deref() {
         None => bytes,
         Some("zlib") => inflate(&bytes)?,
+        Some("zstd-delta") => undelta(&bytes, header.base.as_deref(), base)?,
         Some(other) => return Err(format!("deploy ticket: unknown encoding {other:?}")),
     };
     let torrent =
         Metainfo::from_bytes(&bytes).map_err(|e| format!("deploy ticket: invalid torrent: {e}"))?;
+    if let Some(path) = base {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let kept = dir
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|e| e.to_string());
+        if let Err(e) = kept.and_then(|()| {
+            murder_core::fsutil::write_atomically(path, &bytes).map_err(|e| e.to_string())
+        }) {
+            tracing::warn!("keeping the ticket's torrent as the next one's base: {e}");
+        }
+    }
     let secret = header
         .secret
         .as_deref()
@@ -75,6 +103,23 @@ pub fn read() -> Result<Ticket, String> {
         .transpose()
         .map_err(|e| format!("deploy ticket: {e}"))?;
     Ok(Ticket { torrent, secret })
+}
+
+/// The .torrent a `zstd-delta` ticket encodes against the base it names,
+/// which must be the bytes of `kept` (else [`BASE_MISSING`]).
+fn undelta(difference: &[u8], named: Option<&str>, kept: Option<&Path>) -> Result<Vec<u8>, String> {
+    let named = named.ok_or("deploy ticket: a zstd-delta names no base")?;
+    let kept =
+        kept.ok_or_else(|| format!("{BASE_MISSING}: this peer keeps no base (--ticket-base)"))?;
+    let base =
+        std::fs::read(kept).map_err(|e| format!("{BASE_MISSING}: {}: {e}", kept.display()))?;
+    if murder_core::ticket_delta::base_id(&base) != named {
+        return Err(format!(
+            "{BASE_MISSING}: {} is not the base the ticket names",
+            kept.display()
+        ));
+    }
+    murder_core::ticket_delta::decode(difference, &base).map_err(|e| e.to_string())
 }
 
 /// The .torrent inside a zlib stream, refused past the largest torrent

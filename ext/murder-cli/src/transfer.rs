@@ -156,6 +156,11 @@ pub struct PeerArgs {
     /// release on every host only once all of them hold it.
     #[arg(long)]
     wait_to_place: bool,
+    /// With a deploy ticket (`-`): keep its torrent in FILE, and decode the
+    /// next ticket as a difference from it (a few KB, where a tree's whole
+    /// torrent is hundreds).
+    #[arg(long, value_name = "FILE")]
+    ticket_base: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,7 +236,7 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let (meta, ticket_secret) = if args.torrent.as_os_str() == "-" {
-        let ticket = crate::ticket::read()?;
+        let ticket = crate::ticket::read(args.ticket_base.as_deref())?;
         (ticket.torrent, ticket.secret)
     } else {
         (Metainfo::load(&args.torrent)?, None)

@@ -17,6 +17,7 @@ pub mod reuse;
 pub mod secure;
 pub mod session;
 pub mod storage;
+pub mod ticket_delta;
 pub mod tracker;
 pub mod units;
 pub mod wire;

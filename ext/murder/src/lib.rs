@@ -2,7 +2,7 @@
 //! Keyword arguments and documentation live in `lib/murder/*.rb`; the
 //! native methods here take plain positional arguments.
 
-use magnus::{Error, Ruby};
+use magnus::{function, Error, RString, Ruby};
 
 mod errors;
 mod nogvl;
@@ -16,5 +16,16 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     torrent::define(ruby, module)?;
     tracker::define(ruby, module)?;
     session::define(ruby, module)?;
+    module.define_module_function("__ticket_delta", function!(ticket_delta, 2))?;
     Ok(())
+}
+
+/// A deploy ticket's torrent as a difference from `base`
+/// (murder_core::ticket_delta); nil when the two are too large for one.
+fn ticket_delta(ruby: &Ruby, torrent: RString, base: RString) -> Result<Option<RString>, Error> {
+    // SAFETY: both Strings are only read, here, while no Ruby code runs.
+    let (torrent, base) = unsafe { (torrent.as_slice().to_vec(), base.as_slice().to_vec()) };
+    let difference =
+        murder_core::ticket_delta::encode(&torrent, &base).map_err(|e| errors::to_ruby(ruby, e))?;
+    Ok(difference.map(|d| ruby.str_from_slice(&d)))
 }
