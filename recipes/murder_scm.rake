@@ -86,7 +86,7 @@ def murder_ship_tree(torrent, tracker, secret)
   # Every peer ran this binary (checked by its digest before it started),
   # and kept this torrent as the next ticket's base.
   S.remember_binary(record, sha, peers)
-  S.write_atomically(base_record, torrent_bytes)
+  remote.write_atomically(base_record, torrent_bytes)
   unless first_ticket.equal?(whole)
     run_locally do
       info format("murder: deploy ticket %s to %d hosts (the difference from the last deploy's torrent), " \

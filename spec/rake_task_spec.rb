@@ -64,8 +64,15 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
       expect(File.executable?(File.join(dir, "bin/run"))).to be(true)
     end
     File.write(File.join(@project, "build/VERSION"), "two\n")
+    # Every host kept the torrent as the next ticket's base; host 1 loses it.
+    bases = (1..HOSTS_R).map { |i| host_path(i, "/srv/app/releases/.murder-ticket-base.torrent") }
+    expect(bases.map { |b| File.size?(b) }).to all(be_positive)
+    File.delete(bases.first)
     out, status = rake("ship", env: { "TAG" => "r2" })
     expect(status).to be_success, out
+    # The others took the difference from it, host 1 the whole torrent.
+    expect(out).to match(/deploy ticket [\d.]+ \S+ to #{HOSTS_R - 1} hosts \(the difference from the last ship's torrent\), [\d.]+ \S+ to 1$/)
+    expect(bases.map { |b| File.binread(b) }.uniq.size).to eq(1)
     # Only the piece holding VERSION crosses the wire; in endgame the same
     # 4-byte block may come from two senders, so allow under one piece.
     fetched = out.scan(/murder:   root@10\.250\.0\.\d+: 781\.\d KiB reused, (\d+) B downloaded/).flatten.map(&:to_i)

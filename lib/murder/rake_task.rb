@@ -136,6 +136,13 @@ module Murder
       failed = results.select { |_, r| r.is_a?(String) }
       raise Error, "murder: failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}" unless failed.empty?
 
+      keep_ticket_base(torrent.to_bencode)
+      if @tickets.size > 1
+        warn format("murder: deploy ticket %s to %d hosts (the difference from the last ship's torrent), %s to %d",
+                    Progress.human(@tickets.first.bytesize), hosts.size - @whole_tickets.size,
+                    Progress.human(@tickets.last.bytesize), @whole_tickets.size)
+      end
+
       watcher.kill
       Progress.hosts(results)
       Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, torrent: torrent)
@@ -214,12 +221,18 @@ module Murder
       require "net/ssh"
       require "net/scp"
       sha = Remote.sha256(binary || Murder.binary)
-      ticket = Remote.ticket(torrent.to_bencode, secret: secret)
+      bytes = torrent.to_bencode
+      # Hosts that kept the last ship's torrent get the difference from it;
+      # the others say so and get the whole one.
+      whole = Remote.ticket(bytes, secret: secret)
+      base = File.file?(ticket_base_record) ? File.binread(ticket_base_record) : nil
+      @tickets = [base && Remote.ticket(bytes, secret: secret, base: base), whole].compact.uniq
+      @whole_tickets = []
       releases = reuse || File.dirname(dest)
       threads = hosts.map do |host|
         Thread.new do
           Net::SSH.start(host_name(host), host_user(host), **ssh_options) do |ssh|
-            [host.to_s, peer_on(ssh, host, sha, ticket, releases, dest)]
+            [host.to_s, peer_on(ssh, host, sha, @tickets, releases, dest)]
           end
         rescue StandardError => e
           [host.to_s, e.message.lines.first.to_s.strip]
@@ -229,29 +242,57 @@ module Murder
     end
 
     # Runs the download on one host, installing the binary and trying once
-    # more when the host's is not current.
+    # more when the host's is not current, and sending the next ticket
+    # (the whole torrent) when the host does not hold the first's base.
     #
     # @api private
     # @param ssh [Net::SSH::Connection::Session] the host's connection
     # @param host [String] the host, as in {#hosts}
     # @param sha [String] the hex SHA-256 of the binary this deploy ships
-    # @param ticket [String] the deploy ticket ({Remote.ticket})
+    # @param tickets [Array<String>] the deploy tickets to try, in order
+    #   ({Remote.ticket}: the difference from the last ship's torrent, if
+    #   any, then the whole)
     # @param releases [String] the releases directory there
     # @param dest [String] where the release goes there
     # @return [Hash, String] the summary Hash, or a String saying why it failed
-    def peer_on(ssh, host, sha, ticket, releases, dest)
-      args = ["--reuse", releases, "--linger", linger, "--progress", "json"]
+    def peer_on(ssh, host, sha, tickets, releases, dest)
+      args = ["--reuse", releases, "--linger", linger, "--progress", "json",
+              "--ticket-base", File.join(releases, ".murder-ticket-base.torrent")]
       command = Remote.peer_command(murder: remote_binary, sha256: sha, releases: releases, dest: dest, args: args).join(" ")
-      2.times do
-        status, out, err = exec_with_ticket(ssh, command, ticket)
+      tickets = tickets.dup
+      installed = false
+      loop do
+        status, out, err = exec_with_ticket(ssh, command, tickets.first)
         return Remote.reports(out).find { |e| e["event"] == "complete" } || "no summary" if status.zero?
-        return err.lines.grep(/murder: /).last.to_s.strip.then { |m| m.empty? ? "exit #{status}" : m } unless
-          status == Remote::OUTDATED
 
-        install(ssh, sha)
+        if status == Remote::OUTDATED
+          return "could not install murder" if installed
+
+          install(ssh, sha)
+          installed = true
+        elsif err.include?(Remote::BASE_MISSING) && tickets.size > 1
+          tickets.shift
+          @whole_tickets << host.to_s
+        else
+          return err.lines.grep(/murder: /).last.to_s.strip.then { |m| m.empty? ? "exit #{status}" : m }
+        end
       end
-      "could not install murder"
     end
+
+    # Where this machine keeps the torrent it shipped last (the base of the
+    # next tickets' difference): beside the hash cache, one per task.
+    #
+    # @api private
+    # @return [String]
+    def ticket_base_record = File.join(File.dirname(cache), "ticket-base-#{name}.torrent")
+
+    # Keeps `bytes` (the torrent every host now holds) as the next ship's
+    # ticket base.
+    #
+    # @api private
+    # @param bytes [String] the .torrent
+    # @return [void]
+    def keep_ticket_base(bytes) = Remote.write_atomically(ticket_base_record, bytes)
 
     # Runs `command` over `ssh`, sending `ticket` on its standard input once
     # murder asks for it ({Remote::PROMPT}).

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "fileutils"
 require "openssl"
 require "json"
 require "shellwords"
@@ -91,6 +92,21 @@ module Murder
                end
       fields["secret"] = secret if secret
       "#{JSON.generate(fields)}\n".b + (difference || body).b
+    end
+
+    # Writes `bytes` to `path` whole, through a temporary name beside it (a
+    # crash leaves the old file or none), making its directory: this
+    # machine's records of a deploy (the binary's hosts, the ticket base).
+    #
+    # @param path [String]
+    # @param bytes [String]
+    # @return [void]
+    # @raise [SystemCallError] when the directory cannot be written
+    def write_atomically(path, bytes)
+      FileUtils.mkdir_p(File.dirname(path))
+      partial = "#{path}.#{Process.pid}.part"
+      File.binwrite(partial, bytes)
+      File.rename(partial, path)
     end
 
     # Every host's vote on placing its release: a deploy places the release

@@ -229,21 +229,8 @@ module Capistrano
       # @return [void]
       # @raise [SystemCallError] when the cache directory cannot be written
       def remember_binary(record, sha256, hosts)
-        write_atomically(record, JSON.generate("sha256" => sha256, "hosts" => hosts.map(&:to_s).uniq.sort))
-      end
-
-      # Writes `bytes` to `path` whole, through a temporary name beside it
-      # (a crash leaves the old file or none), making its directory.
-      #
-      # @param path [String]
-      # @param bytes [String]
-      # @return [void]
-      # @raise [SystemCallError] when the directory cannot be written
-      def write_atomically(path, bytes)
-        FileUtils.mkdir_p(File.dirname(path))
-        partial = "#{path}.#{Process.pid}.part"
-        File.binwrite(partial, bytes)
-        File.rename(partial, path)
+        ::Murder::Remote.write_atomically(record,
+                                          JSON.generate("sha256" => sha256, "hosts" => hosts.map(&:to_s).uniq.sort))
       end
 
       # @param bytes [Numeric]
