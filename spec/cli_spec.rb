@@ -48,7 +48,8 @@ RSpec.describe "the murder command" do
       ["make-torrent", sample_file, "--tracker", "nohost", "-o", "x.torrent"] => /expected HOST:PORT/,
       ["make-torrent", sample_file, "--tracker", "h:1", "-o", "x.torrent", "--piece-length", "3K"] => /power of two/,
       ["make-torrent", sample_file, "--tracker", "h:1", "-o", "no/such/dir/x.torrent"] => /No such file/,
-      ["info", "missing.torrent"] => /missing\.torrent: No such file/
+      ["info", "missing.torrent"] => /missing\.torrent: No such file/,
+      ["peer", "x.torrent", "dest", "--ticket-base", "base.torrent"] => /--ticket-base .*needs `-`/
     }
     cases.each do |args, message|
       status, _out, err = run_failing(MURDER_BIN, *args)
@@ -56,7 +57,7 @@ RSpec.describe "the murder command" do
       expect(err.lines.size).to eq(1), err
       expect(err).to match(/\Amurder: /).and match(message)
     end
-    expect(Dir.children(tmpdir).grep(/torrent/)).to be_empty
+    expect(Dir.children(tmpdir).grep(/torrent|dest/)).to be_empty
 
     File.binwrite(File.join(tmpdir, "evil.torrent"),
                   "d4:infod6:lengthi1e4:name5:../..12:piece lengthi16384e6:pieces20:#{'x' * 20}ee")

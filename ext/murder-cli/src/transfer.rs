@@ -235,7 +235,14 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let (meta, ticket_secret) = if args.torrent.as_os_str() == "-" {
+    let from_ticket = args.torrent.as_os_str() == "-";
+    if args.ticket_base.is_some() && !from_ticket {
+        return Err(
+            "--ticket-base keeps a deploy ticket's torrent: it needs `-` in place of a .torrent"
+                .into(),
+        );
+    }
+    let (meta, ticket_secret) = if from_ticket {
         let ticket = crate::ticket::read(args.ticket_base.as_deref())?;
         (ticket.torrent, ticket.secret)
     } else {
