@@ -16,6 +16,10 @@ RSpec.describe "bin/demo-deploy" do
     changed = out[/one asset rebuilt: ([\d.]+) MiB/, 1].to_f
     expect(first).to be > 5 * repeat
     expect(repeat).to be_between(changed, changed + 3) # whole changed files, and a little twice
+    # What each deploy cost a host in CPU, as the hosts report it.
+    cpu = out.scan(/downloaded, ([\d.]+) CPU s \(medians\)/).flatten.map(&:to_f)
+    expect(cpu.size).to eq(2), out
+    expect(cpu).to all(be_positive)
     # The second torrent hashes only what changed (the hash cache).
     hashed, unchanged = out.scan(/(\d+) files hashed \([\d.]+ \w+\), (\d+) unchanged/).last.map(&:to_i)
     expect(hashed).to be < unchanged / 20
