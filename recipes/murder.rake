@@ -241,7 +241,7 @@ namespace :murder do
     invoke "murder:create_torrent"
     invoke "murder:start_seeding"
     begin
-      invoke "murder:peer"
+      peer_or_stop_peering
     ensure
       invoke "murder:stop_seeding"
       invoke "murder:stop_tracker"

@@ -126,12 +126,12 @@ namespace :murder do
         if fetch(:murder_seed_locally)
           # This machine tracks and seeds, through the native extension:
           # the release never takes a detour through a seeder host.
-          seed_locally(archive, tag) { invoke "murder:peer" }
+          seed_locally(archive, tag) { peer_or_stop_peering }
         else
           invoke "murder:start_tracker"
           invoke "murder:create_torrent"
           invoke "murder:start_seeding"
-          invoke "murder:peer"
+          peer_or_stop_peering
         end
       ensure
         unless fetch(:murder_seed_locally)

@@ -164,6 +164,27 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     eventually(timeout: 15) { murder_processes.empty? } # seeding and tracker stopped despite the failure
   end
 
+  # murder:distribute's peers run in parallel; the task fails as soon as it
+  # meets a failed host, while others may still download. Host 1 (the
+  # first joined, and the seeder) refuses at once; the seeder's uplink is
+  # slowed so the other 7 are mid-download then. They must be stopped with
+  # the task, not stall for their 60 s stall timeout after the seed is gone
+  # (main before this failed here: peers still running after 15 s).
+  it "stops the other hosts' downloads when one host fails" do
+    victim = host_path(1, "/srv/releases/v4")
+    FileUtils.mkdir_p(victim)
+    File.write(File.join(victim, "keep.txt"), "precious")
+    shape = %w[ip netns exec mfh1 tc qdisc replace dev eth0 root tbf rate 4mbit burst 32kbit latency 400ms]
+    system(*shape, exception: true)
+    out, status = cap("murder:distribute", "tag=v4", "files_path=/srv/src", "destination_path=/srv/releases")
+    expect(status).not_to be_success
+    expect(out).to match(%r{10\.250\.0\.11: /srv/releases/v4 is not empty})
+    expect(Dir.children(victim)).to eq(["keep.txt"])
+    eventually(timeout: 15) { murder_processes.empty? }
+  ensure
+    system("ip", "netns", "exec", "mfh1", "tc", "qdisc", "del", "dev", "eth0", "root", err: File::NULL)
+  end
+
   it "fails naming a host that cannot be reached" do
     out, status = cap("murder:distribute_files", env: { "FARM_UNREACHABLE" => "10.250.0.99" })
     expect(status).not_to be_success

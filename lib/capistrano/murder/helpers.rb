@@ -143,6 +143,24 @@ module Capistrano
         murder_trackers.map { |host| [S.announce_ip(host) || host.hostname, port] }
       end
 
+      # Runs murder:peer. If it fails (one host is enough), the downloads
+      # still running on the other hosts are stopped before the error goes
+      # on: none of them goes on for its stall timeout after the task has
+      # failed and its seed is gone.
+      #
+      # @return [void]
+      # @raise [StandardError] what murder:peer raised
+      def peer_or_stop_peering
+        invoke "murder:peer"
+      rescue StandardError
+        begin
+          invoke "murder:stop_peering"
+        rescue StandardError => e
+          warn "murder: stopping the other hosts' downloads failed too: #{e.message.lines.first&.strip}"
+        end
+        raise
+      end
+
       # Stops, on `hosts`, every murder process whose pidfile in the run directory
       # matches `pattern` (a name, or a glob like "seed-*.pid"). Nothing running
       # is fine: `murder stop` succeeds quietly then.
