@@ -29,16 +29,12 @@ def murder_ship_tree(torrent, tracker, secret)
   # The closed swarm's secret travels only in the ticket, over SSH. Hosts
   # that kept the last deploy's torrent get the difference from it, a few
   # KB; the others, the whole torrent (they say so, and go again).
-  torrent_bytes = torrent.to_bencode
   base_record = File.join(File.expand_path(fetch(:murder_cache_path)), "ticket-base-#{fetch(:stage, 'all')}.torrent")
-  whole = remote.ticket(torrent_bytes, secret: secret)
-  base = File.file?(base_record) ? File.binread(base_record) : nil
-  first_ticket = base ? remote.ticket(torrent_bytes, secret: secret, base: base) : whole
+  tickets = remote::Tickets.new(torrent.to_bencode, secret: secret, record: base_record)
   peers = murder_peers
   barrier = remote::Barrier.new(peers.size)
   results = {}
   failures = {}
-  whole_tickets = []
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
   begin
@@ -49,11 +45,10 @@ def murder_ship_tree(torrent, tracker, secret)
               "--ticket-base", "#{dir}/run/ticket-base.torrent"]
       command = remote.peer_command(murder: murder, sha256: sha, releases: releases, dest: dest, args: args)
       installed = false
-      ticket = first_ticket
+      ticket = tickets.first
       begin
         out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, host.to_s))
         results[host.to_s] = remote.reports(out).find { |e| e["event"] == "complete" }
-        whole_tickets << host.to_s if ticket.equal?(whole)
       rescue SSHKit::Command::Failed => e
         # One round trip when the host's murder is current; else install it
         # and go again (the first deploy, or a new version of murder).
@@ -64,7 +59,7 @@ def murder_ship_tree(torrent, tracker, secret)
         end
         # A host that does not hold the base of the difference (a new host,
         # or one whose last deploy failed early) takes the whole torrent.
-        if e.message.include?(remote::BASE_MISSING) && !ticket.equal?(whole)
+        if (whole = tickets.after_failure(host, ticket, e.message))
           ticket = whole
           retry
         end
@@ -86,13 +81,9 @@ def murder_ship_tree(torrent, tracker, secret)
   # Every peer ran this binary (checked by its digest before it started),
   # and kept this torrent as the next ticket's base.
   S.remember_binary(record, sha, peers)
-  remote.write_atomically(base_record, torrent_bytes)
-  unless first_ticket.equal?(whole)
-    run_locally do
-      info format("murder: deploy ticket %s to %d hosts (the difference from the last deploy's torrent), " \
-                  "%s to %d", S.human(first_ticket.bytesize), peers.size - whole_tickets.size,
-                  S.human(whole.bytesize), whole_tickets.size)
-    end
+  tickets.keep
+  if (line = tickets.summary(peers.size, last: "the last deploy's torrent"))
+    run_locally { info line }
   end
   Capistrano::Murder::Progress.hosts(results)
   Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started,

@@ -136,12 +136,9 @@ module Murder
       failed = results.select { |_, r| r.is_a?(String) }
       raise Error, "murder: failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}" unless failed.empty?
 
-      keep_ticket_base(torrent.to_bencode)
-      if @tickets.size > 1
-        warn format("murder: deploy ticket %s to %d hosts (the difference from the last ship's torrent), %s to %d",
-                    Progress.human(@tickets.first.bytesize), hosts.size - @whole_tickets.size,
-                    Progress.human(@tickets.last.bytesize), @whole_tickets.size)
-      end
+      @tickets.keep
+      line = @tickets.summary(hosts.size, last: "the last ship's torrent")
+      warn line if line
 
       watcher.kill
       Progress.hosts(results)
@@ -221,13 +218,9 @@ module Murder
       require "net/ssh"
       require "net/scp"
       sha = Remote.sha256(binary || Murder.binary)
-      bytes = torrent.to_bencode
       # Hosts that kept the last ship's torrent get the difference from it;
       # the others say so and get the whole one.
-      whole = Remote.ticket(bytes, secret: secret)
-      base = File.file?(ticket_base_record) ? File.binread(ticket_base_record) : nil
-      @tickets = [base && Remote.ticket(bytes, secret: secret, base: base), whole].compact.uniq
-      @whole_tickets = []
+      @tickets = Remote::Tickets.new(torrent.to_bencode, secret: secret, record: ticket_base_record)
       releases = reuse || File.dirname(dest)
       threads = hosts.map do |host|
         Thread.new do
@@ -249,9 +242,7 @@ module Murder
     # @param ssh [Net::SSH::Connection::Session] the host's connection
     # @param host [String] the host, as in {#hosts}
     # @param sha [String] the hex SHA-256 of the binary this deploy ships
-    # @param tickets [Array<String>] the deploy tickets to try, in order
-    #   ({Remote.ticket}: the difference from the last ship's torrent, if
-    #   any, then the whole)
+    # @param tickets [Remote::Tickets] this ship's tickets
     # @param releases [String] the releases directory there
     # @param dest [String] where the release goes there
     # @return [Hash, String] the summary Hash, or a String saying why it failed
@@ -259,10 +250,10 @@ module Murder
       args = ["--reuse", releases, "--linger", linger, "--progress", "json",
               "--ticket-base", File.join(releases, ".murder-ticket-base.torrent")]
       command = Remote.peer_command(murder: remote_binary, sha256: sha, releases: releases, dest: dest, args: args).join(" ")
-      tickets = tickets.dup
+      ticket = tickets.first
       installed = false
       loop do
-        status, out, err = exec_with_ticket(ssh, command, tickets.first)
+        status, out, err = exec_with_ticket(ssh, command, ticket)
         return Remote.reports(out).find { |e| e["event"] == "complete" } || "no summary" if status.zero?
 
         if status == Remote::OUTDATED
@@ -270,9 +261,8 @@ module Murder
 
           install(ssh, sha)
           installed = true
-        elsif err.include?(Remote::BASE_MISSING) && tickets.size > 1
-          tickets.shift
-          @whole_tickets << host.to_s
+        elsif (whole = tickets.after_failure(host, ticket, err))
+          ticket = whole
         else
           return err.lines.grep(/murder: /).last.to_s.strip.then { |m| m.empty? ? "exit #{status}" : m }
         end
@@ -286,13 +276,6 @@ module Murder
     # @return [String]
     def ticket_base_record = File.join(File.dirname(cache), "ticket-base-#{name}.torrent")
 
-    # Keeps `bytes` (the torrent every host now holds) as the next ship's
-    # ticket base.
-    #
-    # @api private
-    # @param bytes [String] the .torrent
-    # @return [void]
-    def keep_ticket_base(bytes) = Remote.write_atomically(ticket_base_record, bytes)
 
     # Runs `command` over `ssh`, sending `ticket` on its standard input once
     # murder asks for it ({Remote::PROMPT}).

@@ -5,6 +5,7 @@ require "openssl"
 require "json"
 require "shellwords"
 require "zlib"
+require_relative "progress"
 
 module Murder
   # One SSH command per host for a whole download: check the murder
@@ -82,10 +83,9 @@ module Murder
     # @param base [String, nil] the .torrent the hosts were sent last time
     # @return [String] a binary String
     def ticket(torrent_bytes, secret: nil, base: nil)
-      difference = base && ::Murder.__ticket_delta(torrent_bytes.b, base.b)
+      difference, base_name = base && ::Murder.__ticket_delta(torrent_bytes.b, base.b)
       fields = if difference
-                 { "torrent" => difference.bytesize, "encoding" => "zstd-delta",
-                   "base" => OpenSSL::Digest::SHA1.hexdigest(base.b) }
+                 { "torrent" => difference.bytesize, "encoding" => "zstd-delta", "base" => base_name }
                else
                  body = Zlib::Deflate.deflate(torrent_bytes.b)
                  { "torrent" => body.bytesize, "encoding" => "zlib" }
@@ -107,6 +107,68 @@ module Murder
       partial = "#{path}.#{Process.pid}.part"
       File.binwrite(partial, bytes)
       File.rename(partial, path)
+    end
+
+    # One deploy's tickets: the difference from the torrent the hosts were
+    # sent last time (kept at `record` on this machine), when there is one,
+    # and the whole; which hosts had to take the whole; and keeping this
+    # torrent as the next deploy's base. What the deploy strategy and
+    # {RakeTask} share.
+    class Tickets
+      # @return [String] the ticket to send first: the difference, or the
+      #   whole when there is no base (or the difference would be too large)
+      attr_reader :first
+      # @return [String] the whole ticket, for a host without the base
+      attr_reader :whole
+
+      # @param torrent_bytes [String] the .torrent ({Torrent#to_bencode})
+      # @param secret [String, nil] the closed swarm's secret
+      # @param record [String] where this machine keeps the last torrent sent
+      def initialize(torrent_bytes, secret:, record:)
+        @bytes = torrent_bytes
+        @record = record
+        @whole = Remote.ticket(torrent_bytes, secret: secret)
+        base = File.file?(record) ? File.binread(record) : nil
+        difference = base && Remote.ticket(torrent_bytes, secret: secret, base: base)
+        @first = difference && difference != @whole ? difference : @whole
+        @took_whole = []
+      end
+
+      # The ticket to send `host` after `ticket` failed with `error`: the
+      # whole one when the host lacked the difference's base, else nil.
+      # Records that the host took the whole.
+      #
+      # @param host [#to_s]
+      # @param ticket [String] the ticket that failed
+      # @param error [String] what the host printed
+      # @return [String, nil]
+      def after_failure(host, ticket, error)
+        return nil if ticket.equal?(@whole) || !error.include?(BASE_MISSING)
+
+        @took_whole << host.to_s
+        @whole
+      end
+
+      # Keeps this torrent as the next deploy's base (every host holds it now).
+      #
+      # @return [void]
+      def keep
+        Remote.write_atomically(@record, @bytes)
+      end
+
+      # How many hosts took which ticket, or nil when there was no difference
+      # to send.
+      #
+      # @param hosts [Integer] the hosts of the deploy
+      # @param last [String] what the base was, e.g. "the last deploy's torrent"
+      # @return [String, nil]
+      def summary(hosts, last:)
+        return nil if @first.equal?(@whole)
+
+        format("murder: deploy ticket %<first>s to %<with>d hosts (the difference from %<last>s), " \
+               "%<whole>s to %<without>d", first: Progress.human(@first.bytesize), with: hosts - @took_whole.size, last: last,
+               whole: Progress.human(@whole.bytesize), without: @took_whole.size)
+      end
     end
 
     # Every host's vote on placing its release: a deploy places the release

@@ -20,12 +20,18 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     Ok(())
 }
 
-/// A deploy ticket's torrent as a difference from `base`
-/// (murder_core::ticket_delta); nil when the two are too large for one.
-fn ticket_delta(ruby: &Ruby, torrent: RString, base: RString) -> Result<Option<RString>, Error> {
+/// A deploy ticket's torrent as a difference from `base`, and the name of
+/// that base (murder_core::ticket_delta: the one rule for both); nil when
+/// the two are too large for one difference.
+fn ticket_delta(
+    ruby: &Ruby,
+    torrent: RString,
+    base: RString,
+) -> Result<Option<(RString, String)>, Error> {
     // SAFETY: both Strings are only read, here, while no Ruby code runs.
     let (torrent, base) = unsafe { (torrent.as_slice().to_vec(), base.as_slice().to_vec()) };
     let difference =
         murder_core::ticket_delta::encode(&torrent, &base).map_err(|e| errors::to_ruby(ruby, e))?;
-    Ok(difference.map(|d| ruby.str_from_slice(&d)))
+    let name = murder_core::ticket_delta::base_id(&base);
+    Ok(difference.map(|d| (ruby.str_from_slice(&d), name)))
 }
