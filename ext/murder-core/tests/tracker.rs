@@ -141,6 +141,23 @@ fn numwant_is_honoured_and_capped() {
     assert!(contains(&many, b"5:peers30:"), "capped at 5 peers");
 }
 
+/// `left` is whatever a client says: the stats add them up saturating (an
+/// overflow panicked a debug build and wrapped to a small number in release).
+#[test]
+fn absurd_left_values_saturate_in_the_stats() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    for peer in 0..2 {
+        body(
+            addr,
+            &announce_query(HASH, peer, 7100 + peer as u16, u64::MAX - 1, ""),
+        );
+    }
+    let stats = server.tracker().stats();
+    let t = stats.torrents.iter().find(|t| t.info_hash == HASH).unwrap();
+    assert_eq!(t.bytes_left, u64::MAX);
+}
+
 #[test]
 fn unknown_torrents_get_a_failure_and_stay_out_of_stats() {
     let server = start(TrackerConfig::default());
@@ -241,6 +258,29 @@ fn garbage_and_oversized_heads_close_only_their_connection() {
     );
     let binary_target = raw_exchange(addr, b"GET /announce?\xff\x00 HTTP/1.1\r\n\r\n");
     assert!(binary_target.is_empty() || binary_target.starts_with(b"HTTP/1.1 400"));
+    assert_eq!(body(addr, "/health"), b"ok\n");
+}
+
+/// A request target may hold UTF-8 beyond ASCII (httparse lets it through):
+/// a multi-byte character where the `http://` prefix would end once
+/// panicked the tracker's accept loop, and with it the whole tracker.
+#[test]
+fn a_non_ascii_target_is_answered_and_the_tracker_serves_on() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    for target in [
+        "/abcde\u{e9}",
+        "/abcdef\u{e9}",
+        "h\u{e9}",
+        "http:/\u{e9}\u{e9}",
+    ] {
+        let reply = raw_exchange(addr, format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes());
+        assert!(
+            reply.starts_with(b"HTTP/1.1 4"),
+            "{target}: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
     assert_eq!(body(addr, "/health"), b"ok\n");
 }
 

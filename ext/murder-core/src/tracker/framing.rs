@@ -131,8 +131,13 @@ pub(super) fn parse(buf: &[u8]) -> Parse<'_> {
 /// `http://host:port/announce?…` → `/announce?…` (RFC 9112 §3.2.2: a
 /// server must accept the absolute form).
 fn origin_form(target: &str) -> &str {
+    // Bytes, not a `str` slice: the target may hold multi-byte UTF-8
+    // where the prefix would end.
     let lower_starts = |prefix: &str| {
-        target.len() >= prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix)
+        target
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
     };
     let rest = if lower_starts("http://") {
         &target["http://".len()..]

@@ -318,7 +318,11 @@ impl Registry {
                         .first_seen
                         .map_or(0.0, |f| now.saturating_duration_since(f).as_secs_f64()),
                     completed_at: s.completed_at.clone(),
-                    bytes_left: s.peers.iter().map(|(_, p)| p.left).sum(),
+                    // `left` is what each client says: saturate, never overflow.
+                    bytes_left: s
+                        .peers
+                        .iter()
+                        .fold(0u64, |sum, (_, p)| sum.saturating_add(p.left)),
                     peers,
                 }
             })
