@@ -96,12 +96,15 @@ impl Storage {
             if !meta.single_file {
                 std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
             }
+            let mut storage = Storage::new(meta.clone(), staging.clone(), true);
+            if resuming {
+                storage.unshare_unverified(&staging, &mut have)?;
+            }
             let skip = [staging.as_path(), dest];
             let reused = reuse::reuse(&meta, &staging, &have, reuse_config, &skip, progress)?;
             for p in reused.pieces.iter_ones() {
                 have.set(p);
             }
-            let mut storage = Storage::new(meta.clone(), staging.clone(), true);
             storage.linked = reused.linked.iter().copied().collect();
             storage.create_files(&staging, reserve, &have)?;
             Ok((storage, have, reused))
@@ -205,6 +208,35 @@ impl Storage {
 
     /// Whether `have` holds every piece of the file of `len` (> 0) bytes
     /// at `start` in the stream of pieces.
+    /// Rule R1 (STATE.md): a staged file that is not wholly verified will be
+    /// written, so it must be an inode of its own. One that is a hard link
+    /// (an earlier attempt reused an earlier release's file, and that file
+    /// changed since) is removed, with every piece of it that had verified,
+    /// to be reused or fetched anew; writing to it would change the earlier
+    /// release.
+    fn unshare_unverified(&self, staging: &Path, have: &mut Bitfield) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut offset = 0u64;
+        for (index, file) in self.meta.files.iter().enumerate() {
+            let start = offset;
+            offset += file.length;
+            if !file.is_regular() || file.length == 0 || self.holds_file(start, file.length, have) {
+                continue;
+            }
+            let path = self.file_path(staging, index);
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                if m.is_file() && m.nlink() > 1 {
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                    let pl = self.layout.piece_length();
+                    for p in start / pl..=(start + file.length - 1) / pl {
+                        have.clear(p as usize);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn holds_file(&self, start: u64, len: u64, have: &Bitfield) -> bool {
         let pl = self.layout.piece_length();
         (start / pl..=(start + len - 1) / pl).all(|p| have.get(p as usize))

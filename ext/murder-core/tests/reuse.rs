@@ -289,6 +289,63 @@ fn altered_file_is_fetched(torrent: fn(&Metainfo) -> Arc<Metainfo>) {
     );
 }
 
+/// "Nothing is ever written to a file of an earlier release" (reuse.rs),
+/// across a resume: a first attempt hard-links A's files into B's staging
+/// area and stops; one of those files of A is then changed in place, so the
+/// second attempt finds a staged file that fails verification and is still
+/// A's inode. It must fetch that file into an inode of its own, not write
+/// through the link into A (which once "repaired" A's file to B's bytes).
+#[test]
+fn rule_r1_a_resumed_download_never_writes_through_a_link_into_an_earlier_release() {
+    let host = host_with_a();
+    release_b(&host.build.join("A"), &host.build.join("B"));
+    let b = host.build.join("B");
+    let meta = aligned(&b);
+    let dest = host.releases.join("B");
+    let reuse = ReuseConfig {
+        dirs: vec![host.releases.clone()],
+        mode: ReuseMode::Link,
+    };
+    // The first attempt: no seed, so it links what A holds and waits.
+    let first = SessionRunner::start(
+        meta.clone(),
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            use_tracker: false,
+            reuse: reuse.clone(),
+            ..local()
+        },
+    )
+    .unwrap();
+    first.stop();
+    let staged = murder_core::storage::staging_path(&dest).join("assets/one.bin");
+    let old = host.releases.join("A/assets/one.bin");
+    assert_eq!(
+        fs::metadata(&staged).unwrap().ino(),
+        fs::metadata(&old).unwrap().ino()
+    );
+    // A's file changes in place, in its sixth piece.
+    let mut altered = fs::read(&old).unwrap();
+    altered[5 * PIECE as usize + 7] ^= 0xff;
+    fs::write(&old, &altered).unwrap();
+    let stats = ship_torrent(
+        meta,
+        &b,
+        &dest,
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_same_tree(&b, &dest);
+    assert!(
+        fs::read(&old).unwrap() == altered,
+        "A's file was written through the link"
+    );
+    assert_ne!(
+        fs::metadata(dest.join("assets/one.bin")).unwrap().ino(),
+        fs::metadata(&old).unwrap().ino()
+    );
+    assert!(stats.downloaded > 0);
+}
+
 /// Reuse test 3: A's files are unchanged after B lands, both with hard
 /// links (which share A's unchanged files) and with copies (which share
 /// nothing).
