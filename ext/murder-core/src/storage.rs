@@ -339,7 +339,7 @@ impl Storage {
 
     /// Reads `buf.len()` bytes of piece `piece` from `offset`, naming the
     /// file in the error.
-    fn read_named(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
+    pub fn read_named(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
         self.read(piece, offset, buf).map_err(|e| {
             let start = piece as u64 * self.layout.piece_length() + offset as u64;
             let file = self.layout.spans(start, buf.len() as u64).find(|s| !s.pad);

@@ -145,3 +145,57 @@ fn rule_w1_a_tree_of_small_files_that_does_not_fit_fails_at_once() {
         "a staging area with nothing verified in it is not left behind"
     );
 }
+
+/// Rule W1 for reads: a seed whose file was cut short after it was checked
+/// fails at once, naming the file, at the first request it cannot read
+/// (it used to log, reject, and go on seeding, so every downloader waited
+/// out its stall timeout).
+#[test]
+fn rule_w1_a_read_that_fails_fails_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 4_000_000, 3);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        quiet.clone(),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download {
+            dest: dir.path().join("host/release.tgz"),
+        },
+        SessionConfig {
+            peers: vec![seed.local_addr()],
+            ..quiet
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    while !matches!(seed.state(), State::Failed(_)) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match seed.state() {
+        State::Failed(reason) => assert!(reason.contains("release.tgz"), "{reason}"),
+        other => panic!("the seed is {other:?} after a failed read"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    peer.stop();
+    seed.stop();
+}

@@ -609,7 +609,7 @@ impl Peer {
             match self
                 .ctx
                 .storage
-                .read(req.piece, req.offset, &mut self.out[data_at..])
+                .read_named(req.piece, req.offset, &mut self.out[data_at..])
             {
                 Ok(()) => {
                     self.unsent_piece_bytes += req.length as u64;
@@ -618,7 +618,10 @@ impl Peer {
                         .fetch_add(req.length as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::warn!("cannot read piece {} for a peer: {e}", req.piece);
+                    // Rule W1: the data this session holds is broken (cut
+                    // short, gone, a disk error): it fails, named, rather
+                    // than leave its peers to wait out their stall timeout.
+                    self.ctx.fail(&e);
                     self.dequeued(req.length as u64);
                     self.out.truncate(header_at);
                     if self.fast {
