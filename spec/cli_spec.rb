@@ -66,6 +66,15 @@ RSpec.describe "the murder command" do
     expect(err).to eq(%(murder: invalid torrent: unsafe file path "../..": component holds a slash (absolute or nested path)\n))
   end
 
+  it "refuses a wait longer than a day for stop and serve-file (a huge one overflowed the deadline)" do
+    [%w[stop --pidfile p.pid --timeout 18446744073709551615],
+     %w[serve-file f --clients 1 --timeout 86401]].each do |args|
+      status, _out, err = run_failing(MURDER_BIN, *args)
+      expect(status.exitstatus).to eq(2), args.inspect
+      expect(err).to match(/--timeout.*86400/m)
+    end
+  end
+
   # Just enough bencode to write hostile torrents by hand.
   def bencode(value)
     case value

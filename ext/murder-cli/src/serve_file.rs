@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     clients: usize,
     /// Exit after this many seconds in any case.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=86_400), default_value_t = 30)]
     timeout: u64,
 }
 

@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long)]
     pidfile: PathBuf,
     /// Seconds to wait after SIGTERM before SIGKILL.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=86_400), default_value_t = 10)]
     timeout: u64,
     /// Say what happened.
     #[arg(long, short)]

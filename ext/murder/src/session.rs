@@ -167,6 +167,8 @@ impl NativeSession {
     /// Waits (without the GVL) up to `seconds` while downloading; returns
     /// "downloading", "complete", "stopped" or "failed: REASON".
     fn wait(ruby: &Ruby, rb_self: &Self, seconds: f64) -> Result<String, Error> {
+        // NaN survives `clamp` and would panic `from_secs_f64`: read it as 0.
+        let seconds = if seconds.is_nan() { 0.0 } else { seconds };
         let timeout = Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
         let runner = rb_self.runner(ruby)?;
         let progress = Progress::new();
