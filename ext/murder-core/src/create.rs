@@ -88,12 +88,24 @@ pub fn announce_url(tracker: &str) -> Result<String> {
         ))
     };
     let (host, port) = tracker.rsplit_once(':').ok_or_else(bad)?;
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c));
+    // A name or IPv4 address, or an IPv6 address, bracketed or not (a
+    // URL needs the brackets: `2001:db8::5:8998` is host `2001:db8::5`).
+    let ipv6 =
+        |h: &str| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit() || ".:".contains(c));
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) if ipv6(inner) => format!("[{inner}]"),
+        None if host.contains(':') && ipv6(host) => format!("[{host}]"),
+        None if !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) =>
+        {
+            host.to_string()
+        }
+        _ => return Err(bad()),
+    };
     match port.parse::<u16>() {
-        Ok(p) if p > 0 && host_ok => Ok(format!("http://{host}:{port}/announce")),
+        Ok(p) if p > 0 => Ok(format!("http://{host}:{port}/announce")),
         _ => Err(bad()),
     }
 }
@@ -584,6 +596,15 @@ mod tests {
             announce_url("http://t/announce").unwrap(),
             "http://t/announce"
         );
+        // An IPv6 address gets the brackets a URL needs, once.
+        assert_eq!(
+            announce_url("2001:db8::5:8998").unwrap(),
+            "http://[2001:db8::5]:8998/announce"
+        );
+        assert_eq!(
+            announce_url("[::1]:8998").unwrap(),
+            "http://[::1]:8998/announce"
+        );
         for bad in [
             "",
             "host",
@@ -593,6 +614,8 @@ mod tests {
             "host:0",
             "a b:1",
             "h;rm -rf /:1",
+            "[::1:8998",
+            "a[b]:1",
         ] {
             assert!(announce_url(bad).is_err(), "{bad:?}");
         }
