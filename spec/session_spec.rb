@@ -39,6 +39,9 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     counter.kill
     expect(ticks).to be > summary["seconds"] * 1000 / 10
     expect(download).to be_running
+    # A second run refuses, and leaves the first one's session seeding.
+    expect { download.run }.to raise_error(Murder::InvalidArgument, /already started/)
+    expect(download).to be_running
     # A third host finishes from the first downloader alone.
     seeder.stop
     other = Murder::Download.new(torrent, File.join(tmpdir, "b/release"), ip: "127.0.0.1", bind: "127.0.0.1",

@@ -228,9 +228,19 @@ module Murder
     #   the port cannot be bound
     # @raise [RangeError] as for {Seeder#start}
     # @raise [Interrupt, Exception] an interrupt, or what the block raised
-    def run(timeout: nil, keep_seeding: false)
+    def run(timeout: nil, keep_seeding: false, &block)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      # Outside the `ensure`: a second `run` raises without stopping the
+      # session the first one started.
       session = start_native(false)
+      run_started(session, started, timeout, keep_seeding, &block)
+    end
+
+    private
+
+    # The rest of {#run}, once its session started: stopped at the end
+    # unless it is to keep seeding.
+    def run_started(session, started, timeout, keep_seeding)
       loop do
         state = session.wait(1.0)
         yield JSON.parse(session.progress_json) if block_given? && state != "stopped"
