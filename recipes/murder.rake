@@ -20,11 +20,11 @@ namespace :murder do
       # (its digest, recorded at install) get it.
       installed = capture(:sh, "-c", *S.args('[ -x "$1" ] && cat "$1.sha256"', "sh", "#{dir}/murder"),
                           raise_on_non_zero_exit: false).strip
-      outdated << host.to_s unless installed == digest
+      outdated << S.host_key(host) unless installed == digest
     end
     # The configuration's own servers (the ones `on` yields are copies).
     names = Array.new(outdated.size) { outdated.pop }
-    hosts = murder_hosts.select { |h| names.include?(h.to_s) }
+    hosts = murder_hosts.select { |h| names.include?(S.host_key(h)) }
     distribution = Capistrano::Murder::BinaryDistribution.new(
       self, binary: binary, dir: dir, port: fetch(:murder_binary_port), fanout: fetch(:murder_binary_fanout)
     )
@@ -181,7 +181,7 @@ namespace :murder do
         out = capture(murder, *S.args("peer", torrent, peer_target, *(ip ? ["--ip", ip] : []), "--linger", linger,
                                       *reuse, "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
         summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
-        results[host.to_s] = summary
+        results[S.host_key(host)] = summary
         if tree
           # In place already: murder renamed its staging area to dest.
         elsif as_file
@@ -237,15 +237,19 @@ namespace :murder do
   desc "The whole Murder flow in one command: pack, torrent, seed, peer, clean up"
   task :distribute do
     invoke "murder:distribute_files"
-    invoke "murder:start_tracker"
-    invoke "murder:create_torrent"
-    invoke "murder:start_seeding"
     begin
+      invoke "murder:start_tracker"
+      invoke "murder:create_torrent"
+      invoke "murder:start_seeding"
       peer_or_stop_peering
     ensure
-      invoke "murder:stop_seeding"
-      invoke "murder:stop_tracker"
-      invoke "murder:clean_temp_files"
+      # Each step of the clean-up runs, whatever the one before it did (a
+      # failed one is named; the first error stays the task's).
+      %w[murder:stop_seeding murder:stop_tracker murder:clean_temp_files].each do |step|
+        invoke step
+      rescue StandardError => e
+        run_locally { warn "murder: #{step} failed: #{e.message.lines.first&.strip}" }
+      end
     end
   end
 end

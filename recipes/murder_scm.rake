@@ -18,10 +18,11 @@ def murder_ship_tree(torrent, tracker, secret)
   # One round trip: hosts whose murder is not current get it, passing it on;
   # none when the last deploy from here left this binary on every host.
   record = File.join(File.expand_path(fetch(:murder_cache_path)), "binary-hosts.json")
-  invoke "murder:distribute_files" unless S.binary_known?(record, sha, murder_hosts)
-  dir = fetch(:remote_murder_path)
+  invoke "murder:distribute_files" unless S.binary_known?(record, sha, murder_peers)
   murder = remote_murder
-  releases = releases_path.to_s
+  dir = File.dirname(murder)
+  # Quoted for the remote shell like every argument: a `~` would not expand.
+  releases = S.absolute_path(releases_path.to_s, "deploy_to's releases_path")
   dest = release_path.to_s
   tag = File.basename(dest)
   reuse = S.reuse_mode(fetch(:murder_reuse))
@@ -39,6 +40,7 @@ def murder_ship_tree(torrent, tracker, secret)
   watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
   begin
     on peers, in: :parallel do |host|
+      key = S.host_key(host)
       ip = S.announce_ip(host)
       args = [*(reuse ? ["--reuse", releases, "--reuse-mode", reuse] : []), *(ip ? ["--ip", ip] : []),
               "--linger", linger, "--pidfile", "#{dir}/run/peer-#{tag}.pid", "--progress", "json", "--wait-to-place",
@@ -47,8 +49,8 @@ def murder_ship_tree(torrent, tracker, secret)
       installed = false
       ticket = tickets.first
       begin
-        out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, host.to_s))
-        results[host.to_s] = remote.reports(out).find { |e| e["event"] == "complete" }
+        out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, key))
+        results[key] = remote.reports(out).find { |e| e["event"] == "complete" }
       rescue SSHKit::Command::Failed => e
         # One round trip when the host's murder is current; else install it
         # and go again (the first deploy, or a new version of murder).
@@ -59,24 +61,30 @@ def murder_ship_tree(torrent, tracker, secret)
         end
         # A host that does not hold the base of the difference (a new host,
         # or one whose last deploy failed early) takes the whole torrent.
-        if (whole = tickets.after_failure(host, ticket, e.message))
+        if (whole = tickets.after_failure(key, ticket, e.message))
           ticket = whole
           retry
         end
-        failures[host.to_s] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
-        barrier.vote(host.to_s, false)
-      rescue StandardError => e
-        failures[host.to_s] = e.message.lines.first&.strip
-        barrier.vote(host.to_s, false)
+        failures[key] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
       end
+    rescue StandardError => e
+      # Whatever failed, installing the binary included: named, not raised,
+      # so that this thread still votes.
+      failures[key] = e.message.lines.first&.strip
+    ensure
+      # A host that did not stage votes no (a vote it made counts first):
+      # the others must not wait for it forever.
+      barrier.vote(key, false)
     end
   ensure
     watcher.kill
   end
   unless failures.empty?
+    # Hosts that fail after all of them staged it (renaming it into place,
+    # say) fail alone: the others were told to place it.
+    where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
     raise Capistrano::Murder::Error,
-          "murder: the release was placed on no host; failed: " +
-          failures.map { |h, why| "#{h}: #{why}" }.join("; ")
+          "murder: #{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ")
   end
   # Every peer ran this binary (checked by its digest before it started),
   # and kept this torrent as the next ticket's base.

@@ -185,6 +185,16 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     system("ip", "netns", "exec", "mfh1", "tc", "qdisc", "del", "dev", "eth0", "root", err: File::NULL)
   end
 
+  # The clean-up of murder:distribute covers every step after the binary:
+  # a torrent that cannot be made (no such files_path on the seeder) used
+  # to fail before the `begin`, leaving the trackers it had started running.
+  it "stops the trackers it started when making the torrent fails" do
+    out, status = cap("murder:distribute", "tag=v5", "files_path=/srv/no-such-dir", "destination_path=/srv/releases")
+    expect(status).not_to be_success
+    expect(out).to match(/no-such-dir/)
+    eventually(timeout: 15) { murder_processes.empty? }
+  end
+
   it "fails naming a host that cannot be reached" do
     out, status = cap("murder:distribute_files", env: { "FARM_UNREACHABLE" => "10.250.0.99" })
     expect(status).not_to be_success
@@ -310,6 +320,41 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     expect_release_everywhere(first_release)
     @git.call("checkout", "-q", "-")
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  end
+
+  # A host whose murder is outdated gets it installed in the same round
+  # trip; when that install fails, the host must still vote, or every host
+  # that staged the release waits for it in the barrier forever (main
+  # before this hung here: the install's error was raised from inside a
+  # rescue clause, past the clause that votes). Host 3's binary record is
+  # removed (so it is outdated) and a directory stands where the upload
+  # goes (so the install's rename fails).
+  it "fails naming a host whose murder cannot be installed, and the others do not wait for it" do
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    File.write(File.join(@repo, "VERSION"), "install fails\n")
+    @git.call("commit", "-q", "-am", "install fails")
+    File.delete(app(3, "shared/murder/murder.sha256"))
+    FileUtils.mkdir_p(app(3, "shared/murder/murder.new/in-the-way"))
+    env = { "FARM_DIR" => FARM_D, "FARM_SIZE" => SIZE.to_s, "MURDER_BINARY" => MURDER_BIN,
+            "BUNDLE_GEMFILE" => File.join(ROOT, "Gemfile"), "FARM_REPO" => @repo }
+    out = +""
+    status = nil
+    Open3.popen2e(env, "bundle", "exec", "cap", "farm", "deploy", chdir: CAP_D, pgroup: true) do |stdin, io, waiter|
+      stdin.close
+      reader = Thread.new { out << io.read }
+      unless waiter.join(120)
+        Process.kill("KILL", -waiter.pid)
+        raise "cap deploy still running after 120 s (a host that failed its install did not vote):\n#{out}"
+      end
+      reader.join
+      status = waiter.value
+    end
+    expect(status).not_to be_success
+    expect(out).to match(/the release was placed on no host; failed: 10\.250\.0\.13: /), out
+    expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
+    eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  ensure
+    FileUtils.rm_rf(app(3, "shared/murder/murder.new"))
   end
 
   it "ships one archive with murder_release :archive, seeding from the deployer with murder_seed_locally" do

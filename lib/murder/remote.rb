@@ -196,6 +196,14 @@ module Murder
         end
       end
 
+      # Whether every host voted, and every one that it staged its release
+      # (so each was told to place it). Does not wait.
+      #
+      # @return [Boolean]
+      def unanimous?
+        @lock.synchronize { @votes.size >= @hosts && @votes.values.all? }
+      end
+
       # Waits (blocking the calling thread) for every host's vote.
       #
       # @return [Boolean] true when all staged their release

@@ -83,14 +83,16 @@ module Capistrano
 
       # @return [String] the murder binary on the hosts
       #   (`:remote_murder_path`/murder)
+      # @raise [Capistrano::Murder::Error] when :remote_murder_path is not
+      #   absolute or holds whitespace ({Support.remote_murder_path})
       def remote_murder
-        "#{fetch(:remote_murder_path)}/murder"
+        "#{S.remote_murder_path(fetch(:remote_murder_path))}/murder"
       end
 
       # @return [String] where murder's pidfiles are on the hosts
       #   (`:remote_murder_path`/run)
       def murder_run_dir
-        "#{fetch(:remote_murder_path)}/run"
+        "#{S.remote_murder_path(fetch(:remote_murder_path))}/run"
       end
 
       # Whether Murder's tasks ship a tree (no tar: every file in place, links

@@ -151,9 +151,55 @@ module Capistrano
       # @param port [Integer] its port
       # @return [Hash, nil] nil on any error (it is only progress)
       def stats(host, port)
-        JSON.parse(Net::HTTP.get(URI("http://#{host}:#{port}/stats.json")))
+        JSON.parse(Net::HTTP.get(URI("http://#{url_host(host)}:#{port}/stats.json")))
       rescue StandardError
         nil
+      end
+
+      # A host as a URL names it: an IPv6 address in brackets.
+      #
+      # @example
+      #   Support.url_host("2001:db8::5") # => "[2001:db8::5]"
+      #
+      # @param host [#to_s] a name or an address
+      # @return [String]
+      def url_host(host)
+        host = host.to_s
+        host.include?(":") && !host.start_with?("[") ? "[#{host}]" : host
+      end
+
+      # A server's name in a deploy's records, votes and messages: its host
+      # name, with its SSH port when it sets one. Capistrano tells servers
+      # apart by both (two may share a name, on different ports), and a
+      # deploy must too: SSHKit's Host#to_s is the name alone.
+      #
+      # @example
+      #   Support.host_key(SSHKit::Host.new("app:2202")) # => "app:2202"
+      #
+      # @param host [SSHKit::Host, String]
+      # @return [String]
+      def host_key(host)
+        return host.to_s unless host.respond_to?(:hostname)
+
+        host.port ? "#{host.hostname}:#{host.port}" : host.hostname.to_s
+      end
+
+      # Where murder lives on the hosts, checked: an absolute path (a `~`
+      # would reach the remote shell quoted, as a directory named `~`) with
+      # no whitespace (SSHKit runs a command whose first word holds
+      # whitespace as a raw string, dropping every argument).
+      #
+      # @param dir [#to_s] :remote_murder_path
+      # @return [String]
+      # @raise [Capistrano::Murder::Error] for a relative path or whitespace
+      def remote_murder_path(dir)
+        path = absolute_path(dir, "remote_murder_path")
+        if path.match?(/\s/)
+          raise Error, "remote_murder_path #{path.inspect} holds whitespace: murder runs from there as a command " \
+                       "(set :remote_murder_path to a path without it)"
+        end
+
+        path
       end
 
       # :murder_reuse as the `murder peer --reuse-mode` it means: "link"
@@ -211,11 +257,11 @@ module Capistrano
       #
       # @param record [String] the record's path (in the deployer's cache)
       # @param sha256 [String] the binary's hex SHA-256
-      # @param hosts [Array<#to_s>]
+      # @param hosts [Array<SSHKit::Host, String>] (by {.host_key})
       # @return [Boolean] false too when there is no readable record
       def binary_known?(record, sha256, hosts)
         data = JSON.parse(File.read(record))
-        data.is_a?(Hash) && data["sha256"] == sha256 && (hosts.map(&:to_s) - Array(data["hosts"])).empty?
+        data.is_a?(Hash) && data["sha256"] == sha256 && (hosts.map { |h| host_key(h) } - Array(data["hosts"])).empty?
       rescue SystemCallError, JSON::ParserError
         false
       end
@@ -225,12 +271,12 @@ module Capistrano
       #
       # @param record [String]
       # @param sha256 [String]
-      # @param hosts [Array<#to_s>]
+      # @param hosts [Array<SSHKit::Host, String>] (by {.host_key})
       # @return [void]
       # @raise [SystemCallError] when the cache directory cannot be written
       def remember_binary(record, sha256, hosts)
         ::Murder::Remote.write_atomically(record,
-                                          JSON.generate("sha256" => sha256, "hosts" => hosts.map(&:to_s).uniq.sort))
+                                          JSON.generate("sha256" => sha256, "hosts" => hosts.map { |h| host_key(h) }.uniq.sort))
       end
 
       # @param bytes [Numeric]

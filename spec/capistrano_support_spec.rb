@@ -1,0 +1,40 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "sshkit"
+require "capistrano/murder/support"
+
+# Capistrano::Murder::Support's checks of what a configuration gives the
+# tasks: how a server is named in a deploy's records and votes, how an
+# address goes into a URL, and where murder may live on the hosts.
+RSpec.describe Capistrano::Murder::Support do
+  let(:s) { described_class }
+
+  it "names a server by host and port, so servers sharing a name on other ports stay apart" do
+    expect(s.host_key(SSHKit::Host.new("app.example"))).to eq("app.example")
+    expect(s.host_key(SSHKit::Host.new("bastion:2201"))).to eq("bastion:2201")
+    expect(s.host_key(SSHKit::Host.new("bastion:2202"))).not_to eq(s.host_key(SSHKit::Host.new("bastion:2201")))
+    expect(s.host_key("10.0.0.1")).to eq("10.0.0.1")
+  end
+
+  it "remembers binary holders by that name: a server on another port is not known" do
+    record = File.join(tmpdir, "binary-hosts.json")
+    s.remember_binary(record, "a" * 64, [SSHKit::Host.new("bastion:2201")])
+    expect(s.binary_known?(record, "a" * 64, [SSHKit::Host.new("bastion:2201")])).to be(true)
+    expect(s.binary_known?(record, "a" * 64, [SSHKit::Host.new("bastion:2202")])).to be(false)
+  end
+
+  it "brackets an IPv6 address for a URL, once" do
+    expect(s.url_host("2001:db8::5")).to eq("[2001:db8::5]")
+    expect(s.url_host("[::1]")).to eq("[::1]")
+    expect(s.url_host("10.0.0.1")).to eq("10.0.0.1")
+  end
+
+  it "refuses a remote murder path that is relative, starts with ~ or holds whitespace, naming the setting" do
+    expect(s.remote_murder_path("/srv/app/shared/murder/")).to eq("/srv/app/shared/murder")
+    { "~/app/shared/murder" => /must be an absolute path/, "shared/murder" => /must be an absolute path/,
+      "/srv/my app/shared/murder" => /holds whitespace/ }.each do |path, message|
+      expect { s.remote_murder_path(path) }.to raise_error(Capistrano::Murder::Error, /remote_murder_path.*#{message}/)
+    end
+  end
+end
