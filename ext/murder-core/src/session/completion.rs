@@ -23,13 +23,20 @@ pub(super) async fn finish(ctx: Arc<Context>) {
     ctx.mark(|t| t.verified = Some(Instant::now()));
     let storage = ctx.storage.clone();
     let place = ctx.config.place;
+    let cancel = ctx.cancel.clone();
     let placed = ctx
         .tasks
         .spawn_blocking(move || {
-            if place {
-                storage.finish(&dest)
+            storage.stage()?;
+            // Rule S1: the sync may outlast shutdown's grace; a shutdown
+            // that came meanwhile leaves the data staged, never renamed
+            // after it returned.
+            if !place {
+                Ok(())
+            } else if cancel.is_cancelled() {
+                Err(Error::Cancelled)
             } else {
-                storage.stage()
+                storage.rename_to(&dest)
             }
         })
         .await
