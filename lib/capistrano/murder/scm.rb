@@ -45,8 +45,10 @@ module Capistrano
     # `:murder_repo_path` ("."), `:branch` ("HEAD"), `:murder_deployer_ip`
     # (nil: the local address of the route to the first server),
     # `:murder_compression` (`:gzip` or `:none`, for an archive),
-    # `:murder_reuse` (`:link`, `:copy` or `:none`) and `:murder_cache_path`
-    # ("tmp/murder"), besides those of {Tasks}.
+    # `:murder_reuse` (`:link`, `:copy` or `:none`), `:murder_closed_swarm`
+    # (true: a tree goes out in a closed swarm, with a fresh secret per
+    # deploy) and `:murder_cache_path` ("tmp/murder"), besides those of
+    # {Tasks}.
     #
     # The methods below are for the task file; they run on this machine.
     #
