@@ -339,16 +339,23 @@ impl Storage {
 
     /// Reads `buf.len()` bytes of piece `piece` from `offset`, naming the
     /// file in the error.
-    pub fn read_named(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
-        self.read(piece, offset, buf).map_err(|e| {
-            let start = piece as u64 * self.layout.piece_length() + offset as u64;
-            let file = self.layout.spans(start, buf.len() as u64).find(|s| !s.pad);
-            let path = file.map_or_else(
-                || PathBuf::from(&self.meta.name),
-                |s| self.current_path(s.file),
-            );
-            Error::io(path, e)
-        })
+    fn read_named(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
+        self.read(piece, offset, buf)
+            .map_err(|e| self.read_error(piece, offset, len, e))
+    }
+
+    /// A failed read of `len` bytes of piece `piece` from `offset`, naming
+    /// the file it was in.
+    #[cold]
+    pub fn read_error(&self, piece: u32, offset: u32, len: usize, e: std::io::Error) -> Error {
+        let start = piece as u64 * self.layout.piece_length() + offset as u64;
+        let file = self.layout.spans(start, len as u64).find(|s| !s.pad);
+        let path = file.map_or_else(
+            || PathBuf::from(&self.meta.name),
+            |s| self.current_path(s.file),
+        );
+        Error::io(path, e)
     }
 
     /// SHA-1 of a whole piece as it is on disk.

@@ -609,7 +609,7 @@ impl Peer {
             match self
                 .ctx
                 .storage
-                .read_named(req.piece, req.offset, &mut self.out[data_at..])
+                .read(req.piece, req.offset, &mut self.out[data_at..])
             {
                 Ok(()) => {
                     self.unsent_piece_bytes += req.length as u64;
@@ -621,6 +621,10 @@ impl Peer {
                     // Rule W1: the data this session holds is broken (cut
                     // short, gone, a disk error): it fails, named, rather
                     // than leave its peers to wait out their stall timeout.
+                    let e =
+                        self.ctx
+                            .storage
+                            .read_error(req.piece, req.offset, req.length as usize, e);
                     self.ctx.fail(&e);
                     self.dequeued(req.length as u64);
                     self.out.truncate(header_at);
