@@ -227,9 +227,8 @@ impl Storage {
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 if m.is_file() && m.nlink() > 1 {
                     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                    let pl = self.layout.piece_length();
-                    for p in start / pl..=(start + file.length - 1) / pl {
-                        have.clear(p as usize);
+                    for p in self.file_pieces(start, file.length) {
+                        have.clear(p);
                     }
                 }
             }
@@ -238,8 +237,13 @@ impl Storage {
     }
 
     fn holds_file(&self, start: u64, len: u64, have: &Bitfield) -> bool {
+        self.file_pieces(start, len).all(|p| have.get(p))
+    }
+
+    /// The pieces that hold bytes of the file at `start` of `len` (> 0) bytes.
+    fn file_pieces(&self, start: u64, len: u64) -> std::ops::RangeInclusive<usize> {
         let pl = self.layout.piece_length();
-        (start / pl..=(start + len - 1) / pl).all(|p| have.get(p as usize))
+        (start / pl) as usize..=((start + len - 1) / pl) as usize
     }
 
     fn new(meta: Arc<Metainfo>, root: PathBuf, writable: bool) -> Storage {

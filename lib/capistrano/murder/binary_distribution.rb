@@ -102,7 +102,7 @@ module Capistrano
       # @return [Array<Capistrano::Configuration::Server>] the hosts that got
       #   the binary in this round
       def round(plan)
-        source = plan.flat_map { |holder, clients| clients.map { |c| [c.to_s, holder] } }.to_h
+        source = plan.flat_map { |holder, clients| clients.map { |c| [S.host_key(c), holder] } }.to_h
         murder = "#{@dir}/murder"
         binary, dir, sha, port = @binary, @dir, @sha, @port
         fell_back = Queue.new
@@ -112,16 +112,16 @@ module Capistrano
             execute murder, *S.args("serve-file", murder, "--port", port, "--clients", clients.size, "--timeout", 30),
                     raise_on_non_zero_exit: false
           else
-            holder = source.fetch(host.to_s)
+            holder = source.fetch(S.host_key(host))
             address = S.announce_ip(holder) || holder.hostname
             unless test(:sh, "-c", *S.args(FETCH, "fetch", address, port, dir, sha))
               S.install_binary(self, binary, dir, sha)
-              fell_back << host.to_s
+              fell_back << S.host_key(host)
             end
           end
         end
         fallen = Array.new(fell_back.size) { fell_back.pop }
-        @central.concat(plan.values.flatten.select { |h| fallen.include?(h.to_s) })
+        @central.concat(plan.values.flatten.select { |h| fallen.include?(S.host_key(h)) })
         plan.values.flatten
       end
     end
