@@ -99,6 +99,28 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
+/// Makes everything written on the file system that holds `path` durable
+/// (syncfs(2): its dirty data and metadata, then one flush of the disk).
+/// Linux reports write-back errors from it since 5.8.
+pub fn sync_file_system(path: &Path) -> Result<()> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: syncfs(2) on a descriptor we own.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(Error::io(path, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        drop(f);
+        // SAFETY: sync(2) takes no arguments; it covers every file system.
+        unsafe { libc::sync() };
+        Ok(())
+    }
+}
+
 /// Syncs a directory's entries (after a rename into it).
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
