@@ -521,7 +521,9 @@ impl Storage {
     fn place_tree(&self, staging: &Path) -> Result<()> {
         for (index, file) in self.meta.files.iter().enumerate() {
             let path = self.file_path(staging, index);
-            if file.is_regular() && file.executable {
+            // A hard link is an earlier release's inode, linked only when
+            // its mode fits: a chmod would change that release (rule R1).
+            if file.is_regular() && file.executable && !self.linked.contains(&index) {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                     .map_err(|e| Error::io(&path, e))?;
             }

@@ -376,6 +376,33 @@ fn release_a_is_untouched_after_b_lands_with_links_or_copies() {
     }
 }
 
+/// Rule R1 for modes: an executable of A whose mode is not 755 (0700 here)
+/// is hard-linked into B, and placing B must not chmod that shared inode:
+/// placing set 755 on every executable, widening A's 0700.
+#[test]
+fn rule_r1_placing_never_changes_the_mode_of_a_linked_file() {
+    let host = host_with_a();
+    let a_run = host.releases.join("A/bin/run");
+    fs::set_permissions(&a_run, fs::Permissions::from_mode(0o700)).unwrap();
+    release_b(&host.build.join("A"), &host.build.join("B"));
+    ship(
+        &host.build.join("B"),
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    let b_run = host.releases.join("B/bin/run");
+    assert_eq!(
+        fs::metadata(&a_run).unwrap().ino(),
+        fs::metadata(&b_run).unwrap().ino(),
+        "bin/run was not linked: the test shows nothing"
+    );
+    assert_eq!(
+        fs::metadata(&a_run).unwrap().mode() & 0o7777,
+        0o700,
+        "A's mode changed"
+    );
+}
+
 /// Reuse test 4: a release that only renames and moves files moves no
 /// file data.
 #[test]
