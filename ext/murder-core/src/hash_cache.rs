@@ -42,29 +42,33 @@ pub struct FileKey {
     pub ctime_ns: i128,
     pub piece_length: u64,
     pub padded: bool,
+    /// The file changed within a second of when it was looked at, so a
+    /// write in the same tick would not show: such a key is never stored.
+    /// Decided when the key is taken, not when the hashes are recorded
+    /// (hashing a tree takes seconds).
+    #[serde(skip)]
+    racy: bool,
 }
 
 impl FileKey {
     pub fn new(path: &Path, meta: &std::fs::Metadata, piece_length: u64, padded: bool) -> FileKey {
+        let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+        let ctime_ns = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
         FileKey {
             path: path.to_path_buf(),
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.len(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            mtime_ns,
+            ctime_ns,
             piece_length,
             padded,
+            racy: now - mtime_ns.max(ctime_ns) < 1_000_000_000,
         }
-    }
-
-    /// Changed so recently that a write in the same tick would not show.
-    fn is_racy(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
-        now - self.mtime_ns.max(self.ctime_ns) < 1_000_000_000
     }
 }
 
@@ -129,7 +133,7 @@ impl HashCache {
 
     /// Records what a file hashed to (unless it changed too recently).
     pub fn insert(&mut self, key: FileKey, hashes: FileHashes) {
-        if !key.is_racy() {
+        if !key.racy {
             self.used.insert(key, hashes);
         }
     }
@@ -159,5 +163,46 @@ impl HashCache {
             std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
         }
         write_atomically(path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that changed just before it was looked at is never trusted
+    /// from the cache, however long its hashing took: the review found a
+    /// key judged when the hashes were recorded, a second or more later,
+    /// so a file rewritten in the same timestamp tick could hit for ever.
+    #[test]
+    fn a_file_changed_just_before_its_key_was_taken_is_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"one").unwrap();
+        let key = FileKey::new(&file, &std::fs::metadata(&file).unwrap(), 16384, false);
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // hashing a tree
+        let cache_path = dir.path().join("hashes.json");
+        let mut cache = HashCache::load(&cache_path);
+        let hashes = FileHashes {
+            pieces: vec![[1; 20]],
+            sha1: [2; 20],
+        };
+        cache.insert(key.clone(), hashes.clone());
+        cache.save().unwrap();
+        // The same file, unchanged, looked at again later: its key is settled
+        // now, and must not find what was recorded under the racy one.
+        let later = FileKey::new(&file, &std::fs::metadata(&file).unwrap(), 16384, false);
+        assert!(
+            HashCache::load(&cache_path).get(&later).is_none(),
+            "a racy key was stored"
+        );
+
+        // Settled: stored, and found again by a key taken anew.
+        let settled = FileKey::new(&file, &std::fs::metadata(&file).unwrap(), 16384, false);
+        let mut cache = HashCache::load(&cache_path);
+        cache.insert(settled, hashes.clone());
+        cache.save().unwrap();
+        let again = FileKey::new(&file, &std::fs::metadata(&file).unwrap(), 16384, false);
+        assert_eq!(HashCache::load(&cache_path).get(&again), Some(&hashes));
     }
 }
