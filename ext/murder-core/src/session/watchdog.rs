@@ -27,10 +27,20 @@ pub(super) async fn run(ctx: Arc<Context>) {
         if !ctx.is_downloading() {
             return;
         }
-        let (have, orphans) = {
+        let (have, orphans, verified) = {
             let pieces = ctx.pieces();
-            (pieces.have().count(), pieces.orphans())
+            (
+                pieces.have().count(),
+                pieces.orphans(),
+                pieces.is_complete(),
+            )
         };
+        // Every piece verified: completion owns the rest, and its final
+        // sync (a whole file system's, for a large tree) receives nothing
+        // and may outlast the stall timeout.
+        if verified {
+            return;
+        }
         let received = ctx.downloaded.load(Ordering::Relaxed);
         if received != last_received {
             last_received = received;
