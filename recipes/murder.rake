@@ -243,13 +243,7 @@ namespace :murder do
       invoke "murder:start_seeding"
       peer_or_stop_peering
     ensure
-      # Each step of the clean-up runs, whatever the one before it did (a
-      # failed one is named; the first error stays the task's).
-      %w[murder:stop_seeding murder:stop_tracker murder:clean_temp_files].each do |step|
-        invoke step
-      rescue StandardError => e
-        run_locally { warn "murder: #{step} failed: #{e.message.lines.first&.strip}" }
-      end
+      murder_clean_up("murder:stop_seeding", "murder:stop_tracker", "murder:clean_temp_files")
     end
   end
 end

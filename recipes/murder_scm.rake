@@ -110,34 +110,34 @@ namespace :murder do
       end
       tag = File.basename(release_path.to_s)
       local_dir = Dir.mktmpdir("murder-release-")
-      archive = File.join(local_dir, "#{tag}.tgz")
-      set :murder_revision, pack(archive)
-      run_locally { info "murder: packed #{File.size(archive)} bytes into #{archive}" }
-
-      # The release takes the place of Murder's tag and destination.
-      ENV["tag"] = tag
-      ENV["destination_path"] = releases_path.to_s
-      ENV.delete("no_tag_directory")
-      ENV.delete("path_is_file")
-      set :murder_prepacked, archive
       begin
-        invoke "murder:distribute_files"
-        if fetch(:murder_seed_locally)
-          # This machine tracks and seeds, through the native extension:
-          # the release never takes a detour through a seeder host.
-          seed_locally(archive, tag) { peer_or_stop_peering }
-        else
-          invoke "murder:start_tracker"
-          invoke "murder:create_torrent"
-          invoke "murder:start_seeding"
-          peer_or_stop_peering
+        archive = File.join(local_dir, "#{tag}.tgz")
+        set :murder_revision, pack(archive)
+        run_locally { info "murder: packed #{File.size(archive)} bytes into #{archive}" }
+
+        # The release takes the place of Murder's tag and destination.
+        ENV["tag"] = tag
+        ENV["destination_path"] = releases_path.to_s
+        ENV.delete("no_tag_directory")
+        ENV.delete("path_is_file")
+        set :murder_prepacked, archive
+        begin
+          invoke "murder:distribute_files"
+          if fetch(:murder_seed_locally)
+            # This machine tracks and seeds, through the native extension:
+            # the release never takes a detour through a seeder host.
+            seed_locally(archive, tag) { peer_or_stop_peering }
+          else
+            invoke "murder:start_tracker"
+            invoke "murder:create_torrent"
+            invoke "murder:start_seeding"
+            peer_or_stop_peering
+          end
+        ensure
+          stops = fetch(:murder_seed_locally) ? [] : %w[murder:stop_seeding murder:stop_tracker]
+          murder_clean_up(*stops, "murder:clean_temp_files")
         end
       ensure
-        unless fetch(:murder_seed_locally)
-          invoke "murder:stop_seeding"
-          invoke "murder:stop_tracker"
-        end
-        invoke "murder:clean_temp_files"
         FileUtils.rm_rf(local_dir)
       end
     end

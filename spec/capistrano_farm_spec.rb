@@ -247,6 +247,25 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     out
   end
 
+  # cap, killed (with its process group) if it runs longer than `limit`
+  # seconds: a deploy whose barrier waits for a vote that never comes
+  # would hang the suite. Returns the output and the status.
+  def cap_within(limit, *args, env: {})
+    env = { "FARM_DIR" => FARM_D, "FARM_SIZE" => SIZE.to_s, "MURDER_BINARY" => MURDER_BIN,
+            "BUNDLE_GEMFILE" => File.join(ROOT, "Gemfile"), "FARM_REPO" => @repo }.merge(env)
+    out = +""
+    Open3.popen2e(env, "bundle", "exec", "cap", "farm", *args, chdir: CAP_D, pgroup: true) do |stdin, io, waiter|
+      stdin.close
+      reader = Thread.new { out << io.read }
+      unless waiter.join(limit)
+        Process.kill("KILL", -waiter.pid)
+        raise "cap #{args.join(' ')} still running after #{limit} s:\n#{out}"
+      end
+      reader.join
+      [out, waiter.value]
+    end
+  end
+
   def app(i, path) = File.join(FARM_D, "hosts/h#{i}/srv/farmapp", path)
 
   # `current` links to an absolute path inside the host: follow it there.
@@ -335,26 +354,31 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     @git.call("commit", "-q", "-am", "install fails")
     File.delete(app(3, "shared/murder/murder.sha256"))
     FileUtils.mkdir_p(app(3, "shared/murder/murder.new/in-the-way"))
-    env = { "FARM_DIR" => FARM_D, "FARM_SIZE" => SIZE.to_s, "MURDER_BINARY" => MURDER_BIN,
-            "BUNDLE_GEMFILE" => File.join(ROOT, "Gemfile"), "FARM_REPO" => @repo }
-    out = +""
-    status = nil
-    Open3.popen2e(env, "bundle", "exec", "cap", "farm", "deploy", chdir: CAP_D, pgroup: true) do |stdin, io, waiter|
-      stdin.close
-      reader = Thread.new { out << io.read }
-      unless waiter.join(120)
-        Process.kill("KILL", -waiter.pid)
-        raise "cap deploy still running after 120 s (a host that failed its install did not vote):\n#{out}"
-      end
-      reader.join
-      status = waiter.value
-    end
+    # Before the fix, a host that failed its install never voted: cap hung.
+    out, status = cap_within(120, "deploy")
     expect(status).not_to be_success
     expect(out).to match(/the release was placed on no host; failed: 10\.250\.0\.13: /), out
     expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
   ensure
     FileUtils.rm_rf(app(3, "shared/murder/murder.new"))
+  end
+
+  # Capistrano's filters (HOSTS=, ROLES=, :filter) narrow what `on` runs
+  # on; the barrier counted every server, waited for votes that never
+  # came, and cap hung.
+  it "deploys to the servers HOSTS= names, and waits for no other" do
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    File.write(File.join(@repo, "VERSION"), "two hosts\n")
+    @git.call("commit", "-q", "-am", "two hosts")
+    out, status = cap_within(90, "deploy", env: { "HOSTS" => "10.250.0.11,10.250.0.12" })
+    expect(status).to be_success, out
+    expect(out).to match(/murder: 2 hosts received/), out
+    (1..2).each do |i|
+      expect(File.readlink(app(i, "current"))).not_to eq(before[i - 1]), "h#{i}"
+      expect(File.read(current(i, "VERSION"))).to eq("two hosts\n"), "h#{i}"
+    end
+    expect((3..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before[2..])
   end
 
   it "ships one archive with murder_release :archive, seeding from the deployer with murder_seed_locally" do

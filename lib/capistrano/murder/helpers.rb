@@ -20,10 +20,26 @@ module Capistrano
       # and the seeder are the first peer unless roles say otherwise.
       #
       # @return [Array<Capistrano::Configuration::Server>] the `:peer` role's
-      #   servers, or else every release role's
+      #   servers, or else every release role's, as filtered for this run
       def murder_peers
         explicit = roles(:peer)
-        explicit.empty? ? release_roles(:all) : explicit
+        # As `on` sees them: HOSTS, ROLES and :filter apply. The deploy's
+        # barrier waits for a vote from each of these, and a server that
+        # `on` skips never votes.
+        Capistrano::Configuration.env.filter(explicit.empty? ? release_roles(:all) : explicit)
+      end
+
+      # Invokes each clean-up task, whatever the one before it did: a failed
+      # one is named, and the first error stays the task's.
+      #
+      # @param steps [Array<String>] task names
+      # @return [void]
+      def murder_clean_up(*steps)
+        steps.each do |step|
+          invoke step
+        rescue StandardError => e
+          run_locally { warn "murder: #{step} failed: #{e.message.lines.first&.strip}" }
+        end
       end
 
       # Every host that runs a tracker: each `:tracker` server (several make
