@@ -71,7 +71,7 @@ namespace :murder do
     # Every tracker goes in the torrent (the first as `announce`, all in
     # the BEP 12 announce-list).
     trackers = tracker_addresses.flat_map { |addr, port| ["--tracker", "#{addr}:#{port}"] }
-    piece = fetch(:murder_piece_length)
+    piece = S.piece_length(fetch(:murder_piece_length))
     as_file = S.truthy?("path_is_file")
     tree = murder_tree?
     on murder_seeder do |host|

@@ -30,6 +30,17 @@ RSpec.describe Capistrano::Murder::Support do
     expect(s.url_host("10.0.0.1")).to eq("10.0.0.1")
   end
 
+  # The strategy passed the setting to the native extension (an Integer
+  # only: "1M" raised a TypeError), Murder's tasks to the command line.
+  it "takes a piece length as whole bytes for both ways of making a torrent, naming the setting otherwise" do
+    expect(s.piece_length(nil)).to be_nil
+    expect(s.piece_length(1_048_576)).to eq(1_048_576)
+    expect(s.piece_length("65536")).to eq(65_536)
+    ["1M", "64 KiB", "", 1.5, "0x10000"].each do |bad|
+      expect { s.piece_length(bad) }.to raise_error(Capistrano::Murder::Error, /murder_piece_length must be a number of bytes/)
+    end
+  end
+
   it "refuses a remote murder path that is relative, starts with ~ or holds whitespace, naming the setting" do
     expect(s.remote_murder_path("/srv/app/shared/murder/")).to eq("/srv/app/shared/murder")
     { "~/app/shared/murder" => /must be an absolute path/, "shared/murder" => /must be an absolute path/,

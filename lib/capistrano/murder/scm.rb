@@ -164,7 +164,7 @@ module Capistrano
                                         operator_token: operator).start
         started = clock
         torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
-                                                piece_length: fetch(:murder_piece_length),
+                                                piece_length: S.piece_length(fetch(:murder_piece_length)),
                                                 hash_cache: File.join(cache_path, "hashes.json"))
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
@@ -201,7 +201,7 @@ module Capistrano
         tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0",
                                         interval: fetch(:murder_tracker_interval)).start
         torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
-                                                   piece_length: fetch(:murder_piece_length))
+                                                   piece_length: S.piece_length(fetch(:murder_piece_length)))
         temp = S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")
         FileUtils.mkdir_p(temp)
         torrent.write(File.join(temp, "#{tag}.tgz.torrent"))

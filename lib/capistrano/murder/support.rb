@@ -216,6 +216,22 @@ module Capistrano
         end
       end
 
+      # :murder_piece_length as a number of bytes, the same for the deploy
+      # strategy (the native extension) and Murder's tasks (`murder
+      # make-torrent --piece-length`); the core checks the range.
+      #
+      # @param value [Integer, String, nil] bytes, or nil to let murder choose
+      # @return [Integer, nil]
+      # @raise [Error] for anything that is not a whole number of bytes
+      def piece_length(value)
+        case value
+        when nil then nil
+        when Integer then value
+        when /\A\d+\z/ then Integer(value, 10)
+        else raise Error, "murder_piece_length must be a number of bytes (e.g. 1048576), not #{value.inspect}"
+        end
+      end
+
       # Whether :murder_release ships a tree (:tree) or one archive (:archive).
       #
       # @param value [Symbol, String] `:tree` or `:archive`
