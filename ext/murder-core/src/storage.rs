@@ -116,6 +116,9 @@ impl Storage {
         }
         // A staging area from an earlier run is checked piece by piece; a
         // new one holds nothing yet, so there is nothing to hash.
+        if staging.exists() || staging.is_symlink() {
+            prune_to_torrent(&meta, &staging)?;
+        }
         let resuming = staging.exists();
         let prepared = (|| {
             let mut have = if resuming {
@@ -543,6 +546,97 @@ impl Storage {
     }
 }
 
+/// Rule R2 (STATE.md): a staging area left by an earlier run, perhaps of
+/// another torrent for the same destination, gets the torrent's shape
+/// before anything in it counts: entries the torrent does not have are
+/// removed (they would be renamed into the release), and a file longer
+/// than the torrent says is cut to its length (checking reads only the
+/// torrent's bytes, so an old tail would stay), or removed when it is a
+/// hard link into an earlier release (rule R1).
+fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
+    use std::collections::{HashMap, HashSet};
+    use std::os::unix::fs::MetadataExt;
+    let remove = |path: &Path, m: &std::fs::Metadata| -> Result<()> {
+        if m.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        }
+        .map_err(|e| Error::io(path, e))
+    };
+    let cut = |path: &Path, m: &std::fs::Metadata, len: u64| -> Result<()> {
+        if m.len() <= len {
+            return Ok(());
+        }
+        if m.nlink() > 1 {
+            return std::fs::remove_file(path).map_err(|e| Error::io(path, e));
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| Error::io(path, e))
+    };
+    let Ok(top) = std::fs::symlink_metadata(staging) else {
+        return Ok(());
+    };
+    if meta.single_file {
+        return match top.is_file() {
+            true => cut(staging, &top, meta.files[0].length),
+            false => remove(staging, &top),
+        };
+    }
+    if !top.is_dir() {
+        return remove(staging, &top);
+    }
+    // What the torrent puts where (below the root): regular files with
+    // their lengths, links, and the directories above them.
+    let mut files: HashMap<PathBuf, Option<u64>> = HashMap::new();
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    for f in meta
+        .files
+        .iter()
+        .filter(|f| f.symlink.is_some() || f.is_regular())
+    {
+        let rel: PathBuf = f.path.iter().collect();
+        let mut up = rel.parent();
+        while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+            up = d.parent();
+        }
+        files.insert(rel, f.is_regular().then_some(f.length));
+    }
+    let mut walk = walkdir::WalkDir::new(staging)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(staging).to_path_buf();
+            Error::io(&path, e.into())
+        })?;
+        let path = entry.path();
+        let rel = path.strip_prefix(staging).unwrap_or(path);
+        let m = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let keep = match files.get(rel) {
+            Some(Some(len)) if m.is_file() => {
+                cut(path, &m, *len)?;
+                true
+            }
+            Some(None) => m.file_type().is_symlink(), // place_tree makes it anew
+            Some(Some(_)) => false,
+            None => m.is_dir() && dirs.contains(rel),
+        };
+        if !keep {
+            remove(path, &m)?;
+            if m.is_dir() {
+                walk.skip_current_dir();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every directory of the tree at `root`, itself first.
 fn tree_dirs(root: &Path) -> Vec<PathBuf> {
     walkdir::WalkDir::new(root)
@@ -619,6 +713,80 @@ mod tests {
         assert_eq!(
             relative_link(&v("a/b/c/l"), &v("a/x")),
             PathBuf::from("../../x")
+        );
+    }
+
+    /// Rule R2: a staging area an earlier run left for the same
+    /// destination, of another torrent, ends as this torrent's tree: a file
+    /// this one lacks is not renamed into the release, and a file that
+    /// shrank does not keep its old tail.
+    #[test]
+    fn rule_r2_a_staging_area_of_another_torrent_takes_this_ones_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, files: &[(&str, usize)]| {
+            let src = dir.path().join(name);
+            for (path, len) in files {
+                let p = src.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, vec![path.len() as u8; *len]).unwrap();
+            }
+            let mut opts = CreateOptions::new("t:1");
+            opts.piece_length = Some(16384);
+            opts.align = true;
+            let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+            (src, meta)
+        };
+        let (src1, one) = make(
+            "one",
+            &[("app.jar", 3 << 20), ("old/gone.rb", 5_000), ("keep", 100)],
+        );
+        let (src2, two) = make("two", &[("app.jar", 1 << 20), ("keep", 100)]);
+        let dest = dir.path().join("out/release");
+        // The first torrent's download gets everything and "crashes".
+        let (first, _, _) = Storage::for_download(
+            one.clone(),
+            &dest,
+            &Progress::new(),
+            true,
+            &ReuseConfig::default(),
+        )
+        .unwrap();
+        let seed1 = Storage::for_seeding(one.clone(), &src1);
+        let mut buf = vec![0u8; 16384];
+        for piece in 0..one.piece_count() as u32 {
+            let (_, len) = one.layout().piece_range(piece as usize);
+            seed1.read(piece, 0, &mut buf[..len as usize]).unwrap();
+            first.write(piece, 0, &buf[..len as usize]).unwrap();
+        }
+        drop(first);
+        // The second torrent, to the same destination.
+        let (second, _, _) = Storage::for_download(
+            two.clone(),
+            &dest,
+            &Progress::new(),
+            true,
+            &ReuseConfig::default(),
+        )
+        .unwrap();
+        let seed2 = Storage::for_seeding(two.clone(), &src2);
+        for piece in 0..two.piece_count() as u32 {
+            let (_, len) = two.layout().piece_range(piece as usize);
+            seed2.read(piece, 0, &mut buf[..len as usize]).unwrap();
+            second.write(piece, 0, &buf[..len as usize]).unwrap();
+        }
+        second.finish(&dest).unwrap();
+        assert!(
+            !dest.join("old").exists(),
+            "a file of the other torrent was placed"
+        );
+        assert_eq!(
+            std::fs::metadata(dest.join("app.jar")).unwrap().len(),
+            1 << 20,
+            "the old tail stayed"
+        );
+        assert_eq!(
+            std::fs::read(dest.join("app.jar")).unwrap(),
+            std::fs::read(src2.join("app.jar")).unwrap()
         );
     }
 
