@@ -85,6 +85,35 @@ RSpec.describe "murder peer under faults" do
     expect(FileUtils.compare_file(dest, data)).to be(true)
   end
 
+  # `--wait-to-place` waits for the deployer's order on stdin; a stop
+  # signal then was caught and ignored, so Ctrl-C did nothing and `murder
+  # stop` always waited out its timeout.
+  it "stops at once on SIGTERM while it waits for the order to place, leaving the release staged" do
+    data, torrent = seeded_release(1 << 20, seed: 7, upload_limit: "8M")
+    dest = File.join(tmpdir, "host/release.tgz")
+    order_r, order_w = IO.pipe # the deployer's order, never given
+    out_r, out_w = IO.pipe
+    pid = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "0",
+                        "--progress", "json", "--wait-to-place",
+                        in: order_r, out: out_w, err: File.join(tmpdir, "peer.log"))
+    order_r.close
+    out_w.close
+    staged = out_r.each_line.lazy.map { |line| JSON.parse(line) }.find { |event| event["event"] == "staged" }
+    expect(staged).not_to be_nil
+    Process.kill("TERM", pid)
+    waited = Thread.new { Process.wait2(pid) }
+    unless waited.join(3)
+      Process.kill("KILL", pid)
+      raise "murder peer still running 3 s after SIGTERM while waiting to place"
+    end
+    expect(waited.value.last.exitstatus).not_to eq(0)
+    order_w.close
+    out_r.close
+    expect(File.read(File.join(tmpdir, "peer.log"))).to include("interrupted while waiting to place")
+    expect(File.exist?(dest)).to be(false)
+    expect(FileUtils.compare_file(staging(dest), data)).to be(true)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     data = File.join(tmpdir, "release.tgz")
     File.binwrite(data, Random.new(6).bytes(300_000))

@@ -311,14 +311,30 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if args.wait_to_place {
-            display.staged(&murder_core::storage::staging_path(&args.dest));
-            let decision = tokio::task::spawn_blocking(|| {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line).map(|_| line)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            if decision.map(|line| line.trim() == "place").ok() != Some(true) {
+            let staged = murder_core::storage::staging_path(&args.dest);
+            display.staged(&staged);
+            // The order is read on a thread of its own, not the runtime's
+            // blocking pool (whose threads the runtime waits for at exit: a
+            // read of stdin may never end), and raced with the stop signals.
+            let (order, ordered) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("murder-place-order".into())
+                .spawn(move || {
+                    let mut line = String::new();
+                    let _ = order.send(std::io::stdin().read_line(&mut line).map(|_| line));
+                })?;
+            let decision = tokio::select! {
+                _ = &mut stop => {
+                    session.shutdown().await;
+                    return Err(format!(
+                        "interrupted while waiting to place: the verified release stays staged at {}",
+                        staged.display()
+                    )
+                    .into());
+                }
+                decision = ordered => decision.ok().and_then(|read| read.ok()),
+            };
+            if decision.map(|line| line.trim() == "place") != Some(true) {
                 session.shutdown().await;
                 return Err(format!(
                     "not placed: the verified release stays staged at {}",
