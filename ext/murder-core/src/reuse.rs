@@ -49,9 +49,13 @@ pub struct ReuseConfig {
 pub struct Reused {
     /// Pieces verified from reused content.
     pub pieces: Bitfield,
-    /// The torrent's indices of the files hard-linked (durable already:
-    /// their data and inode belong to an earlier release).
+    /// The torrent's indices of the files hard-linked (their inodes belong
+    /// to an earlier release or attempt: never written, never chmodded).
     pub linked: Vec<usize>,
+    /// Those of `linked` whose source lies in a staging area (`.NAME.part`,
+    /// a failed attempt's): not durable as a release's are, so synced
+    /// with the rest.
+    pub linked_from_staging: Vec<usize>,
     pub files_copied: usize,
     pub bytes: u64,
 }
@@ -62,6 +66,21 @@ struct Candidate {
     path: PathBuf,
     executable: bool,
     mtime: i64,
+    /// In a staging area (`.NAME.part`): a failed attempt's, whose data
+    /// may not be on disk yet.
+    staged: bool,
+}
+
+/// Whether `path`, below the searched directory `dir`, lies in a staging
+/// area (see `storage::staging_path`).
+fn in_staging_area(dir: &Path, path: &Path) -> bool {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .components()
+        .any(|c| {
+            let name = c.as_os_str().to_string_lossy();
+            name.starts_with('.') && name.ends_with(".part")
+        })
 }
 
 /// Candidates by size, newest first; one entry per inode.
@@ -80,6 +99,7 @@ fn index(dirs: &[PathBuf], skip: &[&Path]) -> HashMap<u64, Vec<Candidate>> {
                 continue;
             }
             by_size.entry(meta.len()).or_default().push(Candidate {
+                staged: in_staging_area(dir, entry.path()),
                 path: entry.into_path(),
                 executable: meta.permissions().mode() & 0o111 != 0,
                 mtime: meta.mtime(),
@@ -266,6 +286,9 @@ pub fn reuse(
     for (outcome, &(i, ..)) in results.into_iter().zip(&jobs) {
         if outcome.linked {
             reused.linked.push(i);
+            if outcome.staged {
+                reused.linked_from_staging.push(i);
+            }
         }
         for p in &outcome.pieces {
             reused.pieces.set(*p);
@@ -283,6 +306,8 @@ type FirstPieces = HashMap<(PathBuf, usize), Option<[u8; 20]>>;
 struct Outcome {
     pieces: Vec<usize>,
     linked: bool,
+    /// Linked from a candidate in a staging area.
+    staged: bool,
 }
 
 /// One torrent file to bring in: where it goes and which pieces are its.
@@ -340,6 +365,7 @@ fn bring_in(
             if all {
                 outcome.pieces = pieces.collect();
                 outcome.linked = true;
+                outcome.staged = c.staged;
                 return Ok(outcome);
             }
             // Changed since it was deployed: never write through the link.

@@ -76,8 +76,11 @@ pub struct Storage {
     writable: bool,
     open: Mutex<HashMap<usize, Arc<File>>>,
     open_limit: usize,
-    /// Files hard-linked from an earlier release: nothing of theirs to sync.
+    /// Files hard-linked from an earlier release or attempt: never written
+    /// or chmodded, and synced only when linked from a staging area.
     linked: std::collections::HashSet<usize>,
+    /// Those of `linked` whose source was a failed attempt's staging area.
+    linked_from_staging: std::collections::HashSet<usize>,
 }
 
 /// The staging path of a download: `.DEST.part` beside `DEST`. Hidden, so
@@ -139,6 +142,7 @@ impl Storage {
                 have.set(p);
             }
             storage.linked = reused.linked.iter().copied().collect();
+            storage.linked_from_staging = reused.linked_from_staging.iter().copied().collect();
             storage.create_files(&staging, reserve, &have)?;
             Ok((storage, have, reused))
         })();
@@ -288,6 +292,7 @@ impl Storage {
             open: Mutex::new(HashMap::new()),
             open_limit: (fsutil::descriptor_limit() / 2).clamp(OPEN_FILES_MIN, OPEN_FILES_MAX),
             linked: Default::default(),
+            linked_from_staging: Default::default(),
         }
     }
 
@@ -462,13 +467,15 @@ impl Storage {
     }
 
     /// Makes what this download wrote durable: the data of every file but
-    /// those reuse hard-linked (an earlier release's inodes, durable
-    /// already) and every directory of the staging area (their entries).
+    /// those reuse hard-linked from an earlier release (durable already;
+    /// links from a failed attempt's staging area are synced) and every
+    /// directory of the staging area (their entries).
     fn sync_tree(&self, staging: &Path) -> Result<()> {
         // Known, not asked of the file system: a stat per file is no small
         // part of a repeat deploy, whose files are nearly all links.
         let files: Vec<usize> = (0..self.meta.files.len())
-            .filter(|&i| self.meta.files[i].is_regular() && !self.linked.contains(&i))
+            .filter(|&i| self.meta.files[i].is_regular())
+            .filter(|&i| !self.linked.contains(&i) || self.linked_from_staging.contains(&i))
             .collect();
         match SyncPlan::for_files_written(files.len()) {
             SyncPlan::FileSystem => fsutil::sync_file_system(staging),

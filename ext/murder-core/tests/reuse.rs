@@ -403,6 +403,39 @@ fn rule_r1_placing_never_changes_the_mode_of_a_linked_file() {
     );
 }
 
+/// Rule P4 with reuse: files linked from a failed attempt's staging area
+/// (`.A.part`, whose data may not have reached the disk) are synced with
+/// what was downloaded; files linked from a release are durable already.
+#[test]
+fn rule_p4_links_from_a_failed_attempts_staging_area_are_synced() {
+    let host = host_with_a();
+    release_b(&host.build.join("A"), &host.build.join("B"));
+    let meta = aligned(&host.build.join("B"));
+    let bring_in = |releases: &Path| {
+        let staging = releases.join(".B.part");
+        let config = ReuseConfig {
+            dirs: vec![releases.to_path_buf()],
+            mode: ReuseMode::Link,
+        };
+        let none = murder_core::bitfield::Bitfield::new(meta.piece_count());
+        let reused =
+            murder_core::reuse::reuse(&meta, &staging, &none, &config, &[], &Progress::new())
+                .unwrap();
+        fs::remove_dir_all(&staging).unwrap();
+        reused
+    };
+    let from_release = bring_in(&host.releases);
+    assert!(!from_release.linked.is_empty());
+    assert!(
+        from_release.linked_from_staging.is_empty(),
+        "{from_release:?}"
+    );
+    fs::rename(host.releases.join("A"), host.releases.join(".A.part")).unwrap();
+    let from_attempt = bring_in(&host.releases);
+    assert_eq!(from_attempt.linked, from_release.linked);
+    assert_eq!(from_attempt.linked_from_staging, from_attempt.linked);
+}
+
 /// Reuse test 4: a release that only renames and moves files moves no
 /// file data.
 #[test]
