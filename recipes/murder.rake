@@ -47,7 +47,7 @@ namespace :murder do
     on murder_trackers, in: :parallel do
       execute :mkdir, "-p", *S.args("#{dir}/torrents", "#{dir}/run")
       # A tracker already running keeps serving: starting is idempotent.
-      running = test("[ -f #{pidfile.shellescape} ] && kill -0 \"$(cut -d' ' -f1 #{pidfile.shellescape})\" 2>/dev/null")
+      running = test(:sh, "-c", *S.args("#{S::ALIVE_SH}murder_alive \"$1\"", "murder-alive", pidfile))
       unless running
         execute murder, *S.args("tracker", "--port", port, "--interval", interval, "--allow-dir", "#{dir}/torrents",
                                 "--pidfile", pidfile, "--daemon", "--log", "#{dir}/run/tracker.log")
@@ -227,7 +227,8 @@ namespace :murder do
     murder = remote_murder
     on murder_hosts do |host|
       lines = capture(:sh, "-c", *S.args(<<~SH, "murder-status", run), raise_on_non_zero_exit: false)
-        for f in "$1"/*.pid; do [ -f "$f" ] || continue; pid=$(cut -d' ' -f1 "$f"); if kill -0 "$pid" 2>/dev/null; then echo "$(basename "$f" .pid) running (pid $pid)"; else echo "$(basename "$f" .pid) stale pidfile"; fi; done
+        #{S::ALIVE_SH}
+        for f in "$1"/*.pid; do [ -f "$f" ] || continue; pid=$(cut -d' ' -f1 "$f"); if murder_alive "$f"; then echo "$(basename "$f" .pid) running (pid $pid)"; else echo "$(basename "$f" .pid) stale pidfile"; fi; done
       SH
       installed = test(:test, "-x", *S.args(murder)) ? "murder installed" : "murder not installed"
       info "#{host}: #{installed}#{lines.empty? ? ', nothing running' : "\n  #{lines.split("\n").join("\n  ")}"}"

@@ -117,6 +117,25 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     FileUtils.rm_f("/tmp/ha1.tgz.torrent")
   end
 
+  # A pidfile outlives its tracker (a reboot, a kill -9) and its pid may be
+  # another process's by now: start_tracker took any live pid for a
+  # running tracker, and skipped starting one. This test's own pid stands
+  # in for the reused one (the farm's hosts share this machine's pids).
+  it "starts a tracker when the pidfile names a live process that is not the tracker it recorded" do
+    cap!("murder:distribute_files")
+    pidfile = host_path(1, "/srv/farmapp/shared/murder/run/tracker.pid")
+    FileUtils.mkdir_p(File.dirname(pidfile))
+    File.write(pidfile, "#{Process.pid} 1\n")
+    expect(cap!("murder:status")).to match(/10\.250\.0\.11: murder installed\s+tracker stale pidfile/m)
+    cap!("murder:start_tracker")
+    pid = Integer(File.read(pidfile).split.first)
+    expect(pid).not_to eq(Process.pid)
+    expect(File.read("/proc/#{pid}/cmdline").split("\0")).to include("tracker")
+    expect(cap!("murder:status")).to match(/10\.250\.0\.11: murder installed\s+tracker running \(pid #{pid}\)/m)
+  ensure
+    cap("murder:stop_tracker")
+  end
+
   it "ships a tree with tree=1: no tar, files in place, and the next tag reuses the last" do
     cap!("murder:distribute", "tag=t1", "files_path=/srv/src", "destination_path=/srv/trees", "tree=1")
     expect_release("t1", "/srv/trees")

@@ -216,6 +216,25 @@ module Capistrano
         end
       end
 
+      # A POSIX shell function, `murder_alive PIDFILE`: true when the
+      # pidfile names a live process that is the one that wrote it. murder
+      # writes the pid and the process's start time (as /proc shows it);
+      # `murder stop` checks both, and so does this, so that a pid reused
+      # after a reboot or a kill is not taken for a tracker or a seeder.
+      ALIVE_SH = <<~'SH'
+        murder_alive() {
+          set -- $(cat "$1" 2>/dev/null)
+          pid=$1 started=$2
+          [ -n "$pid" ] && [ -n "$started" ] || return 1
+          stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+          set -- ${stat##*)}
+          [ "$1" != Z ] && [ "$1" != X ] || return 1
+          [ "$started" = 0 ] && return 0
+          shift 19
+          [ "$1" = "$started" ]
+        }
+      SH
+
       # :murder_piece_length as a number of bytes, the same for the deploy
       # strategy (the native extension) and Murder's tasks (`murder
       # make-torrent --piece-length`); the core checks the range.
