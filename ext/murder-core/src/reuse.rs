@@ -113,10 +113,15 @@ fn index(dirs: &[PathBuf], skip: &[&Path]) -> HashMap<u64, Vec<Candidate>> {
 }
 
 /// The pieces that hold data of file `index` and of no other file (pad
-/// bytes aside): those it can bring in alone. `None` when some piece of
-/// the file mixes in another file's data (an unaligned torrent).
+/// bytes after it aside): those it can bring in alone. `None` when some
+/// piece of the file mixes in another file's data (an unaligned torrent),
+/// or when the file does not start at a piece (a pad file ending inside
+/// the piece before it: its pieces are hashed from the piece's start).
 fn own_pieces(layout: &Layout, file_offset: u64, len: u64, index: usize) -> Option<(usize, usize)> {
     let pl = layout.piece_length();
+    if file_offset % pl != 0 {
+        return None;
+    }
     let first = (file_offset / pl) as usize;
     let last = ((file_offset + len - 1) / pl) as usize;
     for piece in [first, last] {
@@ -406,4 +411,21 @@ fn bring_in(
         outcome.pieces.push(p);
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that a pad file ends in front of, inside a piece, is not
+    /// brought in piece by piece: `Span::part` measures from the piece's
+    /// start, which lies before the file (an underflow: a panic in a debug
+    /// build, a read at a wild offset in a release one).
+    #[test]
+    fn a_file_that_starts_inside_a_piece_is_not_its_own() {
+        // [pad 8 KiB][x 40 KiB][y 16 KiB], pieces of 16 KiB.
+        let layout = Layout::new([(8192, true), (40960, false), (16384, false)], 16384);
+        assert_eq!(own_pieces(&layout, 8192, 40960, 1), None);
+        assert_eq!(own_pieces(&layout, 49152, 16384, 2), Some((3, 3)));
+    }
 }
