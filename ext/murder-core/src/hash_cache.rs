@@ -198,9 +198,8 @@ mod tests {
         );
 
         // Settled: stored, and found again by a key taken anew.
-        let settled = FileKey::new(&file, &std::fs::metadata(&file).unwrap(), 16384, false);
         let mut cache = HashCache::load(&cache_path);
-        cache.insert(settled, hashes.clone());
+        cache.insert(later, hashes.clone());
         cache.save().unwrap();
         let again = FileKey::new(&file, &std::fs::metadata(&file).unwrap(), 16384, false);
         assert_eq!(HashCache::load(&cache_path).get(&again), Some(&hashes));

@@ -72,15 +72,12 @@ struct Candidate {
 }
 
 /// Whether `path`, below the searched directory `dir`, lies in a staging
-/// area (see `storage::staging_path`).
+/// area.
 fn in_staging_area(dir: &Path, path: &Path) -> bool {
     path.strip_prefix(dir)
         .unwrap_or(path)
         .components()
-        .any(|c| {
-            let name = c.as_os_str().to_string_lossy();
-            name.starts_with('.') && name.ends_with(".part")
-        })
+        .any(|c| crate::storage::is_staging_name(c.as_os_str()))
 }
 
 /// Candidates by size, newest first; one entry per inode.

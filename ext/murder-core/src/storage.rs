@@ -93,6 +93,13 @@ pub fn staging_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// Whether `name` is a staging path's name (`.NAME.part`, see
+/// `staging_path`): a download's, perhaps a failed attempt's.
+pub fn is_staging_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') && name.ends_with(".part")
+}
+
 impl Storage {
     /// Existing data to seed from (the file, or the directory named like the torrent).
     pub fn for_seeding(meta: Arc<Metainfo>, data: &Path) -> Storage {
