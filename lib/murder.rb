@@ -65,4 +65,7 @@ require_relative "murder/secret"
 #   seeder.stop
 #   tracker.stop
 module Murder
+  # The bind address meaning every address of the host: IPv6 and IPv4 on one
+  # socket (IPv4 alone on a host without IPv6). "0.0.0.0" is IPv4 alone.
+  EVERY_ADDRESS = "::"
 end

@@ -33,6 +33,18 @@ RSpec.describe Murder::Tracker do
     expect { tracker.stop }.not_to raise_error
   end
 
+  # Rule: by default a tracker answers on every address, IPv6 and IPv4.
+  it "serves IPv4 and IPv6 clients by default, and gives an announce URL that brackets IPv6" do
+    tracker = described_class.new(port: 0).start
+    expect(tracker.bind).to eq("::")
+    expect(tracker.announce_url).to eq("http://127.0.0.1:#{tracker.port}/announce")
+    expect(Net::HTTP.get_response(URI("http://127.0.0.1:#{tracker.port}/stats.json")).code).to eq("200")
+    expect(tracker.announce_url("::1")).to eq("http://[::1]:#{tracker.port}/announce")
+    expect(Net::HTTP.get_response(URI(tracker.announce_url("::1").sub("/announce", "/stats.json"))).code).to eq("200")
+  ensure
+    tracker&.stop
+  end
+
   it "refuses torrents it was not told to allow" do
     tracker = described_class.new(port: 0, bind: "127.0.0.1").start
     reply = announce(tracker.port, torrent.info_hash, peer: 1, left: 0)

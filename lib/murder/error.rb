@@ -16,7 +16,7 @@ module Murder
 
   # A file or directory could not be read or written (the message starts
   # with its path), a file changed while it was being hashed, or a port
-  # could not be bound ("0.0.0.0:8998: Address already in use").
+  # could not be bound ("[::]:8998: Address already in use").
   class FileError < Error; end
 
   # An argument that cannot work: a bad tracker address, piece length,

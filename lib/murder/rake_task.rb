@@ -125,7 +125,7 @@ module Murder
       release_tag = tag || Time.now.utc.strftime("%Y%m%d%H%M%S")
       dest = format(destination, tag: release_tag)
       address = ip || local_address_towards(host_name(hosts.first))
-      tracker = Tracker.new(port: port, bind: "0.0.0.0", interval: 1).start
+      tracker = Tracker.new(port: port, interval: 1).start
       torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache)
       secret = Murder.generate_secret if closed
       tracker.allow(torrent, secret: secret)

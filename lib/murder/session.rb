@@ -26,7 +26,8 @@ module Murder
     # @param ip [String, nil] the IP address announced to the tracker (nil:
     #   the local address of the route to the tracker)
     # @param port [Integer] where peers connect (0: any free port; see {#port})
-    # @param bind [String] the IP address to accept peers on
+    # @param bind [String] the IP address to accept peers on ({EVERY_ADDRESS}:
+    #   every address, IPv6 and IPv4)
     # @param max_peers [Integer, nil] most connections, from 1 to 10,000
     #   (nil: the engine's 16)
     # @param upload_limit [Integer, nil] most bytes per second sent, to all
@@ -54,7 +55,7 @@ module Murder
     #   path that cannot be read or is not a valid torrent
     # @raise [ArgumentError, TypeError] when `port`, `max_peers` or a limit
     #   is not an integer (`Integer()`)
-    def initialize(torrent, path, ip: nil, port: 0, bind: "0.0.0.0", max_peers: nil,
+    def initialize(torrent, path, ip: nil, port: 0, bind: EVERY_ADDRESS, max_peers: nil,
                    upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link, lazy_check: false,
                    secret: nil)
       @torrent = torrent.is_a?(Torrent) ? torrent : Torrent.load(torrent)

@@ -35,7 +35,8 @@ module Murder
     # Only records the settings: {#start} checks them and starts serving.
     #
     # @param port [Integer] where to serve (0: any free port; see {#port})
-    # @param bind [String] the IP address to serve on ("0.0.0.0": all)
+    # @param bind [String] the IP address to serve on ({EVERY_ADDRESS}: every
+    #   address, IPv6 and IPv4)
     # @param interval [Integer] seconds between announces, from 1 to 3600
     #   (Murder's 15)
     # @param peer_timeout [Integer, nil] seconds after which a silent peer is
@@ -49,7 +50,7 @@ module Murder
     #   closed swarms included; at least 16 printable characters
     # @raise [ArgumentError, TypeError] when `port`, `interval`,
     #   `peer_timeout` or `numwant` is not an integer (`Integer()`)
-    def initialize(port: DEFAULT_PORT, bind: "0.0.0.0", interval: 15, peer_timeout: nil, numwant: 50, allow_dir: nil,
+    def initialize(port: DEFAULT_PORT, bind: EVERY_ADDRESS, interval: 15, peer_timeout: nil, numwant: 50, allow_dir: nil,
                    operator_token: nil)
       @port = Integer(port)
       @bind = bind.to_s
@@ -98,9 +99,10 @@ module Murder
     #   tracker.announce_url("10.0.0.1") # => "http://10.0.0.1:8998/announce"
     #
     # @param host [String] the host peers announce to (default: `bind`, or
-    #   127.0.0.1 when bound to 0.0.0.0)
+    #   127.0.0.1 when bound to every address); an IPv6 address is bracketed
     # @return [String]
-    def announce_url(host = @bind == "0.0.0.0" ? "127.0.0.1" : @bind)
+    def announce_url(host = [EVERY_ADDRESS, "0.0.0.0"].include?(@bind) ? "127.0.0.1" : @bind)
+      host = "[#{host}]" if host.include?(":") && !host.start_with?("[")
       "http://#{host}:#{port}/announce"
     end
 

@@ -33,9 +33,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(("0.0.0.0", args.port))
-            .await
-            .map_err(|e| format!("port {}: {e}", args.port))?;
+        let every = std::net::SocketAddr::new(murder_core::listen::EVERY_ADDRESS, args.port);
+        let listener = TcpListener::from_std(murder_core::listen::tcp(every)?)?;
         let bytes = std::sync::Arc::new(bytes);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut served = 0;

@@ -13,8 +13,8 @@ pub struct Args {
     /// TCP port to serve on (0 picks a free one and prints it).
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Address to bind.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to bind (`::`: every address, IPv6 and IPv4).
+    #[arg(long, default_value = "::")]
     bind: IpAddr,
     /// Allow a torrent: a .torrent file or a 40-digit hex info-hash (repeatable).
     #[arg(long, value_name = "FILE_OR_HASH")]
@@ -80,8 +80,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tracker.reload_allow_dir()?;
     // Bind before detaching, so a taken port fails in the foreground.
     let bind = SocketAddr::new(args.bind, args.port);
-    let listener = std::net::TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    listener.set_nonblocking(true)?;
+    let listener = murder_core::listen::tcp(bind).map_err(|e| format!("bind {e}"))?;
     let addr = listener.local_addr()?;
 
     let ready = if args.daemon {

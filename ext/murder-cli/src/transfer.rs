@@ -33,8 +33,8 @@ pub struct Common {
     /// TCP port for peers [default: any free port].
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Address to accept peers on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to accept peers on (`::`: every address, IPv6 and IPv4).
+    #[arg(long, default_value = "::")]
     bind: IpAddr,
     /// Most peer connections.
     #[arg(long, default_value_t = murder_core::session::DEFAULT_MAX_PEERS)]

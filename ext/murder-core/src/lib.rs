@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod hash_cache;
 pub mod hashing;
 pub mod layout;
+pub mod listen;
 pub mod metainfo;
 pub mod metrics;
 pub mod picker;

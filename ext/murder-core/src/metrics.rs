@@ -202,7 +202,7 @@ pub async fn serve(
 
 /// Binds `addr` for `serve` (a taken port fails here, in the foreground).
 pub async fn bind(addr: SocketAddr) -> crate::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
+    crate::listen::bind(addr)
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| crate::Error::io(format!("metrics {addr}"), e))
 }

@@ -228,3 +228,31 @@ fn the_wait_for_the_order_to_place_is_its_own_phase() {
         seed.shutdown().await;
     });
 }
+
+/// Rule: the default listeners (tracker and peers) take every address, so a
+/// fleet addressed by IPv6 deploys as one addressed by IPv4 does.
+#[test]
+fn a_fleet_addressed_by_ipv6_reaches_the_default_listeners() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this host has no IPv6 loopback");
+        return;
+    }
+    let every = std::net::SocketAddr::new(murder_core::listen::EVERY_ADDRESS, 0);
+    let tracker = common::quick_tracker(every);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 1_000_000, 7);
+    let meta = torrent(
+        &data,
+        &format!("[::1]:{}", tracker.local_addr().port()),
+        64 * 1024,
+    );
+    tracker.tracker().allow_torrent(&meta);
+    let defaults = SessionConfig::default;
+    let _seed =
+        SessionRunner::start(meta.clone(), Role::Seed { data: data.clone() }, defaults()).unwrap();
+    let dest = dir.path().join("out/release.tgz");
+    let peer =
+        SessionRunner::start(meta, Role::Download { dest: dest.clone() }, defaults()).unwrap();
+    assert_downloaded(&peer, 30, &dest, &data);
+}

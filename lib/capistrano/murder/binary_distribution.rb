@@ -17,18 +17,21 @@ module Capistrano
       S = Support
 
       # The script a host runs with `sh -c` to fetch the binary: `$1` the
-      # holder's address, `$2` its port, `$3` the install directory, `$4` the
-      # SHA-256 the file must have. Tries up to 50 times, 0.1 s apart;
-      # a file with another digest is removed, and the script fails.
+      # holder's address (an IPv6 one goes into the URL in brackets), `$2` its
+      # port, `$3` the install directory, `$4` the SHA-256 the file must have.
+      # Tries up to 50 times, 0.1 s apart; a file with another digest is
+      # removed, and the script fails.
       FETCH = <<~'SH'
-        src=$1 port=$2 dir=$3 sha=$4 out="$3/murder.fetch"
+        src=${1#[} port=$2 dir=$3 sha=$4 out="$3/murder.fetch"
+        src=${src%]}
+        case $src in *:*) url="http://[$src]:$port/murder" ;; *) url="http://$src:$port/murder" ;; esac
         mkdir -p "$dir" "$dir/run" || exit 1
         tries=0
         until
           if command -v curl >/dev/null 2>&1; then
-            curl -fsS --max-time 30 "http://$src:$port/murder" -o "$out"
+            curl -fsSg --max-time 30 "$url" -o "$out"
           elif command -v wget >/dev/null 2>&1; then
-            wget -q -T 30 -O "$out" "http://$src:$port/murder"
+            wget -q -T 30 -O "$out" "$url"
           else
             bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "RAW\n" >&3 && cat <&3 >"$2"' "$src" "$port" "$out"
           fi

@@ -160,7 +160,7 @@ module Capistrano
         # The dashboard of a closed swarm needs a token; this one lives as
         # long as this deploy's tracker.
         operator = SecureRandom.hex(16)
-        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0", interval: 1,
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), interval: 1,
                                         operator_token: operator).start
         started = clock
         torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
@@ -198,7 +198,7 @@ module Capistrano
       def seed_locally(archive, tag)
         require "murder"
         ip = deployer_ip
-        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), bind: "0.0.0.0",
+        tracker = ::Murder::Tracker.new(port: fetch(:tracker_port),
                                         interval: fetch(:murder_tracker_interval)).start
         torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
                                                    piece_length: S.piece_length(fetch(:murder_piece_length)))

@@ -77,7 +77,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            listen: SocketAddr::new(crate::listen::EVERY_ADDRESS, 0),
             announce_ip: None,
             max_peers: DEFAULT_MAX_PEERS,
             numwant: 50,

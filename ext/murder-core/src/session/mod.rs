@@ -150,8 +150,7 @@ impl Session {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = TcpListener::from_std(crate::listen::tcp(config.listen)?)
             .map_err(|e| Error::io(config.listen.to_string(), e))?;
         let local_addr = listener
             .local_addr()

@@ -349,11 +349,7 @@ pub struct TrackerServer {
 
 impl TrackerServer {
     pub fn start(bind: SocketAddr, config: TrackerConfig) -> Result<Self> {
-        let listener =
-            std::net::TcpListener::bind(bind).map_err(|e| Error::io(bind.to_string(), e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io(bind.to_string(), e))?;
+        let listener = crate::listen::tcp(bind)?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io(bind.to_string(), e))?;

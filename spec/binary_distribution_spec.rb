@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "socket"
+require "capistrano/murder/binary_distribution"
+
+# The script a host runs to fetch the murder binary from a holder serving
+# it (`murder serve-file`), run here for real against the binary.
+RSpec.describe "Capistrano::Murder::BinaryDistribution::FETCH" do
+  let(:fetch) { Capistrano::Murder::BinaryDistribution::FETCH }
+  let(:sha) { Murder::Remote.sha256(MURDER_BIN) }
+
+  # Serves the binary to one client on +port+, as a holder does.
+  def serve(port)
+    pid = Process.spawn(MURDER_BIN, "serve-file", MURDER_BIN, "--port", port.to_s, "--clients", "1",
+                        "--timeout", "20", out: File::NULL, err: File.join(tmpdir, "serve.err"))
+    yield
+  ensure
+    Process.kill("TERM", pid) if pid && process_alive?(pid)
+    Process.wait(pid) if pid
+  end
+
+  def ipv6_loopback?
+    Addrinfo.tcp("::1", 0).bind.close
+    true
+  rescue SystemCallError
+    false
+  end
+
+  def run_fetch(address, port, dir)
+    system("sh", "-c", fetch, "fetch", address, port.to_s, dir, sha, out: File::NULL, err: File.join(tmpdir, "fetch.err"))
+  end
+
+  it "installs the binary from a holder addressed by IPv4" do
+    port = free_port
+    dir = File.join(tmpdir, "v4")
+    serve(port) { expect(run_fetch("127.0.0.1", port, dir)).to be(true), File.read(File.join(tmpdir, "fetch.err")) }
+    expect(Murder::Remote.sha256(File.join(dir, "murder"))).to eq(sha)
+    expect(File.read(File.join(dir, "murder.sha256")).strip).to eq(sha)
+  end
+
+  # Rule: a holder addressed by IPv6 is reached (a bracketed URL, and
+  # serve-file listening on every address).
+  it "installs the binary from a holder addressed by IPv6" do
+    skip "this host has no IPv6 loopback" unless ipv6_loopback?
+    port = free_port
+    dir = File.join(tmpdir, "v6")
+    serve(port) { expect(run_fetch("::1", port, dir)).to be(true), File.read(File.join(tmpdir, "fetch.err")) }
+    expect(Murder::Remote.sha256(File.join(dir, "murder"))).to eq(sha)
+    dir = File.join(tmpdir, "v6-bracketed") # as a host name may be written
+    serve(port) { expect(run_fetch("[::1]", port, dir)).to be(true), File.read(File.join(tmpdir, "fetch.err")) }
+    expect(Murder::Remote.sha256(File.join(dir, "murder"))).to eq(sha)
+  end
+end
