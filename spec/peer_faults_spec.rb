@@ -114,6 +114,49 @@ RSpec.describe "murder peer under faults" do
     expect(FileUtils.compare_file(staging(dest), data)).to be(true)
   end
 
+  # Rule S1 (every task ends on cancellation): the announcer's lookup of
+  # the tracker's host name ran the resolver's whole timeout before a stop
+  # took effect. The peer runs in a network namespace whose only name server
+  # (on its loopback) reads every query and answers none.
+  it "stops at once on SIGTERM while the tracker's host name is being resolved" do
+    skip "needs root and unshare (a network namespace)" unless Process.uid.zero? && system("which unshare >/dev/null")
+    data = File.join(tmpdir, "release.tgz")
+    File.binwrite(data, Random.new(8).bytes(100_000))
+    torrent = File.join(tmpdir, "release.torrent")
+    murder("make-torrent", data, "--tracker", "tracker.murder-spec.example:8998", "-o", torrent)
+    resolv = File.join(tmpdir, "resolv.conf")
+    File.write(resolv, "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n")
+    silent = File.join(tmpdir, "silent-dns.pid")
+    script = <<~'SH'
+      ip link set lo up && mount --bind "$1" /etc/resolv.conf || exit 99
+      python3 -c 'import socket, sys, time
+      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 53))
+      open(sys.argv[1], "w").write("bound"); time.sleep(30)' "$2.bound" &
+      echo $! > "$2"
+      until [ -s "$2.bound" ]; do sleep 0.05; done
+      exec "$3" peer "$4" "$5" --linger 0 --progress none
+    SH
+    dest = File.join(tmpdir, "host/release.tgz")
+    pid = Process.spawn("unshare", "--net", "--mount", "sh", "-c", script, "sh", resolv, silent, MURDER_BIN, torrent,
+                        dest, err: File.join(tmpdir, "peer.log"))
+    eventually { File.exist?("#{silent}.bound") }
+    sleep 1 # the session is up and its announcer waits for the resolver
+    expect(process_alive?(pid)).to be(true), File.read(File.join(tmpdir, "peer.log"))
+    Process.kill("TERM", pid)
+    waited = Thread.new { Process.wait2(pid) }
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    unless waited.join(10)
+      Process.kill("KILL", pid)
+      raise "murder peer still running 10 s after SIGTERM"
+    end
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    expect(took).to be < 2.5, "SIGTERM took #{took.round(1)} s to end murder peer while it resolved the tracker"
+    expect(File.exist?(dest)).to be(false)
+  ensure
+    sink = File.exist?(silent.to_s) && File.read(silent).to_i
+    Process.kill("KILL", sink) if sink&.positive? && process_alive?(sink)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     data = File.join(tmpdir, "release.tgz")
     File.binwrite(data, Random.new(6).bytes(300_000))

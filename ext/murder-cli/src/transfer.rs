@@ -169,11 +169,17 @@ pub enum ReuseArg {
     Copy,
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs a session's work to its end, then gives blocking work left behind
+/// (a host-name lookup cannot be cancelled) one second: a stop must not wait
+/// out the resolver.
+fn run_session<F: std::future::Future>(work: F) -> std::io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
+        .build()?;
+    let output = runtime.block_on(work);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(output)
 }
 
 pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -196,7 +202,7 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
     let role = Role::Seed {
         data: args.data.clone(),
     };
-    runtime()?.block_on(async move {
+    run_session(async move {
         let session = match Session::start(meta.clone(), role, config).await {
             Ok(s) => s,
             Err(e) => {
@@ -231,7 +237,7 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
         display.finish(&session.stats(), "seeded");
         session.shutdown().await;
         Ok(())
-    })
+    })?
 }
 
 pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -277,7 +283,7 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let role = Role::Download {
         dest: args.dest.clone(),
     };
-    runtime()?.block_on(async move {
+    run_session(async move {
         let mut display = Display::new(args.common.progress, &meta, true);
         let session = match Session::start(meta.clone(), role, config).await {
             Ok(s) => s,
@@ -358,7 +364,7 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         session.shutdown().await;
         Ok(())
-    })
+    })?
 }
 
 /// Progress output, by mode: a bar for people, the engine's reports as

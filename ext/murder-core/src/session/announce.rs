@@ -12,10 +12,15 @@ use super::context::Context;
 use super::tracker_client::{local_address_towards, AnnounceEvent, AnnounceParams, Announcer};
 
 pub(super) async fn run(ctx: Arc<Context>, url: String) {
-    let announcer = Announcer::new(url);
+    let announcer = Announcer::new(url, ctx.tasks.clone());
+    // The route lookup may resolve a host name, which can take the
+    // resolver's whole timeout: it must not hold up a shutdown.
     let ip = match ctx.config.announce_ip {
         Some(ip) => Some(ip),
-        None => local_address_towards(announcer.url()).await,
+        None => tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            ip = local_address_towards(announcer.url()) => ip,
+        },
     };
     let params = |event| AnnounceParams {
         info_hash: ctx.meta.info_hash(),

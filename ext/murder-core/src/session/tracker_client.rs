@@ -2,13 +2,14 @@
 //! through hyper, with Murder's short timeouts.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 
 use bendy::decoding::{Decoder, Object};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 
 /// Murder's HTTP timeout for tracker requests.
@@ -54,13 +55,30 @@ pub struct Announcer {
     url: String,
 }
 
+/// Runs the HTTP client's connection tasks on the session's task tracker,
+/// so that a shutdown waits for them like for every other task (they end
+/// when the `Announcer` that owns their pool is dropped).
+#[derive(Clone)]
+struct OnTracker(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for OnTracker
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
+
 impl Announcer {
-    pub fn new(url: String) -> Self {
+    /// An announcer to `url` whose connections are tasks of `tasks`.
+    pub fn new(url: String, tasks: TaskTracker) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
         Announcer {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(OnTracker(tasks)).build(connector),
             url,
         }
     }
