@@ -6,13 +6,20 @@ RSpec.describe "murder peer under faults" do
   let(:tracker) { Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 2).start }
   after { tracker.stop }
 
-  # A random release of `size` bytes, its torrent (256 KiB pieces) allowed
-  # on the tracker, and a `murder seed` of it capped at `upload_limit`.
-  def seeded_release(size, seed:, upload_limit:)
+  # A random release of `size` bytes and its torrent announcing to
+  # `announce` (the spec's tracker unless given): [data, torrent].
+  def release(size, seed:, announce: "127.0.0.1:#{tracker.port}", piece_length: "256K")
     data = File.join(tmpdir, "release.tgz")
     File.binwrite(data, Random.new(seed).bytes(size))
     torrent = File.join(tmpdir, "release.torrent")
-    murder("make-torrent", data, "--tracker", "127.0.0.1:#{tracker.port}", "--piece-length", "256K", "-o", torrent)
+    murder("make-torrent", data, "--tracker", announce, "--piece-length", piece_length, "-o", torrent)
+    [data, torrent]
+  end
+
+  # A random release of `size` bytes, its torrent (256 KiB pieces) allowed
+  # on the tracker, and a `murder seed` of it capped at `upload_limit`.
+  def seeded_release(size, seed:, upload_limit:)
+    data, torrent = release(size, seed: seed)
     tracker.allow(torrent)
     spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--upload-limit", upload_limit,
                  "--progress", "none", log: File.join(tmpdir, "seed.log"))
@@ -120,10 +127,7 @@ RSpec.describe "murder peer under faults" do
   # (on its loopback) reads every query and answers none.
   it "stops at once on SIGTERM while the tracker's host name is being resolved" do
     skip "needs root and unshare (a network namespace)" unless Process.uid.zero? && system("which unshare >/dev/null")
-    data = File.join(tmpdir, "release.tgz")
-    File.binwrite(data, Random.new(8).bytes(100_000))
-    torrent = File.join(tmpdir, "release.torrent")
-    murder("make-torrent", data, "--tracker", "tracker.murder-spec.example:8998", "-o", torrent)
+    _data, torrent = release(100_000, seed: 8, announce: "tracker.murder-spec.example:8998")
     resolv = File.join(tmpdir, "resolv.conf")
     File.write(resolv, "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n")
     silent = File.join(tmpdir, "silent-dns.pid")
@@ -158,10 +162,7 @@ RSpec.describe "murder peer under faults" do
   end
 
   it "refuses a destination that holds other data and leaves it untouched" do
-    data = File.join(tmpdir, "release.tgz")
-    File.binwrite(data, Random.new(6).bytes(300_000))
-    torrent = File.join(tmpdir, "release.torrent")
-    murder("make-torrent", data, "--tracker", "127.0.0.1:#{tracker.port}", "-o", torrent)
+    _data, torrent = release(300_000, seed: 6, piece_length: "32K")
     dest = File.join(tmpdir, "other.tgz")
     File.write(dest, "precious")
     status, _out, err = run_failing(MURDER_BIN, "peer", torrent, dest, "--linger", "0")
