@@ -92,7 +92,8 @@ module Murder
     #   {Download} stops when {Download#run} returns, unless it keeps
     #   seeding)
     def running?
-      !@native.nil? && @native.running?
+      # One read: a {#stop} on another thread may clear it at any moment.
+      @native&.running? || false
     end
 
     # The session's counters now (the GVL is held; it returns at once).
