@@ -12,7 +12,7 @@ namespace :murder do
     binary = fetch(:murder_binary)
     raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
 
-    dir = fetch(:remote_murder_path)
+    dir = S.remote_murder_path(fetch(:remote_murder_path))
     digest = ::Murder::Remote.sha256(binary)
     outdated = Queue.new
     on murder_hosts, in: :parallel do |host|

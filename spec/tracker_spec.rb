@@ -45,6 +45,15 @@ RSpec.describe Murder::Tracker do
     tracker&.stop
   end
 
+  it "refuses a closed swarm by bare info-hash with an InvalidArgument that says why" do
+    tracker = described_class.new(port: 0, bind: "127.0.0.1").start
+    expect { tracker.allow(torrent.info_hash, secret: Murder.generate_secret) }
+      .to raise_error(Murder::InvalidArgument, /closed swarm needs the torrent.*#{torrent.info_hash}/)
+    expect(tracker.stats["torrents"]).to be_empty
+  ensure
+    tracker&.stop
+  end
+
   it "refuses torrents it was not told to allow" do
     tracker = described_class.new(port: 0, bind: "127.0.0.1").start
     reply = announce(tracker.port, torrent.info_hash, peer: 1, left: 0)

@@ -84,13 +84,14 @@ module Murder
     # @return [Integer] the port served on: the real one when 0 was asked;
     #   before {#start} and after {#stop}, the port that was asked
     def port
-      @server ? @server.port : @port
+      # One read of @server: a {#stop} on another thread may clear it.
+      @server&.port || @port
     end
 
     # @return [Boolean] whether the tracker is started and its thread still
     #   serves
     def running?
-      !@server.nil? && @server.running?
+      @server&.running? || false
     end
 
     # The announce URL for a host name or address that peers can reach.
@@ -125,6 +126,10 @@ module Murder
     def allow(torrent_or_hex, secret: nil)
       server = @server or raise InvalidArgument, "start the tracker first"
       if secret
+        if !torrent_or_hex.is_a?(Torrent) && info_hash?(torrent_or_hex.to_s)
+          raise InvalidArgument, "a closed swarm needs the torrent (a Murder::Torrent or a .torrent path), " \
+                                 "not the bare info-hash #{torrent_or_hex}"
+        end
         torrent = torrent_or_hex.is_a?(Torrent) ? torrent_or_hex : Torrent.load(torrent_or_hex.to_s)
         return server.allow_closed(torrent, secret.to_s)
       end
@@ -161,6 +166,16 @@ module Murder
       @server&.stop
       @server = nil
       self
+    end
+
+    private
+
+    # Whether `spec` is taken for a hex info-hash: 40 hex digits, and not
+    # a file (the rule the native `allow` follows).
+    #
+    # @api private
+    def info_hash?(spec)
+      spec.match?(/\A\h{40}\z/) && !File.exist?(spec)
     end
   end
 end

@@ -72,7 +72,10 @@ module Capistrano
         set_if_empty :murder_release, :tree
         set_if_empty :murder_source_dir, nil
         set_if_empty :murder_repo_path, "."
-        set_if_empty :branch, "HEAD"
+        # Capistrano's own defaults (loaded first) name "master", for its
+        # git plugin's remote; this strategy ships what is checked out here
+        # unless deploy.rb or a stage names a branch (they load after this).
+        set :branch, "HEAD" if fetch(:branch).nil? || fetch(:branch) == "master"
         set_if_empty :murder_deployer_ip, nil
         set_if_empty :murder_compression, :gzip
         set_if_empty :murder_reuse, :link
@@ -169,7 +172,7 @@ module Capistrano
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
         run_locally do
-          info "murder: #{torrent.name} goes out in #{swarm}; dashboard http://#{ip}:#{tracker.port}/?token=#{operator}"
+          info "murder: #{torrent.name} goes out in #{swarm}; dashboard http://#{S.url_host(ip)}:#{tracker.port}/?token=#{operator}"
         end
         tracker.allow(torrent, secret: secret)
         seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true, secret: secret).start

@@ -1,0 +1,37 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+
+# The deploy strategy's defaults as a project sees them: Capistrano loads
+# its own defaults, then the plugins', then config/deploy.rb and the stage.
+# Runs `cap` on a scratch project (no servers are contacted).
+RSpec.describe "Capistrano::Murder::SCM defaults" do
+  def branch_with(deploy_rb)
+    app = File.join(tmpdir, "app")
+    FileUtils.mkdir_p(File.join(app, "config/deploy"))
+    File.write(File.join(app, "Capfile"), <<~RUBY)
+      require "capistrano/setup"
+      require "capistrano/deploy"
+      require "capistrano/murder"
+      require "capistrano/murder/scm"
+      install_plugin Capistrano::Murder::SCM
+      task(:show_branch) { puts "branch=\#{fetch(:branch)}" }
+    RUBY
+    File.write(File.join(app, "config/deploy.rb"), "set :application, \"app\"\n#{deploy_rb}")
+    File.write(File.join(app, "config/deploy/production.rb"), "")
+    env = { "RUBYLIB" => [File.join(ROOT, "lib"), ENV.fetch("RUBYLIB", nil)].compact.join(":"), "BUNDLE_GEMFILE" => nil }
+    out, status = Open3.capture2e(env, "cap", "production", "show_branch", chdir: app)
+    raise "cap failed:\n#{out}" unless status.success?
+
+    out[/^branch=(.*)$/, 1]
+  end
+
+  # Capistrano's own defaults say "master" (for its git plugin's remote):
+  # a project that names no branch shipped master, not what it has
+  # checked out, though the README promised HEAD.
+  it "ships what is checked out here (HEAD) unless the project names a branch" do
+    expect(branch_with("")).to eq("HEAD")
+    expect(branch_with("set :branch, \"master\"\n")).to eq("master")
+    expect(branch_with("set :branch, \"release-7\"\n")).to eq("release-7")
+  end
+end
