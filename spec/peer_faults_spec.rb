@@ -161,6 +161,25 @@ RSpec.describe "murder peer under faults" do
     Process.kill("KILL", sink) if sink&.positive? && process_alive?(sink)
   end
 
+  # Rule W1 (a failed read fails the session), and the owner of a failed
+  # seed ends it: `murder seed` whose data was cut short kept running,
+  # serving nothing, and exited 0 on SIGTERM.
+  it "ends murder seed with an error naming the file when its data can no longer be read" do
+    data, torrent = release(4 << 20, seed: 9)
+    tracker.allow(torrent)
+    seed_log = File.join(tmpdir, "seed.log")
+    seed = spawn_logged(MURDER_BIN, "seed", torrent, data, "--ip", "127.0.0.1", "--progress", "none", log: seed_log)
+    eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+    File.truncate(data, 1000)
+    spawn_logged(MURDER_BIN, "peer", torrent, File.join(tmpdir, "host/release.tgz"), "--ip", "127.0.0.1",
+                 "--linger", "0", "--progress", "none", log: File.join(tmpdir, "peer.log"))
+    waited = Thread.new { Process.wait2(seed) }
+    raise "murder seed still running 15 s after its data was cut short" unless waited.join(15)
+
+    expect(waited.value.last.exitstatus).to eq(1)
+    expect(File.read(seed_log)).to match(/murder: .*release\.tgz/)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     _data, torrent = release(300_000, seed: 6, piece_length: "32K")
     dest = File.join(tmpdir, "other.tgz")

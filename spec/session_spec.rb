@@ -29,6 +29,21 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     seeder&.stop
   end
 
+  # STATE.md, session state: the owner of a failed seed ends it.
+  it "ends a seeder whose data is cut short once a peer asks for it, and says so in running?" do
+    root, torrent = release
+    seeder = Murder::Seeder.new(torrent, root, ip: "127.0.0.1", bind: "127.0.0.1", lazy_check: true).start
+    expect(seeder).to be_running
+    Dir[File.join(root, "**/*.rb")].each { |f| File.truncate(f, 10) }
+    download = Murder::Download.new(torrent, File.join(tmpdir, "host/release"), ip: "127.0.0.1", bind: "127.0.0.1")
+    runner = Thread.new { download.run rescue nil } # it stalls: its only source failed
+    eventually(timeout: 10) { !seeder.running? }
+  ensure
+    download&.stop
+    runner&.join(10)
+    seeder&.stop
+  end
+
   it "keeps Ruby threads running while it downloads, and can keep seeding afterwards" do
     root, torrent = release
     seeder = Murder::Seeder.new(torrent, root, ip: "127.0.0.1", bind: "127.0.0.1", upload_limit: 2_000_000).start

@@ -88,9 +88,10 @@ module Murder
       native.port
     end
 
-    # @return [Boolean] whether the session is started and not stopped (a
-    #   {Download} stops when {Download#run} returns, unless it keeps
-    #   seeding)
+    # @return [Boolean] whether the session is started, not stopped and not
+    #   failed (a {Download} stops when {Download#run} returns, unless it
+    #   keeps seeding; a {Seeder} whose data no longer matches or reads
+    #   back fails, and ends)
     def running?
       # One read: a {#stop} on another thread may clear it at any moment.
       @native&.running? || false

@@ -228,9 +228,18 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let stop = crate::signals::terminated();
         tokio::pin!(stop);
+        // A seed fails when its data no longer matches or cannot be read
+        // (rule W1): then it ends, non-zero, rather than serve nothing.
+        let failed = murder_core::session::failure(session.state());
+        tokio::pin!(failed);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
+                reason = &mut failed => {
+                    display.failed(&reason);
+                    session.shutdown().await;
+                    return Err(reason.into());
+                }
                 _ = tick.tick() => display.update(&session.stats()),
             }
         }

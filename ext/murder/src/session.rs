@@ -130,11 +130,13 @@ impl NativeSession {
         Ok(rb_self.runner(ruby)?.local_addr().port())
     }
 
+    /// Started, not stopped, and not failed (a failed session is ended).
     fn is_running(&self) -> bool {
         self.runner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+            .as_ref()
+            .is_some_and(|runner| !matches!(runner.state(), State::Failed(_)))
     }
 
     fn stats_json(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {

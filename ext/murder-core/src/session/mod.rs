@@ -319,6 +319,21 @@ fn prepare(
     }
 }
 
+/// Resolves with the reason once the session behind `state` fails: a
+/// seed's data that no longer matches or cannot be read, a disk error.
+/// Never resolves for a session that does not fail (its owner then ends
+/// it some other way), nor after the session is gone.
+pub async fn failure(mut state: watch::Receiver<State>) -> String {
+    loop {
+        if let State::Failed(reason) = &*state.borrow_and_update() {
+            return reason.clone();
+        }
+        if state.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Resolves when the session behind `state` completes, or fails.
 pub async fn completion(mut state: watch::Receiver<State>) -> Result<()> {
     loop {

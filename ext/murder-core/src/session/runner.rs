@@ -50,7 +50,12 @@ impl SessionRunner {
             .name("murder-session".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let _ = stopped.await;
+                    // A failed session (a seed whose data no longer reads
+                    // back) is ended as if stopped: it serves nothing.
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = super::failure(session.state()) => {}
+                    }
                     session.shutdown().await;
                 });
                 runtime.shutdown_timeout(Duration::from_secs(1));
