@@ -180,6 +180,25 @@ RSpec.describe "murder peer under faults" do
     expect(File.read(seed_log)).to match(/murder: .*release\.tgz/)
   end
 
+  # A deploy run again finds the release at DEST already: --wait-to-place
+  # reported a staging area that did not exist, and the order to place
+  # then failed with "a seed has nothing to place".
+  it "waits for the order and succeeds when DEST holds the release already (--wait-to-place)" do
+    data, torrent = release(300_000, seed: 10, piece_length: "32K")
+    out, err, status = Open3.capture3(MURDER_BIN, "peer", torrent, data, "--ip", "127.0.0.1", "--linger", "0",
+                                      "--progress", "json", "--wait-to-place", stdin_data: "place\n", chdir: tmpdir)
+    expect(status.exitstatus).to eq(0), err
+    events = out.lines.map { |line| JSON.parse(line) }
+    expect(events.find { |e| e["event"] == "staged" }).to include("path" => data)
+    expect(File.size(data)).to eq(300_000)
+    expect(File.exist?(staging(data))).to be(false)
+    _out, err, status = Open3.capture3(MURDER_BIN, "peer", torrent, data, "--ip", "127.0.0.1", "--linger", "0",
+                                       "--progress", "none", "--wait-to-place", stdin_data: "abort\n", chdir: tmpdir)
+    expect(status.exitstatus).to eq(1)
+    expect(err).to include("not placed: it was there before this run, and stays at #{data}")
+    expect(File.size(data)).to eq(300_000)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     _data, torrent = release(300_000, seed: 6, piece_length: "32K")
     dest = File.join(tmpdir, "other.tgz")

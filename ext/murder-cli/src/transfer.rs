@@ -326,7 +326,14 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if args.wait_to_place {
-            let staged = murder_core::storage::staging_path(&args.dest);
+            // DEST held this release already (a deploy run again): it is
+            // "staged" where it lies, and the order has nothing to rename.
+            let in_place = session.found_in_place();
+            let staged = if in_place {
+                args.dest.clone()
+            } else {
+                murder_core::storage::staging_path(&args.dest)
+            };
             display.staged(&staged);
             // The order is read on a thread of its own, not the runtime's
             // blocking pool (whose threads the runtime waits for at exit: a
@@ -351,13 +358,19 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
             };
             if decision.map(|line| line.trim() == "place") != Some(true) {
                 session.shutdown().await;
-                return Err(format!(
-                    "not placed: the verified release stays staged at {}",
-                    murder_core::storage::staging_path(&args.dest).display()
-                )
-                .into());
+                let why = if in_place {
+                    "it was there before this run, and stays"
+                } else {
+                    "the verified release stays staged"
+                };
+                return Err(format!("not placed: {why} at {}", staged.display()).into());
             }
-            if let Err(e) = session.place().await {
+            let placed = if in_place {
+                Ok(())
+            } else {
+                session.place().await.map(drop)
+            };
+            if let Err(e) = placed {
                 display.failed(&e.to_string());
                 session.shutdown().await;
                 return Err(e.into());

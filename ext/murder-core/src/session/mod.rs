@@ -210,6 +210,13 @@ impl Session {
         completion(self.state()).await
     }
 
+    /// Whether a download found its destination holding the torrent's
+    /// complete data already: nothing was staged, and there is nothing to
+    /// place (the session seeds it from there).
+    pub fn found_in_place(&self) -> bool {
+        !self.ctx.seeding && self.ctx.dest.is_none()
+    }
+
     /// Renames a download that was only staged (`SessionConfig::place`
     /// false) to its destination, once it is complete.
     pub async fn place(&self) -> Result<PathBuf> {
