@@ -11,6 +11,27 @@ RSpec.describe "the murder command" do
     expect(out).to match(%r{hashed in +[\d.]+ s \([\d.]+ \w+/s\)})
   end
 
+  # A second run hashed the first one's .torrent (and the hash cache) as
+  # part of the tree, then replaced it: the torrent never matched its data.
+  it "leaves the .torrent it writes and its hash cache out of the tree they lie in" do
+    tree = sample_tree
+    out = File.join(tree, "release.torrent")
+    cache = File.join(tree, "hashes.json")
+    unaligned = File.join(tree, "plain.torrent")
+    2.times do
+      murder("make-torrent", tree, "--tracker", "127.0.0.1:8998", "-o", unaligned)
+      murder("make-torrent", tree, "--align", "--hash-cache", cache, "--tracker", "127.0.0.1:8998", "-o", out)
+    end
+    [out, unaligned].each do |torrent|
+      names = JSON.parse(murder("info", "--json", torrent))["files"].map { |f| f["path"].join("/") }
+      expect(names).not_to include(File.basename(torrent))
+    end
+    aligned = JSON.parse(murder("info", "--json", out))["files"].map { |f| f["path"].join("/") }
+    expect(aligned).not_to include("hashes.json")
+    expect(aligned).to include("plain.torrent") # another file, written by another run: part of the tree
+    expect(Murder::Torrent.load(out).verify(tree)).to all(be(true))
+  end
+
   it "prints files as lists of components in its JSON" do
     murder("make-torrent", sample_tree, "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
     info = JSON.parse(murder("info", "--json", "r.torrent"))

@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         align: args.align,
         hash_cache: args.hash_cache,
         exclude: args.exclude,
+        leave_out: vec![args.output.clone()],
     };
     let progress = Arc::new(Progress::new());
     let started = Instant::now();

@@ -8,7 +8,8 @@
 //! host can reuse a file it holds already, and the deployer can remember
 //! what each file hashed to (`hash_cache`) and hash only what changed.
 
-use std::os::unix::fs::PermissionsExt;
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,11 @@ pub struct CreateOptions {
     /// Names (globs, e.g. `.git*`) of files and directories an aligned tree
     /// leaves out, wherever they are.
     pub exclude: Vec<String>,
+    /// Files this run writes, which a tree must not hold: the .torrent
+    /// being made (a second run would hash the first one's output, then
+    /// replace it). Matched by inode, so any spelling of the path counts;
+    /// `hash_cache` always counts too.
+    pub leave_out: Vec<PathBuf>,
 }
 
 impl CreateOptions {
@@ -64,6 +70,7 @@ impl CreateOptions {
             align: false,
             hash_cache: None,
             exclude: Vec::new(),
+            leave_out: Vec::new(),
         }
     }
 }
@@ -192,7 +199,7 @@ pub fn create_torrent_with_cache(
                     .map_err(|e| Error::InvalidArgument(format!("exclude {g:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let entries = walk_tree(path, &exclude)?;
+        let entries = walk_tree(path, &exclude, &written_here(options))?;
         let content: u64 = entries.iter().map(|e| e.length).sum();
         if content == 0 {
             return Err(Error::NothingToShare(path.to_path_buf()));
@@ -204,7 +211,7 @@ pub fn create_torrent_with_cache(
         aligned_info(name, entries, piece_length, options, progress)?
     } else {
         let (files, disk_paths, single_file) = if meta.is_dir() {
-            let (files, disk_paths) = walk(path)?;
+            let (files, disk_paths) = walk(path, &written_here(options))?;
             (files, disk_paths, false)
         } else if meta.is_file() {
             let entry = FileEntry {
@@ -425,7 +432,23 @@ fn hash_file(
 /// following links, in a stable order (sorted by path, component by
 /// component). A link must point inside the tree; anything but files,
 /// directories and links is refused.
-fn walk_tree(root: &Path, exclude: &[glob::Pattern]) -> Result<Vec<TreeEntry>> {
+/// The (device, inode) of each file in `leave_out` and the hash cache that
+/// exists (one that does not yet cannot be in the tree either).
+fn written_here(options: &CreateOptions) -> HashSet<(u64, u64)> {
+    options
+        .leave_out
+        .iter()
+        .chain(&options.hash_cache)
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+fn walk_tree(
+    root: &Path,
+    exclude: &[glob::Pattern],
+    written_here: &HashSet<(u64, u64)>,
+) -> Result<Vec<TreeEntry>> {
     let mut entries = Vec::new();
     let included = |e: &walkdir::DirEntry| {
         e.depth() == 0
@@ -470,6 +493,9 @@ fn walk_tree(root: &Path, exclude: &[glob::Pattern]) -> Result<Vec<TreeEntry>> {
                 symlink: Some(resolved),
             });
         } else if kind.is_file() {
+            if written_here.contains(&(meta.dev(), meta.ino())) {
+                continue;
+            }
             entries.push(TreeEntry {
                 components,
                 length: meta.len(),
@@ -540,7 +566,7 @@ fn torrent_name(path: &Path) -> Result<String> {
 
 /// Every regular file under `root` (following symlinks, refusing loops), in
 /// a stable order: sorted by path, component by component.
-fn walk(root: &Path) -> Result<(Vec<FileEntry>, Vec<PathBuf>)> {
+fn walk(root: &Path, written_here: &HashSet<(u64, u64)>) -> Result<(Vec<FileEntry>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut disk_paths = Vec::new();
     for entry in walkdir::WalkDir::new(root)
@@ -565,10 +591,13 @@ fn walk(root: &Path) -> Result<(Vec<FileEntry>, Vec<PathBuf>)> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let length = entry
+        let meta = entry
             .metadata()
-            .map_err(|e| Error::io(entry.path(), e.into()))?
-            .len();
+            .map_err(|e| Error::io(entry.path(), e.into()))?;
+        if written_here.contains(&(meta.dev(), meta.ino())) {
+            continue;
+        }
+        let length = meta.len();
         files.push(FileEntry {
             path: components,
             length,

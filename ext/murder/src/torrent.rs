@@ -69,6 +69,7 @@ fn create(
         align,
         hash_cache,
         exclude: Vec::new(),
+        leave_out: Vec::new(),
     };
     let progress = Progress::new();
     let result = nogvl::run(
