@@ -78,6 +78,45 @@ RSpec.describe "murder tracker and murder stop (daemon life cycle)" do
     expect(File.exist?(pidfile)).to be(false)
   end
 
+  # One process per pidfile: a second daemon overwrote the pidfile, and
+  # `murder stop` then stopped only the second, leaving the first running
+  # with no way to find it.
+  it "takes a pidfile over from an earlier daemon that still holds it" do
+    pidfile = File.join(tmpdir, "t.pid")
+    start = -> { run!(MURDER_BIN, "tracker", "--bind", "127.0.0.1", "--port", "0", "--pidfile", pidfile, "--daemon") }
+    start.call
+    first = File.read(pidfile).to_i
+    start.call
+    second = File.read(pidfile).to_i
+    expect(second).not_to eq(first)
+    expect(process_alive?(first)).to be(false)
+    run!(MURDER_BIN, "stop", "--pidfile", pidfile)
+    expect(process_alive?(second)).to be(false)
+  ensure
+    [first, second].compact.each { |pid| Process.kill("KILL", pid) if process_alive?(pid) }
+  end
+
+  # `murder stop` ignored kill(2)'s answer: for a process it may not
+  # signal it waited, said "killed", exited 0 and removed the pidfile.
+  it "fails and keeps the pidfile when it may not stop the process" do
+    skip "needs root and setpriv (to run murder stop as another user)" unless Process.uid.zero? && system("which setpriv >/dev/null")
+    dir = Dir.mktmpdir("murder-stop-")
+    File.chmod(0o777, dir)
+    sleeper = spawn_logged("sleep", "30", log: File::NULL)
+    started = File.read("/proc/#{sleeper}/stat").split(")").last.split[19]
+    pidfile = File.join(dir, "root.pid")
+    File.write(pidfile, "#{sleeper} #{started}\n")
+    File.chmod(0o644, pidfile)
+    status, _out, err = run_failing("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", MURDER_BIN, "stop",
+                                    "--pidfile", pidfile, "--timeout", "1")
+    expect(status.exitstatus).to eq(1)
+    expect(err).to match(/pid #{sleeper} .*Operation not permitted/)
+    expect(File.exist?(pidfile)).to be(true)
+    expect(process_alive?(sleeper)).to be(true)
+  ensure
+    FileUtils.rm_rf(dir) if dir
+  end
+
   it "refuses an unknown allow-list entry with one line" do
     status, _out, err = run_failing(MURDER_BIN, "tracker", "--port", "0", "--allow", "nonsense")
     expect(status.exitstatus).to eq(1)

@@ -24,6 +24,21 @@ fn start_time(pid: i32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// The process a pidfile's text names while it lives: its pid, when the
+/// start time recorded beside it is that process's (0: not recorded, any).
+fn recorded_process(text: &str) -> Option<i32> {
+    let mut fields = text.split_whitespace();
+    let pid: i32 = fields.next()?.parse().ok().filter(|&p| p > 1)?;
+    let started: u64 = fields.next()?.parse().ok()?;
+    start_time(pid)
+        .is_some_and(|t| t == started || started == 0)
+        .then_some(pid)
+}
+
+/// How long an earlier process holding a pidfile gets to stop before this
+/// one takes the pidfile over.
+const TAKE_OVER_GRACE: Duration = Duration::from_secs(10);
+
 /// A pidfile that this process wrote and removes when dropped.
 pub struct Pidfile {
     path: PathBuf,
@@ -31,8 +46,23 @@ pub struct Pidfile {
 }
 
 impl Pidfile {
+    /// Writes this process's pidfile. An earlier process that still holds
+    /// it is stopped first, as `murder stop` would: one process per
+    /// pidfile, so that `murder stop` never leaves one running unseen.
     pub fn write(path: &Path) -> Result<Pidfile, String> {
-        let pid = std::process::id() as i32;
+        let own = std::process::id() as i32;
+        let earlier = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| recorded_process(&text))
+            .filter(|&pid| pid != own);
+        if let Some(pid) = earlier {
+            eprintln!(
+                "murder: stopping pid {pid}, which holds {} (one process per pidfile)",
+                path.display()
+            );
+            stop(path, TAKE_OVER_GRACE)?;
+        }
+        let pid = own;
         let contents = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
         murder_core::fsutil::write_atomically(path, contents.as_bytes())
             .map_err(|e| e.to_string())?;
@@ -185,40 +215,50 @@ pub fn detach(log: Option<&Path>) -> Result<Ready, String> {
 }
 
 /// Stops the process named by `pidfile`: SIGTERM, then SIGKILL after
-/// `grace`. Succeeds when nothing runs; removes the pidfile either way.
+/// `grace`. Succeeds when nothing runs (removing a stale pidfile); fails,
+/// keeping the pidfile, when the process cannot be signalled (another
+/// user's) or outlives SIGKILL.
 pub fn stop(pidfile: &Path, grace: Duration) -> Result<&'static str, String> {
     let text = match std::fs::read_to_string(pidfile) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("not running"),
         Err(e) => return Err(format!("{}: {e}", pidfile.display())),
     };
-    let mut fields = text.split_whitespace();
-    let pid: Option<i32> = fields
-        .next()
-        .and_then(|p| p.parse().ok())
-        .filter(|&p| p > 1);
-    let started: Option<u64> = fields.next().and_then(|s| s.parse().ok());
-    let alive =
-        |pid: i32| start_time(pid).is_some_and(|t| Some(t) == started || started == Some(0));
-    let outcome = match pid {
-        Some(pid) if alive(pid) => {
-            // SAFETY: kill(2) on a pid we just checked is the pidfile's process.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+    let alive = || recorded_process(&text).is_some();
+    let signal = |pid: i32, sig: libc::c_int| {
+        // SAFETY: kill(2) on the pid the pidfile's live process has.
+        if unsafe { libc::kill(pid, sig) } == 0 {
+            Ok(())
+        } else {
+            let e = std::io::Error::last_os_error();
+            Err(format!("pid {pid} (from {}): {e}", pidfile.display()))
+        }
+    };
+    let outcome = match recorded_process(&text) {
+        Some(pid) => {
+            signal(pid, libc::SIGTERM)?;
             let deadline = Instant::now() + grace;
-            while alive(pid) && Instant::now() < deadline {
+            while alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if alive(pid) {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                while alive(pid) && Instant::now() < deadline + Duration::from_secs(2) {
+            if alive() {
+                signal(pid, libc::SIGKILL)?;
+                while alive() && Instant::now() < deadline + Duration::from_secs(2) {
                     std::thread::sleep(Duration::from_millis(20));
+                }
+                if alive() {
+                    // The pidfile stays: it still names a live process.
+                    return Err(format!(
+                        "pid {pid} (from {}) is still running after SIGKILL",
+                        pidfile.display()
+                    ));
                 }
                 "killed"
             } else {
                 "stopped"
             }
         }
-        _ => "not running (stale pidfile removed)",
+        None => "not running (stale pidfile removed)",
     };
     match std::fs::remove_file(pidfile) {
         Ok(()) => Ok(outcome),
