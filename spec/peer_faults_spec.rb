@@ -199,6 +199,29 @@ RSpec.describe "murder peer under faults" do
     expect(File.size(data)).to eq(300_000)
   end
 
+  # With --linger, `murder peer` forks: the child works, the parent waits
+  # for its word. A SIGTERM to the parent (the pid a tool started) killed
+  # the parent alone, and the child downloaded, placed and lingered on.
+  it "passes a SIGTERM to the pid it was started as on to the process doing the work" do
+    _data, torrent = seeded_release(4 << 20, seed: 11, upload_limit: "1M")
+    dest = File.join(tmpdir, "host/release.tgz")
+    pidfile = File.join(tmpdir, "peer.pid")
+    parent = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "30", "--progress",
+                           "none", "--pidfile", pidfile, err: File.join(tmpdir, "peer.log"))
+    eventually { File.exist?(pidfile) }
+    worker = File.read(pidfile).to_i
+    expect(worker).not_to eq(parent)
+    Process.kill("TERM", parent)
+    waited = Thread.new { Process.wait2(parent) }
+    raise "the parent did not exit within 5 s of SIGTERM" unless waited.join(5)
+
+    eventually(timeout: 5) { !process_alive?(worker) }
+    expect(waited.value.last.exitstatus).to eq(1) # the worker's: interrupted
+    expect(File.exist?(dest)).to be(false)
+  ensure
+    Process.kill("KILL", worker) if worker && process_alive?(worker)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     _data, torrent = release(300_000, seed: 6, piece_length: "32K")
     dest = File.join(tmpdir, "other.tgz")

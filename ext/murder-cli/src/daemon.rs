@@ -292,6 +292,17 @@ impl Handoff {
     }
 }
 
+/// The child that `fork_until_done`'s waiting parent passes signals to.
+static WORKER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_to_worker(signal: libc::c_int) {
+    let worker = WORKER.load(std::sync::atomic::Ordering::SeqCst);
+    if worker > 0 {
+        // SAFETY: kill(2) is async-signal-safe; the pid is our own child's.
+        unsafe { libc::kill(worker, signal) };
+    }
+}
+
 /// Forks; the child returns and does the work on the terminal (Ctrl-C still
 /// reaches it), the parent waits. When the child calls `Handoff::release`
 /// the parent exits 0 and the child carries on in the background; if the
@@ -304,6 +315,17 @@ pub fn fork_until_done() -> Result<Handoff, String> {
             // SAFETY: ignoring SIGINT here; the child (same process group)
             // gets Ctrl-C and the parent only waits for its word or exit.
             unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+            // A SIGTERM or SIGHUP to this pid alone (a tool ending the
+            // process it started) is the child's: passed on, it stops the
+            // work, and the parent exits with the child's status.
+            WORKER.store(child, std::sync::atomic::Ordering::SeqCst);
+            let forward = forward_to_worker as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            // SAFETY: the handler only calls kill(2), which is
+            // async-signal-safe, on the pid stored before it is installed.
+            unsafe {
+                libc::signal(libc::SIGTERM, forward);
+                libc::signal(libc::SIGHUP, forward);
+            }
             if read_all(from_child) == "ok" {
                 std::process::exit(0);
             }
