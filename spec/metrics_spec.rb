@@ -59,4 +59,22 @@ RSpec.describe "metrics" do
     system(MURDER_BIN, "stop", "--pidfile", File.join(tmpdir, "peer.pid"), out: File::NULL)
     tracker&.stop
   end
+
+  # The metrics port was bound only after the data was checked, and its
+  # failure reached neither the JSON progress nor the tracker (no stopped).
+  it "fails a download whose --metrics port is taken before it checks anything, saying so in its JSON" do
+    data = sample_file("release.tgz", bytes: 500_000)
+    torrent = File.join(tmpdir, "r.torrent")
+    murder("make-torrent", data, "--tracker", "127.0.0.1:9", "-o", torrent, "-q")
+    blocker = TCPServer.new("127.0.0.1", 0)
+    dest = File.join(tmpdir, "host/release.tgz")
+    out, _err, status = Open3.capture3(MURDER_BIN, "peer", torrent, dest, "--linger", "0", "--progress", "json",
+                                       "--metrics", "127.0.0.1:#{blocker.addr[1]}", chdir: tmpdir)
+    expect(status.exitstatus).to eq(1)
+    failed = out.lines.map { |line| JSON.parse(line) }.find { |e| e["event"] == "failed" }
+    expect(failed&.fetch("error")).to match(/metrics 127\.0\.0\.1:\d+: Address already in use/)
+    expect(File.exist?(staging(dest))).to be(false)
+  ensure
+    blocker&.close
+  end
 end

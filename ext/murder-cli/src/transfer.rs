@@ -66,15 +66,29 @@ pub struct Common {
 
 /// Serves the session's metrics at `--metrics ADDR`, if asked, until the
 /// session ends.
-async fn serve_metrics(
-    addr: Option<SocketAddr>,
+/// Binds `--metrics`, then starts the session: a taken metrics port fails
+/// at once, not after the data was checked.
+async fn start_with_metrics(
+    metrics: Option<SocketAddr>,
+    meta: Arc<Metainfo>,
+    role: Role,
+    config: SessionConfig,
+) -> Result<(Option<tokio::net::TcpListener>, Session), murder_core::Error> {
+    let listener = match metrics {
+        Some(addr) => Some(murder_core::metrics::bind(addr).await?),
+        None => None,
+    };
+    Ok((listener, Session::start(meta, role, config).await?))
+}
+
+/// Serves the session's metrics on the listener `start_with_metrics` made, until
+/// the returned sender is dropped.
+fn serve_metrics(
+    listener: Option<tokio::net::TcpListener>,
     session: &Session,
     role: &'static str,
-) -> Result<Option<tokio::sync::oneshot::Sender<()>>, murder_core::Error> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    let listener = murder_core::metrics::bind(addr).await?;
+) -> Option<tokio::sync::oneshot::Sender<()>> {
+    let listener = listener?;
     let handle = session.stats_handle();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(murder_core::metrics::serve(
@@ -84,7 +98,7 @@ async fn serve_metrics(
             let _ = stopped.await;
         },
     ));
-    Ok(Some(stop))
+    Some(stop)
 }
 
 impl Common {
@@ -203,21 +217,15 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
         data: args.data.clone(),
     };
     run_session(async move {
-        let session = match Session::start(meta.clone(), role, config).await {
-            Ok(s) => s,
+        let started = start_with_metrics(args.common.metrics, meta.clone(), role, config).await;
+        let (metrics, session) = match started {
+            Ok(started) => started,
             Err(e) => {
                 ready.fail(&e.to_string());
                 return Err(e.into());
             }
         };
-        let _metrics = match serve_metrics(args.common.metrics, &session, "seed").await {
-            Ok(m) => m,
-            Err(e) => {
-                ready.fail(&e.to_string());
-                session.shutdown().await;
-                return Err(e.into());
-            }
-        };
+        let _metrics = serve_metrics(metrics, &session, "seed");
         ready.report(&format!(
             "seeding {} ({}) on port {}",
             meta.name,
@@ -294,14 +302,15 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     run_session(async move {
         let mut display = Display::new(args.common.progress, &meta, true);
-        let session = match Session::start(meta.clone(), role, config).await {
-            Ok(s) => s,
+        let started = start_with_metrics(args.common.metrics, meta.clone(), role, config).await;
+        let (metrics, session) = match started {
+            Ok(started) => started,
             Err(e) => {
                 display.failed(&e.to_string());
                 return Err(e.into());
             }
         };
-        let _metrics = serve_metrics(args.common.metrics, &session, "download").await?;
+        let _metrics = serve_metrics(metrics, &session, "download");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let stop = crate::signals::terminated();
         tokio::pin!(stop);
