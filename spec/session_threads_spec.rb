@@ -57,4 +57,34 @@ RSpec.describe "Murder sessions and Ruby threads" do
     expect(result).to eq(":interrupted"), out
     expect(took.to_f).to be < 1.0
   end
+
+  # nogvl: an interrupt cancelled the work but then joined it with the GVL
+  # held, and a session's wait did not look at the cancel: Thread#raise
+  # into a wait(30) froze every Ruby thread for the rest of the 30 s.
+  it "returns from a long native wait at once on an interrupt" do
+    data = sample_file("release.tgz", bytes: 1_000_000)
+    Murder::Torrent.create(data, tracker: "127.0.0.1:9").write(File.join(tmpdir, "release.torrent"))
+    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), File.join(tmpdir, "out/release.tgz"))
+      require "murder"
+      download = Murder::Download.new(Murder::Torrent.load(ARGV[0]), ARGV[1]) # no seed anywhere: it waits
+      native = download.send(:start_native, false)
+      waiter = Thread.new do
+        native.wait(30)
+        :returned
+      rescue Interrupt
+        :interrupted
+      end
+      sleep 0.5
+      raised = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      waiter.raise(Interrupt)
+      result = waiter.join(10)&.value
+      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - raised
+      puts format("%s after %.2f s", result.inspect, took)
+      download.stop
+    RUBY
+    expect(status).to be_success, out
+    result, took = out.match(/(\S+) after ([\d.]+) s/)&.captures
+    expect(result).to eq(":interrupted"), out
+    expect(took.to_f).to be < 1.0
+  end
 end

@@ -2,8 +2,8 @@
 //! without the GVL, so other Ruby threads run meanwhile. Every tick (and
 //! whenever Ruby interrupts the wait) the caller takes the GVL back, checks
 //! for interrupts (Ctrl-C, Thread#raise) and reports progress; an interrupt
-//! cancels the work (through its `Progress`) and raises in Ruby once the
-//! work has stopped. A panic in the work is caught on its thread and raised
+//! cancels the work (through its `Progress`), waits for it to stop with the
+//! GVL released again, and raises in Ruby then. A panic in the work is caught on its thread and raised
 //! in Ruby as an error (wasmtime-rb's `nogvl` does the same), never left to
 //! unwind through Ruby's frames or to leave the caller waiting. The work
 //! holds no Ruby object and takes no lock that Ruby code could hold.
@@ -56,7 +56,8 @@ where
                 None | Some(Ok(Event::Wake)) | Some(Err(_)) => None,
             };
             if let Err(e) = ruby.thread_check_ints().and_then(|_| tick()) {
-                progress.cancel(); // the scope joins the worker, which stops soon
+                progress.cancel();
+                finish_without_gvl(&rx, &tx);
                 return Err(e);
             }
             if let Some(r) = result {
@@ -64,6 +65,28 @@ where
             }
         }
     })
+}
+
+/// Waits, with the GVL released, for a cancelled worker to end (work that
+/// cannot see the cancel, joining a session's threads say, takes seconds,
+/// and other Ruby threads must run meanwhile). A further interrupt only
+/// cuts each wait short; the first one is raised once the worker ended.
+fn finish_without_gvl<R>(rx: &mpsc::Receiver<Event<R>>, tx: &Sender<Event<R>>) {
+    loop {
+        match without_gvl(|| rx.recv_timeout(TICK), tx) {
+            Some(Ok(Event::Done(_) | Event::Panicked(_))) => return,
+            Some(_) => {}
+            // Skipped: another interrupt is pending. Wait a little with the
+            // GVL rather than spin.
+            None => {
+                if let Ok(Event::Done(_) | Event::Panicked(_)) =
+                    rx.recv_timeout(Duration::from_millis(10))
+                {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -174,11 +174,10 @@ impl NativeSession {
         let timeout = Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
         let runner = rb_self.runner(ruby)?;
         let progress = Progress::new();
-        let waiting = runner.clone();
         let state = nogvl::run(
             ruby,
             &progress,
-            move || waiting.wait_done(timeout),
+            || runner.wait_done_unless(timeout, &progress),
             || Ok(()),
         )?;
         Ok(match state {

@@ -93,9 +93,16 @@ impl SessionRunner {
     /// Waits up to `timeout` while the session is still downloading and
     /// running; returns the state then.
     pub fn wait_done(&self, timeout: Duration) -> State {
+        self.wait_done_unless(timeout, &Progress::new())
+    }
+
+    /// `wait_done`, returning early once `cancel` is cancelled (a Ruby
+    /// interrupt: the caller must not sit out the whole timeout).
+    pub fn wait_done_unless(&self, timeout: Duration, cancel: &Progress) -> State {
         let deadline = std::time::Instant::now() + timeout;
         while self.state() == State::Downloading
             && !self.is_stopped()
+            && !cancel.is_cancelled()
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(5));
