@@ -6,6 +6,27 @@
 # runs in a child process with a deadline, so a deadlock fails the example
 # instead of hanging the suite.
 RSpec.describe "Murder sessions and Ruby threads" do
+  # The end of a child script: `worker` (a Thread that returns
+  # :interrupted on Interrupt) is interrupted half a second in, and the
+  # child prints what it returned and how long that took.
+  INTERRUPT_WORKER = <<~'RUBY'
+    sleep 0.5
+    raised = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    worker.raise(Interrupt)
+    result = worker.join(10)&.value
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - raised
+    puts format("%s after %.2f s", result.inspect, took)
+  RUBY
+
+  # The child ran INTERRUPT_WORKER, and the worker stopped on the interrupt
+  # within a second.
+  def expect_interrupted_within_a_second(out, status)
+    expect(status).to be_success, out
+    result, took = out.match(/(\S+) after ([\d.]+) s/)&.captures
+    expect(result).to eq(":interrupted"), out
+    expect(took.to_f).to be < 1.0
+  end
+
   def ruby_child(script, *args, deadline: 30)
     out, status = Open3.capture2e("timeout", "-s", "KILL", deadline.to_s, RbConfig.ruby, "-I", File.join(ROOT, "lib"),
                                   "-e", script, *args.map(&:to_s))
@@ -36,7 +57,7 @@ RSpec.describe "Murder sessions and Ruby threads" do
     big = File.join(tmpdir, "big.bin")
     File.open(big, "w") { |f| f.truncate(8 << 30) } # sparse: reads cost no disk
     murder("make-torrent", big, "--tracker", "127.0.0.1:9", "-o", "#{big}.torrent", "-q")
-    out, status = ruby_child(<<~'RUBY', "#{big}.torrent", big)
+    out, status = ruby_child(<<~'RUBY' + INTERRUPT_WORKER, "#{big}.torrent", big)
       require "murder"
       torrent = Murder::Torrent.load(ARGV[0])
       worker = Thread.new do
@@ -45,17 +66,8 @@ RSpec.describe "Murder sessions and Ruby threads" do
       rescue Interrupt
         :interrupted
       end
-      sleep 0.5
-      raised = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      worker.raise(Interrupt)
-      result = worker.join(10)&.value
-      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - raised
-      puts format("%s after %.2f s", result.inspect, took)
     RUBY
-    expect(status).to be_success, out
-    result, took = out.match(/(\S+) after ([\d.]+) s/)&.captures
-    expect(result).to eq(":interrupted"), out
-    expect(took.to_f).to be < 1.0
+    expect_interrupted_within_a_second(out, status)
   end
 
   # nogvl: an interrupt cancelled the work but then joined it with the GVL
@@ -63,28 +75,20 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # into a wait(30) froze every Ruby thread for the rest of the 30 s.
   it "returns from a long native wait at once on an interrupt" do
     data = sample_file("release.tgz", bytes: 1_000_000)
-    Murder::Torrent.create(data, tracker: "127.0.0.1:9").write(File.join(tmpdir, "release.torrent"))
-    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), File.join(tmpdir, "out/release.tgz"))
+    paths = [File.join(tmpdir, "release.torrent"), File.join(tmpdir, "out/release.tgz")]
+    Murder::Torrent.create(data, tracker: "127.0.0.1:9").write(paths.first)
+    out, status = ruby_child(<<~'RUBY' + INTERRUPT_WORKER, *paths)
       require "murder"
       download = Murder::Download.new(Murder::Torrent.load(ARGV[0]), ARGV[1]) # no seed anywhere: it waits
       native = download.send(:start_native, false)
-      waiter = Thread.new do
+      worker = Thread.new do
         native.wait(30)
         :returned
       rescue Interrupt
         :interrupted
       end
-      sleep 0.5
-      raised = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      waiter.raise(Interrupt)
-      result = waiter.join(10)&.value
-      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - raised
-      puts format("%s after %.2f s", result.inspect, took)
-      download.stop
+      at_exit { download.stop }
     RUBY
-    expect(status).to be_success, out
-    result, took = out.match(/(\S+) after ([\d.]+) s/)&.captures
-    expect(result).to eq(":interrupted"), out
-    expect(took.to_f).to be < 1.0
+    expect_interrupted_within_a_second(out, status)
   end
 end
