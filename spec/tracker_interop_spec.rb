@@ -117,6 +117,16 @@ RSpec.describe "murder tracker and murder stop (daemon life cycle)" do
     FileUtils.rm_rf(dir) if dir
   end
 
+  # What fails in the background after detaching (here: the pidfile) was
+  # reported as "the background process failed to start", its cause lost.
+  it "names the cause when the detached process fails before it is ready" do
+    pidfile = File.join(tmpdir, "no-such-dir", "t.pid")
+    status, _out, err = run_failing(MURDER_BIN, "tracker", "--bind", "127.0.0.1", "--port", "0", "--pidfile", pidfile,
+                                    "--daemon")
+    expect(status.exitstatus).to eq(1)
+    expect(err).to include("#{pidfile}: No such file or directory")
+  end
+
   it "refuses an unknown allow-list entry with one line" do
     status, _out, err = run_failing(MURDER_BIN, "tracker", "--port", "0", "--allow", "nonsense")
     expect(status.exitstatus).to eq(1)

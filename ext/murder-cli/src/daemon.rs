@@ -101,6 +101,18 @@ impl Ready {
         }
     }
 
+    /// Passes `result` on; an error also goes to the foreground process,
+    /// which prints it (a detached process's own stderr is its log, or
+    /// nowhere).
+    pub fn failing<T, E: std::fmt::Display>(&mut self, result: Result<T, E>) -> Result<T, E> {
+        if let Err(e) = &result {
+            if let Some(mut pipe) = self.0.take() {
+                let _ = pipe.write_all(format!("err {e}").as_bytes());
+            }
+        }
+        result
+    }
+
     /// Not detached: print the message here.
     pub fn foreground() -> Ready {
         Ready(None)

@@ -83,20 +83,22 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = murder_core::listen::tcp(bind).map_err(|e| format!("bind {e}"))?;
     let addr = listener.local_addr()?;
 
-    let ready = if args.daemon {
+    let mut ready = if args.daemon {
         daemon::detach(args.log.as_deref())?
     } else {
         Ready::foreground()
     };
-    let _pidfile = args.pidfile.as_deref().map(Pidfile::write).transpose()?;
+    let pidfile = args.pidfile.as_deref().map(Pidfile::write).transpose();
+    let _pidfile = ready.failing(pidfile)?;
     // One thread, like the in-process tracker: an announce is a few
     // microseconds of work, and waking other worker threads for each
     // connection costs more than it (measured with bench/tracker).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build();
+    let runtime = ready.failing(runtime)?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let listener = ready.failing(tokio::net::TcpListener::from_std(listener))?;
         let allowed = tracker.stats().torrents.len();
         ready.report(&format!(
             "murder tracker on http://{addr}/announce ({allowed} torrents allowed)"

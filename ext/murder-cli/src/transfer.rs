@@ -202,17 +202,18 @@ pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
         steer: !args.no_steer,
         ..args.common.config()?
     };
-    let ready = if args.daemon {
+    let mut ready = if args.daemon {
         daemon::detach(args.common.log.as_deref())?
     } else {
         Ready::foreground()
     };
-    let _pidfile = args
+    let pidfile = args
         .common
         .pidfile
         .as_deref()
         .map(Pidfile::write)
-        .transpose()?;
+        .transpose();
+    let _pidfile = ready.failing(pidfile)?;
     let role = Role::Seed {
         data: args.data.clone(),
     };
