@@ -51,4 +51,24 @@ RSpec.describe "Capistrano::Murder::BinaryDistribution::FETCH" do
     serve(port) { expect(run_fetch("[::1]", port, dir)).to be(true), File.read(File.join(tmpdir, "fetch.err")) }
     expect(Murder::Remote.sha256(File.join(dir, "murder"))).to eq(sha)
   end
+
+  # serve-file buffered a request head of any length for the whole 60 s a
+  # client gets: one client could make it hold unbounded memory.
+  it "cuts off a client whose request head runs past 16 KiB" do
+    port = free_port
+    serve(port) do
+      socket = eventually { TCPSocket.new("127.0.0.1", port) rescue nil }
+      socket.write("GET /murder HTTP/1.0\r\nX-Junk: #{'a' * (64 << 10)}")
+      readable = IO.select([socket], nil, nil, 5)
+      expect(readable).not_to be_nil, "serve-file still reading the head after 5 s"
+      answer = begin
+        socket.read
+      rescue Errno::ECONNRESET
+        ""
+      end
+      expect(answer).to eq("")
+    ensure
+      socket&.close
+    end
+  end
 end

@@ -9,7 +9,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// The most bytes of a request head read.
+const MAX_REQUEST_HEAD: u64 = 16 * 1024;
 use tokio::net::TcpListener;
 
 #[derive(clap::Args)]
@@ -60,13 +63,17 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn send(stream: tokio::net::TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    // A request head is a few lines: a client sending more is cut off
+    // rather than buffered for the whole timeout.
+    let mut lines = BufReader::new(read.take(MAX_REQUEST_HEAD)).lines();
     let first = lines.next_line().await?.unwrap_or_default();
     if first.starts_with("GET ") {
         // The rest of the request head, up to its empty line.
-        while let Some(line) = lines.next_line().await? {
-            if line.trim().is_empty() {
-                break;
+        loop {
+            match lines.next_line().await? {
+                Some(line) if line.trim().is_empty() => break,
+                Some(_) => {}
+                None => return Err(std::io::Error::other("request head cut short or too long")),
             }
         }
         let head = format!(
