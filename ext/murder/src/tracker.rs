@@ -124,3 +124,17 @@ impl TrackerServer {
         nogvl::run(ruby, &progress, move || server.stop(), || Ok(()))?.map_err(|e| to_ruby(ruby, e))
     }
 }
+
+impl Drop for TrackerServer {
+    /// A tracker never stopped, freed by the garbage collector: it stops on
+    /// a thread of its own, so the collector does not wait for its
+    /// connections to drain (Murder::Tracker#stop waits).
+    fn drop(&mut self) {
+        let server = self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            let _ = std::thread::Builder::new()
+                .name("murder-tracker-stop".into())
+                .spawn(move || drop(server));
+        }
+    }
+}
