@@ -28,6 +28,7 @@ RSpec.describe "the murder command" do
     end
     aligned = JSON.parse(murder("info", "--json", out))["files"].map { |f| f["path"].join("/") }
     expect(aligned).not_to include("hashes.json")
+    expect(File.stat(cache).mode & 0o077).to eq(0) # it tells the tree's names and hashes
     expect(aligned).to include("plain.torrent") # another file, written by another run: part of the tree
     expect(Murder::Torrent.load(out).verify(tree)).to all(be(true))
   end

@@ -24,6 +24,13 @@ RSpec.describe "a deploy ticket" do
     seeder&.stop
   end
 
+  it "is kept on the deployer readable by its owner alone" do
+    kept = File.join(tmpdir, "deployer/ticket-base.torrent")
+    Murder::Remote.write_atomically(kept, "d4:infodee")
+    expect(File.binread(kept)).to eq("d4:infodee")
+    expect(File.stat(kept).mode & 0o077).to eq(0)
+  end
+
   it "comes as a few KB of difference to a host that kept the last one, and whole to a host that did not" do
     tracker = Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 1).start
     tree_a = sample_tree("release-a", files: 400)
@@ -38,8 +45,10 @@ RSpec.describe "a deploy ticket" do
       out, status = peer(Murder::Remote.ticket(first), File.join(tmpdir, "host/releases/a"), base)
       expect(status).to be_success, out
     end
-    # The host kept the torrent it was sent (its directory made for it).
+    # The host kept the torrent it was sent (its directory made for it),
+    # readable by its owner alone: it tells the release's names and hashes.
     expect(File.binread(base)).to eq(first)
+    expect(File.stat(base).mode & 0o077).to eq(0)
 
     serve(tree_b, tracker) do |torrent|
       whole = Murder::Remote.ticket(torrent.to_bencode)

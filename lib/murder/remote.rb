@@ -105,7 +105,9 @@ module Murder
     def write_atomically(path, bytes)
       FileUtils.mkdir_p(File.dirname(path))
       partial = "#{path}.#{Process.pid}.part"
-      File.binwrite(partial, bytes)
+      # Readable by the owner alone: a torrent tells the release's names,
+      # sizes and hashes.
+      File.open(partial, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(bytes) }
       File.rename(partial, path)
     end
 

@@ -91,7 +91,7 @@ pub fn read(base: Option<&Path>) -> Result<Ticket, String> {
             .map_or(Ok(()), std::fs::create_dir_all)
             .map_err(|e| e.to_string());
         if let Err(e) = kept.and_then(|()| {
-            murder_core::fsutil::write_atomically(path, &bytes).map_err(|e| e.to_string())
+            murder_core::fsutil::write_privately(path, &bytes).map_err(|e| e.to_string())
         }) {
             tracing::warn!("keeping the ticket's torrent as the next one's base: {e}");
         }

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -11,6 +12,18 @@ use crate::error::{Error, Result};
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// and a rename, so `path` holds either the old content or all of the new.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with_mode(path, bytes, 0o666)
+}
+
+/// `write_atomically`, readable by the owner alone (0600): for what tells
+/// about a release (its torrent's names, sizes and hashes), which hosts and
+/// the deployer keep but nobody else on the machine may read.
+pub fn write_privately(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with_mode(path, bytes, 0o600)
+}
+
+/// `mode` before the umask.
+fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -24,7 +37,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

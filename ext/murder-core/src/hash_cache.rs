@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::fsutil::write_atomically;
+use crate::fsutil::write_privately;
 
 /// 2: entries carry the file's own SHA-1 (BEP 47 `sha1`) beside its pieces.
 const VERSION: u32 = 2;
@@ -162,7 +162,7 @@ impl HashCache {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
         }
-        write_atomically(path, &bytes)
+        write_privately(path, &bytes)
     }
 }
 
