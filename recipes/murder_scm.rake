@@ -39,42 +39,44 @@ def murder_ship_tree(torrent, tracker, secret)
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
   begin
-    on peers, in: :parallel do |host|
-      key = S.host_key(host)
-      ip = S.announce_ip(host)
-      args = [*(reuse ? ["--reuse", releases, "--reuse-mode", reuse] : []), *(ip ? ["--ip", ip] : []),
-              "--linger", linger, "--pidfile", "#{dir}/run/peer-#{tag}.pid", "--progress", "json", "--wait-to-place",
-              "--ticket-base", "#{dir}/run/ticket-base.torrent"]
-      command = remote.peer_command(murder: murder, sha256: sha, releases: releases, dest: dest, args: args)
-      installed = false
-      ticket = tickets.first
-      begin
-        out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, key))
-        results[key] = remote.reports(out).find { |e| e["event"] == "complete" }
-      rescue SSHKit::Command::Failed => e
-        # One round trip when the host's murder is current; else install it
-        # and go again (the first deploy, or a new version of murder).
-        if e.message.include?("murder-binary-outdated") && !installed
-          installed = true
-          S.install_binary(self, binary, dir, sha)
-          retry
+    S.without_pty do
+      on peers, in: :parallel do |host|
+        key = S.host_key(host)
+        ip = S.announce_ip(host)
+        args = [*(reuse ? ["--reuse", releases, "--reuse-mode", reuse] : []), *(ip ? ["--ip", ip] : []),
+                "--linger", linger, "--pidfile", "#{dir}/run/peer-#{tag}.pid", "--progress", "json", "--wait-to-place",
+                "--ticket-base", "#{dir}/run/ticket-base.torrent"]
+        command = remote.peer_command(murder: murder, sha256: sha, releases: releases, dest: dest, args: args)
+        installed = false
+        ticket = tickets.first
+        begin
+          out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, key))
+          results[key] = remote.reports(out).find { |e| e["event"] == "complete" }
+        rescue SSHKit::Command::Failed => e
+          # One round trip when the host's murder is current; else install it
+          # and go again (the first deploy, or a new version of murder).
+          if e.message.include?("murder-binary-outdated") && !installed
+            installed = true
+            S.install_binary(self, binary, dir, sha)
+            retry
+          end
+          # A host that does not hold the base of the difference (a new host,
+          # or one whose last deploy failed early) takes the whole torrent.
+          if (whole = tickets.after_failure(key, ticket, e.message))
+            ticket = whole
+            retry
+          end
+          failures[key] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
         end
-        # A host that does not hold the base of the difference (a new host,
-        # or one whose last deploy failed early) takes the whole torrent.
-        if (whole = tickets.after_failure(key, ticket, e.message))
-          ticket = whole
-          retry
-        end
-        failures[key] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
+      rescue StandardError => e
+        # Whatever failed, installing the binary included: named, not raised,
+        # so that this thread still votes.
+        failures[key] = e.message.lines.first&.strip
+      ensure
+        # A host that did not stage votes no (a vote it made counts first):
+        # the others must not wait for it forever.
+        barrier.vote(key, false)
       end
-    rescue StandardError => e
-      # Whatever failed, installing the binary included: named, not raised,
-      # so that this thread still votes.
-      failures[key] = e.message.lines.first&.strip
-    ensure
-      # A host that did not stage votes no (a vote it made counts first):
-      # the others must not wait for it forever.
-      barrier.vote(key, false)
     end
   ensure
     watcher.kill

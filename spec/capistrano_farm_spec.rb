@@ -386,6 +386,17 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
   # Capistrano's filters (HOSTS=, ROLES=, :filter) narrow what `on` runs
   # on; the barrier counted every server, waited for votes that never
   # came, and cap hung.
+  # The ticket goes to each host on stdin after murder's prompt on stderr:
+  # with `set :pty, true` the prompt came on stdout, the ticket was never
+  # sent, and the deploy waited for ever.
+  it "deploys with set :pty, true" do
+    File.write(File.join(@repo, "VERSION"), "pty\n")
+    @git.call("commit", "-q", "-am", "pty")
+    out, status = cap_within(90, "deploy", env: { "FARM_PTY" => "1" })
+    expect(status).to be_success, out
+    (1..SIZE).each { |i| expect(File.read(current(i, "VERSION"))).to eq("pty\n"), "h#{i}" }
+  end
+
   it "deploys to the servers HOSTS= names, and waits for no other" do
     before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
     File.write(File.join(@repo, "VERSION"), "two hosts\n")

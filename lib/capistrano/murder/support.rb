@@ -168,6 +168,24 @@ module Capistrano
         host.include?(":") && !host.start_with?("[") ? "[#{host}]" : host
       end
 
+      # Runs the block with SSHKit's pty off (`set :pty, true` turns it on
+      # for every command), then restores the setting. A deploy's peer
+      # command reads its ticket on stdin and prompts on stderr: a pty
+      # would echo the ticket, secret included, into the output, merge the
+      # prompt into stdout (the deploy then waits for it for ever) and cut
+      # the ticket's long line.
+      #
+      # @yield with the pty off
+      # @return [Object] what the block returned
+      def without_pty
+        config = SSHKit::Backend::Netssh.config
+        pty = config.pty
+        config.pty = false
+        yield
+      ensure
+        config.pty = pty if config
+      end
+
       # A server's name in a deploy's records, votes and messages: its host
       # name, with its SSH port when it sets one. Capistrano tells servers
       # apart by both (two may share a name, on different ports), and a
