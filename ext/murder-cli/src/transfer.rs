@@ -64,8 +64,6 @@ pub struct Common {
     secret_file: Option<PathBuf>,
 }
 
-/// Serves the session's metrics at `--metrics ADDR`, if asked, until the
-/// session ends.
 /// Binds `--metrics`, then starts the session: a taken metrics port fails
 /// at once, not after the data was checked.
 async fn start_with_metrics(
@@ -81,8 +79,8 @@ async fn start_with_metrics(
     Ok((listener, Session::start(meta, role, config).await?))
 }
 
-/// Serves the session's metrics on the listener `start_with_metrics` made, until
-/// the returned sender is dropped.
+/// Serves the session's metrics on the listener `start_with_metrics` made,
+/// until the returned sender is dropped.
 fn serve_metrics(
     listener: Option<tokio::net::TcpListener>,
     session: &Session,
