@@ -126,7 +126,7 @@ module Murder
     def allow(torrent_or_hex, secret: nil)
       server = @server or raise InvalidArgument, "start the tracker first"
       if secret
-        if !torrent_or_hex.is_a?(Torrent) && info_hash?(torrent_or_hex.to_s)
+        if !torrent_or_hex.is_a?(Torrent) && TrackerServer.names_info_hash?(torrent_or_hex.to_s)
           raise InvalidArgument, "a closed swarm needs the torrent (a Murder::Torrent or a .torrent path), " \
                                  "not the bare info-hash #{torrent_or_hex}"
         end
@@ -166,16 +166,6 @@ module Murder
       @server&.stop
       @server = nil
       self
-    end
-
-    private
-
-    # Whether `spec` is taken for a hex info-hash: 40 hex digits, and not
-    # a file (the rule the native `allow` follows).
-    #
-    # @api private
-    def info_hash?(spec)
-      spec.match?(/\A\h{40}\z/) && !File.exist?(spec)
     end
   end
 end

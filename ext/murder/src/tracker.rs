@@ -13,12 +13,18 @@ use murder_core::{Error as CoreError, Progress};
 
 use crate::{errors::to_ruby, nogvl, torrent::Torrent};
 
+/// Whether an allow-list entry names an info-hash (the core's rule).
+fn names_info_hash(spec: String) -> bool {
+    murder_core::tracker::names_info_hash(&spec)
+}
+
 #[magnus::wrap(class = "Murder::TrackerServer", free_immediately, size)]
 pub struct TrackerServer(Mutex<Option<Server>>);
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("TrackerServer", ruby.class_object())?;
     class.define_singleton_method("start", function!(start, 7))?;
+    class.define_singleton_method("names_info_hash?", function!(names_info_hash, 1))?;
     class.define_method("port", method!(TrackerServer::port, 0))?;
     class.define_method("running?", method!(TrackerServer::is_running, 0))?;
     class.define_method("allow", method!(TrackerServer::allow, 1))?;

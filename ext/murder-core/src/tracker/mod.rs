@@ -122,6 +122,12 @@ pub struct Counters {
     pub scrapes: std::sync::atomic::AtomicU64,
 }
 
+/// Whether an allow-list entry names an info-hash rather than a .torrent
+/// file: 40 hex digits, and no file of that name.
+pub fn names_info_hash(spec: &str) -> bool {
+    spec.len() == 40 && spec.bytes().all(|b| b.is_ascii_hexdigit()) && !Path::new(spec).exists()
+}
+
 impl Tracker {
     /// A tracker with `config`, once it is checked.
     pub fn new(config: TrackerConfig) -> Result<Self> {
@@ -214,10 +220,7 @@ impl Tracker {
 
     /// Allows what `spec` names: a .torrent file, or a 40-digit hex info-hash.
     pub fn allow(&self, spec: &str) -> Result<InfoHash> {
-        if spec.len() == 40
-            && spec.bytes().all(|b| b.is_ascii_hexdigit())
-            && !Path::new(spec).exists()
-        {
+        if names_info_hash(spec) {
             return self.allow_hex(spec);
         }
         let torrent = Metainfo::load(spec)?;
