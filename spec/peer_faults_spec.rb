@@ -222,6 +222,23 @@ RSpec.describe "murder peer under faults" do
     Process.kill("KILL", worker) if worker && process_alive?(worker)
   end
 
+  it "seeds a tree of more files than it may hold open (a low descriptor limit)" do
+    tree = sample_tree("release-many", files: 300)
+    torrent = File.join(tmpdir, "many.torrent")
+    murder("make-torrent", tree, "--align", "--tracker", "127.0.0.1:#{tracker.port}", "-o", torrent)
+    tracker.allow(torrent)
+    # 200 descriptors, soft and hard: the seed may keep at most 100 of its
+    # 300 files open, and must reopen the others as they are asked for.
+    spawn_logged("bash", "-c", 'ulimit -n 200 && exec "$@"', "bash", MURDER_BIN, "seed", torrent, tree,
+                 "--ip", "127.0.0.1", "--bind", "127.0.0.1", "--progress", "none", log: File.join(tmpdir, "seed.log"))
+    eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+    dest = File.join(tmpdir, "host/release-many")
+    out, status = Open3.capture2e(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--bind", "127.0.0.1",
+                                  "--linger", "0", "--progress", "none")
+    expect(status).to be_success, "#{out}\nseed: #{File.read(File.join(tmpdir, "seed.log"))}"
+    expect(system("diff", "-r", tree, dest)).to be(true)
+  end
+
   it "refuses a destination that holds other data and leaves it untouched" do
     _data, torrent = release(300_000, seed: 6, piece_length: "32K")
     dest = File.join(tmpdir, "other.tgz")
