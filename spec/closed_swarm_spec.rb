@@ -69,4 +69,58 @@ RSpec.describe "a closed swarm" do
     seeder&.stop
     tracker&.stop
   end
+
+  # Rule C3 (STATE.md): connections that never handshake. An outsider needs
+  # no secret to open them; unbounded, they take the descriptors the seed's
+  # data files need, and a file it cannot open fails the seed (rule W1).
+  it "keeps serving a holder through an outsider's flood of connections that never handshake" do
+    tracker = Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 1).start
+    tree = sample_tree("release-flood", files: 300)
+    torrent = Murder::Torrent.create(tree, tracker: "127.0.0.1:#{tracker.port}", align: true)
+    secret = Murder.generate_secret
+    tracker.allow(torrent, secret: secret)
+    torrent_file = File.join(tmpdir, "flood.torrent")
+    torrent.write(torrent_file)
+    secret_file = File.join(tmpdir, "secret")
+    File.write(secret_file, secret, perm: 0o600)
+    seed_port = free_port
+    # 400 descriptors: room for the seed's cache of open files (256) and
+    # its sockets, not for a flood as well.
+    seed = spawn_logged("bash", "-c", 'ulimit -n 400 && exec "$@"', "bash", MURDER_BIN, "seed", torrent_file, tree,
+                        "--ip", "127.0.0.1", "--bind", "127.0.0.1", "--port", seed_port, "--secret-file", secret_file,
+                        "--progress", "none", log: File.join(tmpdir, "seed.log"))
+    eventually { tracker.stats["torrents"].first["seeds"] == 1 }
+
+    open_sockets = []
+    flood = Thread.new do
+      until Thread.current[:stop]
+        begin
+          open_sockets << TCPSocket.new("127.0.0.1", seed_port) if open_sockets.size < 300
+        rescue SystemCallError
+          nil # the seed is gone: the example reports it
+        end
+        open_sockets.reject! do |s|
+          s.read_nonblock(1, exception: false).nil? && s.close.nil?
+        rescue SystemCallError
+          s.close
+          true
+        end
+        sleep 0.005
+      end
+    end
+    sleep 1 # the flood is under way before the holder comes
+
+    dest = File.join(tmpdir, "host/release-flood")
+    ticket = Murder::Remote.ticket(torrent.to_bencode, secret: secret)
+    out, status = Open3.capture2e(MURDER_BIN, "peer", "-", dest, "--ip", "127.0.0.1", "--bind", "127.0.0.1",
+                                  "--linger", "0", "--progress", "none", stdin_data: ticket)
+    expect(status).to be_success, "#{out}\nseed: #{File.read(File.join(tmpdir, "seed.log"))}"
+    expect(system("diff", "-r", tree, dest)).to be(true)
+    expect(Process.waitpid(seed, Process::WNOHANG)).to be_nil, File.read(File.join(tmpdir, "seed.log"))
+  ensure
+    flood&.[]=(:stop, true)
+    flood&.join
+    open_sockets&.each(&:close)
+    tracker&.stop
+  end
 end
