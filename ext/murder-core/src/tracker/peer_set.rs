@@ -16,6 +16,9 @@ use super::request::PeerId;
 #[derive(Debug)]
 pub(super) struct Peer {
     pub addr: SocketAddr,
+    /// The address the announce that made this entry came from: only
+    /// announces from there change or remove it (see `Registry::announce`).
+    pub from: std::net::IpAddr,
     pub left: u64,
     pub uploaded: u64,
     pub downloaded: u64,
@@ -189,6 +192,7 @@ mod tests {
     fn peer(left: u64) -> Peer {
         Peer {
             addr: "10.0.0.1:6881".parse().unwrap(),
+            from: "10.0.0.1".parse().unwrap(),
             left,
             uploaded: 0,
             downloaded: 0,

@@ -184,11 +184,20 @@ impl Registry {
         }
         let first_seen = *swarm.first_seen.get_or_insert(now);
         let since = now.saturating_duration_since(first_seen).as_secs_f64();
+        let from = from.to_canonical();
         let ip = request.ip.unwrap_or(from);
         // A download counts as completed on `event=completed`, or when a
         // peer we saw missing bytes reports none left (aria2 sends only
         // `stopped` when it finishes with --seed-time=0).
         let known = swarm.peers.get(&request.peer_id);
+        // An entry belongs to the address that made it: a holder of the
+        // token announcing another host's peer id from elsewhere could
+        // otherwise point that entry at any address or remove it. Such an
+        // announce records nothing and is answered like any other (a host
+        // whose address changed is recorded anew once its entry expires).
+        if known.is_some_and(|p| p.from != from) {
+            return Some(Self::reply(swarm, request, numwant));
+        }
         let was_downloading = known.map(|p| p.left > 0);
         let already_counted = known.is_some_and(|p| p.counted_complete);
         let finished = request.event == Event::Completed
@@ -206,6 +215,7 @@ impl Registry {
                 request.peer_id,
                 || Peer {
                     addr,
+                    from,
                     left: request.left,
                     uploaded: 0,
                     downloaded: 0,
@@ -231,6 +241,12 @@ impl Registry {
                 swarm.completed_at.push(since);
             }
         }
+        Some(Self::reply(swarm, request, numwant))
+    }
+
+    /// The counts, and a random pick of peers (so that downloaders spread
+    /// over the whole swarm; a seed gets downloaders only).
+    fn reply(swarm: &Swarm, request: &Announce, numwant: usize) -> Reply {
         let (complete, incomplete) = swarm.counts();
         let mut reply = Reply {
             peers: Vec::new(),
@@ -238,13 +254,11 @@ impl Registry {
             incomplete,
         };
         if request.event == Event::Stopped || numwant == 0 {
-            return Some(reply);
+            return reply;
         }
-        // A random pick, so that downloaders spread over the whole swarm; a
-        // seed gets downloaders only.
         let asking_seed = request.left == 0;
         reply.peers = swarm.peers.pick(&request.peer_id, !asking_seed, numwant);
-        Some(reply)
+        reply
     }
 
     pub fn scrape(&self, hash: &InfoHash, viewer: Viewer) -> Option<ScrapeCounts> {
@@ -423,6 +437,32 @@ mod tests {
             .announce(&announce(2, 10, Event::Started), LOCAL, 50, Instant::now())
             .unwrap();
         assert_eq!(other.peers[0].1, "10.9.8.7:6001".parse().unwrap());
+    }
+
+    /// Rule: an entry changes only by announces from the address that made it.
+    #[test]
+    fn another_address_can_neither_move_nor_remove_a_peers_entry() {
+        let mut r = registry();
+        let now = Instant::now();
+        let elsewhere: IpAddr = "10.66.0.9".parse().unwrap();
+        r.announce(&announce(1, 10, Event::Started), LOCAL, 50, now);
+        let mut moved = announce(1, 10, Event::None);
+        moved.ip = Some("10.66.0.9".parse().unwrap());
+        moved.port = 666;
+        r.announce(&moved, elsewhere, 50, now);
+        r.announce(&announce(1, 10, Event::Stopped), elsewhere, 50, now);
+        let other = r
+            .announce(&announce(2, 10, Event::Started), LOCAL, 50, now)
+            .unwrap();
+        assert_eq!(other.peers, vec![([1; 20], "127.0.0.1:6001".parse().unwrap())]);
+        // From its own address (here as an IPv4-mapped IPv6 address, as a
+        // dual-stack listener sees it), the peer still leaves.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        r.announce(&announce(1, 10, Event::Stopped), mapped, 50, now);
+        let other = r
+            .announce(&announce(2, 10, Event::None), LOCAL, 50, now)
+            .unwrap();
+        assert!(other.peers.is_empty());
     }
 
     #[test]
