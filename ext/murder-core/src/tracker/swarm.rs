@@ -454,7 +454,10 @@ mod tests {
         let other = r
             .announce(&announce(2, 10, Event::Started), LOCAL, 50, now)
             .unwrap();
-        assert_eq!(other.peers, vec![([1; 20], "127.0.0.1:6001".parse().unwrap())]);
+        assert_eq!(
+            other.peers,
+            vec![([1; 20], "127.0.0.1:6001".parse().unwrap())]
+        );
         // From its own address (here as an IPv4-mapped IPv6 address, as a
         // dual-stack listener sees it), the peer still leaves.
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
