@@ -382,3 +382,105 @@ fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
     );
     peer.stop();
 }
+
+/// Rule C4 (what a peer's messages may cost): a seed for a hostile peer.
+fn seed_for_a_hostile_peer(dir: &std::path::Path) -> (SessionRunner, Arc<Metainfo>) {
+    let data = dir.join("release.tgz");
+    random_file(&data, 1_000_000, 44);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    (start_seed(meta.clone(), data, false), meta)
+}
+
+/// A hostile peer with the fast extension, connected to `seed`: it has
+/// nothing and asked for the seed's pieces (Interested).
+async fn hostile_peer(
+    seed: &SessionRunner,
+    meta: &Metainfo,
+) -> (common::wire_peer::Reader, common::wire_peer::Writer) {
+    let (r, mut w) = dial(
+        seed.local_addr(),
+        FAST,
+        *b"-XX0001-hostilehosti",
+        meta.info_hash(),
+        meta.piece_count(),
+    )
+    .await
+    .expect("handshake");
+    assert!(w.send(&[Message::HaveNone, Message::Interested]).await);
+    (r, w)
+}
+
+/// Whether the seed ended the connection within `within`: reading, once
+/// what it sent before is drained, ends.
+async fn ended_within(r: &mut common::wire_peer::Reader, within: Duration) -> bool {
+    tokio::time::timeout(within, async { while r.next().await.is_some() {} })
+        .await
+        .is_ok()
+}
+
+/// Rule C4: a request for a piece the torrent does not have ends the
+/// connection (it was answered with a Reject, 17 bytes queued per 17-byte
+/// request, without end).
+#[test]
+fn rule_c4_a_request_outside_the_torrent_ends_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, meta) = seed_for_a_hostile_peer(dir.path());
+    current_thread().block_on(async {
+        let (mut r, mut w) = hostile_peer(&seed, &meta).await;
+        let outside = BlockRequest {
+            piece: meta.piece_count() as u32 + 7,
+            offset: 0,
+            length: BLOCK as u32,
+        };
+        assert!(w.send(&[Message::Request(outside)]).await);
+        assert!(
+            ended_within(&mut r, Duration::from_secs(3)).await,
+            "the connection stayed"
+        );
+    });
+}
+
+/// Rule C4: a second bitfield (or have all / have none) ends the
+/// connection: each one costs the seed a pass over every piece, and a
+/// peer could send them back to back.
+#[test]
+fn rule_c4_a_second_bitfield_ends_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, meta) = seed_for_a_hostile_peer(dir.path());
+    current_thread().block_on(async {
+        let (mut r, mut w) = hostile_peer(&seed, &meta).await;
+        assert!(w.send(&[Message::HaveNone]).await);
+        assert!(
+            ended_within(&mut r, Duration::from_secs(3)).await,
+            "the connection stayed"
+        );
+    });
+}
+
+/// Rule C4: a peer that keeps asking and never reads what it is sent is
+/// dropped once the seed holds `MAX_UNSENT` for it: before, each request
+/// past the upload queue's limit queued a 17-byte Reject, and the seed's
+/// buffer grew for as long as the peer kept writing.
+#[test]
+fn rule_c4_a_peer_that_asks_without_reading_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, meta) = seed_for_a_hostile_peer(dir.path());
+    current_thread().block_on(async {
+        let (_r, mut w) = hostile_peer(&seed, &meta).await;
+        let ask = BlockRequest {
+            piece: 0,
+            offset: 0,
+            length: BLOCK as u32,
+        };
+        // 4,096 requests a round, 68 KiB; 500 rounds would queue 34 MiB.
+        let round: Vec<Message> = (0..4096).map(|_| Message::Request(ask)).collect();
+        let mut rounds = 0;
+        while rounds < 500 && w.send(&round).await {
+            rounds += 1;
+        }
+        assert!(
+            rounds < 500,
+            "the seed took 500 rounds of requests from a peer that reads nothing"
+        );
+    });
+}

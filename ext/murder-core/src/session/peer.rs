@@ -60,6 +60,11 @@ const READ_BUFFER: usize = 256 * 1024;
 /// block in the out buffer is committed to its peer, while one still in the
 /// queue can be passed by a rarer one (see `serve_uploads`).
 const OUT_BUFFER: usize = 64 * 1024;
+/// Unsent bytes we may hold for a peer (rule C4). Blocks are added only
+/// while less than `OUT_BUFFER` waits, so only a peer that keeps asking and
+/// does not read what it is sent (each request past the queue's limit
+/// answered with a Reject) gets this far: it is dropped.
+const MAX_UNSENT: usize = 2 << 20;
 /// Unsent bytes a peer socket may hold (TCP_NOTSENT_LOWAT).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const NOTSENT_LOWAT: u32 = 64 * 1024;
@@ -134,6 +139,8 @@ struct Peer {
     offer_window: usize,
     /// When its upload queue last ran dry while it had offers untaken.
     drained_with_offers: Option<Instant>,
+    /// It sent its bitfield (or have all / have none) already.
+    told_has: bool,
     /// Another client than murder (see BATCH_GAP).
     foreign: bool,
     /// This peer holds every piece, and is counted in `seeds_connected`.
@@ -181,6 +188,7 @@ pub(super) async fn run(
         requested: std::collections::HashMap::new(),
         offer_window: OFFER_AHEAD,
         drained_with_offers: None,
+        told_has: false,
         foreign: !theirs.peer_id.starts_with(b"-MU"),
         counted_seed: false,
         ctx,
@@ -211,6 +219,9 @@ impl Peer {
     ) -> Result<(), WireError> {
         let cancel = self.ctx.cancel.clone();
         let max_len = max_message_len(self.peer_has.len());
+        // With room for a `have` of every piece on top: a peer slow to read
+        // a burst of them is not the peer this limit is for.
+        let max_unsent = MAX_UNSENT + 9 * self.peer_has.len();
         let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut read_at = tokio::time::Instant::now();
@@ -228,6 +239,9 @@ impl Peer {
         loop {
             while let Some(message) = take_message(&mut inbuf, max_len)? {
                 self.handle(message)?;
+            }
+            if self.out.len() - self.sent > max_unsent {
+                return violation("it asks for more and reads nothing of what it was sent");
             }
             if self.both_seeds() && self.sent == self.out.len() {
                 // Nothing to trade; the slot is worth more to a downloader
@@ -476,10 +490,10 @@ impl Peer {
                 let Some(bits) = Bitfield::from_bytes(&bytes, count) else {
                     return violation("bitfield of the wrong size");
                 };
-                self.replace_has(bits);
+                self.replace_has(bits)?;
             }
-            Message::HaveAll if self.fast => self.replace_has(Bitfield::full(count)),
-            Message::HaveNone if self.fast => self.replace_has(Bitfield::new(count)),
+            Message::HaveAll if self.fast => self.replace_has(Bitfield::full(count))?,
+            Message::HaveNone if self.fast => self.replace_has(Bitfield::new(count))?,
             // BEP 6: a request the peer will not serve (it choked us, or
             // cannot): the block goes back to the picker, the connection stays.
             Message::Reject(req) if self.fast => {
@@ -492,7 +506,7 @@ impl Peer {
             Message::HaveAll | Message::HaveNone | Message::Reject(_) => {
                 return violation("fast-extension message without the fast extension");
             }
-            Message::Request(req) => self.on_request(req),
+            Message::Request(req) => self.on_request(req)?,
             Message::Cancel(req) => {
                 if let Some(i) = self.uploads.iter().position(|r| *r == req) {
                     self.uploads.remove(i);
@@ -514,7 +528,15 @@ impl Peer {
         Ok(())
     }
 
-    fn replace_has(&mut self, bits: Bitfield) {
+    /// What the peer has, from its bitfield (or have all / have none):
+    /// once per connection (BEP 3 and 6 allow it only as the first
+    /// message; we accept it after the extension handshake too, as some
+    /// clients send it so). A second one ends the connection (rule C4):
+    /// each costs a pass over every piece under the pieces lock.
+    fn replace_has(&mut self, bits: Bitfield) -> Result<(), WireError> {
+        if std::mem::replace(&mut self.told_has, true) {
+            return violation("a second bitfield (or have all / have none)");
+        }
         {
             let mut picker = self.ctx.pieces();
             picker.peer_left(&self.peer_has);
@@ -525,6 +547,7 @@ impl Peer {
         self.count_seed();
         self.update_interest();
         self.offer_more();
+        Ok(())
     }
 
     fn count_seed(&mut self) {
@@ -551,14 +574,18 @@ impl Peer {
         }
     }
 
-    fn on_request(&mut self, req: BlockRequest) {
+    /// A request outside the torrent ends the connection (rule C4); one we
+    /// will not serve now is rejected (BEP 6) or dropped.
+    fn on_request(&mut self, req: BlockRequest) -> Result<(), WireError> {
         let layout = self.ctx.storage.layout();
         let valid = (req.piece as usize) < layout.piece_count()
             && req.length > 0
             && req.length <= MAX_REQUEST
             && req.offset as u64 + req.length as u64 <= layout.piece_range(req.piece as usize).1;
-        let servable = valid
-            && !self.am_choking
+        if !valid {
+            return violation(format!("request outside the torrent: {req:?}"));
+        }
+        let servable = !self.am_choking
             && self.uploads.len() < MAX_QUEUED_UPLOADS
             && self.ctx.pieces().have().get(req.piece as usize)
             && (!self.steering || self.offered.get(req.piece as usize));
@@ -588,6 +615,7 @@ impl Peer {
         } else if self.fast {
             self.send(Message::Reject(req));
         }
+        Ok(())
     }
 
     fn serve_uploads(&mut self) {
