@@ -410,12 +410,20 @@ async fn hostile_peer(
     (r, w)
 }
 
-/// Whether the seed ended the connection within `within`: reading, once
-/// what it sent before is drained, ends.
-async fn ended_within(r: &mut common::wire_peer::Reader, within: Duration) -> bool {
-    tokio::time::timeout(within, async { while r.next().await.is_some() {} })
+/// Whether a seed ends the connection within 3 s of a hostile peer's
+/// `message` (reading, once what it sent before is drained, ends).
+fn message_ends_the_connection(message: impl FnOnce(&Metainfo) -> Message) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, meta) = seed_for_a_hostile_peer(dir.path());
+    current_thread().block_on(async {
+        let (mut r, mut w) = hostile_peer(&seed, &meta).await;
+        assert!(w.send(&[message(&meta)]).await);
+        tokio::time::timeout(Duration::from_secs(3), async {
+            while r.next().await.is_some() {}
+        })
         .await
         .is_ok()
+    })
 }
 
 /// Rule C4: a request for a piece the torrent does not have ends the
@@ -423,21 +431,13 @@ async fn ended_within(r: &mut common::wire_peer::Reader, within: Duration) -> bo
 /// request, without end).
 #[test]
 fn rule_c4_a_request_outside_the_torrent_ends_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let (seed, meta) = seed_for_a_hostile_peer(dir.path());
-    current_thread().block_on(async {
-        let (mut r, mut w) = hostile_peer(&seed, &meta).await;
-        let outside = BlockRequest {
+    assert!(message_ends_the_connection(|meta| Message::Request(
+        BlockRequest {
             piece: meta.piece_count() as u32 + 7,
             offset: 0,
             length: BLOCK as u32,
-        };
-        assert!(w.send(&[Message::Request(outside)]).await);
-        assert!(
-            ended_within(&mut r, Duration::from_secs(3)).await,
-            "the connection stayed"
-        );
-    });
+        }
+    )));
 }
 
 /// Rule C4: a second bitfield (or have all / have none) ends the
@@ -445,16 +445,7 @@ fn rule_c4_a_request_outside_the_torrent_ends_the_connection() {
 /// peer could send them back to back.
 #[test]
 fn rule_c4_a_second_bitfield_ends_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let (seed, meta) = seed_for_a_hostile_peer(dir.path());
-    current_thread().block_on(async {
-        let (mut r, mut w) = hostile_peer(&seed, &meta).await;
-        assert!(w.send(&[Message::HaveNone]).await);
-        assert!(
-            ended_within(&mut r, Duration::from_secs(3)).await,
-            "the connection stayed"
-        );
-    });
+    assert!(message_ends_the_connection(|_| Message::HaveNone));
 }
 
 /// Rule C4: a peer that keeps asking and never reads what it is sent is
