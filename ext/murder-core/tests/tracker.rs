@@ -323,6 +323,56 @@ fn slow_loris_clients_are_cut_off_and_others_are_served_meanwhile() {
     assert!(rest.is_empty(), "no answer to a client that asked nothing");
 }
 
+/// One client pipelining requests as fast as it can, reading every reply,
+/// so that there is always more of its data to serve: others are served
+/// meanwhile. The accept loop served a connection's ready requests inline
+/// for as long as any were ready, and took no other client until it ran dry.
+#[test]
+fn a_client_that_pipelines_without_pause_does_not_hold_up_others() {
+    let server = start(TrackerConfig::default());
+    let addr = server.local_addr();
+    let greedy = TcpStream::connect(addr).unwrap();
+    let mut reader = greedy.try_clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let feed = {
+        let stop = stop.clone();
+        let mut writer = greedy.try_clone().unwrap();
+        std::thread::spawn(move || {
+            // Announces: each costs the tracker more than it costs to send.
+            let one = format!(
+                "GET {} HTTP/1.1\r\nHost: t\r\n\r\n",
+                announce_query(HASH, 1, 6881, 10, "&compact=1")
+            );
+            let batch = one.repeat(4096).into_bytes();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if writer.write_all(&batch).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(body(addr, "/health"), b"ok\n");
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = greedy.shutdown(std::net::Shutdown::Both);
+    let _ = feed.join();
+    let _ = drain.join();
+    assert!(
+        took < Duration::from_secs(1),
+        "another client waited {took:?}"
+    );
+}
+
 #[test]
 fn connections_are_bounded() {
     let server = start(TrackerConfig {

@@ -8,7 +8,8 @@
 //! non-blocking calls on the accepted socket: accept4, recv, send, close —
 //! no task, no timer and no registration with the reactor. Only a connection
 //! whose request is not there yet (a slow client, keep-alive between
-//! requests) or whose reply does not fit the socket buffer becomes a task,
+//! requests), whose reply does not fit the socket buffer, or that pipelines
+//! more than `INLINE_REQUESTS` becomes a task,
 //! which then has the head and lifetime deadlines below. This is what keeps
 //! the CPU per announce at opentracker's (bench/tracker).
 //!
@@ -47,6 +48,10 @@ const MAX_HEAD: usize = 16 * 1024;
 const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
 /// How long busy connections may finish after shutdown.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Requests of one connection served inline by the accept loop; a client
+/// that pipelines more goes on as a task, so that one that always has
+/// another request ready cannot keep the loop from taking other clients.
+const INLINE_REQUESTS: usize = 8;
 
 pub async fn serve(
     listener: TcpListener,
@@ -222,7 +227,11 @@ fn serve_ready(
     conn: &mut Connection,
 ) -> Option<Option<Unsent>> {
     let mut chunk = [0u8; 2048];
+    let mut served = 0;
     loop {
+        if served == INLINE_REQUESTS {
+            return Some(None);
+        }
         match conn.next(tracker) {
             Next::NeedMore => {
                 let mut reader: &Socket = socket;
@@ -249,6 +258,7 @@ fn serve_ready(
                 if close {
                     return None;
                 }
+                served += 1;
             }
         }
     }
@@ -272,6 +282,11 @@ async fn serve_waiting(
         }
     }
     loop {
+        // Checked here too: a read or write that is always ready completes
+        // before its timeout is ever looked at.
+        if Instant::now() >= conn.end_of_life {
+            return;
+        }
         match conn.next(&tracker) {
             Next::Reply { bytes, close } => {
                 if !send(&mut stream, &bytes, &conn).await || close {
