@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 /// Failed pieces a peer may send alone before it is banned.
 const STRIKES_TO_BAN: u32 = 2;
+/// Addresses kept from trackers (a fleet's size at most, as `max_peers`
+/// is): a tracker's reply, or someone between us and a plain-HTTP tracker,
+/// could otherwise hand us a million.
+const MAX_KNOWN: usize = 10_000;
 
 #[derive(Default)]
 struct Table {
@@ -18,6 +22,8 @@ struct Table {
     /// Addresses we are connected or dialling to.
     addresses: HashSet<SocketAddr>,
     known: Vec<SocketAddr>,
+    /// The same addresses, to tell a new one in O(1).
+    known_set: HashSet<SocketAddr>,
     strikes: HashMap<[u8; 20], u32>,
     banned_ids: HashSet<[u8; 20]>,
     banned_addrs: HashSet<SocketAddr>,
@@ -36,6 +42,7 @@ impl Admission {
     pub fn new(our_id: [u8; 20], max_peers: usize, known: Vec<SocketAddr>) -> Self {
         Admission {
             table: Mutex::new(Table {
+                known_set: known.iter().copied().collect(),
                 known,
                 next_key: 1, // 0 is `picker::PAD_SOURCE`
                 ..Table::default()
@@ -125,11 +132,14 @@ impl Admission {
         self.table().banned_addrs.insert(addr);
     }
 
-    /// Addresses from the tracker.
+    /// Addresses from the tracker: new ones, up to `MAX_KNOWN` in all.
     pub fn learn(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         let mut t = self.table();
         for addr in addrs {
-            if !t.known.contains(&addr) {
+            if t.known.len() >= MAX_KNOWN {
+                break;
+            }
+            if t.known_set.insert(addr) {
                 t.known.push(addr);
             }
         }
@@ -168,5 +178,29 @@ impl Admission {
         let mut t = self.table();
         t.addresses.remove(&addr);
         t.failed_until.insert(addr, Instant::now() + pause);
+    }
+}
+
+#[cfg(test)]
+mod learning_tests {
+    use super::*;
+
+    /// A hostile tracker reply of 200,000 addresses: learnt in one pass
+    /// (a linear search per address took minutes under the lock every
+    /// peer task takes), and at most `MAX_KNOWN` kept.
+    #[test]
+    fn a_flood_of_addresses_is_learnt_fast_and_bounded() {
+        let admission = Admission::new([1; 20], 16, Vec::new());
+        let flood = (0..200_000u32)
+            .map(|i| SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 6881));
+        let started = Instant::now();
+        admission.learn(flood.clone());
+        admission.learn(flood);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(admission.table().known.len(), MAX_KNOWN);
     }
 }

@@ -59,7 +59,9 @@ pub(super) async fn run(ctx: Arc<Context>, url: String) {
                     .announce_interval
                     .or(reply.interval)
                     .unwrap_or(Duration::from_secs(15))
-                    .max(Duration::from_secs(1))
+                    // Whatever a tracker says: one that asked for years
+                    // would forget this peer long before it came back.
+                    .clamp(Duration::from_secs(1), Duration::from_secs(600))
             }
             Err(e) => {
                 tracing::warn!("{e}");
