@@ -30,6 +30,10 @@ pub struct Lengths {
     pub data: u64,
 }
 
+/// Completion times kept per swarm for the dashboard's curve: a fleet's
+/// worth (`max_peers` goes up to 10,000 too).
+const MAX_COMPLETIONS_KEPT: usize = 10_000;
+
 #[derive(Debug)]
 struct Swarm {
     name: String,
@@ -38,7 +42,9 @@ struct Swarm {
     peers: PeerSet,
     /// How many peers announced `completed` (the scrape's `downloaded`).
     completed: u64,
-    /// The first announce, and when each completion came after it.
+    /// The first announce, and when each completion came after it (the
+    /// first `MAX_COMPLETIONS_KEPT`: announcing `completed` under fresh peer
+    /// ids costs nothing).
     first_seen: Option<Instant>,
     completed_at: Vec<f64>,
     /// A closed swarm's tracker token: without it, the torrent is as
@@ -56,6 +62,12 @@ pub enum Viewer<'a> {
 }
 
 impl Swarm {
+    fn completion_at(&mut self, since: f64) {
+        if self.completed_at.len() < MAX_COMPLETIONS_KEPT {
+            self.completed_at.push(since);
+        }
+    }
+
     fn shown_to(&self, viewer: Viewer) -> bool {
         match (&self.token, viewer) {
             (None, _) | (_, Viewer::Operator) => true,
@@ -206,7 +218,7 @@ impl Registry {
             if let Some(peer) = swarm.peers.remove(&request.peer_id) {
                 if finished && !peer.counted_complete {
                     swarm.completed += 1;
-                    swarm.completed_at.push(since);
+                    swarm.completion_at(since);
                 }
             }
         } else {
@@ -238,7 +250,7 @@ impl Registry {
             );
             if finished && !already_counted {
                 swarm.completed += 1;
-                swarm.completed_at.push(since);
+                swarm.completion_at(since);
             }
         }
         Some(Self::reply(swarm, request, numwant))
@@ -492,6 +504,25 @@ mod tests {
         let stats = r.stats(now, Viewer::Operator);
         assert_eq!(stats.torrents[0].peers.len(), 1);
         assert_eq!(stats.torrents[0].peers[0].percent_done, Some(100.0));
+    }
+
+    /// Completion times are kept for a fleet, not for whoever keeps
+    /// announcing `completed` under fresh peer ids.
+    #[test]
+    fn completion_times_kept_are_bounded() {
+        let mut r = registry();
+        let now = Instant::now();
+        for n in 0..(MAX_COMPLETIONS_KEPT as u32 + 50) {
+            let mut a = announce(1, 0, Event::Completed);
+            a.peer_id[..4].copy_from_slice(&n.to_be_bytes());
+            r.announce(&a, LOCAL, 0, now);
+        }
+        let stats = r.stats(now, Viewer::Operator);
+        assert_eq!(
+            stats.torrents[0].completed,
+            MAX_COMPLETIONS_KEPT as u64 + 50
+        );
+        assert_eq!(stats.torrents[0].completed_at.len(), MAX_COMPLETIONS_KEPT);
     }
 
     #[test]
