@@ -49,7 +49,7 @@ namespace :murder do
       # A tracker already running keeps serving: starting is idempotent.
       running = test(:sh, "-c", *S.args("#{S::ALIVE_SH}murder_alive \"$1\"", "murder-alive", pidfile))
       unless running
-        execute murder, *S.args("tracker", "--port", port, "--interval", interval, "--allow-dir", "#{dir}/torrents",
+        execute *S.command(murder, "tracker", "--port", port, "--interval", interval, "--allow-dir", "#{dir}/torrents",
                                 "--pidfile", pidfile, "--daemon", "--log", "#{dir}/run/tracker.log")
       end
     end
@@ -80,7 +80,7 @@ namespace :murder do
       if tree
         raise Capistrano::Murder::Error, "#{host}: #{files} is not a directory" unless test(:test, "-d", *S.args(files))
 
-        execute murder, *S.args("make-torrent", files, "--align", "--exclude", ".git*", *trackers,
+        execute *S.command(murder, "make-torrent", files, "--align", "--exclude", ".git*", *trackers,
                                 "-o", torrent, "-q", *extra)
         next
       end
@@ -95,7 +95,7 @@ namespace :murder do
 
         execute :tar, "-czf", *S.args(payload), "--exclude=.git", "--exclude=.git*", "-C", *S.args(files, ".")
       end
-      execute murder, *S.args("make-torrent", payload, *trackers, "-o", torrent, "-q", *extra)
+      execute *S.command(murder, "make-torrent", payload, *trackers, "-o", torrent, "-q", *extra)
     end
     invoke "murder:download_torrent" unless S.truthy?("do_not_download_torrent")
   end
@@ -124,7 +124,7 @@ namespace :murder do
     end
     on murder_seeder do |host|
       ip = S.announce_ip(host)
-      execute murder, *S.args("seed", torrent, payload, *(ip ? ["--ip", ip] : []),
+      execute *S.command(murder, "seed", torrent, payload, *(ip ? ["--ip", ip] : []),
                               "--pidfile", "#{dir}/run/seed-#{tag}.pid", "--daemon", "--log", "#{dir}/run/seed-#{tag}.log")
     end
   end
@@ -178,7 +178,7 @@ namespace :murder do
         end
         upload! local, torrent
         ip = S.announce_ip(host)
-        out = capture(murder, *S.args("peer", torrent, peer_target, *(ip ? ["--ip", ip] : []), "--linger", linger,
+        out = capture(*S.command(murder, "peer", torrent, peer_target, *(ip ? ["--ip", ip] : []), "--linger", linger,
                                       *reuse, "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
         summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
         results[S.host_key(host)] = summary

@@ -48,4 +48,21 @@ RSpec.describe Capistrano::Murder::Support do
       expect { s.remote_murder_path(path) }.to raise_error(Capistrano::Murder::Error, /remote_murder_path.*#{message}/)
     end
   end
+
+  # The tasks run `execute *Support.command(murder, ...)`; SSHKit quotes no
+  # word of it, the command included, and :deploy_to (the default
+  # remote_murder_path's root) may hold characters a shell acts on.
+  it "quotes the murder binary's path and arguments for the shell SSHKit hands them to" do
+    # No whitespace: Support.remote_murder_path refuses it (see #command).
+    dir = File.join(tmpdir, "R&D$(touch${IFS}#{tmpdir}/ran);x")
+    FileUtils.mkdir_p(dir)
+    murder = File.join(dir, "murder")
+    File.write(murder, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+    File.chmod(0o755, murder)
+    line = SSHKit::Command.new(*s.command(murder, "stop", "--pidfile", "a b;c")).to_command
+    out, status = Open3.capture2e("sh", "-c", line)
+    expect(status).to be_success, out
+    expect(out).to eq("stop\n--pidfile\na b;c\n")
+    expect(File.exist?(File.join(tmpdir, "ran"))).to be(false)
+  end
 end

@@ -112,7 +112,7 @@ module Capistrano
         @dsl.on(plan.keys + plan.values.flatten, in: :parallel) do |host|
           if (clients = plan[host])
             # Serving is best effort: a client that cannot fetch falls back.
-            execute murder, *S.args("serve-file", murder, "--port", port, "--clients", clients.size, "--timeout", 30),
+            execute *S.command(murder, "serve-file", murder, "--port", port, "--clients", clients.size, "--timeout", 30),
                     raise_on_non_zero_exit: false
           else
             holder = source.fetch(S.host_key(host))

@@ -195,7 +195,7 @@ module Capistrano
           next unless test(:test, "-d", *S.args(run))
 
           capture(:find, *S.args(run), "-maxdepth", "1", "-name", S.args(pattern).first).split("\n").each do |pidfile|
-            execute murder, *S.args("stop", "--pidfile", pidfile)
+            execute *S.command(murder, "stop", "--pidfile", pidfile)
           end
         end
       end

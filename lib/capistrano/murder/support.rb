@@ -63,6 +63,22 @@ module Capistrano
         words.flatten.map { |w| w.to_s.shellescape }
       end
 
+      # The murder binary at `path` and its arguments, every word quoted
+      # for the remote shell: SSHKit's `execute` quotes none of them, the
+      # command itself included. `path` holds no whitespace
+      # ({remote_murder_path} refuses it): SSHKit takes a command with
+      # whitespace for a whole shell line and drops its arguments.
+      #
+      # @example
+      #   Support.command("/srv/R&D/murder", "stop") # => ["/srv/R\\&D/murder", "stop"]
+      #
+      # @param path [#to_s] the binary on the host
+      # @param words [Array<#to_s, Array>] its arguments
+      # @return [Array<String>] for `execute(*...)` or `capture(*...)`
+      def command(path, *words)
+        [path.to_s.shellescape, *args(*words)]
+      end
+
       # Checks a release tag.
       #
       # @param value [#to_s] the tag
