@@ -81,3 +81,25 @@ RSpec.describe "a deploy ticket" do
     tracker&.stop
   end
 end
+
+RSpec.describe Murder::Remote::Conversation do
+  # What SSHKit hands an interaction handler: the channel of the command.
+  channel = Struct.new(:sent, :closed) do
+    def send_data(data) = sent << data
+    def eof! = self.closed = true
+  end
+
+  it "sends the ticket when murder's prompt arrives in pieces" do
+    barrier = Murder::Remote::Barrier.new(1)
+    conversation = described_class.new("TICKET", barrier, "h1")
+    ch = channel.new([], false)
+    prompt = Murder::Remote::PROMPT
+    conversation.on_data(nil, :stderr, "a log line\n#{prompt[0, 20]}", ch)
+    expect(ch.sent).to eq([])
+    conversation.on_data(nil, :stderr, "#{prompt[20..]}\n", ch)
+    expect(ch.sent).to eq(["TICKET"])
+    conversation.on_data(nil, :stdout, %({"event":"staged"}\n), ch)
+    expect(ch.sent).to eq(%W[TICKET place\n])
+    expect(ch.closed).to be(true)
+  end
+end

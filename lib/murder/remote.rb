@@ -232,6 +232,7 @@ module Murder
         @barrier = barrier
         @host = host
         @stdout = +""
+        @stderr = +""
         @state = :ticket
       end
 
@@ -246,7 +247,12 @@ module Murder
       def on_data(_command, stream, data, channel)
         case @state
         when :ticket
-          if stream == :stderr && data.include?(PROMPT)
+          return unless stream == :stderr
+
+          # The prompt may come in two pieces: SSH hands data on as it
+          # arrives. Only its length is kept of what came before.
+          @stderr = (@stderr + data)[-(PROMPT.bytesize + data.bytesize)..] || @stderr + data
+          if @stderr.include?(PROMPT)
             channel.send_data(@ticket)
             @state = :staging
           end
