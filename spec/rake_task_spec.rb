@@ -81,6 +81,14 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     (1..HOSTS_R).each { |i| expect(File.read(host_path(i, "/srv/app/releases/r2/VERSION"))).to eq("two\n") }
   end
 
+  it "refuses a tag that would leave the destination's directory, touching no host" do
+    before = Dir.glob("**/*", File::FNM_DOTMATCH, base: host_path(1, "/srv")).sort
+    out, status = rake("ship", env: { "TAG" => "../.." })
+    expect(status).not_to be_success
+    expect(out).to include('ship: tag "../.." is not allowed')
+    expect(Dir.glob("**/*", File::FNM_DOTMATCH, base: host_path(1, "/srv")).sort).to eq(before)
+  end
+
   it "fails naming a host it cannot reach" do
     File.write(File.join(@project, "Rakefile"),
                File.read(File.join(@project, "Rakefile")).sub("(1..#{HOSTS_R})", "(1..#{HOSTS_R + 1})"))

@@ -48,7 +48,8 @@ module Murder
     #   `format` string: `%{tag}` is replaced by {#tag} (write `%%` for `%`)
     attr_accessor :destination
     # @return [String, nil] the release's name (nil: the UTC time as
-    #   YYYYMMDDHHMMSS)
+    #   YYYYMMDDHHMMSS): letters, digits, ".", "_" and "-", else the task
+    #   fails with {Murder::InvalidArgument} before it touches any host
     attr_accessor :tag
     # @return [String, nil] directory of earlier releases on the hosts to
     #   reuse content from, where failed deploys' staging areas are cleaned
@@ -123,6 +124,10 @@ module Murder
       raise InvalidArgument, "#{name}: set source, hosts and destination" unless source && !hosts.empty? && destination
 
       release_tag = tag || Time.now.utc.strftime("%Y%m%d%H%M%S")
+      unless release_tag.to_s.match?(Remote::TAG)
+        raise InvalidArgument, "#{name}: tag #{release_tag.to_s.inspect} is not allowed: use letters, digits, " \
+                               "'.', '_' and '-' (no '/' or shell characters)"
+      end
       dest = format(destination, tag: release_tag)
       address = ip || local_address_towards(host_name(hosts.first))
       tracker = Tracker.new(port: port, interval: 1).start

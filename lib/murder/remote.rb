@@ -19,6 +19,9 @@ module Murder
     # What `murder peer -` prints on standard error when it wants the
     # ticket (ext/murder-cli/src/ticket.rs).
     PROMPT = "murder: reading the deploy ticket from standard input"
+    # What a release tag may be: letters, digits, ".", "_" and "-", not
+    # starting with a punctuation character (no "/" or shell characters).
+    TAG = /\A[A-Za-z0-9][A-Za-z0-9._-]*\z/
     # The exit status of the command when the host's murder is not the
     # one this deploy ships.
     OUTDATED = 97

@@ -20,9 +20,8 @@ module Capistrano
     #
     # @api private
     module Support
-      # What a tag may be: letters, digits, ".", "_" and "-", not starting
-      # with a punctuation character (no "/" or shell characters).
-      TAG = /\A[A-Za-z0-9][A-Za-z0-9._-]*\z/
+      # What a tag may be: the rule of {::Murder::Remote::TAG}.
+      TAG = ::Murder::Remote::TAG
 
       module_function
 
