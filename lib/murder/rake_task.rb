@@ -151,8 +151,12 @@ module Murder
       results
     ensure
       watcher&.kill
-      seeder&.stop
-      tracker&.stop
+      # The tracker stops even if stopping the seeder raised.
+      begin
+        seeder&.stop
+      ensure
+        tracker&.stop
+      end
     end
 
     private

@@ -178,8 +178,12 @@ module Capistrano
         seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true, secret: secret).start
         yield torrent, tracker, secret
       ensure
-        seeder&.stop
-        tracker&.stop
+        # The tracker stops even if stopping the seeder raised.
+        begin
+          seeder&.stop
+        ensure
+          tracker&.stop
+        end
       end
 
       # Seeds `archive` (Murder's way, :murder_release :archive) from this
@@ -213,8 +217,12 @@ module Capistrano
         set :murder_local_tracker, [ip, tracker.port]
         yield
       ensure
-        seeder&.stop
-        tracker&.stop
+        # The tracker stops even if stopping the seeder raised.
+        begin
+          seeder&.stop
+        ensure
+          tracker&.stop
+        end
       end
 
       # Packs the release into `archive` on this machine: a tar of
