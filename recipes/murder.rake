@@ -166,8 +166,20 @@ namespace :murder do
     watcher = Thread.new do
       Capistrano::Murder::Progress.new(peers.size) { trackers.lazy.filter_map { |t| S.stats(*t) }.first }.watch
     end
+    # The first host that fails stops the others' downloads at once, and
+    # hosts that have not started theirs do not; the task ends only once
+    # every host's thread has (SSHKit raises the first failure it joins
+    # while the other threads still run).
+    dsl = self
+    lock = Mutex.new
+    failures = {}
+    stopped = []
     begin
       on peers, in: :parallel do |host|
+        go_on = lambda do
+          raise Capistrano::Murder::Error, "stopped: another host failed" if lock.synchronize { !failures.empty? }
+        end
+        go_on.call
         execute :mkdir, "-p", *S.args(temp, run)
         if !as_file && test("[ -d #{dest.shellescape} ] && [ -n \"$(ls -A #{dest.shellescape})\" ]")
           unless unsafe
@@ -178,10 +190,11 @@ namespace :murder do
         end
         upload! local, torrent
         ip = S.announce_ip(host)
+        go_on.call
         out = capture(*S.command(murder, "peer", torrent, peer_target, *(ip ? ["--ip", ip] : []), "--linger", linger,
                                       *reuse, "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
         summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
-        results[S.host_key(host)] = summary
+        lock.synchronize { results[S.host_key(host)] = summary }
         if tree
           # In place already: murder renamed its staging area to dest.
         elsif as_file
@@ -191,9 +204,26 @@ namespace :murder do
         else
           S.extract_release(self, payload, dest)
         end
+      rescue StandardError => e
+        first = lock.synchronize do
+          if failures.empty?
+            why = e.message.lines.grep(/murder: |#{Regexp.escape(host.to_s)}: /).last || e.message.lines.first
+            failures[host.to_s] = why.to_s.strip.delete_prefix("#{host}: ")
+            true
+          else
+            stopped << host.to_s
+            false
+          end
+        end
+        dsl.stop_murder(peers.reject { |p| p == host }, "peer-#{tag}.pid") if first
       end
     ensure
       watcher.kill
+    end
+    unless failures.empty?
+      host, why = failures.first
+      also = stopped.empty? ? "" : "; stopped on #{stopped.size} other host(s) as a result"
+      raise Capistrano::Murder::Error, "murder: failed on #{host}: #{why}#{also}"
     end
     Capistrano::Murder::Progress.hosts(results)
     Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
