@@ -112,14 +112,18 @@ module Capistrano
       end
 
       # Whether Murder's tasks ship a tree (no tar: every file in place, links
-      # and modes kept, earlier tags reused): with `tree=1` or :murder_tree;
-      # else the seeder shares TEMP/TAG.tgz (or TEMP/TAG with
-      # `path_is_file=1`).
+      # and modes kept, earlier tags reused): with `tree=1` or :murder_tree,
+      # except in the deploy strategy's archive deploy; else the seeder
+      # shares TEMP/TAG.tgz (or TEMP/TAG with `path_is_file=1`).
       #
       # @return [Boolean] whether a tree is shipped
       # @raise [Capistrano::Murder::Error] when `tree=1` comes with
       #   `path_is_file=1`
       def murder_tree?
+        # The deploy strategy's archive deploy ships the archive it packed,
+        # whatever tree=1 or :murder_tree say about Murder's manual tasks.
+        return false if fetch(:murder_prepacked, nil)
+
         tree = S.truthy?("tree") || fetch(:murder_tree, false)
         raise Error, "tree=1 and path_is_file=1 do not go together" if tree && S.truthy?("path_is_file")
 
