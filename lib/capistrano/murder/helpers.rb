@@ -44,8 +44,9 @@ module Capistrano
 
       # Every host that runs a tracker: each `:tracker` server (several make
       # the torrent's BEP 12 announce-list, and peers announce to all of
-      # them, so one lost tracker does not stop a deploy), else the first
-      # peer.
+      # them, so a tracker lost during the download does not stop a
+      # deploy; each must be reachable when the trackers start), else the
+      # first peer.
       #
       # @return [Array<Capistrano::Configuration::Server>]
       # @raise [Capistrano::Murder::Error] when there are no servers
