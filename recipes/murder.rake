@@ -44,7 +44,7 @@ namespace :murder do
     port = fetch(:tracker_port)
     interval = fetch(:murder_tracker_interval)
     pidfile = "#{dir}/run/tracker.pid"
-    on murder_trackers, in: :parallel do
+    on within_filter!(murder_trackers, "tracker"), in: :parallel do
       execute :mkdir, "-p", *S.args("#{dir}/torrents", "#{dir}/run")
       # A tracker already running keeps serving: starting is idempotent.
       running = test(:sh, "-c", *S.args("#{S::ALIVE_SH}murder_alive \"$1\"", "murder-alive", pidfile))
@@ -74,7 +74,7 @@ namespace :murder do
     piece = S.piece_length(fetch(:murder_piece_length))
     as_file = S.truthy?("path_is_file")
     tree = murder_tree?
-    on murder_seeder do |host|
+    on within_filter!([murder_seeder], "seeder") do |host|
       execute :mkdir, "-p", *S.args(temp)
       extra = piece ? ["--piece-length", piece] : []
       if tree
@@ -105,7 +105,7 @@ namespace :murder do
     torrent = murder_torrent
     local = local_torrent
     FileUtils.mkdir_p(File.dirname(local))
-    on murder_seeder do
+    on within_filter!([murder_seeder], "seeder") do
       download! torrent, local
     end
   end
@@ -119,10 +119,10 @@ namespace :murder do
     tag = murder_tag
     dir = fetch(:remote_murder_path)
     invoke "murder:download_torrent" unless File.exist?(local)
-    on murder_trackers, in: :parallel do
+    on within_filter!(murder_trackers, "tracker"), in: :parallel do
       upload! local, "#{dir}/torrents/#{tag}.torrent"
     end
-    on murder_seeder do |host|
+    on within_filter!([murder_seeder], "seeder") do |host|
       ip = S.announce_ip(host)
       execute *S.command(murder, "seed", torrent, payload, *(ip ? ["--ip", ip] : []),
                               "--pidfile", "#{dir}/run/seed-#{tag}.pid", "--daemon", "--log", "#{dir}/run/seed-#{tag}.log")

@@ -36,4 +36,25 @@ RSpec.describe Capistrano::Murder::Helpers do
       expect(dsl.murder_seeder.hostname).to eq(peers.first)
     end
   end
+
+  # `on` skips a tracker or seeder the filter leaves out: no tracker
+  # started, and hosts failed later on a torrent that was never made. The
+  # tasks that start them check first.
+  it "names a tracker or seeder that HOSTS= leaves out instead of going on without it" do
+    configure = lambda do |hosts|
+      Capistrano::Configuration.reset! # it keeps the filter it built first
+      dsl.server "app1", roles: %w[app tracker seeder]
+      dsl.server "app2", roles: %w[app]
+      dsl.set :filter, { hosts: hosts }
+    end
+    configure.call(%w[app2])
+    expect(dsl.murder_peers.map(&:hostname)).to eq(%w[app2])
+    expect { dsl.within_filter!(dsl.murder_trackers, "tracker") }
+      .to raise_error(Capistrano::Murder::Error, /the tracker app1 is left out/)
+    expect { dsl.within_filter!([dsl.murder_seeder], "seeder") }
+      .to raise_error(Capistrano::Murder::Error, /the seeder app1 is left out/)
+    configure.call(%w[app1 app2])
+    expect(dsl.within_filter!(dsl.murder_trackers, "tracker").map(&:hostname)).to eq(%w[app1])
+    expect(dsl.within_filter!([dsl.murder_seeder], "seeder").map(&:hostname)).to eq(%w[app1])
+  end
 end

@@ -64,6 +64,25 @@ module Capistrano
         roles(:seeder).first || murder_peers.first || raise(Capistrano::Murder::Error, "no servers to deploy to")
       end
 
+      # `servers`, all of which this run must reach to act as `what` (the
+      # tasks that start trackers, make the torrent and seed call it): `on`
+      # silently skips a server that HOSTS=, ROLES= or :filter leave out,
+      # and the run would go on without its tracker or seeder. (Stopping
+      # and cleaning up skip such servers, as `on` does.)
+      #
+      # @param servers [Array<Capistrano::Configuration::Server>]
+      # @param what [String] the role, for the message
+      # @return [Array<Capistrano::Configuration::Server>] `servers`
+      # @raise [Capistrano::Murder::Error] naming those left out
+      def within_filter!(servers, what)
+        left_out = servers - Capistrano::Configuration.env.filter(servers)
+        return servers if left_out.empty?
+
+        raise Capistrano::Murder::Error,
+              "the #{what} #{left_out.join(', ')} is left out of this run (HOSTS=, ROLES= or :filter): " \
+              "include it, or give the #{what} role to a server the run includes"
+      end
+
       # @return [Array<Capistrano::Configuration::Server>] the peers, the
       #   trackers and the seeder, each once
       # @raise [Capistrano::Murder::Error] when there are no servers
