@@ -34,6 +34,8 @@ def murder_ship_tree(torrent, tracker, secret)
   tickets = remote::Tickets.new(torrent.to_bencode, secret: secret, record: base_record)
   peers = murder_peers
   barrier = remote::Barrier.new(peers.size)
+  # Written from every host's thread.
+  lock = Mutex.new
   results = {}
   failures = {}
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -51,7 +53,8 @@ def murder_ship_tree(torrent, tracker, secret)
         ticket = tickets.first
         begin
           out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, key))
-          results[key] = remote.reports(out).find { |e| e["event"] == "complete" }
+          summary = remote.reports(out).find { |e| e["event"] == "complete" }
+          lock.synchronize { results[key] = summary }
         rescue SSHKit::Command::Failed => e
           # One round trip when the host's murder is current; else install it
           # and go again (the first deploy, or a new version of murder).
@@ -66,12 +69,13 @@ def murder_ship_tree(torrent, tracker, secret)
             ticket = whole
             retry
           end
-          failures[key] = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
+          why = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
+          lock.synchronize { failures[key] = why }
         end
       rescue StandardError => e
         # Whatever failed, installing the binary included: named, not raised,
         # so that this thread still votes.
-        failures[key] = e.message.lines.first&.strip
+        lock.synchronize { failures[key] = e.message.lines.first&.strip }
       ensure
         # A host that did not stage votes no (a vote it made counts first):
         # the others must not wait for it forever.

@@ -137,6 +137,7 @@ module Murder
         difference = base && Remote.ticket(torrent_bytes, secret: secret, base: base)
         @first = difference && difference != @whole ? difference : @whole
         @took_whole = []
+        @lock = Mutex.new # after_failure runs on every host's thread
       end
 
       # The ticket to send `host` after `ticket` failed with `error`: the
@@ -150,7 +151,7 @@ module Murder
       def after_failure(host, ticket, error)
         return nil if ticket.equal?(@whole) || !error.include?(BASE_MISSING)
 
-        @took_whole << host.to_s
+        @lock.synchronize { @took_whole << host.to_s }
         @whole
       end
 
