@@ -207,8 +207,7 @@ namespace :murder do
       rescue StandardError => e
         first = lock.synchronize do
           if failures.empty?
-            why = e.message.lines.grep(/murder: |#{Regexp.escape(host.to_s)}: /).last || e.message.lines.first
-            failures[host.to_s] = why.to_s.strip.delete_prefix("#{host}: ")
+            failures[host.to_s] = S.reason(e).delete_prefix("#{host}: ")
             true
           else
             stopped << host.to_s

@@ -69,8 +69,7 @@ def murder_ship_tree(torrent, tracker, secret)
             ticket = whole
             retry
           end
-          why = e.message.lines.grep(/murder: |No space|error/i).last&.strip || e.message.lines.first
-          lock.synchronize { failures[key] = why }
+          lock.synchronize { failures[key] = S.reason(e) }
         end
       rescue StandardError => e
         # Whatever failed, installing the binary included: named, not raised,

@@ -65,4 +65,12 @@ RSpec.describe Capistrano::Murder::Support do
     expect(out).to eq("stop\n--pidfile\na b;c\n")
     expect(File.exist?(File.join(tmpdir, "ran"))).to be(false)
   end
+
+  it "tells why a remote command failed by murder's last word, a full disk or an error, else the first line" do
+    failed = ->(text) { RuntimeError.new(text) }
+    expect(s.reason(failed.call("Exception while executing as root@h1: murder exit status: 1\n" \
+                                "murder: checking\nmurder: /srv/a: No space left on device\n")))
+      .to eq("murder: /srv/a: No space left on device")
+    expect(s.reason(failed.call("h1: /srv/releases/v4 is not empty\nmore\n"))).to eq("h1: /srv/releases/v4 is not empty")
+  end
 end

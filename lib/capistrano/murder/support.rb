@@ -78,6 +78,16 @@ module Capistrano
         [path.to_s.shellescape, *args(*words)]
       end
 
+      # The line of a failed remote command's error that says why: murder's
+      # own last word, a full disk or an error, else the first line.
+      #
+      # @param error [Exception] what SSHKit (or a task) raised
+      # @return [String]
+      def reason(error)
+        lines = error.message.lines
+        (lines.grep(/murder: |No space|error/i).last || lines.first).to_s.strip
+      end
+
       # Checks a release tag.
       #
       # @param value [#to_s] the tag
