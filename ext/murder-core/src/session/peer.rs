@@ -60,6 +60,8 @@ const READ_BUFFER: usize = 256 * 1024;
 /// block in the out buffer is committed to its peer, while one still in the
 /// queue can be passed by a rarer one (see `serve_uploads`).
 const OUT_BUFFER: usize = 64 * 1024;
+/// Bitfields (or have all / have none) a peer may send (rule C4).
+const MAX_BITFIELDS: u32 = 4;
 /// Unsent bytes we may hold for a peer (rule C4). Blocks are added only
 /// while less than `OUT_BUFFER` waits, so only a peer that keeps asking and
 /// does not read what it is sent (each request past the queue's limit
@@ -139,8 +141,8 @@ struct Peer {
     offer_window: usize,
     /// When its upload queue last ran dry while it had offers untaken.
     drained_with_offers: Option<Instant>,
-    /// It sent its bitfield (or have all / have none) already.
-    told_has: bool,
+    /// Bitfields (and have all / have none) it sent.
+    bitfields: u32,
     /// Another client than murder (see BATCH_GAP).
     foreign: bool,
     /// This peer holds every piece, and is counted in `seeds_connected`.
@@ -188,7 +190,7 @@ pub(super) async fn run(
         requested: std::collections::HashMap::new(),
         offer_window: OFFER_AHEAD,
         drained_with_offers: None,
-        told_has: false,
+        bitfields: 0,
         foreign: !theirs.peer_id.starts_with(b"-MU"),
         counted_seed: false,
         ctx,
@@ -528,14 +530,17 @@ impl Peer {
         Ok(())
     }
 
-    /// What the peer has, from its bitfield (or have all / have none):
-    /// once per connection (BEP 3 and 6 allow it only as the first
-    /// message; we accept it after the extension handshake too, as some
-    /// clients send it so). A second one ends the connection (rule C4):
-    /// each costs a pass over every piece under the pieces lock.
+    /// What the peer has, from its bitfield (or have all / have none).
+    /// BEP 3 and 6 allow one, as the first message; real clients send more
+    /// (aria2 follows its bitfield with another), so a few are taken, and
+    /// past `MAX_BITFIELDS` the connection ends (rule C4): each costs a
+    /// pass over every piece under the pieces lock.
     fn replace_has(&mut self, bits: Bitfield) -> Result<(), WireError> {
-        if std::mem::replace(&mut self.told_has, true) {
-            return violation("a second bitfield (or have all / have none)");
+        self.bitfields += 1;
+        if self.bitfields > MAX_BITFIELDS {
+            return violation(format!(
+                "more than {MAX_BITFIELDS} bitfields (or have all / have none)"
+            ));
         }
         {
             let mut picker = self.ctx.pieces();
