@@ -374,6 +374,14 @@ impl AsyncRead for SealedReader {
                     break; // the next frame goes to the next read
                 }
                 let n = this.open_in_place(len)?;
+                if n == 0 {
+                    // We never seal one; read as nothing, it would pass for
+                    // the end of the stream.
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "closed swarm: an empty frame",
+                    )));
+                }
                 let give = n.min(buf.remaining());
                 buf.put_slice(&this.raw[2..2 + give]);
                 if give < n {
@@ -648,6 +656,25 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(got.len(), data.len());
         assert!(got == data, "the bytes differ");
+    }
+
+    /// An authentic frame with nothing in it is an error, not the end of
+    /// the stream (read as zero bytes, it once passed for a clean close).
+    #[tokio::test]
+    async fn an_empty_frame_is_an_error_not_a_clean_end() {
+        let key = SwarmSecret::generate().unwrap().swarm_key(&HASH);
+        let (client, server) = pair(&key, &key).await;
+        let ((_cr, mut cw), (mut sr, _sw)) = (client.unwrap(), server.unwrap());
+        let mut frame = vec![0u8; 2 + TAG];
+        let n = cw.cipher.seal(&[], &mut frame[2..]).unwrap();
+        frame[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        cw.inner.write_all(&frame[..2 + n]).await.unwrap();
+        let mut got = [0u8; 16];
+        let read = sr.read(&mut got).await;
+        assert!(
+            matches!(&read, Err(e) if e.kind() == io::ErrorKind::InvalidData),
+            "{read:?}"
+        );
     }
 
     #[tokio::test]
