@@ -121,6 +121,39 @@ RSpec.describe "murder peer under faults" do
     expect(FileUtils.compare_file(staging(dest), data)).to be(true)
   end
 
+  # `--wait-to-place` read the deployer's stdin only once staged: a deployer
+  # whose own seed failed could not stop its hosts, which each waited out
+  # the stall timeout (10 s) before failing.
+  it "stops at once when the deployer says abort while it downloads, keeping what it verified" do
+    _data, torrent = seeded_release(4 << 20, seed: 12, upload_limit: "256K")
+    dest = File.join(tmpdir, "host/release.tgz")
+    order_r, order_w = IO.pipe
+    out_r, out_w = IO.pipe
+    pid = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "0",
+                        "--progress", "json", "--wait-to-place",
+                        in: order_r, out: out_w, err: File.join(tmpdir, "peer.log"))
+    order_r.close
+    out_w.close
+    # Once it has some of the release: it is in the swarm.
+    going = Timeout.timeout(30) do
+      out_r.each_line.lazy.map { |line| JSON.parse(line) }.find { |e| e["bytes_done"].to_i.positive? }
+    end
+    expect(going).not_to be_nil
+    order_w.write("abort\n")
+    order_w.flush
+    waited = Thread.new { Process.wait2(pid) }
+    unless waited.join(3)
+      Process.kill("KILL", pid)
+      raise "murder peer still running 3 s after the deployer said abort"
+    end
+    expect(waited.value.last.exitstatus).to eq(1)
+    order_w.close
+    out_r.close
+    expect(File.read(File.join(tmpdir, "peer.log"))).to include("aborted by the deployer")
+    expect(File.exist?(dest)).to be(false)
+    expect(File.size?(staging(dest))).to be_truthy
+  end
+
   # Rule S1 (every task ends on cancellation): the announcer's lookup of
   # the tracker's host name ran the resolver's whole timeout before a stop
   # took effect. The peer runs in a network namespace whose only name server

@@ -310,13 +310,22 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         let _metrics = serve_metrics(metrics, &session, "download");
+        // With --wait-to-place the deployer speaks on stdin: "abort" while
+        // we download (its seed failed, say: no need to wait for a stall),
+        // then the order once staged.
+        let mut orders = args.wait_to_place.then(deployer_orders).transpose()?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let stop = crate::signals::terminated();
         tokio::pin!(stop);
         let done = murder_core::session::completion(session.state());
         tokio::pin!(done);
+        // An order to place that came before the release was staged.
+        let mut early = None;
         loop {
             tokio::select! {
+                // A download that is complete goes on to its order even
+                // when an abort is waiting: the order decides then.
+                biased;
                 _ = &mut stop => {
                     display.clear();
                     session.shutdown().await;
@@ -329,6 +338,24 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                         return Err(e.into());
                     }
                     break;
+                }
+                order = next_order(&mut orders) => {
+                    match order.as_deref().map(str::trim) {
+                        Some("abort") => {
+                            display.failed("aborted by the deployer");
+                            session.shutdown().await;
+                            return Err("aborted by the deployer; verified pieces are kept for the next run".into());
+                        }
+                        // The end of stdin: the deployer is gone, and the
+                        // release will not be placed; it stays staged, for
+                        // the next run.
+                        None => orders = None,
+                        // An early order: it decides once staged.
+                        Some(_) => {
+                            early = order;
+                            orders = None;
+                        }
+                    }
                 }
                 _ = tick.tick() => display.update(&session.stats()),
             }
@@ -343,16 +370,6 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                 murder_core::storage::staging_path(&args.dest)
             };
             display.staged(&staged);
-            // The order is read on a thread of its own, not the runtime's
-            // blocking pool (whose threads the runtime waits for at exit: a
-            // read of stdin may never end), and raced with the stop signals.
-            let (order, ordered) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
-                .name("murder-place-order".into())
-                .spawn(move || {
-                    let mut line = String::new();
-                    let _ = order.send(std::io::stdin().read_line(&mut line).map(|_| line));
-                })?;
             let decision = tokio::select! {
                 _ = &mut stop => {
                     session.shutdown().await;
@@ -362,7 +379,14 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                     )
                     .into());
                 }
-                decision = ordered => decision.ok().and_then(|read| read.ok()),
+                // No line (stdin ended, perhaps while we downloaded): no order.
+                decision = async {
+                    match (early, orders.as_mut()) {
+                        (Some(order), _) => Some(order),
+                        (None, Some(orders)) => orders.recv().await,
+                        (None, None) => None,
+                    }
+                } => decision,
             };
             if decision.map(|line| line.trim() == "place") != Some(true) {
                 session.shutdown().await;
@@ -395,6 +419,34 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
         session.shutdown().await;
         Ok(())
     })?
+}
+
+/// The deployer's lines on stdin, read on a thread of their own, not the
+/// runtime's blocking pool (whose threads the runtime waits for at exit: a
+/// read of stdin may never end). The channel closes at the end of stdin.
+fn deployer_orders() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    let (send, orders) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("murder-orders".into())
+        .spawn(move || loop {
+            let mut line = String::new();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(n) if n > 0 && send.send(line).is_ok() => {}
+                _ => return,
+            }
+        })?;
+    Ok(orders)
+}
+
+/// The deployer's next line; `None` at the end of stdin, and never when
+/// there is no deployer (or it is gone).
+async fn next_order(
+    orders: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+) -> Option<String> {
+    match orders {
+        Some(orders) => orders.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Progress output, by mode: a bar for people, the engine's reports as
