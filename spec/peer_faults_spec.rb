@@ -27,6 +27,30 @@ RSpec.describe "murder peer under faults" do
     [data, torrent]
   end
 
+  # `murder peer --wait-to-place` of `torrent` to `dest` as a deployer runs
+  # it: its stdin a pipe to write orders to, its JSON reports a pipe to read.
+  # @return [Array] pid, the order pipe's writing end, the reports' reading end
+  def waiting_peer(torrent, dest)
+    order_r, order_w = IO.pipe
+    out_r, out_w = IO.pipe
+    pid = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "0",
+                        "--progress", "json", "--wait-to-place",
+                        in: order_r, out: out_w, err: File.join(tmpdir, "peer.log"))
+    order_r.close
+    out_w.close
+    [pid, order_w, out_r]
+  end
+
+  # Waits up to 3 s for `pid` to exit, saying `what` if it does not.
+  # @return [Process::Status]
+  def exit_within_3s(pid, what)
+    waited = Thread.new { Process.wait2(pid) }
+    return waited.value.last if waited.join(3)
+
+    Process.kill("KILL", pid)
+    raise "murder peer still running 3 s after #{what}"
+  end
+
   it "resumes after SIGKILL without fetching verified pieces again, never exposing a partial file" do
     size = 16 << 20
     data, torrent = seeded_release(size, seed: 5, upload_limit: "4M")
@@ -98,22 +122,11 @@ RSpec.describe "murder peer under faults" do
   it "stops at once on SIGTERM while it waits for the order to place, leaving the release staged" do
     data, torrent = seeded_release(1 << 20, seed: 7, upload_limit: "8M")
     dest = File.join(tmpdir, "host/release.tgz")
-    order_r, order_w = IO.pipe # the deployer's order, never given
-    out_r, out_w = IO.pipe
-    pid = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "0",
-                        "--progress", "json", "--wait-to-place",
-                        in: order_r, out: out_w, err: File.join(tmpdir, "peer.log"))
-    order_r.close
-    out_w.close
+    pid, order_w, out_r = waiting_peer(torrent, dest) # the order is never given
     staged = out_r.each_line.lazy.map { |line| JSON.parse(line) }.find { |event| event["event"] == "staged" }
     expect(staged).not_to be_nil
     Process.kill("TERM", pid)
-    waited = Thread.new { Process.wait2(pid) }
-    unless waited.join(3)
-      Process.kill("KILL", pid)
-      raise "murder peer still running 3 s after SIGTERM while waiting to place"
-    end
-    expect(waited.value.last.exitstatus).not_to eq(0)
+    expect(exit_within_3s(pid, "SIGTERM while waiting to place").exitstatus).not_to eq(0)
     order_w.close
     out_r.close
     expect(File.read(File.join(tmpdir, "peer.log"))).to include("interrupted while waiting to place")
@@ -127,13 +140,7 @@ RSpec.describe "murder peer under faults" do
   it "stops at once when the deployer says abort while it downloads, keeping what it verified" do
     _data, torrent = seeded_release(4 << 20, seed: 12, upload_limit: "256K")
     dest = File.join(tmpdir, "host/release.tgz")
-    order_r, order_w = IO.pipe
-    out_r, out_w = IO.pipe
-    pid = Process.spawn(MURDER_BIN, "peer", torrent, dest, "--ip", "127.0.0.1", "--linger", "0",
-                        "--progress", "json", "--wait-to-place",
-                        in: order_r, out: out_w, err: File.join(tmpdir, "peer.log"))
-    order_r.close
-    out_w.close
+    pid, order_w, out_r = waiting_peer(torrent, dest)
     # Once it has some of the release: it is in the swarm.
     going = Timeout.timeout(30) do
       out_r.each_line.lazy.map { |line| JSON.parse(line) }.find { |e| e["bytes_done"].to_i.positive? }
@@ -141,12 +148,7 @@ RSpec.describe "murder peer under faults" do
     expect(going).not_to be_nil
     order_w.write("abort\n")
     order_w.flush
-    waited = Thread.new { Process.wait2(pid) }
-    unless waited.join(3)
-      Process.kill("KILL", pid)
-      raise "murder peer still running 3 s after the deployer said abort"
-    end
-    expect(waited.value.last.exitstatus).to eq(1)
+    expect(exit_within_3s(pid, "the deployer said abort").exitstatus).to eq(1)
     order_w.close
     out_r.close
     expect(File.read(File.join(tmpdir, "peer.log"))).to include("aborted by the deployer")
