@@ -9,7 +9,7 @@
 # every host has staged it, every host renames it into place; if any host
 # failed, none does (the others keep theirs staged, for the next deploy to
 # reuse), and the error names each failed host.
-def murder_ship_tree(torrent, tracker, secret)
+def murder_ship_tree(torrent, tracker, secret, seeder)
   remote = Capistrano::Murder::Remote
   binary = fetch(:murder_binary)
   raise Capistrano::Murder::Error, "murder binary #{binary} not found" unless File.executable?(binary)
@@ -40,6 +40,8 @@ def murder_ship_tree(torrent, tracker, secret)
   failures = {}
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
+  conversations = remote::Conversations.new
+  seed_watch = conversations.watch(seeder)
   begin
     S.without_pty do
       on peers, in: :parallel do |host|
@@ -52,7 +54,7 @@ def murder_ship_tree(torrent, tracker, secret)
         installed = false
         ticket = tickets.first
         begin
-          out = capture(*command, interaction_handler: remote::Conversation.new(ticket, barrier, key))
+          out = capture(*command, interaction_handler: conversations.start(ticket, barrier, key))
           summary = remote.reports(out).find { |e| e["event"] == "complete" }
           lock.synchronize { results[key] = summary }
         rescue SSHKit::Command::Failed => e
@@ -83,13 +85,15 @@ def murder_ship_tree(torrent, tracker, secret)
     end
   ensure
     watcher.kill
+    seed_watch.kill
   end
   unless failures.empty?
     # Hosts that fail after all of them staged it (renaming it into place,
     # say) fail alone: the others were told to place it.
     where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
+    seed = conversations.aborted && "the seed on this machine failed (#{conversations.aborted}); "
     raise Capistrano::Murder::Error,
-          "murder: #{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ")
+          "murder: #{seed}#{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ")
   end
   # Every peer ran this binary (checked by its digest before it started),
   # and kept this torrent as the next ticket's base.
@@ -110,7 +114,7 @@ namespace :murder do
       if S.tree?(fetch(:murder_release))
         tree, revision = export_tree
         set :murder_revision, revision
-        serve_tree(tree) { |torrent, tracker, secret| murder_ship_tree(torrent, tracker, secret) }
+        serve_tree(tree) { |*served| murder_ship_tree(*served) }
         next
       end
       tag = File.basename(release_path.to_s)

@@ -387,6 +387,38 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     FileUtils.rm_rf(app(3, "shared/murder/murder.new"))
   end
 
+  # The deployer's seed failed (a changed file of the exported tree cut short under it, once
+  # the torrent was made): every host waited out its stall timeout (10 s)
+  # and the deploy's error named the hosts, not the seed.
+  it "aborts every host at once and names the seed when the deployer's seed fails" do
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    File.write(File.join(@repo, "VERSION"), "seed fails\n")
+    @git.call("commit", "-q", "-am", "seed fails")
+    cache = File.join(CAP_D, "tmp/murder")
+    made = File.mtime(File.join(cache, "hashes.json"))
+    # The seed checks each piece as it first serves it (lazy_check): cut the
+    # tree short between the torrent and the hosts' first request.
+    cutter = Thread.new do
+      sleep 0.005 until File.mtime(File.join(cache, "hashes.json")) != made
+      File.truncate(File.join(cache, "tree/VERSION"), 1) # changed: no host holds it
+
+    end
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out, status = cap_within(120, "deploy")
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    expect(status).not_to be_success
+    expect(out).to match(/the seed on this machine failed \(.*VERSION.*\); the release was placed on no host; failed: /), out
+    expect(out).to include("aborted by the deployer")
+    # Well within a host's stall timeout (10 s) past Capistrano's own steps.
+    expect(took).to be < 10, out
+    expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
+    eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  ensure
+    cutter&.kill
+    # The next export writes the tree afresh.
+    FileUtils.rm_rf([File.join(cache, "tree"), File.join(cache, "index")]) if cache
+  end
+
   # Capistrano's filters (HOSTS=, ROLES=, :filter) narrow what `on` runs
   # on; the barrier counted every server, waited for votes that never
   # came, and cap hung.

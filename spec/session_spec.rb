@@ -30,15 +30,38 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
   end
 
   # STATE.md, session state: the owner of a failed seed ends it.
-  it "ends a seeder whose data is cut short once a peer asks for it, and says so in running?" do
+  # A deployer watches its seed (Murder::Remote::Conversations#watch): once
+  # the seed fails, every host is told to abort, where each waited out its
+  # stall timeout and the deploy's error named the hosts, not the seed.
+  it "ends a seeder whose data is cut short once a peer asks for it, says why, and its watcher aborts the hosts" do
     root, torrent = release
     seeder = Murder::Seeder.new(torrent, root, ip: "127.0.0.1", bind: "127.0.0.1", lazy_check: true).start
     expect(seeder).to be_running
+    expect(seeder.failure).to be_nil
+    conversations = Murder::Remote::Conversations.new
+    host = conversations.start("TICKET", Murder::Remote::Barrier.new(2), "h1")
+    channel = Struct.new(:sent, :closed) do
+      def send_data(data) = sent << data
+      def eof! = self.closed = true
+    end.new([], false)
+    host.on_data(nil, :stderr, "#{Murder::Remote::PROMPT}\n", channel)
+    watch = conversations.watch(seeder, every: 0.05)
     Dir[File.join(root, "**/*.rb")].each { |f| File.truncate(f, 10) }
     download = Murder::Download.new(torrent, File.join(tmpdir, "host/release"), ip: "127.0.0.1", bind: "127.0.0.1")
     runner = Thread.new { download.run rescue nil } # it stalls: its only source failed
     eventually(timeout: 10) { !seeder.running? }
+    expect(seeder.failure).to match(/\.rb/)
+    eventually(timeout: 5) { conversations.aborted }
+    expect(conversations.aborted).to eq(seeder.failure)
+    # The host hears it with its next report; one that starts later at once.
+    host.on_data(nil, :stdout, %({"event":"progress"}\n), channel)
+    expect(channel.sent).to eq(%W[TICKET abort\n])
+    late = conversations.start("TICKET", Murder::Remote::Barrier.new(2), "h2")
+    late.on_data(nil, :stderr, "#{Murder::Remote::PROMPT}\n", channel)
+    late.on_data(nil, :stdout, %({"event":"progress"}\n), channel)
+    expect(channel.sent.last).to eq("abort\n")
   ensure
+    watch&.kill
     download&.stop
     runner&.join(10)
     seeder&.stop

@@ -238,6 +238,17 @@ module Murder
         @stdout = +""
         @stderr = +""
         @state = :ticket
+        @abort = false
+      end
+
+      # Tells the host to stop downloading (`abort` on its stdin) the next
+      # time it reports, unless it staged already (then its vote stands).
+      # May be called from any thread: the line goes out on the command's
+      # own thread, in {#on_data}.
+      #
+      # @return [void]
+      def abort!
+        @abort = true
       end
 
       # SSHKit's interaction handler callback: sends the ticket on the
@@ -249,6 +260,13 @@ module Murder
       # @param channel [Net::SSH::Connection::Channel] the command's channel
       # @return [void]
       def on_data(_command, stream, data, channel)
+        if @abort && @state == :staging
+          # The host reports every second: it hears within one.
+          channel.send_data("abort\n")
+          channel.eof!
+          @state = :done
+          return
+        end
         case @state
         when :ticket
           return unless stream == :stderr
@@ -270,6 +288,58 @@ module Murder
           channel.send_data(@barrier.place? ? "place\n" : "abort\n")
           channel.eof!
           @state = :done
+        end
+      end
+    end
+
+    # The hosts' conversations of one deploy, so that all of them can be
+    # told to abort: those under way, and any started after.
+    class Conversations
+      # @return [String, nil] why the deploy aborts (nil: it does not)
+      attr_reader :aborted
+
+      def initialize
+        @lock = Mutex.new
+        @all = []
+        @aborted = nil
+      end
+
+      # @param ticket [String] the deploy ticket ({Remote.ticket})
+      # @param barrier [Barrier] the deploy's barrier
+      # @param host [String] this host, as it votes
+      # @return [Conversation] a new conversation, told to abort at once
+      #   when the deploy aborts already
+      def start(ticket, barrier, host)
+        conversation = Conversation.new(ticket, barrier, host)
+        @lock.synchronize do
+          @all << conversation
+          conversation.abort! if @aborted
+        end
+        conversation
+      end
+
+      # Tells every host to stop downloading.
+      #
+      # @param why [String] what failed
+      # @return [void]
+      def abort!(why)
+        @lock.synchronize do
+          @aborted ||= why
+          @all.each(&:abort!)
+        end
+      end
+
+      # Watches `session` (the deployer's seed) on a thread of its own: once
+      # it fails, every host is told to abort, where each would otherwise
+      # wait out its stall timeout and name itself, not the seed.
+      #
+      # @param session [::Murder::Session] a started {::Murder::Seeder}
+      # @param every [Float] seconds between looks
+      # @return [Thread] the watcher (kill it when the hosts are done)
+      def watch(session, every: 0.2)
+        Thread.new do
+          sleep every until (why = session.failure)
+          abort!(why)
         end
       end
     end

@@ -97,6 +97,16 @@ module Murder
       @native&.running? || false
     end
 
+    # Why the session failed: a {Seeder}'s data that no longer matches
+    # the torrent or cannot be read, a disk error. The GVL is held; it
+    # returns at once.
+    #
+    # @return [String, nil] the reason, or nil while it has not failed (and
+    #   once it is stopped)
+    def failure
+      @native&.failure
+    end
+
     # The session's counters now (the GVL is held; it returns at once).
     #
     # @return [Hash] "downloaded", "uploaded" (payload bytes), "have_bytes",

@@ -34,6 +34,7 @@ pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     class.define_method("wait", method!(NativeSession::wait, 1))?;
     class.define_method("stop", method!(NativeSession::stop, 0))?;
     class.define_method("running?", method!(NativeSession::is_running, 0))?;
+    class.define_method("failure", method!(NativeSession::failure, 0))?;
     Ok(())
 }
 
@@ -137,6 +138,20 @@ impl NativeSession {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|runner| !matches!(runner.state(), State::Failed(_)))
+    }
+
+    /// Why the session failed, if it did (and is not stopped).
+    fn failure(&self) -> Option<String> {
+        match self
+            .runner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|runner| runner.state())
+        {
+            Some(State::Failed(reason)) => Some(reason),
+            _ => None,
+        }
     }
 
     fn stats_json(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {

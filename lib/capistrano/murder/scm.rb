@@ -146,11 +146,12 @@ module Capistrano
       #
       # @api private
       # @param dir [String] the tree
-      # @yield [torrent, tracker, secret]
+      # @yield [torrent, tracker, secret, seeder]
       # @yieldparam torrent [::Murder::Torrent]
       # @yieldparam tracker [::Murder::Tracker]
       # @yieldparam secret [String, nil] the closed swarm's secret, fresh for
       #   this deploy (nil with `set :murder_closed_swarm, false`)
+      # @yieldparam seeder [::Murder::Seeder] the seed, started
       # @return [Object] what the block returned
       # @raise [::Murder::Error] from the engine (see {::Murder::Torrent.create},
       #   {::Murder::Tracker#start}, {::Murder::Seeder#start})
@@ -176,7 +177,7 @@ module Capistrano
         end
         tracker.allow(torrent, secret: secret)
         seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true, secret: secret).start
-        yield torrent, tracker, secret
+        yield torrent, tracker, secret, seeder
       ensure
         # The tracker stops even if stopping the seeder raised.
         begin
