@@ -97,6 +97,24 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     expect(out).to match(/murder: failed on root@10\.250\.0\.15: /)
   end
 
+  # The seed on this machine failed (a changed file cut short once the
+  # torrent was made): the hosts stalled and the error named only them.
+  it "names the seed's failure first when it fails" do
+    File.write(File.join(@project, "build/VERSION"), "three\n")
+    cache = File.join(@project, "tmp/murder/hashes.json")
+    made = File.mtime(cache)
+    cutter = Thread.new do
+      sleep 0.005 until File.mtime(cache) != made
+      File.truncate(File.join(@project, "build/VERSION"), 1) # changed: no host holds it
+    end
+    out, status = rake("ship", env: { "TAG" => "r4" })
+    expect(status).not_to be_success
+    expect(out).to match(/murder: the seed on this machine failed \(.*VERSION.*\); failed on root@10\.250\.0\.11: /), out
+  ensure
+    cutter&.kill
+    File.write(File.join(@project, "build/VERSION"), "three\n")
+  end
+
   it "makes a torrent and runs a tracker for scripts" do
     out, status = rake("murder:torrent[build]")
     expect(status).to be_success, out

@@ -139,7 +139,12 @@ module Murder
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       results = run_peers(torrent, dest, secret)
       failed = results.select { |_, r| r.is_a?(String) }
-      raise Error, "murder: failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}" unless failed.empty?
+      unless failed.empty?
+        # Hosts whose only source failed stall and name themselves: the
+        # seed's failure comes first.
+        seed = seeder.failure&.then { |why| "the seed on this machine failed (#{why}); " }
+        raise Error, "murder: #{seed}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}"
+      end
 
       @tickets.keep
       line = @tickets.summary(hosts.size, last: "the last ship's torrent")
