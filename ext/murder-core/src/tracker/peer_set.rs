@@ -39,6 +39,8 @@ pub(super) struct PeerSet {
     seeds: Vec<(PeerId, Peer)>,
     downloaders: Vec<(PeerId, Peer)>,
     index: HashMap<PeerId, Slot>,
+    /// How many entries each source address made (`Peer::from`).
+    per_source: HashMap<std::net::IpAddr, usize>,
 }
 
 impl PeerSet {
@@ -48,6 +50,11 @@ impl PeerSet {
 
     pub fn downloaders(&self) -> usize {
         self.downloaders.len()
+    }
+
+    /// How many entries the announces from `from` made.
+    pub fn from_source(&self, from: std::net::IpAddr) -> usize {
+        self.per_source.get(&from).copied().unwrap_or(0)
     }
 
     pub fn get(&self, id: &PeerId) -> Option<&Peer> {
@@ -71,7 +78,11 @@ impl PeerSet {
     ) -> &Peer {
         let mut entry = match self.index.get(&id) {
             Some(&slot) => self.take(slot),
-            None => (id, make()),
+            None => {
+                let peer = make();
+                *self.per_source.entry(peer.from).or_default() += 1;
+                (id, peer)
+            }
         };
         change(&mut entry.1);
         let slot = if entry.1.left == 0 {
@@ -87,7 +98,14 @@ impl PeerSet {
 
     pub fn remove(&mut self, id: &PeerId) -> Option<Peer> {
         let slot = self.index.remove(id)?;
-        Some(self.take(slot).1)
+        let peer = self.take(slot).1;
+        if let Some(n) = self.per_source.get_mut(&peer.from) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&peer.from);
+            }
+        }
+        Some(peer)
     }
 
     /// Keeps only the peers for which `keep` holds.
@@ -95,6 +113,10 @@ impl PeerSet {
         self.seeds.retain(|(_, p)| keep(p));
         self.downloaders.retain(|(_, p)| keep(p));
         self.index.clear();
+        self.per_source.clear();
+        for (_, p) in self.seeds.iter().chain(&self.downloaders) {
+            *self.per_source.entry(p.from).or_default() += 1;
+        }
         for (i, (id, _)) in self.seeds.iter().enumerate() {
             self.index.insert(*id, Slot::Seed(i));
         }

@@ -30,6 +30,13 @@ pub struct Lengths {
     pub data: u64,
 }
 
+/// Entries one source address on the network may make in a swarm: a host
+/// runs one peer, and a holder of a closed swarm's token announcing fresh
+/// peer ids made one entry each, without end. The tracker's own machine
+/// (loopback: its tests and benches run hundreds of peers there) is not
+/// bounded.
+const MAX_PEERS_PER_SOURCE: usize = 256;
+
 /// Completion times kept per swarm for the dashboard's curve: a fleet's
 /// worth (`max_peers` goes up to 10,000 too).
 const MAX_COMPLETIONS_KEPT: usize = 10_000;
@@ -208,6 +215,13 @@ impl Registry {
         // announce records nothing and is answered like any other (a host
         // whose address changed is recorded anew once its entry expires).
         if known.is_some_and(|p| p.from != from) {
+            return Some(Self::reply(swarm, request, numwant));
+        }
+        // Nor does a new entry past the source's share.
+        if known.is_none()
+            && !from.is_loopback()
+            && swarm.peers.from_source(from) >= MAX_PEERS_PER_SOURCE
+        {
             return Some(Self::reply(swarm, request, numwant));
         }
         let was_downloading = known.map(|p| p.left > 0);
@@ -480,6 +494,41 @@ mod tests {
         assert!(other.peers.is_empty());
     }
 
+    /// Rule: one source address makes at most MAX_PEERS_PER_SOURCE entries
+    /// in a swarm; an entry that leaves makes room, other addresses are not
+    /// held back.
+    #[test]
+    fn one_address_makes_a_bounded_number_of_entries() {
+        let mut r = registry();
+        let now = Instant::now();
+        let fresh = |n: usize, event: Event| {
+            let mut a = announce(0, 10, event);
+            a.peer_id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            a
+        };
+        let host: IpAddr = "10.66.0.5".parse().unwrap();
+        for n in 0..MAX_PEERS_PER_SOURCE + 100 {
+            r.announce(&fresh(n, Event::Started), host, 50, now);
+        }
+        let counts = |r: &Registry| r.scrape(&HASH, Viewer::Operator).unwrap().incomplete;
+        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE);
+        let elsewhere: IpAddr = "10.66.0.9".parse().unwrap();
+        r.announce(&fresh(100_000, Event::Started), elsewhere, 50, now);
+        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE + 1);
+        r.announce(&fresh(0, Event::Stopped), host, 50, now);
+        r.announce(&fresh(200_000, Event::Started), host, 50, now);
+        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE + 1);
+        assert!(r
+            .announce(&fresh(200_001, Event::Started), host, 50, now)
+            .is_some_and(|reply| !reply.peers.is_empty()));
+        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE + 1);
+        // The tracker's own machine is not bounded.
+        for n in 300_000..300_000 + MAX_PEERS_PER_SOURCE + 10 {
+            r.announce(&fresh(n, Event::Started), LOCAL, 50, now);
+        }
+        assert_eq!(counts(&r), 2 * MAX_PEERS_PER_SOURCE + 11);
+    }
+
     #[test]
     fn completed_is_counted_once_and_stopped_peers_leave() {
         let mut r = registry();
@@ -515,7 +564,9 @@ mod tests {
         for n in 0..(MAX_COMPLETIONS_KEPT as u32 + 50) {
             let mut a = announce(1, 0, Event::Completed);
             a.peer_id[..4].copy_from_slice(&n.to_be_bytes());
-            r.announce(&a, LOCAL, 0, now);
+            // Each from a host of its own (one address's entries are bounded).
+            let host = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            r.announce(&a, host, 0, now);
         }
         let stats = r.stats(now, Viewer::Operator);
         assert_eq!(
