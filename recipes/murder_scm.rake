@@ -91,7 +91,9 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
     # Hosts that fail after all of them staged it (renaming it into place,
     # say) fail alone: the others were told to place it.
     where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
-    seed = conversations.aborted && "the seed on this machine failed (#{conversations.aborted}); "
+    # A failure the watcher had no time to see counts too.
+    why = conversations.aborted || seeder.failure
+    seed = why && "the seed on this machine failed (#{why}); "
     raise Capistrano::Murder::Error,
           "murder: #{seed}#{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ")
   end

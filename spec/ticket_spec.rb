@@ -103,21 +103,24 @@ RSpec.describe Murder::Remote::Conversation do
     expect(ch.closed).to be(true)
   end
 
-  it "tells a host that has not staged to abort, and leaves a staged host's vote standing" do
+  it "tells a host that has not staged to abort, and lets a host that staged meanwhile vote" do
     barrier = Murder::Remote::Barrier.new(2)
     downloading = described_class.new("TICKET", barrier, "h1")
     staged = described_class.new("TICKET", barrier, "h2")
     a = channel.new([], false)
     b = channel.new([], false)
     [[downloading, a], [staged, b]].each { |c, ch| c.on_data(nil, :stderr, "#{Murder::Remote::PROMPT}\n", ch) }
-    voter = Thread.new { staged.on_data(nil, :stdout, %({"event":"staged"}\n), b) }
     downloading.abort!
     staged.abort!
     downloading.on_data(nil, :stdout, %({"event":"progress"}\n), a)
     expect(a.sent).to eq(%W[TICKET abort\n])
     expect(a.closed).to be(true)
+    # Its report says staged: it votes yes and waits for the others.
+    voter = Thread.new { staged.on_data(nil, :stdout, %({"event":"staged"}\n), b) }
+    sleep 0.01 until voter.status == "sleep" || !voter.alive?
+    expect(b.sent).to eq(["TICKET"])
     barrier.vote("h1", false)
     voter.join(5)
-    expect(b.sent).to eq(%W[TICKET abort\n])
+    expect(b.sent).to eq(%W[TICKET abort\n]) # h1 failed: no host places
   end
 end

@@ -260,13 +260,6 @@ module Murder
       # @param channel [Net::SSH::Connection::Channel] the command's channel
       # @return [void]
       def on_data(_command, stream, data, channel)
-        if @abort && @state == :staging
-          # The host reports every second: it hears within one.
-          channel.send_data("abort\n")
-          channel.eof!
-          @state = :done
-          return
-        end
         case @state
         when :ticket
           return unless stream == :stderr
@@ -279,16 +272,28 @@ module Murder
             @state = :staging
           end
         when :staging
-          return unless stream == :stdout
-
-          @stdout << data
-          return unless @stdout.include?('"event":"staged"')
+          @stdout << data if stream == :stdout
+          unless @stdout.include?('"event":"staged"')
+            # Told to abort: the host hears it with its next report (one a
+            # second). One that staged meanwhile votes instead, below.
+            abort_download(channel) if @abort
+            return
+          end
 
           @barrier.vote(@host, true)
           channel.send_data(@barrier.place? ? "place\n" : "abort\n")
           channel.eof!
           @state = :done
         end
+      end
+
+      private
+
+      # @api private
+      def abort_download(channel)
+        channel.send_data("abort\n")
+        channel.eof!
+        @state = :done
       end
     end
 
@@ -338,8 +343,10 @@ module Murder
       # @return [Thread] the watcher (kill it when the hosts are done)
       def watch(session, every: 0.2)
         Thread.new do
-          sleep every until (why = session.failure)
-          abort!(why)
+          sleep every while session.running?
+          # Not running: failed, or stopped (then it ends without a word).
+          why = session.failure
+          abort!(why) if why
         end
       end
     end

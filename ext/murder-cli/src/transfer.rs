@@ -350,10 +350,10 @@ pub fn peer(args: PeerArgs) -> Result<(), Box<dyn std::error::Error>> {
                         // release will not be placed; it stays staged, for
                         // the next run.
                         None => orders = None,
-                        // An early order: it decides once staged.
+                        // An early order: the first decides once staged
+                        // (an abort after it still ends the download).
                         Some(_) => {
-                            early = order;
-                            orders = None;
+                            early = early.or(order);
                         }
                     }
                 }

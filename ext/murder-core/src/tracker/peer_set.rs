@@ -231,7 +231,8 @@ mod tests {
     }
 
     /// Rule: the index names each peer's list and place; seeds are exactly
-    /// the peers with nothing left.
+    /// the peers with nothing left; each source address's count of entries
+    /// stays true through every change.
     fn check(set: &PeerSet) {
         assert_eq!(set.index.len(), set.seeds.len() + set.downloaders.len());
         for (i, (pid, p)) in set.seeds.iter().enumerate() {
@@ -242,13 +243,27 @@ mod tests {
             assert_eq!(set.index[pid], Slot::Downloader(i));
             assert!(p.left > 0);
         }
+        // Each source's count is its entries', none kept at zero.
+        let mut counted: HashMap<std::net::IpAddr, usize> = HashMap::new();
+        for (_, p) in set.iter() {
+            *counted.entry(p.from).or_default() += 1;
+        }
+        assert_eq!(set.per_source, counted);
     }
 
     #[test]
     fn peers_are_refiled_when_left_changes_and_the_index_stays_true() {
         let mut set = PeerSet::default();
         for n in 0..50 {
-            set.upsert(id(n), || peer(u64::from(n % 3)), |_| {});
+            let from = format!("10.0.0.{}", n % 4).parse().unwrap();
+            set.upsert(
+                id(n),
+                || Peer {
+                    from,
+                    ..peer(u64::from(n % 3))
+                },
+                |_| {},
+            );
             check(&set);
         }
         for n in (0..50).step_by(2) {

@@ -222,6 +222,10 @@ impl Registry {
             && !from.is_loopback()
             && swarm.peers.from_source(from) >= MAX_PEERS_PER_SOURCE
         {
+            tracing::debug!(
+                "{from}: {MAX_PEERS_PER_SOURCE} entries in {} already; not recorded",
+                swarm.name
+            );
             return Some(Self::reply(swarm, request, numwant));
         }
         let was_downloading = known.map(|p| p.left > 0);
