@@ -92,8 +92,7 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
     # say) fail alone: the others were told to place it.
     where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
     # A failure the watcher had no time to see counts too.
-    why = conversations.aborted || seeder.failure
-    seed = why && "the seed on this machine failed (#{why}); "
+    seed = remote.seed_failed(conversations.aborted || seeder.failure)
     raise Capistrano::Murder::Error,
           "murder: #{seed}#{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ")
   end

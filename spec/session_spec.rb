@@ -40,10 +40,7 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     expect(seeder.failure).to be_nil
     conversations = Murder::Remote::Conversations.new
     host = conversations.start("TICKET", Murder::Remote::Barrier.new(2), "h1")
-    channel = Struct.new(:sent, :closed) do
-      def send_data(data) = sent << data
-      def eof! = self.closed = true
-    end.new([], false)
+    channel = FakeChannel.new
     host.on_data(nil, :stderr, "#{Murder::Remote::PROMPT}\n", channel)
     watch = conversations.watch(seeder, every: 0.05)
     Dir[File.join(root, "**/*.rb")].each { |f| File.truncate(f, 10) }

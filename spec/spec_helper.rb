@@ -13,6 +13,14 @@ MURDER_BIN = ENV.fetch("MURDER_TEST_BIN", File.join(ROOT, "target/release/murder
 LT_TOOL = File.join(ROOT, "spec/support/lt_tool.py")
 SYSTEM_PYTHON = "/usr/bin/python3" # the one that sees Debian's python3-libtorrent
 
+# What SSHKit hands an interaction handler (Murder::Remote::Conversation):
+# the command's channel, recording what was sent and whether it closed.
+FakeChannel = Struct.new(:sent, :closed) do
+  def initialize = super([], false)
+  def send_data(data) = sent << data
+  def eof! = self.closed = true
+end
+
 module SpecHelpers
   def tmpdir
     @tmpdir ||= Dir.mktmpdir("murder-spec-")

@@ -83,16 +83,10 @@ RSpec.describe "a deploy ticket" do
 end
 
 RSpec.describe Murder::Remote::Conversation do
-  # What SSHKit hands an interaction handler: the channel of the command.
-  channel = Struct.new(:sent, :closed) do
-    def send_data(data) = sent << data
-    def eof! = self.closed = true
-  end
-
   it "sends the ticket when murder's prompt arrives in pieces" do
     barrier = Murder::Remote::Barrier.new(1)
     conversation = described_class.new("TICKET", barrier, "h1")
-    ch = channel.new([], false)
+    ch = FakeChannel.new
     prompt = Murder::Remote::PROMPT
     conversation.on_data(nil, :stderr, "a log line\n#{prompt[0, 20]}", ch)
     expect(ch.sent).to eq([])
@@ -107,8 +101,8 @@ RSpec.describe Murder::Remote::Conversation do
     barrier = Murder::Remote::Barrier.new(2)
     downloading = described_class.new("TICKET", barrier, "h1")
     staged = described_class.new("TICKET", barrier, "h2")
-    a = channel.new([], false)
-    b = channel.new([], false)
+    a = FakeChannel.new
+    b = FakeChannel.new
     [[downloading, a], [staged, b]].each { |c, ch| c.on_data(nil, :stderr, "#{Murder::Remote::PROMPT}\n", ch) }
     downloading.abort!
     staged.abort!

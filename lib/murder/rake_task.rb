@@ -142,8 +142,7 @@ module Murder
       unless failed.empty?
         # Hosts whose only source failed stall and name themselves: the
         # seed's failure comes first.
-        seed = seeder.failure&.then { |why| "the seed on this machine failed (#{why}); " }
-        raise Error, "murder: #{seed}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}"
+        raise Error, "murder: #{Remote.seed_failed(seeder.failure)}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}"
       end
 
       @tickets.keep

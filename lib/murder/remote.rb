@@ -351,6 +351,15 @@ module Murder
       end
     end
 
+    # How a deploy's error begins when the seed on this machine failed:
+    # its hosts only saw their source go.
+    #
+    # @param why [String, nil] the seed's failure ({Session#failure})
+    # @return [String] the words to put first ("" when it did not fail)
+    def seed_failed(why)
+      why ? "the seed on this machine failed (#{why}); " : ""
+    end
+
     # The engine's report lines in a command's output.
     #
     # @param output [String, nil] what `murder peer --progress json` printed
