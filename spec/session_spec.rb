@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "murder/remote"
+
 RSpec.describe "Murder::Seeder and Murder::Download" do
   let(:tracker) { Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 2).start }
   after { tracker.stop }

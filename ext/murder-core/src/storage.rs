@@ -71,6 +71,14 @@ impl SyncPlan {
     }
 }
 
+/// A read that failed, and in which of the torrent's files (by index: no
+/// path is made on the path that succeeds).
+#[derive(Debug)]
+pub struct ReadError {
+    pub file: usize,
+    pub error: std::io::Error,
+}
+
 pub struct Storage {
     meta: Arc<Metainfo>,
     layout: Layout,
@@ -356,7 +364,12 @@ impl Storage {
     }
 
     /// Reads `buf.len()` bytes of piece `piece` from `offset` within it.
-    pub fn read(&self, piece: u32, offset: u32, buf: &mut [u8]) -> std::io::Result<()> {
+    pub fn read(
+        &self,
+        piece: u32,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), ReadError> {
         let start = piece as u64 * self.layout.piece_length() + offset as u64;
         let mut at = 0usize;
         for span in self.layout.spans(start, buf.len() as u64) {
@@ -365,8 +378,12 @@ impl Storage {
             if span.pad {
                 dest.fill(0);
             } else {
-                self.file(span.file)?
-                    .read_exact_at(dest, span.file_offset)?;
+                self.file(span.file)
+                    .and_then(|f| f.read_exact_at(dest, span.file_offset))
+                    .map_err(|error| ReadError {
+                        file: span.file,
+                        error,
+                    })?;
             }
         }
         Ok(())
@@ -392,22 +409,15 @@ impl Storage {
     /// Reads `buf.len()` bytes of piece `piece` from `offset`, naming the
     /// file in the error.
     fn read_named(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
-        let len = buf.len();
         self.read(piece, offset, buf)
-            .map_err(|e| self.read_error(piece, offset, len, e))
+            .map_err(|e| self.read_error(e))
     }
 
-    /// A failed read of `len` bytes of piece `piece` from `offset`, naming
-    /// the file it was in.
+    /// A failed read, naming the file that failed (a block may span
+    /// several, and the first of them may be whole).
     #[cold]
-    pub fn read_error(&self, piece: u32, offset: u32, len: usize, e: std::io::Error) -> Error {
-        let start = piece as u64 * self.layout.piece_length() + offset as u64;
-        let file = self.layout.spans(start, len as u64).find(|s| !s.pad);
-        let path = file.map_or_else(
-            || PathBuf::from(&self.meta.name),
-            |s| self.current_path(s.file),
-        );
-        Error::io(path, e)
+    pub fn read_error(&self, e: ReadError) -> Error {
+        Error::io(self.current_path(e.file), e.error)
     }
 
     /// SHA-1 of a whole piece as it is on disk.
@@ -863,5 +873,26 @@ mod tests {
         // Still readable (seeding goes on) after the rename.
         storage.read(0, 0, &mut buf[..10]).unwrap();
         assert_eq!(&buf[..10], &[1u8; 10]);
+    }
+
+    /// A read that fails in the second file of a piece names that file, not
+    /// the piece's first (a seed whose `app/x.rb` was cut short once said
+    /// "README: failed to fill whole buffer").
+    #[test]
+    fn a_failed_read_names_the_file_that_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("rel");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a"), vec![1u8; 1000]).unwrap();
+        std::fs::write(src.join("sub/b"), vec![2u8; 10_000]).unwrap();
+        let mut opts = CreateOptions::new("t:1");
+        opts.piece_length = Some(16384);
+        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        std::fs::write(src.join("sub/b"), vec![2u8; 10]).unwrap();
+        let seed = Storage::for_seeding(meta, &src);
+        let mut buf = vec![0u8; 11_000];
+        let e = seed.read(0, 0, &mut buf).unwrap_err();
+        let named = seed.read_error(e).to_string();
+        assert!(named.contains("sub/b"), "{named}");
     }
 }

@@ -654,10 +654,7 @@ impl Peer {
                     // Rule W1: the data this session holds is broken (cut
                     // short, gone, a disk error): it fails, named, rather
                     // than leave its peers to wait out their stall timeout.
-                    let e =
-                        self.ctx
-                            .storage
-                            .read_error(req.piece, req.offset, req.length as usize, e);
+                    let e = self.ctx.storage.read_error(e);
                     self.ctx.fail(&e);
                     self.dequeued(req.length as u64);
                     self.out.truncate(header_at);
