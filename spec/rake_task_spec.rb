@@ -98,8 +98,9 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
   end
 
   # The seed on this machine failed (a changed file cut short once the
-  # torrent was made): the hosts stalled and the error named only them.
-  it "names the seed's failure first when it fails" do
+  # torrent was made): the hosts waited out their stall timeout (10 s) and
+  # the error named only them.
+  it "stops every host at once and names the seed's failure first when it fails" do
     File.write(File.join(@project, "build/VERSION"), "three\n")
     cache = File.join(@project, "tmp/murder/hashes.json")
     made = File.mtime(cache)
@@ -107,9 +108,15 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
       sleep 0.005 until File.mtime(cache) != made
       File.truncate(File.join(@project, "build/VERSION"), 1) # changed: no host holds it
     end
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     out, status = rake("ship", env: { "TAG" => "r4" })
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
     expect(status).not_to be_success
     expect(out).to match(/murder: the seed on this machine failed \(.*VERSION.*\); failed on root@10\.250\.0\.11: /), out
+    expect(out).to include("aborted by the deployer")
+    # Well within a host's stall timeout.
+    expect(took).to be < 8, out
+    expect((1..HOSTS_R).map { |i| File.exist?(host_path(i, "/srv/app/releases/r4")) }).to all(be(false))
   ensure
     cutter&.kill
     File.write(File.join(@project, "build/VERSION"), "three\n")

@@ -117,4 +117,18 @@ RSpec.describe Murder::Remote::Conversation do
     voter.join(5)
     expect(b.sent).to eq(%W[TICKET abort\n]) # h1 failed: no host places
   end
+
+  it "without a barrier, tells a host to place as soon as it staged, and to abort before" do
+    placing = described_class.new("TICKET", nil, "h1")
+    stopped = described_class.new("TICKET", nil, "h2")
+    a = FakeChannel.new
+    b = FakeChannel.new
+    [[placing, a], [stopped, b]].each { |c, ch| c.on_data(nil, :stderr, "#{Murder::Remote::PROMPT}\n", ch) }
+    placing.on_data(nil, :stdout, %({"event":"staged"}\n), a)
+    expect(a.sent).to eq(%W[TICKET place\n])
+    stopped.abort!
+    stopped.on_data(nil, :stdout, %({"event":"progress"}\n), b)
+    expect(b.sent).to eq(%W[TICKET abort\n])
+    expect([a.closed, b.closed]).to eq([true, true])
+  end
 end

@@ -136,13 +136,17 @@ module Murder
       tracker.allow(torrent, secret: secret)
       seeder = Seeder.new(torrent, source, ip: address, lazy_check: true, secret: secret).start
       watcher = Thread.new { Progress.new(hosts.size) { tracker.stats }.watch }
+      # The seed failing (a file changed under it) stops every host's
+      # download at once, instead of each waiting out its stall timeout.
+      conversations = Remote::Conversations.new
+      seed_watch = conversations.watch(seeder)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      results = run_peers(torrent, dest, secret)
+      results = run_peers(torrent, dest, secret, conversations)
       failed = results.select { |_, r| r.is_a?(String) }
       unless failed.empty?
-        # Hosts whose only source failed stall and name themselves: the
-        # seed's failure comes first.
-        raise Error, "murder: #{Remote.seed_failed(seeder.failure)}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}"
+        # The seed's failure comes first: the hosts only name its effect.
+        seed = Remote.seed_failed(conversations.aborted || seeder.failure)
+        raise Error, "murder: #{seed}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}"
       end
 
       @tickets.keep
@@ -155,6 +159,7 @@ module Murder
       results
     ensure
       watcher&.kill
+      seed_watch&.kill
       # The tracker stops even if stopping the seeder raised.
       begin
         seeder&.stop
@@ -225,9 +230,11 @@ module Murder
     # @param torrent [Murder::Torrent] the release's torrent
     # @param dest [String] where the release goes on each host
     # @param secret [String, nil] the closed swarm's secret
+    # @param conversations [Remote::Conversations] this ship's, to stop the
+    #   hosts when the seed fails
     # @return [Hash{String => Hash, String}] by host, its summary, or why it
     #   failed
-    def run_peers(torrent, dest, secret)
+    def run_peers(torrent, dest, secret, conversations)
       require "net/ssh"
       require "net/scp"
       sha = Remote.sha256(binary || Murder.binary)
@@ -238,7 +245,7 @@ module Murder
       threads = hosts.map do |host|
         Thread.new do
           Net::SSH.start(host_name(host), host_user(host), **ssh_options) do |ssh|
-            [host.to_s, peer_on(ssh, host, sha, @tickets, releases, dest)]
+            [host.to_s, peer_on(ssh, host, sha, @tickets, releases, dest, conversations)]
           end
         rescue StandardError => e
           [host.to_s, e.message.lines.first.to_s.strip]
@@ -258,15 +265,19 @@ module Murder
     # @param tickets [Remote::Tickets] this ship's tickets
     # @param releases [String] the releases directory there
     # @param dest [String] where the release goes there
+    # @param conversations [Remote::Conversations] this ship's
     # @return [Hash, String] the summary Hash, or a String saying why it failed
-    def peer_on(ssh, host, sha, tickets, releases, dest)
-      args = ["--reuse", releases, "--linger", linger, "--progress", "json",
+    def peer_on(ssh, host, sha, tickets, releases, dest, conversations)
+      # --wait-to-place: murder listens on its standard input while it
+      # downloads (`abort`), and places once told to (at once, here: each
+      # host places its own release as soon as it is staged).
+      args = ["--reuse", releases, "--linger", linger, "--progress", "json", "--wait-to-place",
               "--ticket-base", File.join(releases, ".murder-ticket-base.torrent")]
       command = Remote.peer_command(murder: remote_binary, sha256: sha, releases: releases, dest: dest, args: args).join(" ")
       ticket = tickets.first
       installed = false
       loop do
-        status, out, err = exec_with_ticket(ssh, command, ticket)
+        status, out, err = exec_with_ticket(ssh, command, conversations.start(ticket, nil, host.to_s))
         return Remote.reports(out).find { |e| e["event"] == "complete" } || "no summary" if status.zero?
 
         if status == Remote::OUTDATED
@@ -290,33 +301,32 @@ module Murder
     def ticket_base_record = File.join(File.dirname(cache), "ticket-base-#{name}.torrent")
 
 
-    # Runs `command` over `ssh`, sending `ticket` on its standard input once
-    # murder asks for it ({Remote::PROMPT}).
+    # Runs `command` over `ssh`, with `conversation` on its standard input:
+    # the ticket once murder asks for it ({Remote::PROMPT}), `abort` if the
+    # seed fails, `place` once the release is staged.
     #
     # @api private
     # @param ssh [Net::SSH::Connection::Session] the host's connection
     # @param command [String] the command line
-    # @param ticket [String] the deploy ticket
+    # @param conversation [Remote::Conversation] what to say to it
     # @return [Array(Integer, String, String)] exit status (1 when none came),
     #   standard output, standard error
     # @raise [Murder::Error] when the command could not be started
-    def exec_with_ticket(ssh, command, ticket)
+    def exec_with_ticket(ssh, command, conversation)
       out = +""
       err = +""
       status = nil
-      sent = false
       ssh.open_channel do |channel|
         channel.exec(command) do |_, ok|
           raise Error, "#{command}: could not run" unless ok
 
-          channel.on_data { |_, data| out << data }
+          channel.on_data do |ch, data|
+            out << data
+            conversation.on_data(nil, :stdout, data, ch)
+          end
           channel.on_extended_data do |ch, _, data|
             err << data
-            if !sent && err.include?(Remote::PROMPT)
-              sent = true
-              ch.send_data(ticket)
-              ch.eof!
-            end
+            conversation.on_data(nil, :stderr, data, ch)
           end
           channel.on_request("exit-status") { |_, data| status = data.read_long }
         end

@@ -226,10 +226,11 @@ module Murder
     # comes): the ticket when murder asks for it, then, once murder says
     # the release is staged, the host's vote and, once every host voted,
     # `place` or `abort`. A host that fails before it stages must be voted
-    # false by the caller, or the others wait forever.
+    # false by the caller, or the others wait forever. Without a barrier,
+    # each host places as soon as it staged ({RakeTask}'s way).
     class Conversation
       # @param ticket [String] the deploy ticket ({Remote.ticket})
-      # @param barrier [Barrier] the deploy's barrier
+      # @param barrier [Barrier, nil] the deploy's barrier; nil: no vote
       # @param host [String] this host, as it votes
       def initialize(ticket, barrier, host)
         @ticket = ticket
@@ -280,8 +281,8 @@ module Murder
             return
           end
 
-          @barrier.vote(@host, true)
-          channel.send_data(@barrier.place? ? "place\n" : "abort\n")
+          @barrier&.vote(@host, true)
+          channel.send_data(@barrier.nil? || @barrier.place? ? "place\n" : "abort\n")
           channel.eof!
           @state = :done
         end
@@ -310,7 +311,7 @@ module Murder
       end
 
       # @param ticket [String] the deploy ticket ({Remote.ticket})
-      # @param barrier [Barrier] the deploy's barrier
+      # @param barrier [Barrier, nil] the deploy's barrier; nil: no vote
       # @param host [String] this host, as it votes
       # @return [Conversation] a new conversation, told to abort at once
       #   when the deploy aborts already
