@@ -2,6 +2,7 @@
 
 require "spec_helper"
 require "sshkit"
+require "capistrano/configuration"
 require "capistrano/murder/support"
 
 # Capistrano::Murder::Support's checks of what a configuration gives the
@@ -22,6 +23,19 @@ RSpec.describe Capistrano::Murder::Support do
     s.remember_binary(record, "a" * 64, [SSHKit::Host.new("bastion:2201")])
     expect(s.binary_known?(record, "a" * 64, [SSHKit::Host.new("bastion:2201")])).to be(true)
     expect(s.binary_known?(record, "a" * 64, [SSHKit::Host.new("bastion:2202")])).to be(false)
+  end
+
+  # A murder_ip that was a name was dropped without a word: the host
+  # announced its route's address instead.
+  it "announces murder_ip, else a name that is an address, and refuses a murder_ip that is not one" do
+    server = ->(name, **props) { Capistrano::Configuration::Server.new(name).tap { |h| h.with(props) } }
+    expect(s.announce_ip(server.call("app1", murder_ip: "10.0.0.5"))).to eq("10.0.0.5")
+    expect(s.announce_ip(server.call("app1", murder_ip: "2001:db8::5"))).to eq("2001:db8::5")
+    expect(s.announce_ip(server.call("10.0.0.1"))).to eq("10.0.0.1")
+    expect(s.announce_ip(server.call("app1.example"))).to be_nil
+    expect { s.announce_ip(server.call("app1", murder_ip: "app1.internal")) }
+      .to raise_error(Capistrano::Murder::Error, /app1: murder_ip "app1.internal" is not an IP address/)
+    expect { s.announce_ip(server.call("app1", murder_ip: "10.0.0.0/24")) }.to raise_error(Capistrano::Murder::Error)
   end
 
   it "brackets an IPv6 address for a URL, once" do

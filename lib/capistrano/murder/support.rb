@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "fileutils"
+require "ipaddr"
 require "json"
 require "net/http"
 require "shellwords"
@@ -98,7 +99,8 @@ module Capistrano
         tag = value.to_s
         raise Error, "tag is required: cap ... tag=NAME (or set :default_tag)" if tag.empty?
         unless tag.match?(TAG)
-          raise Error, "tag #{tag.inspect} is not allowed: use letters, digits, '.', '_' and '-' (no '/' or shell characters)"
+          raise Error, "tag #{tag.inspect} is not allowed: use letters, digits, '.', '_' and '-', " \
+                       "starting with a letter or a digit (no '/' or shell characters)"
         end
 
         tag
@@ -165,9 +167,28 @@ module Capistrano
       #
       # @param host [Capistrano::Configuration::Server]
       # @return [String, nil]
+      # @raise [Capistrano::Murder::Error] when murder_ip is not an IP
+      #   address (a name was ignored: the host announced another address)
       def announce_ip(host)
-        ip = host.properties.fetch(:murder_ip) || host.hostname
-        ip.to_s.match?(/\A[\d.]+\z|:/) ? ip.to_s : nil
+        given = host.properties.fetch(:murder_ip)
+        return ip_literal(host.hostname) unless given
+
+        ip_literal(given) or
+          raise Error, "#{host}: murder_ip #{given.to_s.inspect} is not an IP address (the address this host announces)"
+      end
+
+      # `value` when it is an IPv4 or IPv6 address (no prefix, no brackets).
+      #
+      # @param value [#to_s]
+      # @return [String, nil]
+      def ip_literal(value)
+        text = value.to_s
+        return nil if text.include?("/")
+
+        IPAddr.new(text)
+        text
+      rescue IPAddr::InvalidAddressError
+        nil
       end
 
       # A tracker host's `/stats.json`, for the progress line.
