@@ -97,6 +97,22 @@ RSpec.describe "the murder command" do
     end
   end
 
+  # A foreground seed or tracker took --log and wrote nothing there: its
+  # log went to stderr, and the file never came.
+  it "refuses --log without --daemon for a seed and a tracker, where it named a file never written" do
+    File.write(File.join(tmpdir, "data"), "x" * 1000)
+    murder("make-torrent", "data", "-t", "127.0.0.1:8998", "-o", "data.torrent", "-q")
+    # (It seeded on in the foreground: `timeout` ends it, status 124.)
+    status, _out, err = run_failing("timeout", "10", MURDER_BIN, "seed", "data.torrent", "data", "--log", "seed.log")
+    expect(status.exitstatus).to eq(1)
+    expect(err).to eq("murder: --log names a background seed's log: use it with --daemon " \
+                      "(in the foreground, logs go to stderr)\n")
+    status, _out, err = run_failing("timeout", "10", MURDER_BIN, "tracker", "--port", "0", "--log", "tracker.log")
+    expect(status.exitstatus).to eq(2)
+    expect(err).to include("--daemon")
+    expect(%w[seed.log tracker.log].map { |f| File.exist?(File.join(tmpdir, f)) }).to eq([false, false])
+  end
+
   # Just enough bencode to write hostile torrents by hand.
   def bencode(value)
     case value

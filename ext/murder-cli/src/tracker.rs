@@ -40,8 +40,9 @@ pub struct Args {
     /// Run in the background (needs --pidfile).
     #[arg(long, requires = "pidfile")]
     daemon: bool,
-    /// Where a daemon writes its log [default: nowhere].
-    #[arg(long)]
+    /// Where a daemon writes its log [default: nowhere]; needs --daemon (in
+    /// the foreground, logs go to stderr).
+    #[arg(long, requires = "daemon")]
     log: Option<PathBuf>,
     /// Every allowed torrent is a closed swarm of the secret in FILE (64 hex
     /// digits, readable by its owner alone): announces need the token

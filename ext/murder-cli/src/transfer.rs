@@ -51,7 +51,9 @@ pub struct Common {
     /// Write the process id here (removed on exit); `murder stop --pidfile` stops it.
     #[arg(long)]
     pidfile: Option<PathBuf>,
-    /// Where a background process writes its log [default: nowhere].
+    /// Where a background process writes its log (seed: with --daemon;
+    /// peer: the one that lingers) [default: nowhere]. In the foreground,
+    /// logs go to stderr.
     #[arg(long)]
     log: Option<PathBuf>,
     /// Serve metrics for Prometheus at http://ADDR/metrics (e.g. 0.0.0.0:9100).
@@ -125,7 +127,8 @@ impl Common {
 pub struct SeedArgs {
     /// The .torrent file.
     torrent: PathBuf,
-    /// The data: the file, or the directory named like the torrent.
+    /// The data: the file, or the directory that holds the torrent's files
+    /// (of any name).
     data: PathBuf,
     #[command(flatten)]
     common: Common,
@@ -143,7 +146,8 @@ pub struct PeerArgs {
     /// The .torrent file, or `-`: a deploy ticket on standard input (see
     /// ticket.rs), as a deploy tool sends it over SSH.
     torrent: PathBuf,
-    /// Where the data goes: the file, or the directory named like the torrent.
+    /// Where the data goes: the file, or the directory that will hold the
+    /// torrent's files (of any name).
     dest: PathBuf,
     #[command(flatten)]
     common: Common,
@@ -195,6 +199,10 @@ fn run_session<F: std::future::Future>(work: F) -> std::io::Result<F::Output> {
 }
 
 pub fn seed(args: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.common.log.is_some() && !args.daemon {
+        // It would name a file nothing is ever written to.
+        return Err("--log names a background seed's log: use it with --daemon (in the foreground, logs go to stderr)".into());
+    }
     let meta = Arc::new(Metainfo::load(&args.torrent)?);
     let config = SessionConfig {
         steer: !args.no_steer,
