@@ -48,7 +48,8 @@ module Murder
     #   `format` string: `%{tag}` is replaced by {#tag} (write `%%` for `%`)
     attr_accessor :destination
     # @return [String, nil] the release's name (nil: the UTC time as
-    #   YYYYMMDDHHMMSS): letters, digits, ".", "_" and "-", else the task
+    #   YYYYMMDDHHMMSS): letters, digits, ".", "_" and "-", starting with a
+    #   letter or a digit, else the task
     #   fails with {Murder::InvalidArgument} before it touches any host
     attr_accessor :tag
     # @return [String, nil] directory of earlier releases on the hosts to
@@ -126,7 +127,7 @@ module Murder
       release_tag = tag || Time.now.utc.strftime("%Y%m%d%H%M%S")
       unless release_tag.to_s.match?(Remote::TAG)
         raise InvalidArgument, "#{name}: tag #{release_tag.to_s.inspect} is not allowed: use letters, digits, " \
-                               "'.', '_' and '-' (no '/' or shell characters)"
+                               "'.', '_' and '-', starting with a letter or a digit (no '/' or shell characters)"
       end
       dest = format(destination, tag: release_tag)
       address = ip || local_address_towards(host_name(hosts.first))

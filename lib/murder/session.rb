@@ -189,7 +189,8 @@ module Murder
   end
 
   # Downloads a torrent to `path` (DEST below: the file, or the directory
-  # that will hold the torrent's files, of any name). Data goes to ".DEST.part" beside it and is renamed
+  # that will hold the torrent's files, of any name). Data goes to ".NAME.part" beside it (NAME: DEST's
+  # last component) and is renamed
   # to DEST only once every piece is verified and synced; a download started
   # again keeps what it verified there. A DEST that holds this torrent's
   # complete data already is done at once; one that holds anything else is
@@ -204,7 +205,7 @@ module Murder
   #   summary["downloaded"] # => bytes that came from peers
   class Download < Session
     # Starts the download and runs it until the data is complete, verified
-    # and at DEST. Starting checks what is there (".DEST.part", and the
+    # and at DEST. Starting checks what is there (".NAME.part", and the
     # `reuse` directories) with the GVL released; then the calling thread
     # waits without the GVL, taking it back every 100 ms to check for
     # interrupts and about once a second to call the block and check the
