@@ -278,7 +278,7 @@ module Murder
       ticket = tickets.first
       installed = false
       loop do
-        status, out, err = exec_with_ticket(ssh, command, conversations.start(ticket, nil, host.to_s))
+        status, out, err = exec_conversing(ssh, command, conversations.start(ticket, nil, host.to_s))
         return Remote.reports(out).find { |e| e["event"] == "complete" } || "no summary" if status.zero?
 
         if status == Remote::OUTDATED
@@ -313,7 +313,7 @@ module Murder
     # @return [Array(Integer, String, String)] exit status (1 when none came),
     #   standard output, standard error
     # @raise [Murder::Error] when the command could not be started
-    def exec_with_ticket(ssh, command, conversation)
+    def exec_conversing(ssh, command, conversation)
       out = +""
       err = +""
       status = nil
