@@ -743,6 +743,20 @@ mod tests {
         );
     }
 
+    /// Writes `files` (path, bytes) under `src` and makes their torrent, of
+    /// 16 KiB pieces (aligned or not).
+    fn tree_torrent(src: &Path, files: &[(&str, Vec<u8>)], align: bool) -> Arc<Metainfo> {
+        for (path, bytes) in files {
+            let p = src.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+        }
+        let mut opts = CreateOptions::new("t:1");
+        opts.piece_length = Some(16384);
+        opts.align = align;
+        Arc::new(create_torrent(src, &opts, &Progress::new()).unwrap())
+    }
+
     /// Rule R2: a staging area an earlier run left for the same
     /// destination, of another torrent, ends as this torrent's tree: a file
     /// this one lacks is not renamed into the release, and a file that
@@ -752,15 +766,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let make = |name: &str, files: &[(&str, usize)]| {
             let src = dir.path().join(name);
-            for (path, len) in files {
-                let p = src.join(path);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(&p, vec![path.len() as u8; *len]).unwrap();
-            }
-            let mut opts = CreateOptions::new("t:1");
-            opts.piece_length = Some(16384);
-            opts.align = true;
-            let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+            let files: Vec<_> = files
+                .iter()
+                .map(|&(path, len)| (path, vec![path.len() as u8; len]))
+                .collect();
+            let meta = tree_torrent(&src, &files, true);
             (src, meta)
         };
         let (src1, one) = make(
@@ -821,12 +831,8 @@ mod tests {
     fn a_download_is_staged_then_renamed_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("sub")).unwrap();
-        std::fs::write(src.join("a"), vec![1u8; 40_000]).unwrap();
-        std::fs::write(src.join("sub/b"), vec![2u8; 30_000]).unwrap();
-        let mut opts = CreateOptions::new("t:1");
-        opts.piece_length = Some(16384);
-        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        let files = [("a", vec![1u8; 40_000]), ("sub/b", vec![2u8; 30_000])];
+        let meta = tree_torrent(&src, &files, false);
         let seed = Storage::for_seeding(meta.clone(), &src);
         let dest = dir.path().join("out/release");
         let (storage, have, _) = Storage::for_download(
@@ -882,12 +888,8 @@ mod tests {
     fn a_failed_read_names_the_file_that_failed() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("rel");
-        std::fs::create_dir_all(src.join("sub")).unwrap();
-        std::fs::write(src.join("a"), vec![1u8; 1000]).unwrap();
-        std::fs::write(src.join("sub/b"), vec![2u8; 10_000]).unwrap();
-        let mut opts = CreateOptions::new("t:1");
-        opts.piece_length = Some(16384);
-        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        let files = [("a", vec![1u8; 1000]), ("sub/b", vec![2u8; 10_000])];
+        let meta = tree_torrent(&src, &files, false);
         std::fs::write(src.join("sub/b"), vec![2u8; 10]).unwrap();
         let seed = Storage::for_seeding(meta, &src);
         let mut buf = vec![0u8; 11_000];
