@@ -91,4 +91,22 @@ RSpec.describe "Murder sessions and Ruby threads" do
     RUBY
     expect_interrupted_within_a_second(out, status)
   end
+
+  # nogvl: a progress block that raised on its last call (the work already
+  # done) cancelled the finished work and then waited for it to end: the
+  # end had been taken off the channel already, so it waited forever.
+  it "raises what the progress block raised when the work ended before it" do
+    one = sample_file("one", bytes: 1)
+    out, status = ruby_child(<<~'RUBY', one, deadline: 10)
+      require "murder"
+      begin
+        Murder::Torrent.create(ARGV[0], tracker: "127.0.0.1:9") { raise ArgumentError, "from the block" }
+        puts "returned"
+      rescue ArgumentError => e
+        puts "raised #{e.message}"
+      end
+    RUBY
+    expect(out).to include("raised from the block")
+    expect(status).to be_success, out
+  end
 end

@@ -56,8 +56,12 @@ where
                 None | Some(Ok(Event::Wake)) | Some(Err(_)) => None,
             };
             if let Err(e) = ruby.thread_check_ints().and_then(|_| tick()) {
-                progress.cancel();
-                finish_without_gvl(&rx, &tx);
+                // Work that ended already (its end taken off the channel
+                // above) has nothing left to cancel or wait for.
+                if result.is_none() {
+                    progress.cancel();
+                    finish_without_gvl(&rx, &tx);
+                }
                 return Err(e);
             }
             if let Some(r) = result {
