@@ -120,7 +120,9 @@ module Murder
     # @param secret [String, nil] a closed swarm (a {Murder::Torrent} or a
     #   .torrent path only): announces count only with the token derived
     #   from this secret (64 hex digits), and only holders of the token or
-    #   the operator see the torrent in scrapes and on the pages
+    #   the operator see the torrent in scrapes and on the pages. A closed
+    #   swarm stays closed when allowed again without a secret (or when its
+    #   file turns up in the allow directory); another secret replaces its own
     # @raise [Murder::InvalidArgument] also when `secret` is not 64 hex
     #   digits, or is given with a bare info-hash
     def allow(torrent_or_hex, secret: nil)

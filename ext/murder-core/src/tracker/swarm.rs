@@ -150,6 +150,9 @@ pub struct Registry {
 
 impl Registry {
     /// Adds a torrent to the allow-list (or refreshes its name and size).
+    /// A closed swarm stays closed: allowed again without a token (its
+    /// file seen again by an allow directory's reload, say), it keeps its
+    /// token; only another token replaces it.
     pub fn allow(
         &mut self,
         hash: InfoHash,
@@ -169,7 +172,9 @@ impl Registry {
             token: token.clone(),
         });
         swarm.name = name;
-        swarm.token = token;
+        if token.is_some() {
+            swarm.token = token;
+        }
         swarm.lengths = lengths.or(swarm.lengths);
         // A torrent also given explicitly outlives its directory file.
         if source == AllowSource::Given {
@@ -645,5 +650,41 @@ mod tests {
         }
         assert_eq!(r.stats(now, Viewer::Holder(Some(b"t0k"))).torrents.len(), 1);
         assert_eq!(r.stats(now, Viewer::Operator).torrents[0].peers.len(), 1);
+    }
+
+    /// A torrent allowed again without a token (its file seen again in the
+    /// allow directory, say) stays closed: only a token replaces a token.
+    #[test]
+    fn a_closed_swarm_allowed_again_without_a_token_stays_closed() {
+        let mut r = Registry::default();
+        r.allow(
+            HASH,
+            "rel".into(),
+            None,
+            AllowSource::Given,
+            Some("t0k".into()),
+        );
+        r.allow(
+            HASH,
+            "rel".into(),
+            None,
+            AllowSource::Dir("/d".into()),
+            None,
+        );
+        let now = Instant::now();
+        assert!(r
+            .announce(&announce(1, 100, Event::Started), LOCAL, 50, now)
+            .is_none());
+        assert!(r.hashes(Viewer::Holder(None)).is_empty());
+        r.allow(
+            HASH,
+            "rel".into(),
+            None,
+            AllowSource::Given,
+            Some("n3w".into()),
+        );
+        let mut with = announce(1, 100, Event::Started);
+        with.token = Some(b"n3w".to_vec());
+        assert!(r.announce(&with, LOCAL, 50, now).is_some());
     }
 }
