@@ -115,8 +115,16 @@ pub struct Picker {
 }
 
 impl Picker {
-    pub fn new(layout: Layout, have: Bitfield) -> Self {
+    pub fn new(layout: Layout, mut have: Bitfield) -> Self {
         let count = layout.piece_count();
+        // A piece wholly in padding is nobody's to send: Have from the start
+        // (a torrent whose hash for it is not that of zeros was refused
+        // when it was read, `Metainfo::check_pads`).
+        for piece in 0..count {
+            if layout.data_end(piece) == 0 {
+                have.set(piece);
+            }
+        }
         Picker {
             layout,
             verifying: Bitfield::new(count),
@@ -614,6 +622,24 @@ mod tests {
         assert_eq!(p.accept(&dup[0], 2, false), Accept::Unwanted);
         // The last block is short.
         assert!(rest.iter().chain(&first).any(|r| r.length == 16384 - 100));
+    }
+
+    /// A piece wholly in a pad file (BEP 47) holds no data anybody sends:
+    /// it is Have from the start (the torrent was refused unless its hash
+    /// is that of zeros), or the download would never complete.
+    #[test]
+    fn a_piece_wholly_in_padding_is_had_from_the_start() {
+        let layout = Layout::new([(16384, false), (16384, true), (100, false)], 16384);
+        let mut p = Picker::new(layout, Bitfield::new(3));
+        let all = Bitfield::full(3);
+        p.peer_has_all(&all);
+        for req in p.pick(&all, 8, &[]) {
+            assert_ne!(req.piece, 1, "nobody sends padding");
+            if let Some(job) = deliver(&mut p, &req, 1) {
+                p.verdict(job.piece, true, &[]);
+            }
+        }
+        assert!(p.is_complete());
     }
 
     /// Rule B1: a second copy of a block is never written, and once the
