@@ -97,6 +97,10 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     expect { Murder::Seeder.new(torrent, root, bind: "nowhere").start }.to raise_error(Murder::InvalidArgument, /bind/)
     expect { Murder::Download.new(torrent, File.join(tmpdir, "x"), peers: ["bad"]).run }
       .to raise_error(Murder::InvalidArgument, /expected IP:PORT/)
+    # One peer or none need no array (main: NoMethodError `map' for a String or nil).
+    expect { Murder::Download.new(torrent, File.join(tmpdir, "x"), peers: "bad").run }
+      .to raise_error(Murder::InvalidArgument, /expected IP:PORT/)
+    expect { Murder::Seeder.new(torrent, root, peers: nil) }.not_to raise_error
   end
 
   # Settings are checked once, by the engine, for Ruby and the command alike

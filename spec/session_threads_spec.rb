@@ -109,4 +109,38 @@ RSpec.describe "Murder sessions and Ruby threads" do
     expect(out).to include("raised from the block")
     expect(status).to be_success, out
   end
+
+  # An interrupt during a slow stop (its "stopped" announce to a tracker
+  # that never answers) raised before the session was forgotten: the seeder
+  # then said "already started" to #start and "cancelled" to #stats forever.
+  it "forgets a stopped session even when an interrupt ends the stop" do
+    data = sample_file("release.tgz", bytes: 100_000)
+    silent = TCPServer.new("127.0.0.1", 0) # accepts, never answers
+    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(File.join(tmpdir, "release.torrent"))
+    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), data, deadline: 20)
+      require "murder"
+      seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
+      sleep 0.3
+      stopper = Thread.new { seeder.stop }
+      stopper.report_on_exception = false
+      sleep 0.3
+      stopper.raise(Interrupt)
+      begin
+        stopper.join
+      rescue Interrupt
+        puts "stop interrupted"
+      end
+      begin
+        seeder.stats
+      rescue Murder::Error => e
+        puts "stats: #{e.class}"
+      end
+      seeder.start
+      puts "started again"
+      seeder.stop
+    RUBY
+    silent.close
+    expect(out).to include("stop interrupted", "stats: Murder::InvalidArgument", "started again")
+    expect(status).to be_success, out
+  end
 end

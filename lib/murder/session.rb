@@ -34,7 +34,7 @@ module Murder
     #   peers together (nil: no limit; 0 is refused)
     # @param download_limit [Integer, nil] most bytes per second received
     #   (nil: no limit; 0 is refused)
-    # @param peers [Array<String>] extra `"IP:PORT"` peers to connect to
+    # @param peers [Array<String>, String, nil] extra `"IP:PORT"` peers to connect to
     #   besides the tracker's
     # @param reuse [Array<String>, String] for a download: directories of
     #   content this host holds already (earlier releases), searched
@@ -66,7 +66,7 @@ module Murder
              else raise InvalidArgument, "reuse_mode must be :link or :copy, not #{reuse_mode.inspect}"
              end
       @options = [bind.to_s, Integer(port), ip&.to_s, max_peers&.then { |n| Integer(n) },
-                  upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, peers.map(&:to_s),
+                  upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, Array(peers).map(&:to_s),
                   Array(reuse).map(&:to_s), copy, lazy_check ? true : false, secret&.to_s]
       @native = nil
     end
@@ -131,8 +131,11 @@ module Murder
     # @return [self]
     def stop
       @native&.stop
-      @native = nil
       self
+    ensure
+      # Forgotten even when the stop raised (an interrupt, a failed server):
+      # its native half is spent either way.
+      @native = nil
     end
 
     private

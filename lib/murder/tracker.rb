@@ -166,8 +166,11 @@ module Murder
     # @raise [Murder::Error] when the tracker's thread had panicked
     def stop
       @server&.stop
-      @server = nil
       self
+    ensure
+      # Forgotten even when the stop raised (an interrupt, a failed server):
+      # its native half is spent either way.
+      @server = nil
     end
   end
 end
