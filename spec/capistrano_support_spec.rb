@@ -25,6 +25,19 @@ RSpec.describe Capistrano::Murder::Support do
     expect(s.binary_known?(record, "a" * 64, [SSHKit::Host.new("bastion:2202")])).to be(false)
   end
 
+  # Capistrano writes the revision with `echo "REV" > REVISION` on every
+  # server, unquoted: a source directory's name ran there as a command.
+  it "names a source directory's revision with characters no shell acts on" do
+    dir = File.join(tmpdir, "build`touch pwned`$(touch pwned2)")
+    FileUtils.mkdir_p(dir)
+    revision = s.dir_revision(dir)
+    expect(revision).to match(/\Adir:[A-Za-z0-9._+-]+@\d{14}\z/)
+    out, status = Open3.capture2e("sh", "-c", "echo \"#{revision}\"", chdir: tmpdir)
+    expect(status).to be_success
+    expect(out.chomp).to eq(revision)
+    expect(Dir.children(tmpdir)).to eq([File.basename(dir)])
+  end
+
   # A murder_ip that was a name was dropped without a word: the host
   # announced its route's address instead.
   it "announces murder_ip, else a name that is an address, and refuses a murder_ip that is not one" do

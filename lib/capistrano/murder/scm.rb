@@ -117,7 +117,7 @@ module Capistrano
           dir = File.expand_path(dir)
           raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
 
-          return [dir, "dir:#{File.basename(dir)}@#{File.mtime(dir).utc.strftime('%Y%m%d%H%M%S')}"]
+          return [dir, S.dir_revision(dir)]
         end
         repo = File.expand_path(fetch(:murder_repo_path))
         revision = run_locally!("git", "-C", repo, "rev-parse", "--verify", "#{fetch(:branch)}^{commit}").strip
@@ -242,7 +242,7 @@ module Capistrano
           raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
 
           run_locally!("tar", gzip ? "-czf" : "-cf", archive, "--exclude=.git", "-C", dir, ".")
-          "dir:#{File.basename(dir)}@#{File.mtime(dir).utc.strftime('%Y%m%d%H%M%S')}"
+          S.dir_revision(dir)
         else
           repo = File.expand_path(fetch(:murder_repo_path))
           revision = run_locally!("git", "-C", repo, "rev-parse", "--verify", "#{fetch(:branch)}^{commit}").strip

@@ -26,6 +26,19 @@ module Capistrano
 
       module_function
 
+      # The revision of a tree shipped from :murder_source_dir:
+      # "dir:NAME@TIME". Capistrano writes the revision into REVISION and
+      # revisions.log through a remote shell without quoting it (`echo
+      # "REV" > REVISION`), so NAME keeps only characters plain in any
+      # shell; the others become "_".
+      #
+      # @param dir [String] the directory
+      # @return [String]
+      def dir_revision(dir)
+        name = File.basename(dir).gsub(/[^A-Za-z0-9._+-]/, "_")
+        "dir:#{name}@#{File.mtime(dir).utc.strftime('%Y%m%d%H%M%S')}"
+      end
+
       # The murder binary the gem built (see {::Murder.binary}).
       #
       # @return [String] its path
