@@ -151,9 +151,10 @@ namespace :murder do
     linger = fetch(:murder_linger)
     as_file = S.truthy?("path_is_file")
     tree = murder_tree?
-    dest = S.truthy?("no_tag_directory") || as_file ? murder_destination_path : "#{murder_destination_path}/#{tag}"
+    no_tag = S.truthy?("no_tag_directory")
+    dest = no_tag || as_file ? murder_destination_path : "#{murder_destination_path}/#{tag}"
     # A tree lands in place and reuses what earlier tags beside it hold.
-    reuse = tree && !S.truthy?("no_tag_directory") ? ["--reuse", murder_destination_path] : []
+    reuse = tree && !no_tag ? ["--reuse", murder_destination_path] : []
     peer_target = tree ? dest : payload
     unsafe = S.truthy?("unsafe_please_delete")
     invoke "murder:download_torrent" unless File.exist?(local)
@@ -186,7 +187,7 @@ namespace :murder do
             raise Capistrano::Murder::Error,
                   "#{host}: #{dest} is not empty (set unsafe_please_delete=1 to empty it first)"
           end
-          execute :rm, "-rf", *S.args(dest)
+          S.empty_directory(self, dest)
         end
         upload! local, torrent
         ip = S.announce_ip(host)
@@ -198,11 +199,14 @@ namespace :murder do
         if tree
           # In place already: murder renamed its staging area to dest.
         elsif as_file
-          execute :mkdir, "-p", *S.args(File.dirname(dest))
-          execute :cp, *S.args(payload, "#{dest}.murder-copy")
-          execute :mv, "-f", *S.args("#{dest}.murder-copy", dest)
+          # Into a directory that is there, under the tag's name (as cp does).
+          target = test("[ -d #{dest.shellescape} ]") ? "#{dest}/#{tag}" : dest
+          copy = File.join(File.dirname(target), ".#{File.basename(target)}.murder-copy")
+          execute :mkdir, "-p", *S.args(File.dirname(target))
+          execute :cp, *S.args(payload, copy)
+          execute :mv, "-f", *S.args(copy, target)
         else
-          S.extract_release(self, payload, dest)
+          S.extract_release(self, payload, dest, into: no_tag)
         end
       rescue StandardError => e
         first = lock.synchronize do

@@ -162,6 +162,32 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     eventually(timeout: 15) { murder_processes.empty? }
   end
 
+  # 2010's no_tag_directory extracted into destination_path itself and
+  # unsafe_please_delete emptied it; main replaced the directory (a symlinked
+  # destination became a plain one), and put a path_is_file file for a
+  # directory destination at DIR/NAME.murder-copy.
+  it "extracts into destination_path itself with no_tag_directory, and copies a file into a directory under its tag" do
+    (1..HOSTS).each do |i|
+      FileUtils.mkdir_p(host_path(i, "/srv/real"))
+      File.write(host_path(i, "/srv/real/old.txt"), "old")
+      File.symlink("/srv/real", host_path(i, "/srv/current"))
+      FileUtils.mkdir_p(host_path(i, "/srv/files-dir"))
+    end
+    cap!("murder:distribute", "tag=v5", "files_path=/srv/src", "destination_path=/srv/current", "no_tag_directory=1",
+         "unsafe_please_delete=1")
+    cap!("murder:distribute", "tag=v6", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
+         "destination_path=/srv/files-dir")
+    expected = File.binread(host_path(1, "/srv/src/app/lib/blob.bin"))
+    (1..HOSTS).each do |i|
+      expect(File.symlink?(host_path(i, "/srv/current"))).to be(true), "h#{i}"
+      expect(File.binread(host_path(i, "/srv/real/app/lib/blob.bin"))).to eq(expected), "h#{i}"
+      expect(Dir.children(host_path(i, "/srv/real")).sort).to eq(%w[README app]), "h#{i}: #{Dir.children(host_path(i, "/srv/real"))}"
+      expect(Dir.children(host_path(i, "/srv/files-dir"))).to eq(["v6"]), "h#{i}"
+      expect(File.binread(host_path(i, "/srv/files-dir/v6"))).to eq(expected), "h#{i}"
+    end
+    eventually(timeout: 15) { murder_processes.empty? }
+  end
+
   it "refuses tags with a slash or shell characters, naming the argument and touching nothing" do
     ["a/b", "v1;touch /tmp/pwned", "$(touch /tmp/pwned)", ""].each do |tag|
       out, status = cap("murder:distribute", "tag=#{tag}", "files_path=/srv/src", "destination_path=/srv/releases")

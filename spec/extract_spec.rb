@@ -33,10 +33,19 @@ RSpec.describe "extracting a release" do
     path
   end
 
-  def extract(payload)
-    dest_path = dest
-    backend = SSHKit::Backend::Local.new { Capistrano::Murder::Support.extract_release(self, payload, dest_path) }
+  def extract(payload, into: false, to: dest, backend_class: SSHKit::Backend::Local)
+    backend = backend_class.new { Capistrano::Murder::Support.extract_release(self, payload, to, into: into) }
     backend.run
+  end
+
+  # A deployer interrupted (Ctrl-C) once tar is done, before the release
+  # is moved into place.
+  class InterruptedAfterTar < SSHKit::Backend::Local
+    def execute(*args)
+      raise Interrupt if @tar_done
+
+      super.tap { @tar_done = args.first == :tar }
+    end
   end
 
   before do
@@ -51,7 +60,33 @@ RSpec.describe "extracting a release" do
     extract(good)
     expect(File.read(File.join(dest, "app/config.ru"))).to eq("run App")
     expect(File.readlink(File.join(dest, "app/shared"))).to eq("/srv/shared") # links themselves are fine
-    expect(File.exist?("#{dest}.murder-extract")).to be(false)
+    expect(Dir.children(File.dirname(dest))).to eq([File.basename(dest)])
+  end
+
+  # Capistrano's rollback takes the releases `ls -xt` lists: a staging
+  # directory left by an interrupted deploy (RELEASE.murder-extract) was
+  # one of them, and rollback could make it current.
+  it "stages under a dot name, so an interrupted extraction leaves no release to ls" do
+    good = archive(File.join(base, "good.tgz"), [{ name: "app/config.ru", data: "run App" }])
+    expect { extract(good, backend_class: InterruptedAfterTar) }.to raise_error(Interrupt)
+    left = Dir.children(File.dirname(dest))
+    expect(left.size).to eq(1)
+    expect(left.first).to start_with(".")
+  end
+
+  # Murder's no_tag_directory: 2010 extracted into destination_path itself;
+  # replacing it made a symlinked destination a plain directory (and needed
+  # its parent writable).
+  it "extracts into the destination itself with into:, keeping a symlinked destination a symlink" do
+    real = File.join(base, "real")
+    FileUtils.mkdir_p(real)
+    link = File.join(base, "current")
+    File.symlink(real, link)
+    good = archive(File.join(base, "good.tgz"), [{ name: "app/config.ru", data: "run App" }, { name: ".env", data: "A=1" }])
+    extract(good, into: true, to: link)
+    expect(File.symlink?(link)).to be(true)
+    expect(File.read(File.join(real, "app/config.ru"))).to eq("run App")
+    expect(Dir.children(real).sort).to eq(%w[.env app])
   end
 
   it "refuses members that lead out of the destination and leaves nothing half done" do

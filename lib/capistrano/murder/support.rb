@@ -137,21 +137,34 @@ module Capistrano
       end
 
       # Extracts the archive PAYLOAD (a tar, gzip'd or not: tar tells which)
-      # into DEST on the host behind BACKEND
-      # (an SSHKit backend, inside `on`). GNU tar's defaults keep every write
-      # inside: members with '..' are refused, leading '/' is stripped, and a
-      # member under a symlink the archive made fails (tar creates such links
-      # only at the end). It extracts into a staging directory beside DEST and
-      # moves it into place, so a failure leaves neither a half release at
-      # DEST nor the staging directory.
+      # into DEST on the host behind BACKEND (an SSHKit backend, inside
+      # `on`). GNU tar's defaults keep every write inside: members with '..'
+      # are refused, leading '/' is stripped, and a member under a symlink
+      # the archive made fails (tar creates such links only at the end). It
+      # extracts into a staging directory and moves the result into place,
+      # so a failed extraction leaves neither a half release at DEST nor the
+      # staging directory. The staging directory's name starts with a dot:
+      # one an interrupted deploy left is no release to `ls`, which
+      # Capistrano's rollback lists releases with.
+      #
+      # DEST is replaced: the staging directory lies beside it and is renamed
+      # to it. With `into` (Murder's no_tag_directory) DEST itself stays (a
+      # symlink, a mount point, its owner and mode): the staging directory
+      # lies inside it and its entries move up into DEST, which must hold
+      # nothing else (see {empty_directory}).
       #
       # @param backend [SSHKit::Backend::Abstract] the host's backend
       # @param payload [String] the archive on the host
-      # @param dest [String] where the release goes (replaced)
+      # @param dest [String] where the release goes
+      # @param into [Boolean] extract into DEST rather than replace it
       # @return [void]
       # @raise [SSHKit::Runner::ExecuteError] when a command fails there
-      def extract_release(backend, payload, dest)
-        staging = "#{dest}.murder-extract"
+      def extract_release(backend, payload, dest, into: false)
+        staging = if into
+                    File.join(dest, ".murder-extract")
+                  else
+                    File.join(File.dirname(dest), ".#{File.basename(dest)}.murder-extract")
+                  end
         backend.execute :rm, "-rf", *args(staging)
         backend.execute :mkdir, "-p", *args(staging)
         begin
@@ -160,9 +173,27 @@ module Capistrano
           backend.execute :rm, "-rf", *args(staging)
           raise
         end
-        backend.execute :rm, "-rf", *args(dest)
-        backend.execute :mkdir, "-p", *args(File.dirname(dest))
-        backend.execute :mv, *args(staging, dest)
+        if into
+          backend.execute :find, *args(staging, "-mindepth", "1", "-maxdepth", "1", "-exec", "mv", "-t", dest, "{}", "+")
+          backend.execute :rmdir, *args(staging)
+        else
+          backend.execute :rm, "-rf", *args(dest)
+          backend.execute :mkdir, "-p", *args(File.dirname(dest))
+          backend.execute :mv, *args(staging, dest)
+        end
+      end
+
+      # Removes everything in DIR on the host behind BACKEND, and keeps DIR
+      # itself (Murder's unsafe_please_delete: a destination that is a
+      # symlink or a mount point stays one).
+      #
+      # @param backend [SSHKit::Backend::Abstract] the host's backend
+      # @param dir [String] the directory
+      # @return [void]
+      # @raise [SSHKit::Runner::ExecuteError] when a command fails there
+      def empty_directory(backend, dir)
+        # -H: a symlinked DIR is followed, not taken for an empty leaf.
+        backend.execute :find, *args("-H", dir, "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+")
       end
 
       # Whether the command line set the ENV variable `name` to something
