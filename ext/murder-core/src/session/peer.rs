@@ -480,13 +480,15 @@ impl Peer {
                 if piece as usize >= count {
                     return violation(format!("have for piece {piece} of {count}"));
                 }
+                // A have repeated changes nothing: it costs no pass over
+                // the pieces (rule C4's reason for limiting bitfields).
                 if self.peer_has.set(piece as usize) {
                     self.has_version += 1;
                     self.ctx.pieces().peer_has(piece as usize);
+                    self.count_seed();
+                    self.update_interest();
+                    self.offer_more();
                 }
-                self.count_seed();
-                self.update_interest();
-                self.offer_more();
             }
             Message::Bitfield(bytes) => {
                 let Some(bits) = Bitfield::from_bytes(&bytes, count) else {
