@@ -25,6 +25,16 @@ struct TorrentLabels {
     name: String,
 }
 
+/// A label value as the text format writes it: prometheus-client writes
+/// values as they are, so a torrent named with a quote or a line break
+/// would end the label, or the line, and forge or break the scrape.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn counter(value: u64) -> Counter<u64, AtomicU64> {
     let c = Counter::<u64, AtomicU64>::default();
     c.inc_by(value);
@@ -72,7 +82,7 @@ pub fn tracker(tracker: &Tracker, viewer: crate::tracker::Viewer) -> String {
     for t in &stats.torrents {
         let labels = TorrentLabels {
             info_hash: t.info_hash.clone(),
-            name: t.name.clone(),
+            name: label_value(&t.name),
         };
         peers.get_or_create(&labels).set(t.peers.len() as i64);
         seeds.get_or_create(&labels).set(t.seeds as i64);
@@ -205,4 +215,31 @@ pub async fn bind(addr: SocketAddr) -> crate::Result<tokio::net::TcpListener> {
     crate::listen::bind(addr)
         .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| crate::Error::io(format!("metrics {addr}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::Metainfo;
+    use crate::tracker::{TrackerConfig, Viewer};
+
+    /// A torrent's name reaches `/metrics` as one escaped label value: a
+    /// name holding a quote and a line break forged a metric line.
+    #[test]
+    fn a_torrent_name_cannot_forge_a_metric() {
+        let name = "a\"} 1\nforged_metric 9";
+        let bytes = format!(
+            "d4:infod6:lengthi1e4:name{}:{name}12:piece lengthi16384e6:pieces20:xxxxxxxxxxxxxxxxxxxxee",
+            name.len()
+        );
+        let meta = Metainfo::from_bytes(bytes.as_bytes()).expect("a valid torrent");
+        let tracker = Tracker::new(TrackerConfig::default()).expect("tracker");
+        tracker.allow_torrent(&meta);
+        let text = super::tracker(&tracker, Viewer::Operator);
+        assert!(
+            !text.lines().any(|l| l.starts_with("forged_metric")),
+            "{text}"
+        );
+        assert!(text.contains(r#"name="a\"} 1\nforged_metric 9""#), "{text}");
+    }
 }
