@@ -180,15 +180,16 @@ namespace :murder do
         go_on = lambda do
           raise Capistrano::Murder::Error, "stopped: another host failed" if lock.synchronize { !failures.empty? }
         end
+        # Each host's own refusal comes before it looks at the others', so
+        # that every host that would refuse is named at once.
+        occupied = !as_file && test("[ -d #{dest.shellescape} ] && [ -n \"$(ls -A #{dest.shellescape})\" ]")
+        if occupied && !unsafe
+          raise Capistrano::Murder::Error,
+                "#{host}: #{dest} is not empty (set unsafe_please_delete=1 to empty it first)"
+        end
         go_on.call
         execute :mkdir, "-p", *S.args(temp, run)
-        if !as_file && test("[ -d #{dest.shellescape} ] && [ -n \"$(ls -A #{dest.shellescape})\" ]")
-          unless unsafe
-            raise Capistrano::Murder::Error,
-                  "#{host}: #{dest} is not empty (set unsafe_please_delete=1 to empty it first)"
-          end
-          S.empty_directory(self, dest)
-        end
+        S.empty_directory(self, dest) if occupied
         upload! local, torrent
         ip = S.announce_ip(host)
         go_on.call
@@ -209,24 +210,33 @@ namespace :murder do
           S.extract_release(self, payload, dest, into: no_tag)
         end
       rescue StandardError => e
+        why = S.reason(e).delete_prefix("#{host}: ")
         first = lock.synchronize do
-          if failures.empty?
-            failures[host.to_s] = S.reason(e).delete_prefix("#{host}: ")
-            true
+          if failures.empty? || !S.stopped_by_us?(why)
+            # The first failure, or one of its own (a second full disk).
+            failures[host.to_s] = why
+            failures.size == 1
           else
             stopped << host.to_s
             false
           end
         end
-        dsl.stop_murder(peers.reject { |p| p == host }, "peer-#{tag}.pid") if first
+        if first
+          begin
+            dsl.stop_murder(peers.reject { |p| p == host }, "peer-#{tag}.pid")
+          rescue StandardError => stop_error
+            # The host that failed first stays the news.
+            warn "murder: could not stop every other host: #{S.reason(stop_error)}"
+          end
+        end
       end
     ensure
       watcher.kill
     end
     unless failures.empty?
-      host, why = failures.first
+      named = failures.map { |h, why| "#{h}: #{why}" }.join("; also failed on ")
       also = stopped.empty? ? "" : "; stopped on #{stopped.size} other host(s) as a result"
-      raise Capistrano::Murder::Error, "murder: failed on #{host}: #{why}#{also}"
+      raise Capistrano::Murder::Error, "murder: failed on #{named}#{also}"
     end
     Capistrano::Murder::Progress.hosts(results)
     Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)

@@ -198,14 +198,19 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     expect(File.exist?("/tmp/pwned")).to be(false)
   end
 
-  it "refuses a host whose destination is not empty, naming it, and leaves that destination alone" do
-    victim = host_path(3, "/srv/releases/v3")
-    FileUtils.mkdir_p(victim)
-    File.write(File.join(victim, "keep.txt"), "precious")
+  # Two hosts refuse: main named the first and counted the other among the
+  # hosts "stopped as a result", so a user fixed one and failed again.
+  it "refuses hosts whose destination is not empty, naming each, and leaves those destinations alone" do
+    victims = [3, 5].map { |i| host_path(i, "/srv/releases/v3") }
+    victims.each do |victim|
+      FileUtils.mkdir_p(victim)
+      File.write(File.join(victim, "keep.txt"), "precious")
+    end
     out, status = cap("murder:distribute", "tag=v3", "files_path=/srv/src", "destination_path=/srv/releases")
     expect(status).not_to be_success
     expect(out).to match(%r{10\.250\.0\.13: /srv/releases/v3 is not empty \(set unsafe_please_delete=1})
-    expect(Dir.children(victim)).to eq(["keep.txt"])
+    expect(out).to match(%r{10\.250\.0\.15: /srv/releases/v3 is not empty})
+    victims.each { |victim| expect(Dir.children(victim)).to eq(["keep.txt"]) }
     eventually(timeout: 15) { murder_processes.empty? } # seeding and tracker stopped despite the failure
   end
 

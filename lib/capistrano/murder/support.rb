@@ -196,6 +196,16 @@ module Capistrano
         backend.execute :find, *args("-H", dir, "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+")
       end
 
+      # Whether a host's failure (its {reason}) is the deployer stopping
+      # it once another host failed: told to go no further, or its
+      # `murder peer` interrupted by `murder stop`.
+      #
+      # @param why [String]
+      # @return [Boolean]
+      def stopped_by_us?(why)
+        why.include?("stopped: another host failed") || why.include?("murder: interrupted")
+      end
+
       # Whether the command line set the ENV variable `name` to something
       # other than "0", "false" or "no" (in any case).
       #
