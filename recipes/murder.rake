@@ -278,6 +278,18 @@ namespace :murder do
     end
   end
 
+  # Runs before deploy:starting (no description: not a task to run by
+  # hand). Capistrano 2 chose Murder with `set :deploy_via, :murder`;
+  # Capistrano 3 ignores that setting and, without the strategy's plugin,
+  # ships through its default SCM without a word.
+  task :check_strategy do
+    if fetch(:deploy_via, nil).to_s == "murder" && !Rake::Task.task_defined?("murder:scm:create_release")
+      raise Capistrano::Murder::Error,
+            "set :deploy_via, :murder is Capistrano 2's way: in Capistrano 3, add " \
+            "`require \"capistrano/murder/scm\"` and `install_plugin Capistrano::Murder::SCM` to the Capfile"
+    end
+  end
+
   desc "The whole Murder flow in one command: pack, torrent, seed, peer, clean up"
   task :distribute do
     invoke "murder:distribute_files"

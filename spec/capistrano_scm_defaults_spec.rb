@@ -34,4 +34,23 @@ RSpec.describe "Capistrano::Murder::SCM defaults" do
     expect(branch_with("set :branch, \"master\"\n")).to eq("master")
     expect(branch_with("set :branch, \"release-7\"\n")).to eq("release-7")
   end
+
+  # Capistrano 2 chose Murder with `set :deploy_via, :murder`, which
+  # Capistrano 3 ignores: a Capfile ported as it was shipped through
+  # Capistrano's default SCM without a word.
+  it "refuses a deploy that asks for murder with Capistrano 2's deploy_via alone" do
+    app = File.join(tmpdir, "cap2")
+    FileUtils.mkdir_p(File.join(app, "config/deploy"))
+    File.write(File.join(app, "Capfile"), <<~RUBY)
+      require "capistrano/setup"
+      require "capistrano/deploy"
+      require "capistrano/murder"
+    RUBY
+    File.write(File.join(app, "config/deploy.rb"), "set :application, \"app\"\nset :deploy_via, :murder\n")
+    File.write(File.join(app, "config/deploy/production.rb"), "")
+    env = { "RUBYLIB" => [File.join(ROOT, "lib"), ENV.fetch("RUBYLIB", nil)].compact.join(":"), "BUNDLE_GEMFILE" => nil }
+    out, status = Open3.capture2e(env, "cap", "production", "deploy", chdir: app)
+    expect(status).not_to be_success
+    expect(out).to include("install_plugin Capistrano::Murder::SCM")
+  end
 end

@@ -80,11 +80,15 @@ module Capistrano
         eval_rakefile File.expand_path("../../recipes/murder.rake", __dir__)
       end
 
-      # Capistrano's hook: none; the tasks run only when asked for.
+      # Capistrano's hook: the tasks run only when asked for, but a deploy
+      # first checks that Capistrano 2's `set :deploy_via, :murder` is not
+      # all there is (`murder:check_strategy`).
       #
       # @api private
       # @return [void]
-      def register_hooks; end
+      def register_hooks
+        before "deploy:starting", "murder:check_strategy" if Rake::Task.task_defined?("deploy:starting")
+      end
     end
   end
 end
