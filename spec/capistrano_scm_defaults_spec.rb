@@ -6,21 +6,30 @@ require "spec_helper"
 # its own defaults, then the plugins', then config/deploy.rb and the stage.
 # Runs `cap` on a scratch project (no servers are contacted).
 RSpec.describe "Capistrano::Murder::SCM defaults" do
-  def branch_with(deploy_rb)
+  STRATEGY = <<~RUBY
+    require "capistrano/murder/scm"
+    install_plugin Capistrano::Murder::SCM
+  RUBY
+
+  # `cap production TASK` in a scratch project whose Capfile requires
+  # Capistrano's deploy tasks and murder's, then `capfile`.
+  def cap_in_project(task, capfile:, deploy_rb:)
     app = File.join(tmpdir, "app")
     FileUtils.mkdir_p(File.join(app, "config/deploy"))
-    File.write(File.join(app, "Capfile"), <<~RUBY)
+    File.write(File.join(app, "Capfile"), <<~RUBY + capfile)
       require "capistrano/setup"
       require "capistrano/deploy"
       require "capistrano/murder"
-      require "capistrano/murder/scm"
-      install_plugin Capistrano::Murder::SCM
-      task(:show_branch) { puts "branch=\#{fetch(:branch)}" }
     RUBY
     File.write(File.join(app, "config/deploy.rb"), "set :application, \"app\"\n#{deploy_rb}")
     File.write(File.join(app, "config/deploy/production.rb"), "")
     env = { "RUBYLIB" => [File.join(ROOT, "lib"), ENV.fetch("RUBYLIB", nil)].compact.join(":"), "BUNDLE_GEMFILE" => nil }
-    out, status = Open3.capture2e(env, "cap", "production", "show_branch", chdir: app)
+    Open3.capture2e(env, "cap", "production", task, chdir: app)
+  end
+
+  def branch_with(deploy_rb)
+    out, status = cap_in_project("show_branch", deploy_rb: deploy_rb,
+                                                capfile: "#{STRATEGY}task(:show_branch) { puts \"branch=\#{fetch(:branch)}\" }\n")
     raise "cap failed:\n#{out}" unless status.success?
 
     out[/^branch=(.*)$/, 1]
@@ -39,17 +48,7 @@ RSpec.describe "Capistrano::Murder::SCM defaults" do
   # Capistrano 3 ignores: a Capfile ported as it was shipped through
   # Capistrano's default SCM without a word.
   it "refuses a deploy that asks for murder with Capistrano 2's deploy_via alone" do
-    app = File.join(tmpdir, "cap2")
-    FileUtils.mkdir_p(File.join(app, "config/deploy"))
-    File.write(File.join(app, "Capfile"), <<~RUBY)
-      require "capistrano/setup"
-      require "capistrano/deploy"
-      require "capistrano/murder"
-    RUBY
-    File.write(File.join(app, "config/deploy.rb"), "set :application, \"app\"\nset :deploy_via, :murder\n")
-    File.write(File.join(app, "config/deploy/production.rb"), "")
-    env = { "RUBYLIB" => [File.join(ROOT, "lib"), ENV.fetch("RUBYLIB", nil)].compact.join(":"), "BUNDLE_GEMFILE" => nil }
-    out, status = Open3.capture2e(env, "cap", "production", "deploy", chdir: app)
+    out, status = cap_in_project("deploy", capfile: "", deploy_rb: "set :deploy_via, :murder\n")
     expect(status).not_to be_success
     expect(out).to include("install_plugin Capistrano::Murder::SCM")
   end
