@@ -143,4 +143,41 @@ RSpec.describe "Murder sessions and Ruby threads" do
     expect(out).to include("stop interrupted", "stats: Murder::InvalidArgument", "started again")
     expect(status).to be_success, out
   end
+
+  # nogvl: while a cancelled stop finished, a second interrupt stayed
+  # pending, and Ruby releases the GVL to no one then: the waiting thread
+  # held it in 10 ms waits until the stop ended, and every other Ruby
+  # thread stood still.
+  it "lets other Ruby threads run while a stop interrupted twice finishes" do
+    data = sample_file("release.tgz", bytes: 100_000)
+    silent = TCPServer.new("127.0.0.1", 0) # accepts, never answers: the stopped announce waits
+    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(File.join(tmpdir, "release.torrent"))
+    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), data, deadline: 20)
+      require "murder"
+      seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
+      sleep 0.3
+      ticks = 0
+      Thread.new { loop { sleep 0.01; ticks += 1 } }
+      stopper = Thread.new { seeder.stop }
+      stopper.report_on_exception = false
+      sleep 0.2
+      before = ticks
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      stopper.raise(Interrupt)
+      sleep 0.05
+      stopper.raise(Interrupt)
+      begin
+        stopper.join
+      rescue Interrupt
+        nil
+      end
+      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+      puts format("ticks %d in %.2f s", ticks - before, took)
+    RUBY
+    silent.close
+    expect(status).to be_success, out
+    ticks, took = out.match(/ticks (\d+) in ([\d.]+) s/)&.captures
+    expect(took.to_f).to be > 0.5, out # the stop was still under way
+    expect(ticks.to_i).to be >= (took.to_f * 20), out # at 100 a second when free
+  end
 end

@@ -60,7 +60,7 @@ where
                 // above) has nothing left to cancel or wait for.
                 if result.is_none() {
                     progress.cancel();
-                    finish_without_gvl(&rx, &tx);
+                    return Err(finish_without_gvl(ruby, &rx, &tx, e));
                 }
                 return Err(e);
             }
@@ -73,22 +73,40 @@ where
 
 /// Waits, with the GVL released, for a cancelled worker to end (work that
 /// cannot see the cancel, joining a session's threads say, takes seconds,
-/// and other Ruby threads must run meanwhile). A further interrupt only
-/// cuts each wait short; the first one is raised once the worker ended.
-fn finish_without_gvl<R>(rx: &mpsc::Receiver<Event<R>>, tx: &Sender<Event<R>>) {
+/// and other Ruby threads must run meanwhile), then gives back the error to
+/// raise: `first`, or a later interrupt that is a jump (Thread#kill, a
+/// throw), which must not be lost. Ruby releases the GVL to no one while an
+/// interrupt is pending, so a further interrupt is taken at once (through
+/// `thread_check_ints`, which catches what it raises); it only cuts the
+/// wait short.
+fn finish_without_gvl<R>(
+    ruby: &Ruby,
+    rx: &mpsc::Receiver<Event<R>>,
+    tx: &Sender<Event<R>>,
+    first: Error,
+) -> Error {
+    let mut raised = first;
     loop {
         match without_gvl(|| rx.recv_timeout(TICK), tx) {
-            Some(Ok(Event::Done(_) | Event::Panicked(_))) => return,
+            Some(Ok(Event::Done(_) | Event::Panicked(_))) => return raised,
             Some(_) => {}
-            // Skipped: another interrupt is pending. Wait a little with the
-            // GVL rather than spin.
-            None => {
-                if let Ok(Event::Done(_) | Event::Panicked(_)) =
-                    rx.recv_timeout(Duration::from_millis(10))
-                {
-                    return;
+            // Skipped: another interrupt is pending.
+            None => match ruby.thread_check_ints() {
+                Err(later) => {
+                    if later.value().is_none() {
+                        raised = later;
+                    }
                 }
-            }
+                // Nothing to take (masked, say): wait a little with the
+                // GVL rather than spin.
+                Ok(()) => {
+                    if let Ok(Event::Done(_) | Event::Panicked(_)) =
+                        rx.recv_timeout(Duration::from_millis(10))
+                    {
+                        return raised;
+                    }
+                }
+            },
         }
     }
 }
