@@ -93,7 +93,9 @@ namespace :murder do
       else
         raise Capistrano::Murder::Error, "#{host}: #{files} is not a directory" unless test(:test, "-d", *S.args(files))
 
-        execute :tar, "-czf", *S.args(payload), "--exclude=.git", "--exclude=.git*", "-C", *S.args(files, ".")
+        # Quoted like every word: an unmatched glob fails in zsh, or under
+        # bash's failglob, and vanishes under nullglob.
+        execute :tar, "-czf", *S.args(payload, "--exclude=.git", "--exclude=.git*", "-C", files, ".")
       end
       execute *S.command(murder, "make-torrent", payload, *trackers, "-o", torrent, "-q", *extra)
     end

@@ -188,6 +188,17 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     eventually(timeout: 15) { murder_processes.empty? }
   end
 
+  # SSHKit joins a command's words unquoted: create_torrent's tar was given
+  # --exclude=.git* bare, a glob that fails in zsh or under bash's failglob.
+  it "runs on a seeder whose shell fails a glob that matches nothing" do
+    bashrc = File.join(FARM, "hosts/h1/root/.bashrc")
+    File.write(bashrc, "shopt -s failglob\n")
+    cap!("murder:distribute", "tag=v7", "files_path=/srv/src", "destination_path=/srv/releases")
+    expect_release("v7")
+  ensure
+    FileUtils.rm_f(bashrc)
+  end
+
   it "refuses tags with a slash or shell characters, naming the argument and touching nothing" do
     ["a/b", "v1;touch /tmp/pwned", "$(touch /tmp/pwned)", ""].each do |tag|
       out, status = cap("murder:distribute", "tag=#{tag}", "files_path=/srv/src", "destination_path=/srv/releases")
