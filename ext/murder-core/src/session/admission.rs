@@ -13,12 +13,19 @@ const STRIKES_TO_BAN: u32 = 2;
 /// is): a tracker's reply, or someone between us and a plain-HTTP tracker,
 /// could otherwise hand us a million.
 const MAX_KNOWN: usize = 10_000;
+/// Peer ids of connections that left, kept for late blame (a piece they
+/// sent part of fails after they left): the most recent this many, so that
+/// peers connecting and leaving without end cannot grow the table.
+const MAX_DEPARTED: usize = 10_000;
 
 #[derive(Default)]
 struct Table {
     connected: HashMap<u64, [u8; 20]>,
-    /// Every connection's peer id, kept after it leaves (for late blame).
+    /// Every connection's peer id, kept after it leaves (for late blame),
+    /// up to `MAX_DEPARTED` of those that left.
     ids: HashMap<u64, [u8; 20]>,
+    /// Connections that left, oldest first.
+    departed: std::collections::VecDeque<u64>,
     /// Addresses we are connected or dialling to.
     addresses: HashSet<SocketAddr>,
     known: Vec<SocketAddr>,
@@ -85,7 +92,15 @@ impl Admission {
 
     /// A connection ended.
     pub fn leave(&self, key: u64) {
-        self.table().connected.remove(&key);
+        let mut t = self.table();
+        if t.connected.remove(&key).is_some() {
+            t.departed.push_back(key);
+            while t.departed.len() > MAX_DEPARTED {
+                if let Some(oldest) = t.departed.pop_front() {
+                    t.ids.remove(&oldest);
+                }
+            }
+        }
     }
 
     pub fn connected(&self) -> usize {
@@ -202,5 +217,23 @@ mod learning_tests {
             started.elapsed()
         );
         assert_eq!(admission.table().known.len(), MAX_KNOWN);
+    }
+
+    /// Peers that connect and leave without end (an open swarm lets
+    /// anyone) kept one peer id each for the session's life.
+    #[test]
+    fn peers_that_come_and_go_leave_a_bounded_table() {
+        let admission = Admission::new([1; 20], 16, Vec::new());
+        for i in 0..30_000u32 {
+            let mut id = [9; 20];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let key = admission.admit(id, None).expect("admitted");
+            admission.leave(key);
+        }
+        assert!(admission.table().ids.len() <= MAX_DEPARTED);
+        // The latest are kept for blame.
+        let mut id = [9; 20];
+        id[..4].copy_from_slice(&29_999u32.to_be_bytes());
+        assert!(admission.table().ids.values().any(|v| *v == id));
     }
 }
