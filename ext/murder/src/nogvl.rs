@@ -76,9 +76,11 @@ where
 /// and other Ruby threads must run meanwhile), then gives back the error to
 /// raise: `first`, or a later interrupt that is a jump (Thread#kill, a
 /// throw), which must not be lost. Ruby releases the GVL to no one while an
-/// interrupt is pending, so a further interrupt is taken at once (through
-/// `thread_check_ints`, which catches what it raises); it only cuts the
-/// wait short.
+/// interrupt is pending, so a further exception is taken at once (through
+/// `thread_check_ints`, which catches what it raises) and only cuts the
+/// wait short. Once the error is a jump, nothing more is taken: taking
+/// another would make magnus restore a jump's `$!`, which raises outside
+/// any protection; the wait then goes on in short turns with the GVL.
 fn finish_without_gvl<R>(
     ruby: &Ruby,
     rx: &mpsc::Receiver<Event<R>>,
@@ -91,22 +93,29 @@ fn finish_without_gvl<R>(
             Some(Ok(Event::Done(_) | Event::Panicked(_))) => return raised,
             Some(_) => {}
             // Skipped: another interrupt is pending.
-            None => match ruby.thread_check_ints() {
-                Err(later) => {
-                    if later.value().is_none() {
-                        raised = later;
+            None => {
+                let taken = if raised.value().is_some() {
+                    ruby.thread_check_ints().err()
+                } else {
+                    None
+                };
+                match taken {
+                    Some(later) => {
+                        if later.value().is_none() {
+                            raised = later;
+                        }
+                    }
+                    // Nothing taken (after a jump, or masked): wait a
+                    // little with the GVL rather than spin.
+                    None => {
+                        if let Ok(Event::Done(_) | Event::Panicked(_)) =
+                            rx.recv_timeout(Duration::from_millis(10))
+                        {
+                            return raised;
+                        }
                     }
                 }
-                // Nothing to take (masked, say): wait a little with the
-                // GVL rather than spin.
-                Ok(()) => {
-                    if let Ok(Event::Done(_) | Event::Panicked(_)) =
-                        rx.recv_timeout(Duration::from_millis(10))
-                    {
-                        return raised;
-                    }
-                }
-            },
+            }
         }
     }
 }
