@@ -191,7 +191,11 @@ namespace :murder do
         end
         go_on.call
         execute :mkdir, "-p", *S.args(temp, run)
-        S.empty_directory(self, dest) if occupied
+        if occupied
+          # A tree is renamed into place (DEST must not be there); an
+          # archive is extracted into what is there.
+          tree ? execute(:rm, "-rf", *S.args(dest)) : S.empty_directory(self, dest)
+        end
         upload! local, torrent
         ip = S.announce_ip(host)
         go_on.call
@@ -207,7 +211,8 @@ namespace :murder do
           copy = File.join(File.dirname(target), ".#{File.basename(target)}.murder-copy")
           execute :mkdir, "-p", *S.args(File.dirname(target))
           execute :cp, *S.args(payload, copy)
-          execute :mv, "-f", *S.args(copy, target)
+          # -T: a directory named like the tag is refused, not filled.
+          execute :mv, "-fT", *S.args(copy, target)
         else
           S.extract_release(self, payload, dest, into: no_tag)
         end
@@ -216,7 +221,7 @@ namespace :murder do
         first = lock.synchronize do
           if failures.empty? || !S.stopped_by_us?(why)
             # The first failure, or one of its own (a second full disk).
-            failures[host.to_s] = why
+            failures[S.host_key(host)] = why
             failures.size == 1
           else
             stopped << host.to_s

@@ -154,6 +154,19 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     File.write(host_path(1, "/srv/src/README"), "release\n")
   end
 
+  # unsafe_please_delete empties an archive's destination but a tree is
+  # renamed into place: its destination must go (kept, murder peer refused
+  # it as "not this torrent's data").
+  it "replaces an occupied tree destination with unsafe_please_delete" do
+    occupied = host_path(2, "/srv/trees/t3")
+    FileUtils.mkdir_p(occupied)
+    File.write(File.join(occupied, "stale.txt"), "stale")
+    cap!("murder:distribute", "tag=t3", "files_path=/srv/src", "destination_path=/srv/trees", "tree=1",
+         "unsafe_please_delete=1")
+    expect_release("t3", "/srv/trees")
+    expect(File.exist?(File.join(occupied, "stale.txt"))).to be(false)
+  end
+
   it "distributes one file as it is with path_is_file" do
     cap!("murder:distribute", "tag=v4", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
          "destination_path=/srv/files/blob.bin")

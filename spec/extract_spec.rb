@@ -89,6 +89,13 @@ RSpec.describe "extracting a release" do
     expect(Dir.children(real).sort).to eq(%w[.env app])
   end
 
+  it "extracts into the destination an archive that holds any name at its top, even the staging's" do
+    odd = archive(File.join(base, "odd.tgz"), [{ name: ".murder-extract/x", data: "x" }, { name: "y", data: "y" }])
+    extract(odd, into: true)
+    expect(Dir.children(dest).sort).to eq(%w[.murder-extract y])
+    expect(File.read(File.join(dest, ".murder-extract/x"))).to eq("x")
+  end
+
   it "refuses members that lead out of the destination and leaves nothing half done" do
     evil = archive(File.join(base, "evil.tgz"), [
                      { name: "ok.txt", data: "fine" },

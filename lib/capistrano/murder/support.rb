@@ -150,8 +150,8 @@ module Capistrano
       # DEST is replaced: the staging directory lies beside it and is renamed
       # to it. With `into` (Murder's no_tag_directory) DEST itself stays (a
       # symlink, a mount point, its owner and mode): the staging directory
-      # lies inside it and its entries move up into DEST, which must hold
-      # nothing else (see {empty_directory}).
+      # (`.murder-extract.XXXXXX`) lies inside it and its entries move up
+      # into DEST, which must hold nothing else (see {empty_directory}).
       #
       # @param backend [SSHKit::Backend::Abstract] the host's backend
       # @param payload [String] the archive on the host
@@ -160,13 +160,15 @@ module Capistrano
       # @return [void]
       # @raise [SSHKit::Runner::ExecuteError] when a command fails there
       def extract_release(backend, payload, dest, into: false)
-        staging = if into
-                    File.join(dest, ".murder-extract")
-                  else
-                    File.join(File.dirname(dest), ".#{File.basename(dest)}.murder-extract")
-                  end
-        backend.execute :rm, "-rf", *args(staging)
-        backend.execute :mkdir, "-p", *args(staging)
+        if into
+          backend.execute :mkdir, "-p", *args(dest)
+          # A name of its own: the archive may hold anything at its top.
+          staging = backend.capture(:mktemp, "-d", *args(File.join(dest, ".murder-extract.XXXXXX"))).strip
+        else
+          staging = File.join(File.dirname(dest), ".#{File.basename(dest)}.murder-extract")
+          backend.execute :rm, "-rf", *args(staging)
+          backend.execute :mkdir, "-p", *args(staging)
+        end
         begin
           backend.execute :tar, "-xf", *args(payload), "--no-same-owner", "--no-overwrite-dir", "-C", *args(staging)
         rescue StandardError
