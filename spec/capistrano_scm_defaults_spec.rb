@@ -12,15 +12,12 @@ RSpec.describe "Capistrano::Murder::SCM defaults" do
   RUBY
 
   # `cap production TASK` in a scratch project whose Capfile requires
-  # Capistrano's deploy tasks and murder's, then `capfile`.
-  def cap_in_project(task, capfile:, deploy_rb:)
+  # Capistrano's setup, then `first` (Capistrano's deploy tasks and
+  # murder's), then `capfile`.
+  def cap_in_project(task, capfile:, deploy_rb:, first: "require \"capistrano/deploy\"\nrequire \"capistrano/murder\"\n")
     app = File.join(tmpdir, "app")
     FileUtils.mkdir_p(File.join(app, "config/deploy"))
-    File.write(File.join(app, "Capfile"), <<~RUBY + capfile)
-      require "capistrano/setup"
-      require "capistrano/deploy"
-      require "capistrano/murder"
-    RUBY
+    File.write(File.join(app, "Capfile"), "require \"capistrano/setup\"\n#{first}#{capfile}")
     File.write(File.join(app, "config/deploy.rb"), "set :application, \"app\"\n#{deploy_rb}")
     File.write(File.join(app, "config/deploy/production.rb"), "")
     env = { "RUBYLIB" => [File.join(ROOT, "lib"), ENV.fetch("RUBYLIB", nil)].compact.join(":"), "BUNDLE_GEMFILE" => nil }
@@ -49,6 +46,11 @@ RSpec.describe "Capistrano::Murder::SCM defaults" do
   # Capistrano's default SCM without a word.
   it "refuses a deploy that asks for murder with Capistrano 2's deploy_via alone" do
     out, status = cap_in_project("deploy", capfile: "", deploy_rb: "set :deploy_via, :murder\n")
+    expect(status).not_to be_success
+    expect(out).to include("install_plugin Capistrano::Murder::SCM")
+    # Whatever the order the Capfile requires the two in.
+    out, status = cap_in_project("deploy", capfile: "require \"capistrano/deploy\"\n", deploy_rb: "set :deploy_via, :murder\n",
+                                           first: "require \"capistrano/murder\"\n")
     expect(status).not_to be_success
     expect(out).to include("install_plugin Capistrano::Murder::SCM")
   end

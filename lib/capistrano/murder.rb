@@ -87,7 +87,9 @@ module Capistrano
       # @api private
       # @return [void]
       def register_hooks
-        before "deploy:starting", "murder:check_strategy" if Rake::Task.task_defined?("deploy:starting")
+        # A prerequisite, not `before`: the Capfile may require
+        # capistrano/deploy after this, and Rake merges the two definitions.
+        Rake::Task.define_task("deploy:starting" => "murder:check_strategy")
       end
     end
   end
