@@ -553,9 +553,18 @@ impl Storage {
             let path = self.file_path(staging, index);
             // A hard link is an earlier release's inode, linked only when
             // its mode fits: a chmod would change that release (rule R1).
+            // So is a file an earlier attempt linked into the staging area
+            // (resumed as verified, not in `linked`): only a file without
+            // an execute bit, one this download wrote, gets 755.
             if file.is_regular() && file.executable && !self.linked.contains(&index) {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| Error::io(&path, e))?;
+                let mode = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(&path, e))?
+                    .permissions()
+                    .mode();
+                if mode & 0o111 == 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                        .map_err(|e| Error::io(&path, e))?;
+                }
             }
             let Some(target) = &file.symlink else {
                 continue;
@@ -687,6 +696,10 @@ fn relative_link(link: &[String], target: &[String]) -> PathBuf {
         relative.push("..");
     }
     relative.extend(&target[common..]);
+    if relative.as_os_str().is_empty() {
+        // The link's own directory.
+        relative.push(".");
+    }
     relative
 }
 
@@ -741,6 +754,9 @@ mod tests {
             relative_link(&v("a/b/c/l"), &v("a/x")),
             PathBuf::from("../../x")
         );
+        // A link to its own directory (`include/self -> .`): an empty
+        // path, which symlink(2) refuses, failed every host at the end.
+        assert_eq!(relative_link(&v("d/self"), &v("d")), PathBuf::from("."));
     }
 
     /// Writes `files` (path, bytes) under `src` and makes their torrent, of

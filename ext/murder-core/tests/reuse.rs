@@ -403,6 +403,41 @@ fn rule_r1_placing_never_changes_the_mode_of_a_linked_file() {
     );
 }
 
+/// Rule R1 across attempts: a file an earlier, failed attempt linked from
+/// release A into the staging area is resumed as verified, not as linked
+/// by this run; placing chmodded it, and so A's file.
+#[test]
+fn rule_r1_a_link_made_by_an_earlier_attempt_keeps_its_mode() {
+    let host = host_with_a();
+    let a_run = host.releases.join("A/bin/run");
+    fs::set_permissions(&a_run, fs::Permissions::from_mode(0o700)).unwrap();
+    release_b(&host.build.join("A"), &host.build.join("B"));
+    let meta = aligned(&host.build.join("B"));
+    // The earlier attempt: it linked what it could, then stopped.
+    let config = ReuseConfig {
+        dirs: vec![host.releases.clone()],
+        mode: ReuseMode::Link,
+    };
+    let none = murder_core::bitfield::Bitfield::new(meta.piece_count());
+    let staging = host.releases.join(".B.part");
+    murder_core::reuse::reuse(&meta, &staging, &none, &config, &[], &Progress::new()).unwrap();
+    assert_eq!(
+        fs::metadata(&a_run).unwrap().ino(),
+        fs::metadata(staging.join("bin/run")).unwrap().ino(),
+        "bin/run was not linked: the test shows nothing"
+    );
+    ship(
+        &host.build.join("B"),
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_eq!(
+        fs::metadata(&a_run).unwrap().mode() & 0o7777,
+        0o700,
+        "A's mode changed"
+    );
+}
+
 /// Rule P4 with reuse: files linked from a failed attempt's staging area
 /// (`.A.part`, whose data may not have reached the disk) are synced with
 /// what was downloaded; files linked from a release are durable already.
