@@ -468,7 +468,8 @@ struct Display {
 impl Display {
     fn new(mode: ProgressMode, meta: &Metainfo, interactive: bool) -> Display {
         let bar = (mode == ProgressMode::Auto && interactive).then(|| {
-            let bar = ProgressBar::new(meta.total_length());
+            // Data bytes, as `have_bytes` counts them (pad files are no one's).
+            let bar = ProgressBar::new(meta.data_length());
             if let Ok(style) = ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg} eta {eta}",
             ) {

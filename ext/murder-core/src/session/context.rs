@@ -107,7 +107,9 @@ impl Context {
         started: Instant,
     ) -> Result<(Arc<Context>, mpsc::UnboundedReceiver<Verdict>)> {
         let storage = Arc::new(storage);
-        let complete = have.is_complete();
+        // As the picker will see it (pieces wholly in padding are had).
+        let picker = Picker::new(storage.layout().clone(), have);
+        let complete = picker.is_complete();
         // A download whose staging area was complete still needs placing.
         let initial = if complete && dest.is_none() {
             State::Complete
@@ -118,8 +120,7 @@ impl Context {
         let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), verdict_tx)
             .map_err(|e| Error::io("hasher thread", e))?;
         let steering = (seeding && config.steer)
-            .then(|| Steering::new(have.len(), storage.layout().piece_length()));
-        let picker = Picker::new(storage.layout().clone(), have);
+            .then(|| Steering::new(picker.have().len(), storage.layout().piece_length()));
         let reused_bytes = if seeding { 0 } else { picker.have_bytes() };
         let peer_id = new_peer_id();
         let checked = (seeding && config.lazy_check).then(|| {
