@@ -340,12 +340,17 @@ impl Storage {
         // open files need not wait for a path lookup.
         let root = self.root.read().unwrap_or_else(|e| e.into_inner()).clone();
         let path = self.file_path(&root, index);
-        let file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(self.writable)
-                .open(path)?,
-        );
+        let open = |write: bool| OpenOptions::new().read(true).write(write).open(&path);
+        // A linked file is an earlier release's inode, never written; it
+        // may be read-only (0444 of a deploy user's), and so may be one an
+        // earlier attempt linked: such a file is complete, and only read.
+        let file = match open(self.writable && !self.linked.contains(&index)) {
+            Err(e) if self.writable && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                open(false)?
+            }
+            opened => opened?,
+        };
+        let file = Arc::new(file);
         let mut open = self.lock_open();
         if let Some(f) = open.get(&index) {
             return Ok(f.clone()); // another thread opened it meanwhile

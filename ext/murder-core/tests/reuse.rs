@@ -543,3 +543,87 @@ fn rule_t1_a_seed_serves_hosts_holding_a_one_after_another() {
     }
     seed.stop();
 }
+
+/// A deploy user's earlier release may hold read-only files (0444, as
+/// `chmod -R a-w` leaves them): linked into the new release, such a file
+/// was opened for writing to be served, and the host failed its own
+/// download ("Permission denied") once a peer asked for it. Root writes
+/// anything, so the check runs as an unprivileged user: this test runs
+/// itself again as `nobody` when it is root.
+#[test]
+fn a_read_only_file_linked_from_an_earlier_release_can_be_served() {
+    const CHILD: &str = "MURDER_TEST_READ_ONLY_ROOT";
+    let serve = |root: &Path| {
+        let meta = Arc::new(Metainfo::load(root.join("b.torrent")).unwrap());
+        let config = ReuseConfig {
+            dirs: vec![root.join("releases")],
+            mode: ReuseMode::Link,
+        };
+        let dest = root.join("releases/B");
+        let (storage, _, reused) = murder_core::storage::Storage::for_download(
+            meta.clone(),
+            &dest,
+            &Progress::new(),
+            true,
+            &config,
+        )
+        .unwrap();
+        let index = meta.files.iter().position(|f| f.path == ["ro"]).unwrap();
+        assert!(
+            reused.linked.contains(&index),
+            "ro was not linked: the test shows nothing"
+        );
+        let offset: u64 = meta.files[..index].iter().map(|f| f.length).sum();
+        let piece = (offset / meta.piece_length) as u32;
+        let mut buf = vec![0u8; 16 * 1024];
+        storage
+            .read(piece, 0, &mut buf)
+            .expect("a read-only linked file is read");
+        assert_eq!(
+            buf,
+            fs::read(root.join("releases/A/ro")).unwrap()[..16 * 1024]
+        );
+    };
+    if let Ok(root) = std::env::var(CHILD) {
+        serve(Path::new(&root));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let a = root.join("releases/A");
+    write(&a.join("ro"), &random(40_000, 7));
+    write(&a.join("other"), &random(30_000, 8));
+    fs::set_permissions(a.join("ro"), fs::Permissions::from_mode(0o444)).unwrap();
+    let b = root.join("build/B");
+    write(&b.join("ro"), &fs::read(a.join("ro")).unwrap());
+    write(&b.join("other"), &random(30_000, 9));
+    fs::set_permissions(b.join("ro"), fs::Permissions::from_mode(0o444)).unwrap();
+    fs::write(root.join("b.torrent"), aligned(&b).to_bytes()).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        serve(root);
+        return;
+    }
+    let nobody = 65534;
+    for entry in walkdir::WalkDir::new(root) {
+        std::os::unix::fs::lchown(entry.unwrap().path(), Some(nobody), Some(nobody)).unwrap();
+    }
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_read_only_file_linked_from_an_earlier_release_can_be_served",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, root)
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "as nobody: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
