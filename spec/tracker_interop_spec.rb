@@ -81,9 +81,14 @@ RSpec.describe "murder tracker and murder stop (daemon life cycle)" do
   # One process per pidfile: a second daemon overwrote the pidfile, and
   # `murder stop` then stopped only the second, leaving the first running
   # with no way to find it.
+  # On a fixed port too (the earlier tracker holds the port: the new one
+  # bound before it took the pidfile over, and failed "Address in use").
   it "takes a pidfile over from an earlier daemon that still holds it" do
     pidfile = File.join(tmpdir, "t.pid")
-    start = -> { run!(MURDER_BIN, "tracker", "--bind", "127.0.0.1", "--port", "0", "--pidfile", pidfile, "--daemon") }
+    port = free_port
+    start = lambda do
+      run!(MURDER_BIN, "tracker", "--bind", "127.0.0.1", "--port", port.to_s, "--pidfile", pidfile, "--daemon")
+    end
     start.call
     first = File.read(pidfile).to_i
     start.call

@@ -46,10 +46,10 @@ pub struct Pidfile {
 }
 
 impl Pidfile {
-    /// Writes this process's pidfile. An earlier process that still holds
-    /// it is stopped first, as `murder stop` would: one process per
-    /// pidfile, so that `murder stop` never leaves one running unseen.
-    pub fn write(path: &Path) -> Result<Pidfile, String> {
+    /// Stops an earlier process that still holds `path`, as `murder stop`
+    /// would (`write` does this too; a tracker does it before it binds,
+    /// since the earlier one holds its port).
+    pub fn take_over(path: &Path) -> Result<(), String> {
         let own = std::process::id() as i32;
         let earlier = std::fs::read_to_string(path)
             .ok()
@@ -62,7 +62,15 @@ impl Pidfile {
             );
             stop(path, TAKE_OVER_GRACE)?;
         }
-        let pid = own;
+        Ok(())
+    }
+
+    /// Writes this process's pidfile. An earlier process that still holds
+    /// it is stopped first, as `murder stop` would: one process per
+    /// pidfile, so that `murder stop` never leaves one running unseen.
+    pub fn write(path: &Path) -> Result<Pidfile, String> {
+        Pidfile::take_over(path)?;
+        let pid = std::process::id() as i32;
         let contents = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
         murder_core::fsutil::write_atomically(path, contents.as_bytes())
             .map_err(|e| e.to_string())?;

@@ -79,6 +79,10 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracker.allow(spec)?;
     }
     tracker.reload_allow_dir()?;
+    // The tracker that holds our pidfile holds our port too: it goes first.
+    if let Some(path) = args.pidfile.as_deref() {
+        Pidfile::take_over(path)?;
+    }
     // Bind before detaching, so a taken port fails in the foreground.
     let bind = SocketAddr::new(args.bind, args.port);
     let listener = murder_core::listen::tcp(bind).map_err(|e| format!("bind {e}"))?;
