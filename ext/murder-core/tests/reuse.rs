@@ -376,15 +376,22 @@ fn release_a_is_untouched_after_b_lands_with_links_or_copies() {
     }
 }
 
+/// The rule R1 mode tests' start: a host holding A whose executable
+/// `bin/run` is 0700 (not 755), and release B built beside A.
+fn host_with_a_private_run() -> (Host, PathBuf) {
+    let host = host_with_a();
+    let a_run = host.releases.join("A/bin/run");
+    fs::set_permissions(&a_run, fs::Permissions::from_mode(0o700)).unwrap();
+    release_b(&host.build.join("A"), &host.build.join("B"));
+    (host, a_run)
+}
+
 /// Rule R1 for modes: an executable of A whose mode is not 755 (0700 here)
 /// is hard-linked into B, and placing B must not chmod that shared inode:
 /// placing set 755 on every executable, widening A's 0700.
 #[test]
 fn rule_r1_placing_never_changes_the_mode_of_a_linked_file() {
-    let host = host_with_a();
-    let a_run = host.releases.join("A/bin/run");
-    fs::set_permissions(&a_run, fs::Permissions::from_mode(0o700)).unwrap();
-    release_b(&host.build.join("A"), &host.build.join("B"));
+    let (host, a_run) = host_with_a_private_run();
     ship(
         &host.build.join("B"),
         &host.releases.join("B"),
@@ -408,10 +415,7 @@ fn rule_r1_placing_never_changes_the_mode_of_a_linked_file() {
 /// by this run; placing chmodded it, and so A's file.
 #[test]
 fn rule_r1_a_link_made_by_an_earlier_attempt_keeps_its_mode() {
-    let host = host_with_a();
-    let a_run = host.releases.join("A/bin/run");
-    fs::set_permissions(&a_run, fs::Permissions::from_mode(0o700)).unwrap();
-    release_b(&host.build.join("A"), &host.build.join("B"));
+    let (host, a_run) = host_with_a_private_run();
     let meta = aligned(&host.build.join("B"));
     // The earlier attempt: it linked what it could, then stopped.
     let config = ReuseConfig {
