@@ -101,6 +101,24 @@ RSpec.describe "murder tracker and murder stop (daemon life cycle)" do
     [first, second].compact.each { |pid| Process.kill("KILL", pid) if process_alive?(pid) }
   end
 
+  # `murder stop` removed the pidfile by path once its process was gone,
+  # even when a newer process had taken the pidfile over meanwhile: that
+  # one then ran with no pidfile, unseen by the next `murder stop`.
+  it "leaves a pidfile that a newer process wrote while it stopped the old one" do
+    pidfile = File.join(tmpdir, "p.pid")
+    record = ->(pid) { "#{pid} #{File.read("/proc/#{pid}/stat").split(')').last.split[19]}\n" }
+    stubborn = spawn_logged("sh", "-c", "trap '' TERM; exec sleep 10", log: File::NULL) # outlives SIGTERM
+    newer = spawn_logged("sleep", "30", log: File::NULL)
+    sleep 0.1
+    File.write(pidfile, record.call(stubborn))
+    stopper = Thread.new { run!(MURDER_BIN, "stop", "--pidfile", pidfile, "--timeout", "1") }
+    sleep 0.4
+    File.write(pidfile, record.call(newer))
+    stopper.join
+    expect(process_alive?(stubborn)).to be(false)
+    expect(File.exist?(pidfile) && File.read(pidfile)).to eq(record.call(newer))
+  end
+
   # `murder stop` ignored kill(2)'s answer: for a process it may not
   # signal it waited, said "killed", exited 0 and removed the pidfile.
   it "fails and keeps the pidfile when it may not stop the process" do

@@ -280,6 +280,11 @@ pub fn stop(pidfile: &Path, grace: Duration) -> Result<&'static str, String> {
         }
         None => "not running (stale pidfile removed)",
     };
+    // Only what we read: a newer process may have taken the pidfile over
+    // while we waited, and it must not run unseen.
+    if std::fs::read_to_string(pidfile).ok().as_deref() != Some(text.as_str()) {
+        return Ok(outcome);
+    }
     match std::fs::remove_file(pidfile) {
         Ok(()) => Ok(outcome),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(outcome),
