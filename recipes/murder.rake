@@ -180,7 +180,7 @@ namespace :murder do
     begin
       on peers, in: :parallel do |host|
         go_on = lambda do
-          raise Capistrano::Murder::Error, "stopped: another host failed" if lock.synchronize { !failures.empty? }
+          raise Capistrano::Murder::Error, S::STOPPED_FOR_ANOTHER if lock.synchronize { !failures.empty? }
         end
         # Each host's own refusal comes before it looks at the others', so
         # that every host that would refuse is named at once.
@@ -208,7 +208,7 @@ namespace :murder do
         elsif as_file
           # Into a directory that is there, under the tag's name (as cp does).
           target = test("[ -d #{dest.shellescape} ]") ? "#{dest}/#{tag}" : dest
-          copy = File.join(File.dirname(target), ".#{File.basename(target)}.murder-copy")
+          copy = S.hidden_beside(target, "murder-copy")
           execute :mkdir, "-p", *S.args(File.dirname(target))
           execute :cp, *S.args(payload, copy)
           # -T: a directory named like the tag is refused, not filled.

@@ -23,6 +23,8 @@ module Capistrano
     module Support
       # What a tag may be: the rule of {::Murder::Remote::TAG}.
       TAG = ::Murder::Remote::TAG
+      # Why a host goes no further once another host failed (see {stopped_by_us?}).
+      STOPPED_FOR_ANOTHER = "stopped: another host failed"
 
       module_function
 
@@ -165,7 +167,7 @@ module Capistrano
           # A name of its own: the archive may hold anything at its top.
           staging = backend.capture(:mktemp, "-d", *args(File.join(dest, ".murder-extract.XXXXXX"))).strip
         else
-          staging = File.join(File.dirname(dest), ".#{File.basename(dest)}.murder-extract")
+          staging = hidden_beside(dest, "murder-extract")
           backend.execute :rm, "-rf", *args(staging)
           backend.execute :mkdir, "-p", *args(staging)
         end
@@ -198,6 +200,16 @@ module Capistrano
         backend.execute :find, *args("-H", dir, "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+")
       end
 
+      # PATH's sibling for work in progress, DIR/.NAME.SUFFIX: a dot name,
+      # so that `ls` (Capistrano's list of releases) never shows it.
+      #
+      # @param path [String]
+      # @param suffix [String]
+      # @return [String]
+      def hidden_beside(path, suffix)
+        File.join(File.dirname(path), ".#{File.basename(path)}.#{suffix}")
+      end
+
       # Whether a host's failure (its {reason}) is the deployer stopping
       # it once another host failed: told to go no further, or its
       # `murder peer` interrupted by `murder stop`.
@@ -205,7 +217,7 @@ module Capistrano
       # @param why [String]
       # @return [Boolean]
       def stopped_by_us?(why)
-        why.include?("stopped: another host failed") || why.include?("murder: interrupted")
+        why.include?(STOPPED_FOR_ANOTHER) || why.include?("murder: interrupted")
       end
 
       # Whether the command line set the ENV variable `name` to something

@@ -95,7 +95,8 @@ impl Admission {
         let mut t = self.table();
         if t.connected.remove(&key).is_some() {
             t.departed.push_back(key);
-            while t.departed.len() > MAX_DEPARTED {
+            // One in, at most one out: the queue never holds more.
+            if t.departed.len() > MAX_DEPARTED {
                 if let Some(oldest) = t.departed.pop_front() {
                     t.ids.remove(&oldest);
                 }
