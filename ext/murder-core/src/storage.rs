@@ -268,19 +268,22 @@ impl Storage {
     /// (an earlier attempt reused an earlier release's file, and that file
     /// changed since) is removed, with every piece of it that had verified,
     /// to be reused or fetched anew; writing to it would change the earlier
-    /// release.
+    /// release. So is one whose execute bit is not the torrent's (the
+    /// earlier attempt was of another torrent): placing would chmod it.
     fn unshare_unverified(&self, staging: &Path, have: &mut Bitfield) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let mut offset = 0u64;
         for (index, file) in self.meta.files.iter().enumerate() {
             let start = offset;
             offset += file.length;
-            if !file.is_regular() || file.length == 0 || self.holds_file(start, file.length, have) {
+            if !file.is_regular() || file.length == 0 {
                 continue;
             }
             let path = self.file_path(staging, index);
             if let Ok(m) = std::fs::symlink_metadata(&path) {
-                if m.is_file() && m.nlink() > 1 {
+                let fits = self.holds_file(start, file.length, have)
+                    && (m.mode() & 0o111 != 0) == file.executable;
+                if m.is_file() && m.nlink() > 1 && !fits {
                     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                     for p in self.file_pieces(start, file.length) {
                         have.clear(p);

@@ -442,6 +442,43 @@ fn rule_r1_a_link_made_by_an_earlier_attempt_keeps_its_mode() {
     );
 }
 
+/// Rule R1 across torrents: an earlier attempt of another torrent, in
+/// which `lib/d0/f0.rb` was not executable, linked A's 0644 file into the
+/// staging area; the torrent shipped now marks the same bytes executable.
+/// The file resumes as verified, and placing chmodded A's inode to 755.
+#[test]
+fn rule_r1_a_link_whose_mode_no_longer_fits_is_not_chmodded() {
+    let host = host_with_a();
+    let b = host.build.join("B");
+    release_b(&host.build.join("A"), &b);
+    let a_file = host.releases.join("A/lib/d0/f0.rb");
+    let earlier = aligned(&b);
+    let staging = host.releases.join(".B.part");
+    let config = ReuseConfig {
+        dirs: vec![host.releases.clone()],
+        mode: ReuseMode::Link,
+    };
+    let none = murder_core::bitfield::Bitfield::new(earlier.piece_count());
+    murder_core::reuse::reuse(&earlier, &staging, &none, &config, &[], &Progress::new()).unwrap();
+    assert_eq!(
+        fs::metadata(&a_file).unwrap().ino(),
+        fs::metadata(staging.join("lib/d0/f0.rb")).unwrap().ino(),
+        "f0.rb was not linked: the test shows nothing"
+    );
+    fs::set_permissions(b.join("lib/d0/f0.rb"), fs::Permissions::from_mode(0o755)).unwrap();
+    ship(
+        &b,
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_eq!(
+        fs::metadata(&a_file).unwrap().mode() & 0o7777,
+        0o644,
+        "A's mode changed"
+    );
+    assert_same_tree(&b, &host.releases.join("B"));
+}
+
 /// Rule P4 with reuse: files linked from a failed attempt's staging area
 /// (`.A.part`, whose data may not have reached the disk) are synced with
 /// what was downloaded; files linked from a release are durable already.
