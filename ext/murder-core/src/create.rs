@@ -97,8 +97,9 @@ pub fn announce_url(tracker: &str) -> Result<String> {
     let (host, port) = tracker.rsplit_once(':').ok_or_else(bad)?;
     // A name or IPv4 address, or an IPv6 address, bracketed or not (a
     // URL needs the brackets: `2001:db8::5:8998` is host `2001:db8::5`).
-    let ipv6 =
-        |h: &str| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit() || ".:".contains(c));
+    // An address, not its characters: `2001:db8::5` without a port splits
+    // into `2001:db8:` and 5, which no URL can hold.
+    let ipv6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
     let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(inner) if ipv6(inner) => format!("[{inner}]"),
         None if host.contains(':') && ipv6(host) => format!("[{host}]"),
@@ -645,6 +646,10 @@ mod tests {
             "h;rm -rf /:1",
             "[::1:8998",
             "a[b]:1",
+            // IPv6 without a port: split at its last colon, no address.
+            "2001:db8::5",
+            "::1",
+            "[2001:db8:]:5",
         ] {
             assert!(announce_url(bad).is_err(), "{bad:?}");
         }

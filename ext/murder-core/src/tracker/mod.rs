@@ -64,6 +64,9 @@ impl Default for TrackerConfig {
     }
 }
 
+/// The most `max_connections` accepted.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 impl TrackerConfig {
     pub fn peer_timeout(&self) -> Duration {
         self.peer_timeout.unwrap_or(self.interval * 2)
@@ -85,6 +88,14 @@ impl TrackerConfig {
         }
         if self.max_connections == 0 {
             return bad("max connections 0: the tracker would serve nobody".into());
+        }
+        // Each is a descriptor; far fewer fit a process (and tokio's
+        // semaphore refuses more than usize::MAX >> 3 permits).
+        if self.max_connections > MAX_CONNECTIONS {
+            return bad(format!(
+                "max connections {}: at most {MAX_CONNECTIONS}",
+                self.max_connections
+            ));
         }
         if self
             .operator_token
