@@ -22,6 +22,8 @@ use crate::wire::{BlockRequest, BLOCK};
 const RANDOM_FIRST: usize = 4;
 /// Most peers asked for the same block in endgame.
 const MAX_DUPLICATES: u8 = 2;
+/// Copies of each block of a failed piece kept for blame, over its attempts.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
 /// The "sender" of blocks that lie wholly in a piece's padding: nobody
 /// sends them, they are zeros (connection keys start at 1).
 pub const PAD_SOURCE: u64 = 0;
@@ -102,10 +104,11 @@ pub struct Picker {
     /// a tree's one-block pieces hundreds are under way and nearly all are
     /// fully requested.
     open: Bitfield,
-    /// Failed pieces from several senders: each block's hash and sender,
-    /// kept until the piece passes (then the senders of blocks that differ
-    /// from the good ones are banned, and only they).
-    suspects: HashMap<u32, Vec<([u8; 20], u64)>>,
+    /// Failed pieces from several senders: each copy's block, hash and
+    /// sender (duplicates too), from every failed attempt (up to
+    /// `MAX_SUSPECT_ATTEMPTS` blocks' worth each), kept until the piece passes; then the senders of
+    /// copies that differ from the good blocks are banned, and only they.
+    suspects: HashMap<u32, Vec<(usize, [u8; 20], u64)>>,
     rng: fastrand::Rng,
     /// Bumped whenever blocks may have become pickable other than by a
     /// peer's announcement (given back, failed, endgame begun): a peer that
@@ -541,8 +544,6 @@ impl Picker {
                 .remove(&piece)
                 .unwrap_or_default()
                 .into_iter()
-                .enumerate()
-                .map(|(i, (hash, source))| (i, hash, source))
                 .chain(partial.duplicates);
             for (block, hash, source) in bad_copies {
                 let good = block_hashes.get(block);
@@ -564,8 +565,17 @@ impl Picker {
         if let [only] = distinct[..] {
             blame.strike = Some(only);
         } else if block_hashes.len() == senders.len() {
-            self.suspects
-                .insert(piece, block_hashes.iter().copied().zip(senders).collect());
+            // Bounded: a piece that fails without end costs no more.
+            let room = senders.len() * MAX_SUSPECT_ATTEMPTS;
+            let kept = self.suspects.entry(piece).or_default();
+            let copies = block_hashes
+                .iter()
+                .zip(senders)
+                .enumerate()
+                .map(|(i, (hash, source))| (i, *hash, source))
+                .chain(partial.duplicates);
+            let space = room.saturating_sub(kept.len());
+            kept.extend(copies.take(space));
         }
         self.endgame = false;
         self.bump();
@@ -692,6 +702,28 @@ mod tests {
         let job = deliver(&mut p, &third[1], 9).unwrap();
         assert!(job.block_hashes, "suspects wait for the good copy");
         assert_eq!(p.verdict(0, true, &[[1; 20], [2; 20]]).ban, vec![7]);
+    }
+
+    /// Blame across failed attempts: the copies of every failed attempt
+    /// count when the piece passes (a second failure replaced the first's,
+    /// and its liar went free).
+    #[test]
+    fn liars_of_every_failed_attempt_are_banned_once_the_piece_passes() {
+        let mut p = picker(1);
+        let all = Bitfield::full(1);
+        let first = p.pick(&all, 10, &[]);
+        deliver(&mut p, &first[0], 7); // liar 7
+        deliver(&mut p, &first[1], 8);
+        assert_eq!(p.verdict(0, false, &[[6; 20], [2; 20]]), Blame::default());
+        let second = p.pick(&all, 10, &[]);
+        deliver(&mut p, &second[0], 9);
+        deliver(&mut p, &second[1], 10); // liar 10
+        assert_eq!(p.verdict(0, false, &[[1; 20], [5; 20]]), Blame::default());
+        let third = p.pick(&all, 10, &[]);
+        deliver(&mut p, &third[0], 11);
+        let job = deliver(&mut p, &third[1], 11).unwrap();
+        assert!(job.block_hashes);
+        assert_eq!(p.verdict(0, true, &[[1; 20], [2; 20]]).ban, vec![7, 10]);
     }
 
     #[test]

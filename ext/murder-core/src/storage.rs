@@ -443,17 +443,21 @@ impl Storage {
         Ok(hasher.finalize().into())
     }
 
-    /// SHA-1 of each 16 KiB block of a piece as it is on disk.
+    /// SHA-1 of each 16 KiB block of a piece as it is on disk, over the
+    /// bytes a request for it covers: a block the padding cuts short is
+    /// asked for and sent short, and a copy is judged by its own bytes.
+    /// One entry per block (those wholly in padding hash nothing).
     pub fn block_hashes(&self, piece: u32) -> Result<Vec<[u8; 20]>> {
         let (_, len) = self.layout.piece_range(piece as usize);
+        let data_end = self.layout.data_end(piece as usize);
         let mut buf = vec![0u8; crate::wire::BLOCK as usize];
         let mut hashes = Vec::new();
         let mut offset = 0u64;
         while offset < len {
-            let n = (len - offset).min(buf.len() as u64) as usize;
+            let n = (data_end.saturating_sub(offset)).min(buf.len() as u64) as usize;
             self.read_named(piece, offset as u32, &mut buf[..n])?;
             hashes.push(Sha1::digest(&buf[..n]).into());
-            offset += n as u64;
+            offset += crate::wire::BLOCK as u64;
         }
         Ok(hashes)
     }

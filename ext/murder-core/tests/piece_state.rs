@@ -21,15 +21,24 @@ type AskedTwice = (Mutex<HashMap<(u32, u32), usize>>, Condvar);
 /// asked for that block (endgame), then send it at the same moment: the
 /// first with the torrent's bytes, the second with bytes of its own.
 fn honest_and_lying_peers(data: Vec<u8>, piece_length: u64, piece_count: usize) -> [SocketAddr; 2] {
+    racing_peers(data, piece_length, piece_count, true)
+}
+
+/// Two peers as above; the second lies only when `second_lies`.
+fn racing_peers(
+    data: Vec<u8>,
+    piece_length: u64,
+    piece_count: usize,
+    second_lies: bool,
+) -> [SocketAddr; 2] {
     let asked: Arc<AskedTwice> = Arc::default();
     let data = Arc::new(data);
-    [true, false].map(|honest| {
+    [
+        (true, *b"-XX0001-honesthonest"),
+        (!second_lies, *b"-XX0001-secondsecond"),
+    ]
+    .map(|(honest, id)| {
         let (asked, data) = (asked.clone(), data.clone());
-        let id = if honest {
-            *b"-XX0001-honesthonest"
-        } else {
-            *b"-XX0001-liarliarliar"
-        };
         scripted_peer(FAST, id, piece_count, move |mut r, mut w| {
             let (asked, data) = (asked.clone(), data.clone());
             async move {
@@ -126,6 +135,60 @@ fn rule_b1_a_lying_second_sender_never_reaches_the_disk() {
         liar_banned >= 30,
         "the liar was banned in only {liar_banned} of 40 rounds"
     );
+}
+
+/// Rule P3's blame (a copy is judged against the same bytes the verified
+/// piece holds): in an aligned tree a file's last block ends before the
+/// padding, so it is asked for short. Two honest peers answer each endgame
+/// request at the same moment; the duplicate of a short block was hashed
+/// over what it carried, the good block over 16 KiB with the padding, and
+/// the honest second sender was banned when the piece passed.
+#[test]
+fn rule_p3_an_honest_duplicate_of_a_block_before_padding_is_not_blamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    std::fs::create_dir(&root).unwrap();
+    let piece = 64 * 1024u64;
+    // Each file ends mid-block, then padding to the next piece.
+    let sizes = [20_000usize, 100_000, 50_000];
+    let mut stream = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let path = root.join(format!("f{i}.bin"));
+        random_file(&path, *size, 60 + i as u64);
+        stream.extend(std::fs::read(&path).unwrap());
+        stream.resize(stream.len().next_multiple_of(piece as usize), 0);
+    }
+    let mut opts = murder_core::CreateOptions::new("127.0.0.1:9");
+    opts.align = true;
+    opts.piece_length = Some(piece);
+    let meta =
+        Arc::new(murder_core::create_torrent(&root, &opts, &murder_core::Progress::new()).unwrap());
+    assert_eq!(meta.piece_count() as u64 * piece, stream.len() as u64);
+    let peers = racing_peers(stream, piece, meta.piece_count(), false);
+    for round in 0..10 {
+        let dest = dir.path().join(format!("out{round}"));
+        let peer = SessionRunner::start(
+            meta.clone(),
+            Role::Download { dest: dest.clone() },
+            SessionConfig {
+                peers: peers.to_vec(),
+                use_tracker: false,
+                ..local()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            peer.wait_done(Duration::from_secs(30)),
+            State::Complete,
+            "round {round}: {:?}",
+            peer.stats()
+        );
+        assert_eq!(
+            peer.stats().banned_peers,
+            0,
+            "round {round}: an honest peer was banned"
+        );
+    }
 }
 
 /// Rule S1 (shutdown ends every task of the session before it returns):
