@@ -41,6 +41,12 @@ fn counter(value: u64) -> Counter<u64, AtomicU64> {
     c
 }
 
+/// A count as a gauge's value: one past i64 (a peer may announce any
+/// `left`, saturated at u64::MAX) is shown as i64::MAX, not wrapped negative.
+fn clamped(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 fn gauge(value: i64) -> Gauge<i64, AtomicI64> {
     let g = Gauge::<i64, AtomicI64>::default();
     g.set(value);
@@ -86,7 +92,7 @@ pub fn tracker(tracker: &Tracker, viewer: crate::tracker::Viewer) -> String {
         };
         peers.get_or_create(&labels).set(t.peers.len() as i64);
         seeds.get_or_create(&labels).set(t.seeds as i64);
-        left.get_or_create(&labels).set(t.bytes_left as i64);
+        left.get_or_create(&labels).set(clamped(t.bytes_left));
         completed.get_or_create(&labels).inc_by(t.completed);
     }
     registry.register("peers", "Peers in the swarm", peers);
@@ -122,17 +128,17 @@ pub fn session(stats: &Stats, role: &str) -> String {
     r.register(
         "verified_bytes",
         "Bytes of verified pieces held",
-        gauge(stats.have_bytes as i64),
+        gauge(clamped(stats.have_bytes)),
     );
     r.register(
         "reused_bytes",
         "Bytes that were on this host before",
-        gauge(stats.reused_bytes as i64),
+        gauge(clamped(stats.reused_bytes)),
     );
     r.register(
         "size_bytes",
         "Bytes of the release",
-        gauge(stats.total_bytes as i64),
+        gauge(clamped(stats.total_bytes)),
     );
     r.register("peers", "Connected peers", gauge(stats.peers as i64));
     r.register(

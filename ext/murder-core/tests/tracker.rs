@@ -156,6 +156,13 @@ fn absurd_left_values_saturate_in_the_stats() {
     let stats = server.tracker().stats();
     let t = stats.torrents.iter().find(|t| t.info_hash == HASH).unwrap();
     assert_eq!(t.bytes_left, u64::MAX);
+    // And /metrics says so without wrapping to a negative count.
+    let metrics = String::from_utf8(body(addr, "/metrics")).unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("murder_tracker_left_bytes{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(&format!(" {}", i64::MAX)), "{line}");
 }
 
 #[test]
