@@ -40,6 +40,13 @@ pub enum MetainfoError {
 pub enum Error {
     #[error("invalid torrent: {0}")]
     InvalidTorrent(#[from] MetainfoError),
+    /// A .torrent file that was read and refused: which one, with several.
+    #[error("{}: invalid torrent: {source}", path.display())]
+    InvalidTorrentFile {
+        path: PathBuf,
+        #[source]
+        source: MetainfoError,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -101,16 +101,19 @@ impl Metainfo {
     /// Reads and validates a .torrent file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let refused = |source| Error::InvalidTorrentFile {
+            path: path.to_path_buf(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.len() > MAX_TORRENT_BYTES as u64 {
-            return Err(MetainfoError::TooLarge {
+            return Err(refused(MetainfoError::TooLarge {
                 size: meta.len() as usize,
                 limit: MAX_TORRENT_BYTES,
-            }
-            .into());
+            }));
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self::from_bytes(&bytes)?)
+        Self::from_bytes(&bytes).map_err(refused)
     }
 
     /// Parses and validates the bytes of a .torrent file.

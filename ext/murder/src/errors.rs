@@ -13,7 +13,7 @@ fn class(ruby: &Ruby, name: &str) -> ExceptionClass {
 
 pub fn to_ruby(ruby: &Ruby, error: CoreError) -> Error {
     let name = match &error {
-        CoreError::InvalidTorrent(_) => "InvalidTorrent",
+        CoreError::InvalidTorrent(_) | CoreError::InvalidTorrentFile { .. } => "InvalidTorrent",
         CoreError::Io { .. } | CoreError::ChangedWhileHashing { .. } => "FileError",
         CoreError::NothingToShare(_) | CoreError::InvalidArgument(_) => "InvalidArgument",
         CoreError::Cancelled => "Cancelled",
