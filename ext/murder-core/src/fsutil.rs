@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -31,26 +31,20 @@ fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    // A fresh, unguessable name opened with O_EXCL: nothing planted in a
+    // shared directory (a link, a file of loose mode) is ever opened.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", file_name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(path, e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    // On failure the temporary file is removed when dropped.
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }
 
 /// Reserves `len` bytes for `file` so that writes into them cannot run out
@@ -158,6 +152,26 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(write_atomically(&dir.path().join("missing/x"), b"abc").is_err());
+    }
+
+    /// A file planted at a temporary name (a link to something of the
+    /// user's, or a file of loose mode) is neither followed nor reused:
+    /// the name was predictable and opened without O_EXCL.
+    #[test]
+    fn an_atomic_write_never_opens_a_file_planted_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("x.torrent");
+        let planted = dir
+            .path()
+            .join(format!(".x.torrent.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_privately(&path, b"abc").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 
     #[test]
