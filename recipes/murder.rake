@@ -189,6 +189,14 @@ namespace :murder do
           raise Capistrano::Murder::Error,
                 "#{host}: #{dest} is not empty (set unsafe_please_delete=1 to empty it first)"
         end
+        if as_file
+          # Into a directory that is there, under the tag's name (as cp does).
+          target = test("[ -d #{dest.shellescape} ]") ? "#{dest}/#{tag}" : dest
+          if S.same_path?(target, payload)
+            raise Capistrano::Murder::Error, "#{host}: #{target} is the download itself, which clean_temp_files " \
+                                             "removes: choose another destination_path"
+          end
+        end
         go_on.call
         execute :mkdir, "-p", *S.args(temp, run)
         if occupied
@@ -206,8 +214,6 @@ namespace :murder do
         if tree
           # In place already: murder renamed its staging area to dest.
         elsif as_file
-          # Into a directory that is there, under the tag's name (as cp does).
-          target = test("[ -d #{dest.shellescape} ]") ? "#{dest}/#{tag}" : dest
           copy = S.hidden_beside(target, "murder-copy")
           execute :mkdir, "-p", *S.args(File.dirname(target))
           execute :cp, *S.args(payload, copy)

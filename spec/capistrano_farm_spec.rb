@@ -173,6 +173,16 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     expected = File.binread(host_path(1, "/srv/src/app/lib/blob.bin"))
     (1..HOSTS).each { |i| expect(File.binread(host_path(i, "/srv/files/blob.bin"))).to eq(expected), "h#{i}" }
     eventually(timeout: 15) { murder_processes.empty? }
+    # Into temp_path itself: the file lands at /tmp/TAG, which was the
+    # download's own name, and clean_temp_files removed it.
+    cap!("murder:distribute", "tag=v4b", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
+         "destination_path=/tmp")
+    (1..HOSTS).each { |i| expect(File.binread(host_path(i, "/tmp/v4b"))).to eq(expected), "h#{i}" }
+    # A destination that is the download's own name is refused up front.
+    out, status = cap("murder:distribute", "tag=v4c", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
+                      "destination_path=/tmp/v4c.tgz")
+    expect(status.success?).to be(false)
+    expect(out).to include("/tmp/v4c.tgz is the download itself")
   end
 
   # 2010's no_tag_directory extracted into destination_path itself and

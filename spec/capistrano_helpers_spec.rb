@@ -57,4 +57,23 @@ RSpec.describe Capistrano::Murder::Helpers do
     expect(dsl.within_filter!(dsl.murder_trackers, "tracker").map(&:hostname)).to eq(%w[app1])
     expect(dsl.within_filter!([dsl.murder_seeder], "seeder").map(&:hostname)).to eq(%w[app1])
   end
+
+  # path_is_file named its payload temp_path/TAG, against 2010's and the
+  # README's TAG.tgz; and a files_path that is the payload itself was
+  # copied onto itself, then removed by clean_temp_files.
+  it "names a path_is_file payload TAG.tgz and refuses a files_path that is the payload" do
+    env = { "tag" => "app.jar", "files_path" => "/srv/app.jar", "path_is_file" => "1", "temp_path" => "/tmp" }
+    with_env(env) { expect(dsl.murder_payload).to eq("/tmp/app.jar.tgz") }
+    with_env(env.merge("files_path" => "/tmp//app.jar.tgz")) do
+      expect { dsl.murder_payload }.to raise_error(Capistrano::Murder::Error, /files_path .* is where .* downloads? go/)
+    end
+  end
+
+  def with_env(vars)
+    saved = vars.keys.to_h { |k| [k, ENV.fetch(k, nil)] }
+    vars.each { |k, v| ENV[k] = v }
+    yield
+  ensure
+    saved.each { |k, v| ENV[k] = v }
+  end
 end

@@ -134,7 +134,7 @@ module Capistrano
       # Whether Murder's tasks ship a tree (no tar: every file in place, links
       # and modes kept, earlier tags reused): with `tree=1` or :murder_tree,
       # except in the deploy strategy's archive deploy; else the seeder
-      # shares TEMP/TAG.tgz (or TEMP/TAG with `path_is_file=1`).
+      # shares TEMP/TAG.tgz (the file itself with `path_is_file=1`).
       #
       # @return [Boolean] whether a tree is shipped
       # @raise [Capistrano::Murder::Error] when `tree=1` comes with
@@ -151,13 +151,20 @@ module Capistrano
       end
 
       # @return [String] what the seeder shares: files_path for a tree, else
-      #   TEMP/TAG.tgz (TEMP/TAG with `path_is_file=1`)
-      # @raise [Capistrano::Murder::Error] for a bad argument
+      #   TEMP/TAG.tgz (the file itself with `path_is_file=1`, under that
+      #   name as in 2010)
+      # @raise [Capistrano::Murder::Error] for a bad argument, or a
+      #   `path_is_file` files_path that is TEMP/TAG.tgz itself (copied onto
+      #   itself, then removed by clean_temp_files)
       def murder_payload
         return murder_files_path if murder_tree?
 
-        name = S.truthy?("path_is_file") ? murder_tag : "#{murder_tag}.tgz"
-        "#{murder_temp_path}/#{name}"
+        payload = "#{murder_temp_path}/#{murder_tag}.tgz"
+        if S.truthy?("path_is_file") && S.same_path?(murder_files_path, payload)
+          raise Error, "files_path #{murder_files_path} is where murder's downloads go (temp_path/TAG.tgz), " \
+                       "which clean_temp_files removes: choose another tag or temp_path"
+        end
+        payload
       end
 
       # @return [String] the torrent's path on the hosts: TEMP/TAG.tree.torrent

@@ -200,6 +200,16 @@ module Capistrano
         backend.execute :find, *args("-H", dir, "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+")
       end
 
+      # Whether two absolute paths name the same place as text ("/tmp//a"
+      # and "/tmp/a/." do; links are not followed).
+      #
+      # @param a [String]
+      # @param b [String]
+      # @return [Boolean]
+      def same_path?(a, b)
+        File.expand_path(a) == File.expand_path(b)
+      end
+
       # PATH's sibling for work in progress, DIR/.NAME.SUFFIX: a dot name,
       # so that `ls` (Capistrano's list of releases) never shows it.
       #
