@@ -199,10 +199,13 @@ namespace :murder do
         end
         go_on.call
         execute :mkdir, "-p", *S.args(temp, run)
-        if occupied
-          # A tree is renamed into place (DEST must not be there); an
-          # archive is extracted into what is there.
-          tree ? execute(:rm, "-rf", *S.args(dest)) : S.empty_directory(self, dest)
+        if occupied && tree
+          # A tree is renamed into place (DEST must not be there): the old
+          # one waits aside until the new one is there, and comes back if
+          # it never is.
+          aside = S.hidden_beside(dest, "murder-old")
+          execute :rm, "-rf", *S.args(aside)
+          execute :mv, "-T", *S.args(dest, aside)
         end
         upload! local, torrent
         ip = S.announce_ip(host)
@@ -213,6 +216,7 @@ namespace :murder do
         lock.synchronize { results[S.host_key(host)] = summary }
         if tree
           # In place already: murder renamed its staging area to dest.
+          execute :rm, "-rf", *S.args(aside) if aside
         elsif as_file
           copy = S.hidden_beside(target, "murder-copy")
           execute :mkdir, "-p", *S.args(File.dirname(target))
@@ -220,9 +224,13 @@ namespace :murder do
           # -T: a directory named like the tag is refused, not filled.
           execute :mv, "-fT", *S.args(copy, target)
         else
+          # Emptied only now that the release is here: a host that fails
+          # or is stopped before keeps what it had.
+          S.empty_directory(self, dest) if occupied
           S.extract_release(self, payload, dest, into: no_tag)
         end
       rescue StandardError => e
+        S.put_back(self, aside, dest) if aside
         why = S.reason(e).delete_prefix("#{host}: ")
         first = lock.synchronize do
           if failures.empty? || !S.stopped_by_us?(why)

@@ -167,6 +167,32 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     expect(File.exist?(File.join(occupied, "stale.txt"))).to be(false)
   end
 
+  # unsafe_please_delete emptied an archive's destination (removed a
+  # tree's) before the download: a host that then failed, or that was
+  # stopped because another failed, was left with nothing there.
+  it "keeps an occupied destination with unsafe_please_delete when the download fails" do
+    [["v9", "/srv/keep-a", [], "/tmp/v9.tgz.torrent"],
+     ["t9", "/srv/keep-t", ["tree=1"], "/tmp/t9.tree.torrent"]].each do |tag, root, extra, blocker|
+      (1..HOSTS).each do |i|
+        FileUtils.mkdir_p(host_path(i, "#{root}/#{tag}"))
+        File.write(host_path(i, "#{root}/#{tag}/old.txt"), "old")
+      end
+      FileUtils.mkdir_p(host_path(2, blocker)) # h2's torrent cannot be read (h1 seeds)
+      out, status = cap("murder:distribute", "tag=#{tag}", "files_path=/srv/src", "destination_path=#{root}",
+                        *extra, "unsafe_please_delete=1")
+      expect(status.success?).to be(false), out
+      (1..HOSTS).each do |i|
+        dir = host_path(i, "#{root}/#{tag}")
+        entries = Dir.exist?(dir) ? Dir.children(dir).sort : []
+        # The old content, or the whole new release on a host that was done.
+        expect([["old.txt"], %w[README app]]).to include(entries), "#{tag} h#{i}: #{entries}"
+      end
+      expect(Dir.children(host_path(2, "#{root}/#{tag}"))).to eq(["old.txt"])
+    ensure
+      FileUtils.rm_rf(host_path(2, blocker))
+    end
+  end
+
   it "distributes one file as it is with path_is_file" do
     cap!("murder:distribute", "tag=v4", "files_path=/srv/src/app/lib/blob.bin", "path_is_file=1",
          "destination_path=/srv/files/blob.bin")

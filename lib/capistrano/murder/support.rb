@@ -200,6 +200,21 @@ module Capistrano
         backend.execute :find, *args("-H", dir, "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+")
       end
 
+      # Moves a destination that was set aside back to DEST, unless
+      # something is there now (the new release, placed after all).
+      # Best effort: the host has failed already, and that is the news.
+      #
+      # @param backend [SSHKit::Backend::Abstract]
+      # @param aside [String]
+      # @param dest [String]
+      # @return [void]
+      def put_back(backend, aside, dest)
+        script = '[ -e "$2" ] || [ ! -e "$1" ] || mv -T "$1" "$2"'
+        backend.execute(:sh, *args("-c", script, "put-back", aside, dest))
+      rescue StandardError => e
+        warn "murder: #{dest} stays at #{aside}: #{reason(e)}"
+      end
+
       # Whether two absolute paths name the same place as text ("/tmp//a"
       # and "/tmp/a/." do; links are not followed).
       #
