@@ -89,6 +89,21 @@ RSpec.describe "extracting a release" do
     expect(Dir.children(real).sort).to eq(%w[.env app])
   end
 
+  # Without `into` an existing destination (destination_path/TAG: empty,
+  # or emptied by unsafe_please_delete) was replaced: a symlink there
+  # became a plain directory and its target stayed empty.
+  it "extracts into a destination that is there already, keeping a symlink one" do
+    real = File.join(base, "real")
+    FileUtils.mkdir_p(real)
+    FileUtils.mkdir_p(File.dirname(dest))
+    File.symlink(real, dest)
+    good = archive(File.join(base, "good.tgz"), [{ name: "app/config.ru", data: "run App" }])
+    extract(good)
+    expect(File.symlink?(dest)).to be(true)
+    expect(File.read(File.join(real, "app/config.ru"))).to eq("run App")
+    expect(Dir.children(real)).to eq(%w[app])
+  end
+
   it "extracts into the destination an archive that holds any name at its top, even the staging's" do
     odd = archive(File.join(base, "odd.tgz"), [{ name: ".murder-extract/x", data: "x" }, { name: "y", data: "y" }])
     extract(odd, into: true)

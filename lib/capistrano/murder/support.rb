@@ -149,9 +149,11 @@ module Capistrano
       # one an interrupted deploy left is no release to `ls`, which
       # Capistrano's rollback lists releases with.
       #
-      # DEST is replaced: the staging directory lies beside it and is renamed
-      # to it. With `into` (Murder's no_tag_directory) DEST itself stays (a
-      # symlink, a mount point, its owner and mode): the staging directory
+      # A DEST that is not there yet is made: the staging directory lies
+      # beside it and is renamed to it. With `into` (Murder's
+      # no_tag_directory), or when DEST is a directory already (empty, or
+      # emptied by unsafe_please_delete), DEST itself stays (a symlink, a
+      # mount point, its owner and mode): the staging directory
       # (`.murder-extract.XXXXXX`) lies inside it and its entries move up
       # into DEST, which must hold nothing else (see {empty_directory}).
       #
@@ -162,6 +164,7 @@ module Capistrano
       # @return [void]
       # @raise [SSHKit::Runner::ExecuteError] when a command fails there
       def extract_release(backend, payload, dest, into: false)
+        into ||= backend.test(:test, "-d", *args(dest))
         if into
           backend.execute :mkdir, "-p", *args(dest)
           # A name of its own: the archive may hold anything at its top.
