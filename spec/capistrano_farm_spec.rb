@@ -516,6 +516,29 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
   # The ticket goes to each host on stdin after murder's prompt on stderr:
   # with `set :pty, true` the prompt came on stdout, the ticket was never
   # sent, and the deploy waited for ever.
+  # A host that stops answering (its link down) once its murder peer has
+  # started: nothing on that SSH channel ever ended, the other hosts waited
+  # at the barrier for its vote, and cap hung until killed.
+  it "fails naming a host that stops answering, within seconds" do
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    File.write(File.join(@repo, "VERSION"), "host goes silent\n")
+    @git.call("commit", "-q", "-am", "host goes silent")
+    link = ->(state) { system("ip", "netns", "exec", "mfh3", "ip", "link", "set", "eth0", state, exception: true) }
+    cutter = Thread.new do
+      sleep 0.02 until Dir.glob(app(3, "shared/murder/run/peer-*.pid")).any?
+      link.call("down")
+    end
+    out, status = cap_within(100, "deploy")
+    expect(status).not_to be_success
+    expect(out).to match(/10\.250\.0\.13: .*not responding/), out
+    expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
+  ensure
+    cutter&.kill
+    link&.call("up")
+    # h3's murder peer ends on its own (stall timeout) once it is alone.
+    eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  end
+
   it "deploys with set :pty, true" do
     File.write(File.join(@repo, "VERSION"), "pty\n")
     @git.call("commit", "-q", "-am", "pty")

@@ -53,6 +53,7 @@ module Capistrano
       # @api private
       # @return [void]
       def set_defaults
+        Support.keep_ssh_alive
         # Murder's names and meanings.
         set_if_empty :default_tag, ""
         set_if_empty :default_seeder_files_path, ""

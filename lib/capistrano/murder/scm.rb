@@ -69,6 +69,7 @@ module Capistrano
       # @api private
       # @return [void]
       def set_defaults
+        Support.keep_ssh_alive
         set_if_empty :murder_release, :tree
         set_if_empty :murder_source_dir, nil
         set_if_empty :murder_repo_path, "."
