@@ -97,6 +97,38 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     expect(out).to match(/murder: failed on root@10\.250\.0\.15: /)
   end
 
+  # A host that stops answering (its link down) once its murder peer has
+  # started: net-ssh sends nothing on a channel that waits for output, so
+  # the ship waited for that host for ever.
+  it "fails naming a host that stops answering, within seconds" do
+    in_h3 = ->(*cmd) { system("ip", "netns", "exec", "mfh3", *cmd, exception: true) }
+    # Slow, so that h3 is still downloading when its link goes.
+    in_h3.call("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+               "latency", "400ms")
+    File.binwrite(File.join(@project, "build/silent.bin"), Random.new(5).bytes(1_000_000))
+    out = +""
+    Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => "r5" }, "rake", "-f",
+                  File.join(@project, "Rakefile"), "ship", chdir: @project, pgroup: true) do |stdin, io, waiter|
+      stdin.close
+      reader = Thread.new { out << io.read }
+      sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.r5.part")) || !waiter.alive?
+      in_h3.call("ip", "link", "set", "eth0", "down")
+      unless waiter.join(100)
+        Process.kill("KILL", -waiter.pid)
+        raise "rake ship still running after 100 s:\n#{out}"
+      end
+      reader.join
+      expect(waiter.value).not_to be_success
+    end
+    expect(out).to match(/murder: failed on root@10\.250\.0\.13: .*not responding/), out
+  ensure
+    in_h3.call("ip", "link", "set", "eth0", "up")
+    in_h3.call("tc", "qdisc", "del", "dev", "eth0", "root")
+    FileUtils.rm_f(File.join(@project, "build/silent.bin"))
+    # h3's murder peer ends on its own (stall timeout) once it is alone.
+    eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
+  end
+
   # The seed on this machine failed (a changed file cut short once the
   # torrent was made): the hosts waited out their stall timeout (10 s) and
   # the error named only them.

@@ -58,7 +58,8 @@ module Murder
     attr_accessor :reuse
     # @return [String] SSH user when a host names none (default: root)
     attr_accessor :user
-    # @return [Hash] options for `Net::SSH.start` (keys, known hosts, ...)
+    # @return [Hash] options for `Net::SSH.start` (keys, known hosts, ...;
+    #   keepalives are on unless these say `keepalive: false`)
     attr_accessor :ssh_options
     # @return [String] where the murder binary lives on the hosts (default
     #   /usr/local/lib/murder/murder)
@@ -245,7 +246,8 @@ module Murder
       releases = reuse || File.dirname(dest)
       threads = hosts.map do |host|
         Thread.new do
-          Net::SSH.start(host_name(host), host_user(host), **ssh_options) do |ssh|
+          # Keepalives (under the task's own options): a silent host fails.
+          Net::SSH.start(host_name(host), host_user(host), **Remote::SSH_KEEPALIVE, **ssh_options) do |ssh|
             [host.to_s, peer_on(ssh, host, sha, @tickets, releases, dest, conversations)]
           end
         rescue StandardError => e

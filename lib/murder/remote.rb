@@ -25,6 +25,12 @@ module Murder
     # The exit status of the command when the host's murder is not the
     # one this deploy ships.
     OUTDATED = 97
+    # Net::SSH options under a deploy's own: a keepalive every 5 s when a
+    # connection is quiet, and a host that leaves 4 unanswered fails its
+    # command (about 20 s). Without them a host that stops answering
+    # (power, link, partition) leaves a command waiting for ever: nothing
+    # is sent on a channel that waits for output.
+    SSH_KEEPALIVE = { keepalive: true, keepalive_interval: 5, keepalive_maxcount: 3 }.freeze
 
     # The script {.peer_command} runs with `sh -c`: `$1` murder, `$2` its
     # SHA-256, `$3` the releases directory, `$4` the staging name to keep;

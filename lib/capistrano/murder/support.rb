@@ -26,25 +26,17 @@ module Capistrano
       # Why a host goes no further once another host failed (see {stopped_by_us?}).
       STOPPED_FOR_ANOTHER = "stopped: another host failed"
 
-      # SSH keepalives: one every this many seconds when a connection is
-      # quiet, and a host that leaves KEEPALIVE_MAXCOUNT + 1 of them
-      # unanswered fails its command (about 20 s).
-      KEEPALIVE_INTERVAL = 5
-      KEEPALIVE_MAXCOUNT = 3
-
       module_function
 
-      # Turns on SSH keepalives for every connection Capistrano makes (the
-      # project's own :ssh_options win, key by key: `keepalive: false`
-      # turns them off). Without them a host that stops answering (power,
-      # link, partition) leaves its command waiting for ever, and a deploy
-      # with it: nothing is sent on a channel that waits for output.
+      # Turns on SSH keepalives ({::Murder::Remote::SSH_KEEPALIVE}) for
+      # every connection Capistrano makes: a host that stops answering fails
+      # its command instead of hanging the deploy. The project's own
+      # :ssh_options win, key by key (`keepalive: false` turns them off).
       #
       # @return [void]
       def keep_ssh_alive
         SSHKit::Backend::Netssh.configure do |ssh|
-          ssh.ssh_options = { keepalive: true, keepalive_interval: KEEPALIVE_INTERVAL,
-                              keepalive_maxcount: KEEPALIVE_MAXCOUNT }.merge(ssh.ssh_options || {})
+          ssh.ssh_options = ::Murder::Remote::SSH_KEEPALIVE.merge(ssh.ssh_options || {})
         end
       end
 
