@@ -33,7 +33,8 @@ module Capistrano
     # (30 s); `:murder_binary_port` (`:tracker_port` + 1) and
     # `:murder_binary_fanout` (3), for hosts that pass the binary on;
     # `:murder_piece_length` (nil: automatic); `:murder_seed_locally`
-    # (false). The command line's `tag=`, `files_path=`, `temp_path=`,
+    # (false; read by the deploy strategy's archive deploy alone). The
+    # command line's `tag=`, `files_path=`, `temp_path=`,
     # `destination_path=`, `tree=1` and `path_is_file=1` override some of
     # them (see {Helpers}).
     #
