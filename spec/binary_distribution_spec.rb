@@ -52,6 +52,32 @@ RSpec.describe "Capistrano::Murder::BinaryDistribution::FETCH" do
     expect(Murder::Remote.sha256(File.join(dir, "murder"))).to eq(sha)
   end
 
+  # A holder that takes the connection and never answers (or a port whose
+  # packets are dropped): each try waited 30 s and there were 50 (wget
+  # retried each 20 times more), while the holder gave up after 30 s.
+  # The fetch has one deadline ($5 seconds here, 35 by default).
+  it "gives up at its deadline on a holder that never answers" do
+    server = TCPServer.new("127.0.0.1", 0)
+    held = []
+    acceptor = Thread.new { loop { held << server.accept } }
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    pid = Process.spawn("sh", "-c", fetch, "fetch", "127.0.0.1", server.addr[1].to_s, File.join(tmpdir, "hung"), sha,
+                        "2", out: File::NULL, err: File::NULL, pgroup: true)
+    waited = eventually(timeout: 20) { Process.wait2(pid, Process::WNOHANG) }
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    expect(waited.last).not_to be_success
+    expect(took).to be < 8
+    expect(File.exist?(File.join(tmpdir, "hung/murder"))).to be(false)
+  ensure
+    if pid && waited.nil?
+      Process.kill("KILL", -pid) # sh and its curl
+      Process.wait(pid)
+    end
+    acceptor&.kill
+    held&.each(&:close)
+    server&.close
+  end
+
   # serve-file buffered a request head of any length for the whole 60 s a
   # client gets: one client could make it hold unbounded memory.
   it "cuts off a client whose request head runs past 16 KiB" do

@@ -18,32 +18,38 @@ module Capistrano
 
       # The script a host runs with `sh -c` to fetch the binary: `$1` the
       # holder's address (an IPv6 one goes into the URL in brackets), `$2` its
-      # port, `$3` the install directory, `$4` the SHA-256 the file must have.
-      # Tries up to 50 times, 0.1 s apart; a file with another digest is
-      # removed, and the script fails.
+      # port, `$3` the install directory, `$4` the SHA-256 the file must have,
+      # `$5` the seconds it may take in all ({FETCH_SECONDS}). Tries again
+      # 0.1 s after a failure (the holder may not be serving yet) until then;
+      # a connection takes at most 2 s to open (a port whose packets are
+      # dropped). A file with another digest is removed, and the script fails.
       FETCH = <<~'SH'
-        src=${1#[} port=$2 dir=$3 sha=$4 out="$3/murder.fetch"
+        src=${1#[} port=$2 dir=$3 sha=$4 out="$3/murder.fetch" limit=${5:-35}
         src=${src%]}
         case $src in *:*) url="http://[$src]:$port/murder" ;; *) url="http://$src:$port/murder" ;; esac
         mkdir -p "$dir" "$dir/run" || exit 1
-        tries=0
+        end=$(( $(date +%s) + limit ))
         until
+          left=$(( end - $(date +%s) ))
+          [ "$left" -gt 0 ] || { rm -f "$out"; exit 1; }
           if command -v curl >/dev/null 2>&1; then
-            curl -fsSg --max-time 30 "$url" -o "$out"
+            curl -fsSg --connect-timeout 2 --max-time "$left" "$url" -o "$out"
           elif command -v wget >/dev/null 2>&1; then
-            wget -q -T 30 -O "$out" "$url"
+            timeout "$left" wget -q -t 1 -T 2 -O "$out" "$url"
           else
-            bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "RAW\n" >&3 && cat <&3 >"$2"' "$src" "$port" "$out"
+            timeout "$left" bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "RAW\n" >&3 && cat <&3 >"$2"' "$src" "$port" "$out"
           fi
         do
-          tries=$((tries + 1))
-          [ "$tries" -lt 50 ] || exit 1
           sleep 0.1
         done
         [ "$(sha256sum "$out" | cut -d' ' -f1)" = "$sha" ] || { rm -f "$out"; exit 1; }
         chmod 755 "$out" && mv -f "$out" "$dir/murder" && echo "$sha" > "$dir/murder.sha256.new" &&
           mv -f "$dir/murder.sha256.new" "$dir/murder.sha256"
       SH
+      # How long a host tries to fetch the binary: a little past the holder's
+      # `serve-file --timeout` (30 s), after which it falls back to an upload
+      # from this machine.
+      FETCH_SECONDS = 35
 
       attr_reader :central
 
@@ -117,7 +123,7 @@ module Capistrano
           else
             holder = source.fetch(S.host_key(host))
             address = S.announce_ip(holder) || holder.hostname
-            unless test(:sh, "-c", *S.args(FETCH, "fetch", address, port, dir, sha))
+            unless test(:sh, "-c", *S.args(FETCH, "fetch", address, port, dir, sha, FETCH_SECONDS))
               S.install_binary(self, binary, dir, sha)
               fell_back << S.host_key(host)
             end
