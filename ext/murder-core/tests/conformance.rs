@@ -477,3 +477,69 @@ fn rule_c4_a_peer_that_asks_without_reading_is_dropped() {
         );
     });
 }
+
+/// Rule T2 (a downloader waits in line for a turn only while it wants
+/// pieces): a peer that is offered pieces and never asks for them (hostile,
+/// or a client that asks on a slow timer) came round to the head of the
+/// line with its window full. Only the head may take a turn, and it never
+/// asked again, so the seed offered nothing more to anyone and every
+/// downloader stalled.
+#[test]
+fn rule_t2_a_peer_that_takes_no_offers_holds_no_place_in_line() {
+    use murder_core::session::State;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 24 << 20, 77);
+    // A tracker, so that the downloaders find each other; one-piece
+    // turns: each offer ends a turn while others wait.
+    let tracker = common::quick_tracker("127.0.0.1:0".parse().unwrap());
+    let meta = torrent(&data, &tracker.local_addr().to_string(), 256 << 10);
+    tracker.tracker().allow_torrent(&meta);
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data },
+        SessionConfig {
+            upload_limit: Some(8 << 20), // busy: every turn is taken
+            ..local()
+        },
+    )
+    .unwrap();
+    let downloaders: Vec<SessionRunner> = (0..9)
+        .map(|i| {
+            let dest = dir.path().join(format!("d{i}/release.tgz"));
+            SessionRunner::start(meta.clone(), Role::Download { dest }, local()).unwrap()
+        })
+        .collect();
+    // The idler comes once the turns are taken, so it waits in line.
+    std::thread::sleep(Duration::from_millis(300));
+    let (seed_addr, info_hash, pieces) = (seed.local_addr(), meta.info_hash(), meta.piece_count());
+    std::thread::spawn(move || {
+        current_thread().block_on(async move {
+            let id = *b"-XX0001-idleridlerid";
+            let Some((mut r, mut w)) = dial(seed_addr, FAST, id, info_hash, pieces).await else {
+                return;
+            };
+            if !w.send(&[Message::HaveNone, Message::Interested]).await {
+                return;
+            }
+            // Reads what it is offered and never asks; stays connected.
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_secs(5), r.next()).await {
+                    Ok(None) => break,
+                    Ok(Some(_)) => {}
+                    Err(_) if !w.send(&[Message::KeepAlive]).await => break,
+                    Err(_) => {}
+                }
+            }
+        })
+    });
+    for (i, d) in downloaders.iter().enumerate() {
+        assert_eq!(
+            d.wait_done(Duration::from_secs(30)),
+            State::Complete,
+            "downloader {i}: {:?}",
+            d.stats()
+        );
+    }
+}

@@ -399,6 +399,11 @@ impl Peer {
         }
         let want = self.offer_window().saturating_sub(self.pending_offers());
         if want == 0 {
+            // Out of line until it asks for what it was offered: at the head
+            // it would keep every other peer from a turn.
+            if steering.pause(self.key) {
+                let _ = self.ctx.events.send(Event::Offer);
+            }
             return Vec::new();
         }
         let offer = {

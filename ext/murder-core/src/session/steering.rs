@@ -197,6 +197,20 @@ impl Steering {
         offer
     }
 
+    /// Downloader `key` wants no more pieces now (it has a window's worth
+    /// on offer that it has not asked for): it leaves the line, where only
+    /// the first may take a turn, and queues again when it next wants
+    /// (rule T2 of STATE.md). Returns whether the first in line left while
+    /// others wait (the session should tell them).
+    pub(super) fn pause(&self, key: u64) -> bool {
+        let mut state = self.state();
+        let Some(at) = state.waiting.iter().position(|&k| k == key) else {
+            return false;
+        };
+        state.waiting.remove(at);
+        at == 0 && !state.waiting.is_empty()
+    }
+
     /// Downloader `key` needs nothing more from the seed (it left, or it is
     /// complete); `unheld` are the pieces it was offered and does not hold,
     /// `held` those it holds. A piece whose only offer is undone counts as
