@@ -198,17 +198,19 @@ impl Steering {
     }
 
     /// Downloader `key` wants no more pieces now (it has a window's worth
-    /// on offer that it has not asked for): it leaves the line, where only
-    /// the first may take a turn, and queues again when it next wants
-    /// (rule T2 of STATE.md). Returns whether the first in line left while
-    /// others wait (the session should tell them).
+    /// on offer that it has not asked for): first in line, where only the
+    /// first may take a turn, it leaves the line, and queues again at the
+    /// back when it next wants (rule T2 of STATE.md). Further back it keeps
+    /// its place (it will most likely have asked by the time it is first).
+    /// Returns whether it left while others wait (the session should tell
+    /// them).
     pub(super) fn pause(&self, key: u64) -> bool {
         let mut state = self.state();
-        let Some(at) = state.waiting.iter().position(|&k| k == key) else {
+        if state.waiting.front() != Some(&key) {
             return false;
-        };
-        state.waiting.remove(at);
-        at == 0 && !state.waiting.is_empty()
+        }
+        state.waiting.pop_front();
+        !state.waiting.is_empty()
     }
 
     /// Downloader `key` needs nothing more from the seed (it left, or it is
