@@ -24,8 +24,8 @@ use crate::picker::VerifyJob;
 use crate::storage::Storage;
 use crate::wire::BLOCK;
 
-/// Block bytes waiting for the thread at most; beyond this, pieces are
-/// hashed from disk.
+/// Block bytes waiting for the thread, or held by it until the bytes
+/// before them come, at most; beyond this, pieces are hashed from disk.
 const BUDGET: u64 = 64 << 20;
 
 enum Job {
@@ -143,6 +143,11 @@ impl Drop for Hasher {
     }
 }
 
+/// Bytes of blocks waiting in `early`.
+fn held(early: &BTreeMap<u64, Bytes>) -> u64 {
+    early.values().map(|b| b.len() as u64).sum()
+}
+
 /// A piece's running hash: the bytes hashed so far and blocks that came
 /// early.
 struct Running {
@@ -171,13 +176,15 @@ impl Worker {
                     offset,
                     data,
                 } => {
-                    self.queued.fetch_sub(data.len() as u64, Ordering::Relaxed);
-                    self.add(piece, offset as u64, data);
+                    let released = self.add(piece, offset as u64, data);
+                    self.queued.fetch_sub(released, Ordering::Relaxed);
                 }
                 Job::Skipped { piece } => {
                     let state = self.state(piece);
                     state.skipped = true;
+                    let released = held(&state.early);
                     state.early.clear();
+                    self.queued.fetch_sub(released, Ordering::Relaxed);
                 }
                 Job::Verify(job) => {
                     let verdict = self.verdict(job);
@@ -198,25 +205,39 @@ impl Worker {
         })
     }
 
-    fn add(&mut self, piece: u32, offset: u64, data: Bytes) {
+    /// Hashes a block, or keeps it until the bytes before it came. Returns
+    /// the bytes no longer held: blocks that wait stay counted in `queued`
+    /// (the budget), so a peer that withholds the first block of every
+    /// piece it sends cannot make the thread hold more than the budget.
+    fn add(&mut self, piece: u32, offset: u64, data: Bytes) -> u64 {
         let state = self.state(piece);
+        let len = data.len() as u64;
         if state.skipped {
-            return;
+            return len;
         }
         if offset != state.next {
-            state.early.insert(offset, data);
-            return;
+            // A copy: a slice of a socket's read buffer keeps all of it.
+            if let Some(old) = state.early.insert(offset, Bytes::copy_from_slice(&data)) {
+                return old.len() as u64; // sent twice: the later one counts
+            }
+            return 0;
         }
         state.sha.update(&data);
-        state.next += data.len() as u64;
+        state.next += len;
+        let mut released = len;
         while let Some(data) = state.early.remove(&state.next) {
             state.sha.update(&data);
             state.next += data.len() as u64;
+            released += data.len() as u64;
         }
+        released
     }
 
     fn verdict(&mut self, job: VerifyJob) -> Verdict {
         let running = self.running.remove(&job.piece);
+        if let Some(r) = &running {
+            self.queued.fetch_sub(held(&r.early), Ordering::Relaxed);
+        }
         let in_memory =
             running.filter(|r| !r.skipped && r.next == job.data_end && r.early.is_empty());
         let digest: Result<[u8; 20], Error> = match in_memory {
@@ -329,6 +350,69 @@ mod tests {
             4,
             "block hashes from disk, for blame"
         );
+        hasher.stop();
+    }
+
+    /// Rule P3's memory: blocks held until the bytes before them come count
+    /// against the budget. A peer that sends every block of many pieces but
+    /// the first made the thread hold them all (uncounted: the budget
+    /// counted only blocks in the channel); past the budget, a piece is now
+    /// hashed from disk, which shows here as a verdict on the bytes on disk
+    /// rather than on those handed over.
+    #[tokio::test]
+    async fn rule_p3_blocks_held_out_of_order_count_against_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("data");
+        let bytes: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &bytes).unwrap();
+        let mut opts = CreateOptions::new("t:1");
+        opts.piece_length = Some(64 * 1024);
+        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        let reuse = crate::reuse::ReuseConfig::default();
+        let (storage, _, _) = Storage::for_download(
+            meta.clone(),
+            &dir.path().join("out"),
+            &Progress::new(),
+            true,
+            &reuse,
+        )
+        .unwrap();
+        let storage = Arc::new(storage);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), tx).unwrap();
+        let job0 = VerifyJob {
+            piece: 0,
+            length: 65_536,
+            data_end: 65_536,
+            block_hashes: false,
+            pad_dirty: false,
+        };
+        // Pieces 1.. (of a torrent as large as a peer may claim): every
+        // block but the first, 96 MiB in all, in batches the thread takes
+        // in before the next (a verdict on piece 0, from disk, marks each):
+        // the channel itself never holds more than 12 MiB.
+        let junk = Bytes::from(vec![1u8; 16384]);
+        for batch in 0..8u32 {
+            for piece in batch * 256 + 1..=(batch + 1) * 256 {
+                for offset in [16384, 32768, 49152] {
+                    hasher.block(piece, offset, junk.clone());
+                }
+            }
+            hasher.verify(job0.clone());
+            rx.recv().await.unwrap();
+        }
+        // Piece 0: the torrent's bytes on disk, other bytes handed over.
+        for offset in [0u32, 16384, 32768, 49152] {
+            let at = offset as usize;
+            storage.write(0, offset, &bytes[at..at + 16384]).unwrap();
+            hasher.block(0, offset, Bytes::from(vec![7u8; 16384]));
+        }
+        hasher.verify(job0);
+        assert!(
+            rx.recv().await.unwrap().ok,
+            "piece 0 was hashed from memory: the thread held more than its budget"
+        );
+        assert!(hasher.queued.load(Ordering::Relaxed) <= BUDGET);
         hasher.stop();
     }
 }
