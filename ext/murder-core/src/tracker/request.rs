@@ -132,11 +132,15 @@ pub fn parse_announce(query: &[u8]) -> Result<Announce, RequestError> {
                     _ => return fail("event must be started, completed, stopped or empty"),
                 }
             }
-            b"ip" | b"ipv4" | b"ipv6" if !value.is_empty() => {
+            // BEP 3's `ip` may also be a DNS name, which is not looked up:
+            // the source address stands. BEP 7's `ipv4`/`ipv6` name further
+            // addresses (perhaps with a port), never a replacement: a dual-
+            // stack client announcing over IPv4 with `ipv6=` stays reachable
+            // over IPv4. One address is kept per peer, so they are ignored.
+            b"ip" => {
                 let text = std::str::from_utf8(&value).unwrap_or("");
-                match text.parse::<IpAddr>() {
-                    Ok(addr) => ip = ip.or(Some(addr)),
-                    Err(_) => return fail("ip must be an IPv4 or IPv6 address"),
+                if let Ok(addr) = text.parse::<IpAddr>() {
+                    ip = ip.or(Some(addr.to_canonical()));
                 }
             }
             _ => {} // key, trackerid, supportcrypto, corrupt, …
@@ -212,6 +216,28 @@ mod tests {
         assert_eq!(v6.ip, Some("::1".parse().unwrap()));
     }
 
+    /// BEP 3 lets `ip` be a DNS name and BEP 7 adds `ipv4`/`ipv6`, with a
+    /// port or without: none of them refuses the announce (a client got a
+    /// failure instead of peers), and only `ip` replaces the source
+    /// address (`ipv6=` recorded a client that announced over IPv4 under
+    /// its IPv6 address alone).
+    #[test]
+    fn other_addresses_a_client_names_never_refuse_or_replace_its_own() {
+        for extra in [
+            "&ip=host.example",
+            "&ipv6=2001:db8::1",
+            "&ipv6=%5B2001%3Adb8%3A%3A1%5D%3A6881",
+            "&ipv4=10.0.0.1:6881",
+            "&ipv4=10.0.0.1",
+        ] {
+            let a = parse_announce(query(extra).as_bytes());
+            assert_eq!(a.map(|a| a.ip), Ok(None), "{extra}");
+        }
+        // An IPv4 address written as IPv6 is the IPv4 one.
+        let mapped = parse_announce(query("&ip=%3A%3Affff%3A10.0.0.1").as_bytes()).unwrap();
+        assert_eq!(mapped.ip, Some("10.0.0.1".parse().unwrap()));
+    }
+
     #[test]
     fn refuses_malformed_announces() {
         for (q, message) in [
@@ -245,10 +271,6 @@ mod tests {
             (
                 query("&event=exploded"),
                 "event must be started, completed, stopped or empty",
-            ),
-            (
-                query("&ip=host.example"),
-                "ip must be an IPv4 or IPv6 address",
             ),
             ("%ff%00garbage&&&==".to_string(), "missing info_hash"),
             (
