@@ -270,28 +270,37 @@ impl Storage {
     /// to be reused or fetched anew; writing to it would change the earlier
     /// release. So is one whose execute bit is not the torrent's (the
     /// earlier attempt was of another torrent): placing would chmod it.
+    /// Repeated until nothing more goes: a file removed takes a piece it
+    /// shares with a file before it (an unaligned torrent), which is then
+    /// not wholly verified either.
     fn unshare_unverified(&self, staging: &Path, have: &mut Bitfield) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
-        let mut offset = 0u64;
-        for (index, file) in self.meta.files.iter().enumerate() {
-            let start = offset;
-            offset += file.length;
-            if !file.is_regular() || file.length == 0 {
-                continue;
-            }
-            let path = self.file_path(staging, index);
-            if let Ok(m) = std::fs::symlink_metadata(&path) {
-                let fits = self.holds_file(start, file.length, have)
-                    && (m.mode() & 0o111 != 0) == file.executable;
-                if m.is_file() && m.nlink() > 1 && !fits {
-                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                    for p in self.file_pieces(start, file.length) {
-                        have.clear(p);
+        loop {
+            let mut removed = false;
+            let mut offset = 0u64;
+            for (index, file) in self.meta.files.iter().enumerate() {
+                let start = offset;
+                offset += file.length;
+                if !file.is_regular() || file.length == 0 {
+                    continue;
+                }
+                let path = self.file_path(staging, index);
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    let fits = self.holds_file(start, file.length, have)
+                        && (m.mode() & 0o111 != 0) == file.executable;
+                    if m.is_file() && m.nlink() > 1 && !fits {
+                        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                        for p in self.file_pieces(start, file.length) {
+                            have.clear(p);
+                        }
+                        removed = true;
                     }
                 }
             }
+            if !removed {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     fn holds_file(&self, start: u64, len: u64, have: &Bitfield) -> bool {

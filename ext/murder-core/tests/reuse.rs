@@ -479,6 +479,59 @@ fn rule_r1_a_link_whose_mode_no_longer_fits_is_not_chmodded() {
     assert_same_tree(&b, &host.releases.join("B"));
 }
 
+/// Rule R1 across torrents, in file order: an earlier attempt of an
+/// aligned torrent linked `assets/one.bin` and `assets/two.bin` from A;
+/// the torrent shipped now is unaligned, so a piece spans one.bin's tail
+/// and two.bin's head, and two.bin's tail changed. one.bin was checked
+/// first (whole: kept as a link), then two.bin was removed with every
+/// piece of it, that shared one among them: it was fetched again and
+/// written through the link into A's one.bin.
+#[test]
+fn rule_r1_a_link_whose_piece_is_lost_to_a_later_file_is_not_written() {
+    let host = host_with_a();
+    let b = host.build.join("B");
+    copy_tree(&host.build.join("A"), &b);
+    // No links: an unaligned torrent has no BEP 47 link entries.
+    fs::remove_file(b.join("lib/current")).unwrap();
+    fs::remove_file(b.join("bin/one")).unwrap();
+    fs::set_permissions(b.join("bin/run"), fs::Permissions::from_mode(0o644)).unwrap();
+    let earlier = aligned(&b);
+    let staging = host.releases.join(".B.part");
+    let config = ReuseConfig {
+        dirs: vec![host.releases.clone()],
+        mode: ReuseMode::Link,
+    };
+    let none = murder_core::bitfield::Bitfield::new(earlier.piece_count());
+    murder_core::reuse::reuse(&earlier, &staging, &none, &config, &[], &Progress::new()).unwrap();
+    let a_one = host.releases.join("A/assets/one.bin");
+    assert_eq!(
+        fs::metadata(&a_one).unwrap().ino(),
+        fs::metadata(staging.join("assets/one.bin")).unwrap().ino(),
+        "one.bin was not linked: the test shows nothing"
+    );
+    let mut two = fs::read(b.join("assets/two.bin")).unwrap();
+    let end = two.len();
+    two[end - 100..].fill(0xEE);
+    write(&b.join("assets/two.bin"), &two);
+    let mut opts = CreateOptions::new("127.0.0.1:9");
+    opts.piece_length = Some(PIECE);
+    let unaligned = Arc::new(create_torrent(&b, &opts, &Progress::new()).unwrap());
+    let before = fs::metadata(&a_one).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    ship_torrent(
+        unaligned,
+        &b,
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_same_tree(&b, &host.releases.join("B"));
+    assert_eq!(
+        fs::metadata(&a_one).unwrap().modified().unwrap(),
+        before,
+        "A's one.bin was written"
+    );
+}
+
 /// Rule P4 with reuse: files linked from a failed attempt's staging area
 /// (`.A.part`, whose data may not have reached the disk) are synced with
 /// what was downloaded; files linked from a release are durable already.
