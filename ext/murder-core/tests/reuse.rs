@@ -386,6 +386,26 @@ fn host_with_a_private_run() -> (Host, PathBuf) {
     (host, a_run)
 }
 
+/// An earlier, failed attempt of `meta` to B: it linked what it could
+/// from the host's releases into B's staging area, then stopped. Returns
+/// the staging area; asserts that `probe` (a path in the release) was
+/// linked from A, else the test would show nothing.
+fn earlier_attempt(host: &Host, meta: &Metainfo, probe: &str) -> PathBuf {
+    let config = ReuseConfig {
+        dirs: vec![host.releases.clone()],
+        mode: ReuseMode::Link,
+    };
+    let none = murder_core::bitfield::Bitfield::new(meta.piece_count());
+    let staging = host.releases.join(".B.part");
+    murder_core::reuse::reuse(meta, &staging, &none, &config, &[], &Progress::new()).unwrap();
+    assert_eq!(
+        fs::metadata(host.releases.join("A").join(probe)).unwrap().ino(),
+        fs::metadata(staging.join(probe)).unwrap().ino(),
+        "{probe} was not linked: the test shows nothing"
+    );
+    staging
+}
+
 /// Rule R1 for modes: an executable of A whose mode is not 755 (0700 here)
 /// is hard-linked into B, and placing B must not chmod that shared inode:
 /// placing set 755 on every executable, widening A's 0700.
@@ -416,20 +436,7 @@ fn rule_r1_placing_never_changes_the_mode_of_a_linked_file() {
 #[test]
 fn rule_r1_a_link_made_by_an_earlier_attempt_keeps_its_mode() {
     let (host, a_run) = host_with_a_private_run();
-    let meta = aligned(&host.build.join("B"));
-    // The earlier attempt: it linked what it could, then stopped.
-    let config = ReuseConfig {
-        dirs: vec![host.releases.clone()],
-        mode: ReuseMode::Link,
-    };
-    let none = murder_core::bitfield::Bitfield::new(meta.piece_count());
-    let staging = host.releases.join(".B.part");
-    murder_core::reuse::reuse(&meta, &staging, &none, &config, &[], &Progress::new()).unwrap();
-    assert_eq!(
-        fs::metadata(&a_run).unwrap().ino(),
-        fs::metadata(staging.join("bin/run")).unwrap().ino(),
-        "bin/run was not linked: the test shows nothing"
-    );
+    earlier_attempt(&host, &aligned(&host.build.join("B")), "bin/run");
     ship(
         &host.build.join("B"),
         &host.releases.join("B"),
@@ -452,19 +459,7 @@ fn rule_r1_a_link_whose_mode_no_longer_fits_is_not_chmodded() {
     let b = host.build.join("B");
     release_b(&host.build.join("A"), &b);
     let a_file = host.releases.join("A/lib/d0/f0.rb");
-    let earlier = aligned(&b);
-    let staging = host.releases.join(".B.part");
-    let config = ReuseConfig {
-        dirs: vec![host.releases.clone()],
-        mode: ReuseMode::Link,
-    };
-    let none = murder_core::bitfield::Bitfield::new(earlier.piece_count());
-    murder_core::reuse::reuse(&earlier, &staging, &none, &config, &[], &Progress::new()).unwrap();
-    assert_eq!(
-        fs::metadata(&a_file).unwrap().ino(),
-        fs::metadata(staging.join("lib/d0/f0.rb")).unwrap().ino(),
-        "f0.rb was not linked: the test shows nothing"
-    );
+    earlier_attempt(&host, &aligned(&b), "lib/d0/f0.rb");
     fs::set_permissions(b.join("lib/d0/f0.rb"), fs::Permissions::from_mode(0o755)).unwrap();
     ship(
         &b,
@@ -495,20 +490,8 @@ fn rule_r1_a_link_whose_piece_is_lost_to_a_later_file_is_not_written() {
     fs::remove_file(b.join("lib/current")).unwrap();
     fs::remove_file(b.join("bin/one")).unwrap();
     fs::set_permissions(b.join("bin/run"), fs::Permissions::from_mode(0o644)).unwrap();
-    let earlier = aligned(&b);
-    let staging = host.releases.join(".B.part");
-    let config = ReuseConfig {
-        dirs: vec![host.releases.clone()],
-        mode: ReuseMode::Link,
-    };
-    let none = murder_core::bitfield::Bitfield::new(earlier.piece_count());
-    murder_core::reuse::reuse(&earlier, &staging, &none, &config, &[], &Progress::new()).unwrap();
+    earlier_attempt(&host, &aligned(&b), "assets/one.bin");
     let a_one = host.releases.join("A/assets/one.bin");
-    assert_eq!(
-        fs::metadata(&a_one).unwrap().ino(),
-        fs::metadata(staging.join("assets/one.bin")).unwrap().ino(),
-        "one.bin was not linked: the test shows nothing"
-    );
     let mut two = fs::read(b.join("assets/two.bin")).unwrap();
     let end = two.len();
     two[end - 100..].fill(0xEE);
