@@ -199,3 +199,85 @@ fn rule_w1_a_read_that_fails_fails_the_seed() {
     peer.stop();
     seed.stop();
 }
+
+/// Rule W1 after completion: a download that is complete goes on serving
+/// (a host lingers), and its release may break under it (a rollback or a
+/// cleanup removes it). A read that fails then stops its serving, named
+/// in the log, and chokes the peer: it answered each request with a
+/// Reject, silently, and the peer asked again at once, without end.
+#[test]
+fn rule_w1_a_complete_download_whose_data_breaks_stops_serving() {
+    use common::wire_peer::{dial, FAST};
+    use murder_core::wire::{BlockRequest, Message};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 1_000_000, 5);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let quiet = SessionConfig {
+        use_tracker: false,
+        ..local()
+    };
+    let seed = SessionRunner::start(meta.clone(), Role::Seed { data }, quiet.clone()).unwrap();
+    let dest = dir.path().join("host/release.tgz");
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            peers: vec![seed.local_addr()],
+            ..quiet
+        },
+    )
+    .unwrap();
+    assert_eq!(peer.wait_done(Duration::from_secs(30)), State::Complete);
+    seed.stop();
+    std::fs::File::options()
+        .write(true)
+        .open(&dest)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let (addr, info_hash, pieces) = (peer.local_addr(), meta.info_hash(), meta.piece_count());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let choked = runtime.block_on(async move {
+        let (mut r, mut w) = dial(addr, FAST, *b"-XX0001-askeraskeras", info_hash, pieces)
+            .await
+            .unwrap();
+        assert!(w.send(&[Message::HaveNone, Message::Interested]).await);
+        let ask = BlockRequest {
+            piece: 10,
+            offset: 0,
+            length: 16384,
+        };
+        let mut unchoked = false;
+        let mut rejects = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, r.next()).await {
+            match message {
+                Message::Unchoke if !unchoked => {
+                    unchoked = true;
+                    assert!(w.send(&[Message::Request(ask)]).await);
+                }
+                Message::Reject(_) => {
+                    rejects += 1;
+                    assert!(w.send(&[Message::Request(ask)]).await);
+                }
+                Message::Choke if unchoked => return Some(rejects),
+                _ => {}
+            }
+        }
+        None
+    });
+    assert!(
+        choked.is_some(),
+        "the peer was never choked: every request met a silent Reject"
+    );
+    assert_eq!(
+        peer.state(),
+        State::Complete,
+        "the download itself stays done"
+    );
+    peer.stop();
+}

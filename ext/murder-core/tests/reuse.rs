@@ -399,7 +399,9 @@ fn earlier_attempt(host: &Host, meta: &Metainfo, probe: &str) -> PathBuf {
     let staging = host.releases.join(".B.part");
     murder_core::reuse::reuse(meta, &staging, &none, &config, &[], &Progress::new()).unwrap();
     assert_eq!(
-        fs::metadata(host.releases.join("A").join(probe)).unwrap().ino(),
+        fs::metadata(host.releases.join("A").join(probe))
+            .unwrap()
+            .ino(),
         fs::metadata(staging.join(probe)).unwrap().ino(),
         "{probe} was not linked: the test shows nothing"
     );

@@ -4,7 +4,7 @@
 //! lock is taken; no lock is held across an await or a disk write.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -81,6 +81,9 @@ pub(crate) struct Context {
     pub download_limit: Option<RateLimit>,
     /// This session seeds data it did not download.
     pub seeding: bool,
+    /// A complete download stopped serving: its data broke under it (rule
+    /// W1). Its peers are choked; the download itself stays complete.
+    pub serving_stopped: AtomicBool,
     /// With a lazy check: the pieces checked against their hash since the
     /// seed started (one bit each); `None` when all were checked up front.
     checked: Option<Vec<AtomicU64>>,
@@ -158,6 +161,7 @@ impl Context {
             steering,
             hasher,
             seeding,
+            serving_stopped: AtomicBool::new(false),
             checked,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -186,20 +190,25 @@ impl Context {
     }
 
     /// Fails the session (rule W1: a disk fault ends the work that needs
-    /// it, at once and named). The first failure wins; a complete download
-    /// stays complete; a seed whose data turns out bad fails.
+    /// it, at once and named). The first failure wins; a seed whose data
+    /// turns out bad fails; a complete download stays complete but stops
+    /// serving (its peers get choked), said once in the log.
     pub fn fail(&self, error: &Error) {
         let seeding = self.seeding;
+        let mut stop_serving = false;
         let failed = self.state.send_if_modified(|state| {
             if *state == State::Downloading || (seeding && *state == State::Complete) {
                 *state = State::Failed(error.to_string());
                 true
             } else {
+                stop_serving = *state == State::Complete;
                 false
             }
         });
         if failed {
             tracing::error!("{error}");
+        } else if stop_serving && !self.serving_stopped.swap(true, Ordering::Relaxed) {
+            tracing::warn!("{error}: serving stopped (the download was complete)");
         }
     }
 

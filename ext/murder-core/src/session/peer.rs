@@ -475,7 +475,7 @@ impl Peer {
             }
             Message::Unchoke => self.peer_choking = false,
             Message::Interested => {
-                if self.am_choking {
+                if self.am_choking && !self.ctx.serving_stopped.load(Ordering::Relaxed) {
                     self.am_choking = false;
                     self.send(Message::Unchoke);
                 }
@@ -630,7 +630,27 @@ impl Peer {
         Ok(())
     }
 
+    /// Chokes the peer for good: the data this session serves broke (rule
+    /// W1). With the fast extension every queued request is rejected, as
+    /// BEP 6 asks; without, a choke drops them.
+    fn stop_serving(&mut self) {
+        if self.am_choking {
+            return;
+        }
+        self.am_choking = true;
+        self.send(Message::Choke);
+        for req in std::mem::take(&mut self.uploads) {
+            self.dequeued(req.length as u64);
+            if self.fast {
+                self.send(Message::Reject(req));
+            }
+        }
+    }
+
     fn serve_uploads(&mut self) {
+        if self.ctx.serving_stopped.load(Ordering::Relaxed) {
+            self.stop_serving();
+        }
         let had_work = !self.uploads.is_empty();
         for _ in 0..UPLOADS_PER_TURN {
             let Some(req) = self.next_upload() else {
@@ -667,6 +687,10 @@ impl Peer {
                     self.out.truncate(header_at);
                     if self.fast {
                         self.send(Message::Reject(req));
+                    }
+                    if self.ctx.serving_stopped.load(Ordering::Relaxed) {
+                        self.stop_serving();
+                        break;
                     }
                 }
             }
