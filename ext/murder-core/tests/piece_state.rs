@@ -83,6 +83,35 @@ fn racing_peers(
     })
 }
 
+/// Downloads `meta` to `dest` from `peers` alone (no tracker) and checks
+/// that it completes; `round` names the attempt in a failure.
+fn download_from(
+    meta: &Arc<murder_core::Metainfo>,
+    dest: &std::path::Path,
+    peers: &[SocketAddr],
+    round: usize,
+) -> SessionRunner {
+    let peer = SessionRunner::start(
+        meta.clone(),
+        Role::Download {
+            dest: dest.to_path_buf(),
+        },
+        SessionConfig {
+            peers: peers.to_vec(),
+            use_tracker: false,
+            ..local()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        peer.wait_done(Duration::from_secs(30)),
+        State::Complete,
+        "round {round}: {:?}",
+        peer.stats()
+    );
+    peer
+}
+
 /// Rule B1 (a block has at most one accepted writer) and P3 (a piece is
 /// verified from the bytes that are on disk): an honest peer and a liar
 /// answer the same endgame requests at the same moment, over and over. The
@@ -95,30 +124,12 @@ fn rule_b1_a_lying_second_sender_never_reaches_the_disk() {
     // Four pieces of four blocks: every download is almost all endgame.
     random_file(&data, 256 * 1024, 21);
     let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
-    let quiet = SessionConfig {
-        use_tracker: false,
-        ..local()
-    };
     let expected = std::fs::read(&data).unwrap();
     let peers = honest_and_lying_peers(expected.clone(), meta.piece_length, meta.piece_count());
     let mut liar_banned = 0;
     for round in 0..40 {
         let dest = dir.path().join(format!("out{round}/release.tgz"));
-        let peer = SessionRunner::start(
-            meta.clone(),
-            Role::Download { dest: dest.clone() },
-            SessionConfig {
-                peers: peers.to_vec(),
-                ..quiet.clone()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            peer.wait_done(Duration::from_secs(30)),
-            State::Complete,
-            "round {round}: {:?}",
-            peer.stats()
-        );
+        let peer = download_from(&meta, &dest, &peers, round);
         let got = std::fs::read(&dest).unwrap();
         let bad = got
             .chunks(16384)
@@ -167,22 +178,7 @@ fn rule_p3_an_honest_duplicate_of_a_block_before_padding_is_not_blamed() {
     let peers = racing_peers(stream, piece, meta.piece_count(), false);
     for round in 0..10 {
         let dest = dir.path().join(format!("out{round}"));
-        let peer = SessionRunner::start(
-            meta.clone(),
-            Role::Download { dest: dest.clone() },
-            SessionConfig {
-                peers: peers.to_vec(),
-                use_tracker: false,
-                ..local()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            peer.wait_done(Duration::from_secs(30)),
-            State::Complete,
-            "round {round}: {:?}",
-            peer.stats()
-        );
+        let peer = download_from(&meta, &dest, &peers, round);
         assert_eq!(
             peer.stats().banned_peers,
             0,
