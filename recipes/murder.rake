@@ -64,15 +64,21 @@ namespace :murder do
   task :create_torrent do
     murder = remote_murder
     prepacked = fetch(:murder_prepacked, nil) # the deploy strategy packed it here already
-    files = prepacked ? nil : murder_files_path
     payload = murder_payload
     torrent = murder_torrent
     temp = murder_temp_path
+    as_file = S.truthy?("path_is_file")
+    files = if prepacked
+              nil
+            elsif as_file
+              murder_file_to_copy
+            else
+              murder_files_path
+            end
     # Every tracker goes in the torrent (the first as `announce`, all in
     # the BEP 12 announce-list).
     trackers = tracker_addresses.flat_map { |addr, port| ["--tracker", "#{addr}:#{port}"] }
     piece = S.piece_length(fetch(:murder_piece_length))
-    as_file = S.truthy?("path_is_file")
     tree = murder_tree?
     on within_filter!([murder_seeder], "seeder") do |host|
       execute :mkdir, "-p", *S.args(temp)
@@ -224,13 +230,11 @@ namespace :murder do
           # -T: a directory named like the tag is refused, not filled.
           execute :mv, "-fT", *S.args(copy, target)
         else
-          # Emptied only now that the release is here: a host that fails
-          # or is stopped before keeps what it had.
-          S.empty_directory(self, dest) if occupied
-          S.extract_release(self, payload, dest, into: no_tag)
+          # Emptied only once the release is extracted beside what it
+          # holds: a host that fails or is stopped before keeps that.
+          S.extract_release(self, payload, dest, into: no_tag, emptying: occupied)
         end
       rescue StandardError => e
-        S.put_back(self, aside, dest) if aside
         why = S.reason(e).delete_prefix("#{host}: ")
         first = lock.synchronize do
           if failures.empty? || !S.stopped_by_us?(why)
@@ -250,6 +254,9 @@ namespace :murder do
             warn "murder: could not stop every other host: #{S.reason(stop_error)}"
           end
         end
+        # Last: on a host that stopped answering this waits out its
+        # keepalives again, and the others are stopped already.
+        S.put_back(self, aside, dest) if aside
       end
     ensure
       watcher.kill

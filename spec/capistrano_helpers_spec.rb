@@ -63,9 +63,15 @@ RSpec.describe Capistrano::Murder::Helpers do
   # copied onto itself, then removed by clean_temp_files.
   it "names a path_is_file payload TAG.tgz and refuses a files_path that is the payload" do
     env = { "tag" => "app.jar", "files_path" => "/srv/app.jar", "path_is_file" => "1", "temp_path" => "/tmp" }
-    with_env(env) { expect(dsl.murder_payload).to eq("/tmp/app.jar.tgz") }
+    with_env(env) do
+      expect(dsl.murder_payload).to eq("/tmp/app.jar.tgz")
+      expect(dsl.murder_file_to_copy).to eq("/srv/app.jar")
+    end
+    # peer, start_seeding and clean_temp_files need no files_path.
+    with_env(env.merge("files_path" => nil)) { expect(dsl.murder_payload).to eq("/tmp/app.jar.tgz") }
     with_env(env.merge("files_path" => "/tmp//app.jar.tgz")) do
-      expect { dsl.murder_payload }.to raise_error(Capistrano::Murder::Error, /files_path .* is where .* downloads? go/)
+      expect(dsl.murder_payload).to eq("/tmp/app.jar.tgz") # the tasks that only read it go on
+      expect { dsl.murder_file_to_copy }.to raise_error(Capistrano::Murder::Error, /files_path .* is where .* downloads? go/)
     end
   end
 

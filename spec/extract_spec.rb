@@ -33,8 +33,10 @@ RSpec.describe "extracting a release" do
     path
   end
 
-  def extract(payload, into: false, to: dest, backend_class: SSHKit::Backend::Local)
-    backend = backend_class.new { Capistrano::Murder::Support.extract_release(self, payload, to, into: into) }
+  def extract(payload, into: false, to: dest, emptying: false, backend_class: SSHKit::Backend::Local)
+    backend = backend_class.new do
+      Capistrano::Murder::Support.extract_release(self, payload, to, into: into, emptying: emptying)
+    end
     backend.run
   end
 
@@ -109,6 +111,24 @@ RSpec.describe "extracting a release" do
     extract(odd, into: true)
     expect(Dir.children(dest).sort).to eq(%w[.murder-extract y])
     expect(File.read(File.join(dest, ".murder-extract/x"))).to eq("x")
+  end
+
+  # unsafe_please_delete emptied the destination before the download (and
+  # then before tar): a host whose archive failed to extract was left with
+  # nothing there.
+  it "empties a destination with emptying: only once the archive is extracted" do
+    [true, false].each do |into|
+      FileUtils.mkdir_p(dest)
+      File.write(File.join(dest, "old.txt"), "old")
+      bad = File.join(base, "bad.tgz")
+      File.write(bad, "not an archive")
+      expect { extract(bad, into: into, emptying: true) }.to raise_error(SSHKit::Command::Failed, /tar/)
+      expect(Dir.children(dest)).to eq(["old.txt"]), "into: #{into}"
+      good = archive(File.join(base, "good.tgz"), [{ name: "app/config.ru", data: "run App" }])
+      extract(good, into: into, emptying: true)
+      expect(Dir.children(dest)).to eq(["app"]), "into: #{into}"
+      FileUtils.rm_rf(dest)
+    end
   end
 
   it "refuses members that lead out of the destination and leaves nothing half done" do

@@ -153,18 +153,26 @@ module Capistrano
       # @return [String] what the seeder shares: files_path for a tree, else
       #   TEMP/TAG.tgz (the file itself with `path_is_file=1`, under that
       #   name as in 2010)
-      # @raise [Capistrano::Murder::Error] for a bad argument, or a
-      #   `path_is_file` files_path that is TEMP/TAG.tgz itself (copied onto
-      #   itself, then removed by clean_temp_files)
+      # @raise [Capistrano::Murder::Error] for a bad argument
       def murder_payload
         return murder_files_path if murder_tree?
 
-        payload = "#{murder_temp_path}/#{murder_tag}.tgz"
-        if S.truthy?("path_is_file") && S.same_path?(murder_files_path, payload)
-          raise Error, "files_path #{murder_files_path} is where murder's downloads go (temp_path/TAG.tgz), " \
+        "#{murder_temp_path}/#{murder_tag}.tgz"
+      end
+
+      # The file `path_is_file` copies to the payload, unless it is the
+      # payload itself (copied onto itself, then removed by
+      # clean_temp_files).
+      #
+      # @return [String] files_path
+      # @raise [Capistrano::Murder::Error] when files_path is TEMP/TAG.tgz
+      def murder_file_to_copy
+        files = murder_files_path
+        if S.same_path?(files, murder_payload)
+          raise Error, "files_path #{files} is where murder's downloads go (temp_path/TAG.tgz), " \
                        "which clean_temp_files removes: choose another tag or temp_path"
         end
-        payload
+        files
       end
 
       # @return [String] the torrent's path on the hosts: TEMP/TAG.tree.torrent

@@ -167,15 +167,19 @@ module Capistrano
       # emptied by unsafe_please_delete), DEST itself stays (a symlink, a
       # mount point, its owner and mode): the staging directory
       # (`.murder-extract.XXXXXX`) lies inside it and its entries move up
-      # into DEST, which must hold nothing else (see {empty_directory}).
+      # into DEST, which must hold nothing else: with `emptying` (Murder's
+      # unsafe_please_delete) what DEST held goes once the archive is
+      # extracted, so a host whose extraction fails keeps it.
       #
       # @param backend [SSHKit::Backend::Abstract] the host's backend
       # @param payload [String] the archive on the host
       # @param dest [String] where the release goes
       # @param into [Boolean] extract into DEST rather than replace it
+      # @param emptying [Boolean] remove what DEST holds first (once the
+      #   archive is extracted beside it)
       # @return [void]
       # @raise [SSHKit::Runner::ExecuteError] when a command fails there
-      def extract_release(backend, payload, dest, into: false)
+      def extract_release(backend, payload, dest, into: false, emptying: false)
         into ||= backend.test(:test, "-d", *args(dest))
         if into
           backend.execute :mkdir, "-p", *args(dest)
@@ -193,6 +197,11 @@ module Capistrano
           raise
         end
         if into
+          if emptying
+            # -H: a symlinked DEST is followed, not taken for a leaf.
+            backend.execute :find, *args("-H", dest, "-mindepth", "1", "-maxdepth", "1", "!", "-name",
+                                         File.basename(staging), "-exec", "rm", "-rf", "{}", "+")
+          end
           backend.execute :find, *args(staging, "-mindepth", "1", "-maxdepth", "1", "-exec", "mv", "-t", dest, "{}", "+")
           backend.execute :rmdir, *args(staging)
         else
@@ -200,19 +209,6 @@ module Capistrano
           backend.execute :mkdir, "-p", *args(File.dirname(dest))
           backend.execute :mv, *args(staging, dest)
         end
-      end
-
-      # Removes everything in DIR on the host behind BACKEND, and keeps DIR
-      # itself (Murder's unsafe_please_delete: a destination that is a
-      # symlink or a mount point stays one).
-      #
-      # @param backend [SSHKit::Backend::Abstract] the host's backend
-      # @param dir [String] the directory
-      # @return [void]
-      # @raise [SSHKit::Runner::ExecuteError] when a command fails there
-      def empty_directory(backend, dir)
-        # -H: a symlinked DIR is followed, not taken for an empty leaf.
-        backend.execute :find, *args("-H", dir, "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+")
       end
 
       # Moves a destination that was set aside back to DEST, unless
