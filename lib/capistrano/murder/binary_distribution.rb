@@ -20,18 +20,20 @@ module Capistrano
       # holder's address (an IPv6 one goes into the URL in brackets), `$2` its
       # port, `$3` the install directory, `$4` the SHA-256 the file must have,
       # `$5` the seconds it may take in all ({FETCH_SECONDS}). Tries again
-      # 0.1 s after a failure (the holder may not be serving yet) until then;
-      # a connection takes at most 2 s to open (a port whose packets are
-      # dropped). A file with another digest is removed, and the script fails.
+      # 0.1 s after a failure (the holder may not be serving yet), 50 times
+      # at most (a refused port fails fast) and until then; a connection
+      # takes at most 2 s to open (a port whose packets are dropped). A file
+      # with another digest is removed, and the script fails.
       FETCH = <<~'SH'
         src=${1#[} port=$2 dir=$3 sha=$4 out="$3/murder.fetch" limit=${5:-35}
         src=${src%]}
         case $src in *:*) url="http://[$src]:$port/murder" ;; *) url="http://$src:$port/murder" ;; esac
         mkdir -p "$dir" "$dir/run" || exit 1
-        end=$(( $(date +%s) + limit ))
+        end=$(( $(date +%s) + limit )) tries=0
         until
           left=$(( end - $(date +%s) ))
-          [ "$left" -gt 0 ] || { rm -f "$out"; exit 1; }
+          [ "$left" -gt 0 ] && [ "$tries" -lt 50 ] || { rm -f "$out"; exit 1; }
+          tries=$((tries + 1))
           if command -v curl >/dev/null 2>&1; then
             curl -fsSg --connect-timeout 2 --max-time "$left" "$url" -o "$out"
           elif command -v wget >/dev/null 2>&1; then

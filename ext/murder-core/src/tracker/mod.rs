@@ -277,7 +277,8 @@ impl Tracker {
                     self.allow_with_source(&t, AllowSource::Dir(dir.clone()), secret.as_ref());
                     keep.push(t.info_hash());
                 }
-                Err(e) => tracing::warn!("allow-dir: skipping {}: {e}", path.display()),
+                // The error names the file (Metainfo::load's errors do).
+                Err(e) => tracing::warn!("allow-dir: skipping {e}"),
             }
         }
         self.registry().retain_dir_entries(&dir, &keep);
