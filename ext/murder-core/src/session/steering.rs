@@ -47,6 +47,8 @@ struct State {
     waiting: VecDeque<u64>,
     /// Pieces never offered to anyone.
     unsent: usize,
+    /// Turns in a row that ended with nothing to offer (see `offer`).
+    empty_turns: usize,
 }
 
 /// Pieces to offer one downloader, and whether a turn came free (the
@@ -65,6 +67,7 @@ impl Steering {
                 turns: HashMap::new(),
                 waiting: VecDeque::new(),
                 unsent: piece_count,
+                empty_turns: 0,
             }),
             backlog: AtomicU64::new(0),
             piece_length: piece_length.max(1),
@@ -186,11 +189,20 @@ impl Steering {
         }
         let turn_pieces = (TURN_BYTES / self.piece_length).max(1) as usize;
         let given = state.turns.get(&key).copied().unwrap_or(0) + offer.pieces.len();
+        if offer.pieces.is_empty() {
+            state.empty_turns += 1;
+        } else {
+            state.empty_turns = 0;
+        }
         if (given >= turn_pieces || offer.pieces.is_empty()) && !state.waiting.is_empty() {
             // Turn over: the next in line gets it; this peer queues again.
             state.turns.remove(&key);
             state.waiting.push_back(key);
-            offer.turn_freed = true;
+            // Wake the line, but for empty turns only once round it: past
+            // that nothing anyone could be offered changed, and what
+            // changes it (a piece arriving somewhere, the seed going idle)
+            // brings each peer back here on its own.
+            offer.turn_freed = state.empty_turns <= state.waiting.len();
         } else {
             state.turns.insert(key, given);
         }
@@ -457,5 +469,41 @@ mod tests {
         steering.queued(1 << 20);
         let b = steering.offer(2, &none, &Bitfield::new(2), 2, &picker, 1);
         assert!(b.pieces.is_empty(), "both pieces are in flight to peer 1");
+    }
+
+    /// An empty turn wakes the line once round, not for ever: once every
+    /// piece has left and the ones downloaders lack are held by others
+    /// (the seed busy), each peer first in line was offered nothing, handed
+    /// its turn on and woke every peer again: bench/swarm's seed counted
+    /// 16,599 such handovers in 1.3 s of a 16-host run, every one a wake-up
+    /// of all its connections on the shared cores.
+    #[test]
+    fn empty_turns_wake_the_line_once_round_not_for_ever() {
+        let mut picker = seed_picker(4);
+        picker.peer_has_all(&Bitfield::full(4)); // every piece held by someone
+        let steering = Steering::new(4, 262_144);
+        steering.queued(1 << 30); // busy: held pieces are not sent again
+        let none = Bitfield::new(4);
+        // Peer 1 takes every piece once; peers 2-8 take the other turns,
+        // 9 and 10 wait.
+        assert_eq!(
+            steering.offer(1, &none, &none, 4, &picker, 10).pieces.len(),
+            4
+        );
+        for key in 2..=10 {
+            assert!(steering
+                .offer(key, &none, &none, 4, &picker, 10)
+                .pieces
+                .is_empty());
+        }
+        let mut wake_ups = 0;
+        for _ in 0..20 {
+            for key in 1..=10 {
+                let offer = steering.offer(key, &none, &none, 4, &picker, 10);
+                assert!(offer.pieces.is_empty());
+                wake_ups += usize::from(offer.turn_freed);
+            }
+        }
+        assert!(wake_ups <= 10, "{wake_ups} wake-ups for nothing to offer");
     }
 }
