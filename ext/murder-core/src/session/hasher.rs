@@ -292,22 +292,57 @@ mod tests {
 
     /// Rule P3: the verdict is on the bytes written, in whatever order they
     /// came; a piece the thread did not see whole is read back from disk.
-    #[tokio::test]
-    async fn rule_p3_blocks_in_any_order_or_from_disk() {
+    /// A download of `len` known bytes in 64 KiB pieces, its storage and a
+    /// hasher whose verdicts come out of the receiver.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        bytes: Vec<u8>,
+        meta: Arc<crate::metainfo::Metainfo>,
+        storage: Arc<Storage>,
+        hasher: Hasher,
+        verdicts: tokio::sync::mpsc::UnboundedReceiver<Verdict>,
+    }
+
+    fn rig(len: u32) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("data");
-        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         std::fs::write(&src, &bytes).unwrap();
         let mut opts = CreateOptions::new("t:1");
         opts.piece_length = Some(64 * 1024);
         let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
-        let dest = dir.path().join("out");
         let reuse = crate::reuse::ReuseConfig::default();
-        let (storage, _, _) =
-            Storage::for_download(meta.clone(), &dest, &Progress::new(), true, &reuse).unwrap();
+        let (storage, _, _) = Storage::for_download(
+            meta.clone(),
+            &dir.path().join("out"),
+            &Progress::new(),
+            true,
+            &reuse,
+        )
+        .unwrap();
         let storage = Arc::new(storage);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
         let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), tx).unwrap();
+        Rig {
+            _dir: dir,
+            bytes,
+            meta,
+            storage,
+            hasher,
+            verdicts,
+        }
+    }
+
+    #[tokio::test]
+    async fn rule_p3_blocks_in_any_order_or_from_disk() {
+        let Rig {
+            _dir,
+            bytes,
+            meta,
+            storage,
+            hasher,
+            verdicts: mut rx,
+        } = rig(200_000);
         let layout = meta.layout();
         let job = |piece: u32| {
             let (_, length) = layout.piece_range(piece as usize);
@@ -361,25 +396,14 @@ mod tests {
     /// rather than on those handed over.
     #[tokio::test]
     async fn rule_p3_blocks_held_out_of_order_count_against_the_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("data");
-        let bytes: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&src, &bytes).unwrap();
-        let mut opts = CreateOptions::new("t:1");
-        opts.piece_length = Some(64 * 1024);
-        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
-        let reuse = crate::reuse::ReuseConfig::default();
-        let (storage, _, _) = Storage::for_download(
-            meta.clone(),
-            &dir.path().join("out"),
-            &Progress::new(),
-            true,
-            &reuse,
-        )
-        .unwrap();
-        let storage = Arc::new(storage);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), tx).unwrap();
+        let Rig {
+            _dir,
+            bytes,
+            storage,
+            hasher,
+            verdicts: mut rx,
+            ..
+        } = rig(65_536);
         let job0 = VerifyJob {
             piece: 0,
             length: 65_536,
