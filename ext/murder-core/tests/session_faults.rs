@@ -251,3 +251,41 @@ fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+/// The watchdog (STATE.md, "What the watchdog decides"): a download still
+/// receiving bytes is not stuck. A steering seed shows a peer only the
+/// pieces it offers, so it never counts as a seed; on a slow link one piece
+/// takes longer than the orphan timeout, and the download must go on.
+#[test]
+fn a_slow_steering_seed_is_not_mistaken_for_a_seeder_that_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    // 32 pieces, a few on offer at a time, each 0.3 s on the seed's link.
+    random_file(&data, 2 * 1024 * 1024, 15);
+    let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            use_tracker: false,
+            upload_limit: Some(200_000),
+            ..local()
+        },
+    )
+    .unwrap();
+    assert!(local().steer, "the default seed steers");
+    let dest = dir.path().join("peer/release.tgz");
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![seed.local_addr()],
+            orphan_timeout: Duration::from_millis(150),
+            ..local()
+        },
+    )
+    .unwrap();
+    assert_downloaded(&peer, 60, &dest, &data);
+    seed.stop();
+}

@@ -2,6 +2,8 @@
 //! timeout, nothing was verified, some piece we lack is held by no
 //! connected peer, and no connected peer is a seed, the seeder left before
 //! the swarm had every piece. The session fails, naming how many pieces.
+//! Received bytes count as progress: a steering seed never looks like a
+//! seed, and one piece may take longer than the timeout on a slow link.
 //! (Only once some peer was ever connected: before that, the seeder may
 //! simply not have started yet.) And a download that received nothing at
 //! all for the stall timeout fails too: no host of a deploy waits forever.
@@ -18,7 +20,10 @@ pub(super) async fn run(ctx: Arc<Context>) {
     let mut progress_at = Instant::now();
     let mut last_received = ctx.downloaded.load(Ordering::Relaxed);
     let mut received_at = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Looks often enough to honour the orphan timeout (tests set it short).
+    let every =
+        (ctx.config.orphan_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = ctx.cancel.cancelled() => return,
@@ -54,7 +59,10 @@ pub(super) async fn run(ctx: Arc<Context>) {
             )));
             return;
         }
-        if have != last_have {
+        // Bytes still arriving are progress too: a steering seed shows a
+        // peer only the pieces it offers (so it never counts as a seed),
+        // and on a slow link one piece outlasts the orphan timeout.
+        if have != last_have || received_at > progress_at {
             last_have = have;
             progress_at = Instant::now();
             continue;
@@ -64,10 +72,10 @@ pub(super) async fn run(ctx: Arc<Context>) {
         if stuck && orphans > 0 && seeds == 0 && ctx.admission.ever_admitted() {
             ctx.fail(&Error::Failed(format!(
                 "{}: {orphans} of {} pieces are held by no connected peer and no seed is connected \
-                 (the seeder left before the swarm had every piece); nothing new for {} s",
+                 (the seeder left before the swarm had every piece); nothing new for {:.1} s",
                 ctx.meta.name,
                 ctx.meta.piece_count(),
-                progress_at.elapsed().as_secs()
+                progress_at.elapsed().as_secs_f64()
             )));
             return;
         }
