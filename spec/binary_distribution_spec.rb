@@ -42,7 +42,7 @@ RSpec.describe "Capistrano::Murder::BinaryDistribution::FETCH" do
   # Rule: a holder addressed by IPv6 is reached (a bracketed URL, and
   # serve-file listening on every address).
   it "installs the binary from a holder addressed by IPv6" do
-    skip "this host has no IPv6 loopback" unless ipv6_loopback?
+    raise "bin/test needs an IPv6 loopback (::1) for this rule" unless ipv6_loopback?
     port = free_port
     dir = File.join(tmpdir, "v6")
     serve(port) { expect(run_fetch("::1", port, dir)).to be(true), File.read(File.join(tmpdir, "fetch.err")) }

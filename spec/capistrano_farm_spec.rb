@@ -569,7 +569,8 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     out = cap!("deploy", env: { "MURDER_RELEASE" => "archive", "MURDER_SEED_LOCALLY" => "1",
                                 "MURDER_COMPRESSION" => "none", "tree" => "1" })
     expect(out).not_to include("murder:start_seeding") # no seeder host involved
-    packed = out[/packed (\d+) bytes/, 1].to_i
+    packed = Integer(out[/packed (\d+) bytes/, 1] || raise("no 'packed N bytes' line in:\n#{out}"))
+    expect(packed).to be_positive
     expect(packed % 512).to eq(0), "a plain tar is whole 512-byte records; #{packed} bytes is not"
     (1..SIZE).each do |i|
       expect(File.read(current(i, "VERSION"))).to eq("three\n"), "h#{i}"

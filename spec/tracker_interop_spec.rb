@@ -107,12 +107,14 @@ RSpec.describe "murder tracker and murder stop (daemon life cycle)" do
   it "leaves a pidfile that a newer process wrote while it stopped the old one" do
     pidfile = File.join(tmpdir, "p.pid")
     record = ->(pid) { "#{pid} #{File.read("/proc/#{pid}/stat").split(')').last.split[19]}\n" }
-    stubborn = spawn_logged("sh", "-c", "trap '' TERM; exec sleep 10", log: File::NULL) # outlives SIGTERM
+    termed = File.join(tmpdir, "termed")
+    # Outlives SIGTERM, and says when it got it.
+    stubborn = spawn_logged("sh", "-c", "trap 'touch #{termed}' TERM; while :; do sleep 0.05; done", log: File::NULL)
     newer = spawn_logged("sleep", "30", log: File::NULL)
     sleep 0.1
     File.write(pidfile, record.call(stubborn))
     stopper = Thread.new { run!(MURDER_BIN, "stop", "--pidfile", pidfile, "--timeout", "1") }
-    sleep 0.4
+    eventually(timeout: 10) { File.exist?(termed) } # murder stop read the pidfile and signalled
     File.write(pidfile, record.call(newer))
     stopper.join
     expect(process_alive?(stubborn)).to be(false)
@@ -122,7 +124,7 @@ RSpec.describe "murder tracker and murder stop (daemon life cycle)" do
   # `murder stop` ignored kill(2)'s answer: for a process it may not
   # signal it waited, said "killed", exited 0 and removed the pidfile.
   it "fails and keeps the pidfile when it may not stop the process" do
-    skip "needs root and setpriv (to run murder stop as another user)" unless Process.uid.zero? && system("which setpriv >/dev/null")
+    raise "bin/test runs as root with setpriv (to run murder stop as another user)" unless Process.uid.zero? && system("which setpriv >/dev/null")
     dir = Dir.mktmpdir("murder-stop-")
     File.chmod(0o777, dir)
     sleeper = spawn_logged("sleep", "30", log: File::NULL)

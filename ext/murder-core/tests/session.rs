@@ -89,7 +89,12 @@ fn a_swarm_through_our_tracker_shares_pieces() {
     let total = meta.total_length();
     let uploaded_by_seed = seed.stats().uploaded;
     let uploaded_by_peers: u64 = peers.iter().map(|p| p.stats().uploaded).sum();
-    assert!(uploaded_by_seed + uploaded_by_peers >= 4 * total);
+    // Every byte received was sent by someone; what shows sharing is that
+    // the peers sent some of it.
+    assert!(
+        uploaded_by_peers > 0,
+        "the peers shared nothing (seed sent {uploaded_by_seed} of {total})"
+    );
     eprintln!("seed sent {uploaded_by_seed} of {total}, peers {uploaded_by_peers}");
 }
 
@@ -233,10 +238,8 @@ fn the_wait_for_the_order_to_place_is_its_own_phase() {
 /// fleet addressed by IPv6 deploys as one addressed by IPv4 does.
 #[test]
 fn a_fleet_addressed_by_ipv6_reaches_the_default_listeners() {
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("skipped: this host has no IPv6 loopback");
-        return;
-    }
+    // bin/test needs IPv6 loopback (the tracker specs do too): no silent skip.
+    std::net::UdpSocket::bind("[::1]:0").expect("this host has no IPv6 loopback (::1)");
     let every = std::net::SocketAddr::new(murder_core::listen::EVERY_ADDRESS, 0);
     let tracker = common::quick_tracker(every);
     let dir = tempfile::tempdir().unwrap();
