@@ -133,6 +133,44 @@ pub fn sync_file_system(path: &Path) -> Result<()> {
     }
 }
 
+/// Renames `from` to `to` only if nothing is at `to`: an `AlreadyExists`
+/// error otherwise, never a replaced file or empty directory (rename(2)
+/// replaces both). A file system without RENAME_NOREPLACE gets a check
+/// then a rename.
+pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        };
+        let (cf, ct) = (c(from)?, c(to)?);
+        // SAFETY: two NUL-terminated paths that outlive the call.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                cf.as_ptr(),
+                libc::AT_FDCWD,
+                ct.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
+        }
+    }
+    if to.exists() || to.is_symlink() {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    std::fs::rename(from, to)
+}
+
 /// Syncs a directory's entries (after a rename into it).
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -143,6 +181,22 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rule P4's rename: an empty directory or a file that appeared at the
+    /// destination is refused, not replaced as rename(2) does.
+    #[test]
+    fn a_rename_into_place_never_replaces_what_appeared_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (staged, dest) = (dir.path().join(".rel.part"), dir.path().join("rel"));
+        std::fs::create_dir(&staged).unwrap();
+        std::fs::create_dir(&dest).unwrap();
+        let e = rename_no_replace(&staged, &dest).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(staged.exists());
+        std::fs::remove_dir(&dest).unwrap();
+        rename_no_replace(&staged, &dest).unwrap();
+        assert!(dest.is_dir() && !staged.exists());
+    }
 
     #[test]
     fn atomic_write_leaves_no_temporary_file() {

@@ -152,7 +152,7 @@ impl Storage {
             }
             let mut storage = Storage::new(meta.clone(), staging.clone(), true);
             if resuming {
-                storage.unshare_unverified(&staging, &mut have)?;
+                storage.unshare_unverified(&staging, &mut have, reuse_config.mode)?;
             }
             let skip = [staging.as_path(), dest];
             let reused = reuse::reuse(&meta, &staging, &have, reuse_config, &skip, progress)?;
@@ -270,10 +270,17 @@ impl Storage {
     /// to be reused or fetched anew; writing to it would change the earlier
     /// release. So is one whose execute bit is not the torrent's (the
     /// earlier attempt was of another torrent): placing would chmod it.
+    /// And with `ReuseMode::Copy` every link goes: the application writes
+    /// release files in place, and an earlier attempt may have linked.
     /// Repeated until nothing more goes: a file removed takes a piece it
     /// shares with a file before it (an unaligned torrent), which is then
     /// not wholly verified either.
-    fn unshare_unverified(&self, staging: &Path, have: &mut Bitfield) -> Result<()> {
+    fn unshare_unverified(
+        &self,
+        staging: &Path,
+        have: &mut Bitfield,
+        mode: reuse::ReuseMode,
+    ) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         loop {
             let mut removed = false;
@@ -287,7 +294,8 @@ impl Storage {
                 let path = self.file_path(staging, index);
                 if let Ok(m) = std::fs::symlink_metadata(&path) {
                     let fits = self.holds_file(start, file.length, have)
-                        && (m.mode() & 0o111 != 0) == file.executable;
+                        && (m.mode() & 0o111 != 0) == file.executable
+                        && mode != reuse::ReuseMode::Copy;
                     if m.is_file() && m.nlink() > 1 && !fits {
                         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                         for p in self.file_pieces(start, file.length) {
@@ -520,7 +528,7 @@ impl Storage {
             .collect();
         match SyncPlan::for_files_written(files.len()) {
             SyncPlan::FileSystem => fsutil::sync_file_system(staging),
-            SyncPlan::Each => self.sync_each(staging, &files, &tree_dirs(staging)),
+            SyncPlan::Each => self.sync_each(staging, &files, &tree_dirs(staging)?),
         }
     }
 
@@ -550,14 +558,26 @@ impl Storage {
     pub fn rename_to(&self, dest: &Path) -> Result<()> {
         let mut root = self.root.write().unwrap_or_else(|e| e.into_inner());
         let staging = root.clone();
-        if dest.exists() || dest.is_symlink() {
-            return Err(Error::InvalidArgument(format!(
+        let appeared = || {
+            Error::InvalidArgument(format!(
                 "{}: appeared while downloading; the verified download stays at {}",
                 dest.display(),
                 staging.display()
-            )));
+            ))
+        };
+        if dest.exists() || dest.is_symlink() {
+            return Err(appeared());
         }
-        std::fs::rename(&staging, dest).map_err(|e| Error::io(dest, e))?;
+        // Checked above for the message; the rename itself never replaces
+        // what appears in between (rename(2) would replace an empty
+        // directory or a file).
+        fsutil::rename_no_replace(&staging, dest).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                appeared()
+            } else {
+                Error::io(dest, e)
+            }
+        })?;
         *root = dest.to_path_buf();
         drop(root);
         if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -566,24 +586,32 @@ impl Storage {
         Ok(())
     }
 
-    /// Executables get mode 755 and links are made, each relative to its
-    /// own directory (BEP 47 targets are relative to the root, and validated
-    /// to stay inside it).
+    /// Files get the torrent's execute bit and links are made, each
+    /// relative to its own directory (BEP 47 targets are relative to the
+    /// root, and validated to stay inside it).
     fn place_tree(&self, staging: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         for (index, file) in self.meta.files.iter().enumerate() {
             let path = self.file_path(staging, index);
             // A hard link is an earlier release's inode, linked only when
             // its mode fits: a chmod would change that release (rule R1).
             // So is a file an earlier attempt linked into the staging area
-            // (resumed as verified, not in `linked`): only a file without
-            // an execute bit, one this download wrote, gets 755.
-            if file.is_regular() && file.executable && !self.linked.contains(&index) {
-                let mode = std::fs::metadata(&path)
-                    .map_err(|e| Error::io(&path, e))?
-                    .permissions()
-                    .mode();
-                if mode & 0o111 == 0 {
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            // (resumed as verified, not in `linked`, and unshared unless
+            // its execute bit fits). An inode of our own gets the
+            // torrent's execute bit either way (rule R2): an earlier
+            // attempt of another torrent may have set it.
+            if file.is_regular() && !self.linked.contains(&index) {
+                let m = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+                let mode = m.permissions().mode();
+                let placed = if file.executable && mode & 0o111 == 0 {
+                    executable_mode(mode)
+                } else if !file.executable && mode & 0o111 != 0 && m.nlink() == 1 {
+                    mode & !0o111
+                } else {
+                    mode
+                };
+                if placed != mode {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(placed))
                         .map_err(|e| Error::io(&path, e))?;
                 }
             }
@@ -694,15 +722,20 @@ fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every directory of the tree at `root`, itself first.
-fn tree_dirs(root: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_dir())
-        .map(|e| e.into_path())
-        .collect()
+/// Every directory of the tree at `root`, itself first. One that cannot
+/// be read fails the sync, named: it could not be synced either.
+fn tree_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            Error::io(&path, e.into())
+        })?;
+        if entry.file_type().is_dir() {
+            dirs.push(entry.into_path());
+        }
+    }
+    Ok(dirs)
 }
 
 /// The text of a link at `link` to `target` (both below the root): from
@@ -734,6 +767,13 @@ pub fn verified_pieces(meta: &Metainfo, path: &Path, progress: &Progress) -> Res
     Ok(have)
 }
 
+/// An executable's mode from the mode the file was written with (under
+/// the umask): execute wherever it may be read, so `umask 077` gives 0700
+/// and never widens a private file to 0755.
+fn executable_mode(mode: u32) -> u32 {
+    mode | ((mode & 0o444) >> 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,6 +798,28 @@ mod tests {
         assert!(e.contains("gone"), "{e}");
     }
     use crate::create::{create_torrent, CreateOptions};
+
+    /// Rule W1 for the final sync: a tree whose directories cannot be
+    /// listed fails, named; it was taken as a tree with none to sync.
+    #[test]
+    fn rule_w1_a_tree_that_cannot_be_listed_fails_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(tree_dirs(dir.path()).unwrap().len(), 2);
+        let gone = dir.path().join("gone");
+        let e = tree_dirs(&gone).unwrap_err().to_string();
+        assert!(e.contains("gone"), "{e}");
+    }
+
+    /// Rule R2: an executable is placed executable where it is readable,
+    /// under whatever umask wrote it.
+    #[test]
+    fn rule_r2_an_executable_is_executable_where_it_is_readable() {
+        assert_eq!(executable_mode(0o644), 0o755);
+        assert_eq!(executable_mode(0o600), 0o700);
+        assert_eq!(executable_mode(0o640), 0o750);
+        assert_eq!(executable_mode(0o444), 0o555);
+    }
 
     #[test]
     fn links_are_made_relative_to_their_own_directory() {

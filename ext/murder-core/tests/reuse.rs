@@ -476,6 +476,51 @@ fn rule_r1_a_link_whose_mode_no_longer_fits_is_not_chmodded() {
     assert_same_tree(&b, &host.releases.join("B"));
 }
 
+/// Rule R2 (a placed file has the torrent's mode): an earlier attempt of
+/// another torrent linked A's executable `bin/run`; A's copy is gone since,
+/// so the staged file is an inode of its own, still 755. The torrent
+/// shipped now has the same bytes without `x`: placing only ever added an
+/// execute bit, and B's `bin/run` landed executable.
+#[test]
+fn rule_r2_an_execute_bit_left_by_an_earlier_attempt_is_cleared() {
+    let host = host_with_a();
+    let b = host.build.join("B");
+    release_b(&host.build.join("A"), &b);
+    earlier_attempt(&host, &aligned(&b), "bin/run");
+    fs::remove_file(host.releases.join("A/bin/run")).unwrap();
+    fs::set_permissions(b.join("bin/run"), fs::Permissions::from_mode(0o644)).unwrap();
+    ship(
+        &b,
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Link)),
+    );
+    assert_same_tree(&b, &host.releases.join("B"));
+}
+
+/// Rule R1 with `ReuseMode::Copy`: an earlier attempt made with links, then
+/// a retry with copies (the application writes release files in place).
+/// The links it left in the staging area were kept, so B shared A's inodes.
+#[test]
+fn rule_r1_a_retry_with_copies_keeps_no_link_of_an_earlier_attempt() {
+    let host = host_with_a();
+    let b = host.build.join("B");
+    release_b(&host.build.join("A"), &b);
+    earlier_attempt(&host, &aligned(&b), "lib/d0/f0.rb");
+    ship(
+        &b,
+        &host.releases.join("B"),
+        Some((host.releases.clone(), ReuseMode::Copy)),
+    );
+    let shared: Vec<_> = walkdir::WalkDir::new(host.releases.join("B"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && e.metadata().unwrap().nlink() > 1)
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    assert!(shared.is_empty(), "linked under :copy: {shared:?}");
+    assert_same_tree(&b, &host.releases.join("B"));
+}
+
 /// Rule R1 across torrents, in file order: an earlier attempt of an
 /// aligned torrent linked `assets/one.bin` and `assets/two.bin` from A;
 /// the torrent shipped now is unaligned, so a piece spans one.bin's tail
