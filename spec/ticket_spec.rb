@@ -31,6 +31,13 @@ RSpec.describe "a deploy ticket" do
     expect(File.stat(kept).mode & 0o077).to eq(0)
   end
 
+  it "leaves no partial file behind when it cannot be kept" do
+    kept = File.join(tmpdir, "deployer/ticket-base.torrent")
+    FileUtils.mkdir_p(kept) # a directory in the way: the rename fails
+    expect { Murder::Remote.write_atomically(kept, "d4:infodee") }.to raise_error(SystemCallError)
+    expect(Dir.children(File.dirname(kept))).to eq(["ticket-base.torrent"])
+  end
+
   it "comes as a few KB of difference to a host that kept the last one, and whole to a host that did not" do
     tracker = Murder::Tracker.new(port: 0, bind: "127.0.0.1", interval: 1).start
     tree_a = sample_tree("release-a", files: 400)

@@ -118,6 +118,10 @@ module Murder
       # sizes and hashes.
       File.open(partial, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(bytes) }
       File.rename(partial, path)
+    rescue StandardError
+      # A full disk or a failed rename leaves no PATH.PID.part behind.
+      FileUtils.rm_f(partial) if partial
+      raise
     end
 
     # One deploy's tickets: the difference from the torrent the hosts were
