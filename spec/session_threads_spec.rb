@@ -144,6 +144,36 @@ RSpec.describe "Murder sessions and Ruby threads" do
     expect(status).to be_success, out
   end
 
+  # A second stop while the first is under way returned at once, before the
+  # session had ended (its "stopped" announce still waiting), where the
+  # docs promise a return once the session's threads have ended.
+  it "returns from a second stop only once the session has ended" do
+    data = sample_file("release.tgz", bytes: 100_000)
+    silent = TCPServer.new("127.0.0.1", 0) # accepts, never answers: the stopped announce waits
+    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(File.join(tmpdir, "release.torrent"))
+    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), data, deadline: 20)
+      require "murder"
+      require "socket"
+      seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true, bind: "127.0.0.1").start
+      port = seeder.port
+      sleep 0.3
+      first = Thread.new { seeder.stop }
+      sleep 0.3
+      seeder.stop
+      puts first.join(0.5) ? "first stop done" : "first stop still under way"
+      begin
+        TCPServer.new("127.0.0.1", port).close
+        puts "port free"
+      rescue Errno::EADDRINUSE
+        puts "port still held"
+      end
+      first.join
+    RUBY
+    silent.close
+    expect(status).to be_success, out
+    expect(out).to include("first stop done", "port free")
+  end
+
   # nogvl: while a cancelled stop finished, a second interrupt stayed
   # pending, and Ruby releases the GVL to no one then: the waiting thread
   # held it in 10 ms waits until the stop ended, and every other Ruby

@@ -69,6 +69,7 @@ module Murder
                   upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, Array(peers).map(&:to_s),
                   Array(reuse).map(&:to_s), copy, lazy_check ? true : false, secret&.to_s]
       @native = nil
+      @stop_lock = Thread::Mutex.new
     end
 
     attr_reader :torrent, :path
@@ -130,15 +131,28 @@ module Murder
     #
     # @return [self]
     def stop
-      @native&.stop
+      # A second stop waits for the first (a Ruby mutex gives the GVL up
+      # while it waits). A trap handler may not take a mutex: it stops
+      # without waiting.
+      begin
+        @stop_lock.synchronize { stop_native }
+      rescue ThreadError
+        stop_native
+      end
       self
+    end
+
+    private
+
+    # @api private
+    # @return [void]
+    def stop_native
+      @native&.stop
     ensure
       # Forgotten even when the stop raised (an interrupt, a failed server):
       # its native half is spent either way.
       @native = nil
     end
-
-    private
 
     # @api private
     # @return [NativeSession] the running native session
