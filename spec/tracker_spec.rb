@@ -70,6 +70,11 @@ RSpec.describe Murder::Tracker do
     expect(tracker.allow(path)).to eq(torrent.info_hash)
     expect(tracker.allow("AB" * 20)).to eq("ab" * 20)
     expect { tracker.allow("not-a-hash") }.to raise_error(Murder::FileError)
+    # A path need not be UTF-8: it raised EncodingError, not a Murder::Error.
+    latin1 = File.join(tmpdir, "caf\xE9.torrent".b)
+    File.binwrite(latin1, torrent.to_bencode)
+    expect(tracker.allow(latin1)).to eq(torrent.info_hash)
+    expect { tracker.allow(File.join(tmpdir, "gone\xE9.torrent".b)) }.to raise_error(Murder::FileError)
     expect(tracker.stats["torrents"].size).to eq(2)
   ensure
     tracker&.stop

@@ -128,7 +128,7 @@ module Murder
     def allow(torrent_or_hex, secret: nil)
       server = @server or raise InvalidArgument, "start the tracker first"
       if secret
-        if !torrent_or_hex.is_a?(Torrent) && TrackerServer.names_info_hash?(torrent_or_hex.to_s)
+        if !torrent_or_hex.is_a?(Torrent) && info_hash?(torrent_or_hex)
           raise InvalidArgument, "a closed swarm needs the torrent (a Murder::Torrent or a .torrent path), " \
                                  "not the bare info-hash #{torrent_or_hex}"
         end
@@ -138,7 +138,10 @@ module Murder
 
       case torrent_or_hex
       when Torrent then server.allow_torrent(torrent_or_hex)
-      else server.allow(torrent_or_hex.to_s)
+      else
+        # A path need not be UTF-8 (the native side takes text for an
+        # info-hash): anything that is not a hex info-hash is loaded as a path.
+        info_hash?(torrent_or_hex) ? server.allow(torrent_or_hex.to_s) : server.allow_torrent(Torrent.load(torrent_or_hex.to_s))
       end
     end
 
@@ -171,6 +174,15 @@ module Murder
       # Forgotten even when the stop raised (an interrupt, a failed server):
       # its native half is spent either way.
       @server = nil
+    end
+
+    private
+
+    # @api private
+    # @return [Boolean] whether `spec` is a hex info-hash (not a path)
+    def info_hash?(spec)
+      text = spec.to_s
+      text.ascii_only? && TrackerServer.names_info_hash?(text)
     end
   end
 end
