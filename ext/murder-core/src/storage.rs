@@ -356,9 +356,12 @@ impl Storage {
         if let Some(f) = self.lock_open().get(&index) {
             return Ok(f.clone());
         }
-        // Opened without the lock: other connections' reads and writes of
-        // open files need not wait for a path lookup.
-        let root = self.root.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // Opened without the `open` lock: other connections' reads and
+        // writes of open files need not wait for a path lookup. The root's
+        // read lock is held until the file is open: the final rename
+        // (`rename_to`, under the write lock) in between made the path
+        // vanish, and a read of a placed download failed the session.
+        let root = self.root.read().unwrap_or_else(|e| e.into_inner());
         let path = self.file_path(&root, index);
         let open = |write: bool| OpenOptions::new().read(true).write(write).open(&path);
         // A linked file is an earlier release's inode, never written; it
@@ -370,6 +373,7 @@ impl Storage {
             }
             opened => opened?,
         };
+        drop(root);
         let file = Arc::new(file);
         let mut open = self.lock_open();
         if let Some(f) = open.get(&index) {
