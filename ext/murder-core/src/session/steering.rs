@@ -189,8 +189,12 @@ impl Steering {
         }
         let turn_pieces = (TURN_BYTES / self.piece_length).max(1) as usize;
         let given = state.turns.get(&key).copied().unwrap_or(0) + offer.pieces.len();
+        // Counted only while someone waits: empty turns before that woke
+        // no one, and counting them left a line formed later unwoken.
         if offer.pieces.is_empty() {
-            state.empty_turns += 1;
+            if !state.waiting.is_empty() {
+                state.empty_turns += 1;
+            }
         } else {
             state.empty_turns = 0;
         }
@@ -490,13 +494,12 @@ mod tests {
             steering.offer(1, &none, &none, 4, &picker, 10).pieces.len(),
             4
         );
-        for key in 2..=10 {
-            assert!(steering
-                .offer(key, &none, &none, 4, &picker, 10)
-                .pieces
-                .is_empty());
-        }
         let mut wake_ups = 0;
+        for key in 2..=10 {
+            let offer = steering.offer(key, &none, &none, 4, &picker, 10);
+            assert!(offer.pieces.is_empty());
+            wake_ups += usize::from(offer.turn_freed);
+        }
         for _ in 0..20 {
             for key in 1..=10 {
                 let offer = steering.offer(key, &none, &none, 4, &picker, 10);
@@ -504,6 +507,9 @@ mod tests {
                 wake_ups += usize::from(offer.turn_freed);
             }
         }
-        assert!(wake_ups <= 10, "{wake_ups} wake-ups for nothing to offer");
+        assert!(
+            (1..=10).contains(&wake_ups),
+            "{wake_ups} wake-ups for nothing to offer (none: the line stalls)"
+        );
     }
 }
