@@ -1,10 +1,10 @@
 //! Closed swarms (see src/secure.rs) and several trackers (BEP 12), between
 //! real sessions on 127.0.0.1.
 //!
-//! Rules checked: X1 a peer without the deploy's secret gets no torrent
+//! Rules checked (src/session/STATE.md, "Closed swarms and trackers"): X1 a peer without the deploy's secret gets no torrent
 //! byte, not even a handshake; X2 the tracker answers a closed torrent only
 //! to announces with its token and shows it only to holders; X3 holders of
-//! the secret complete; T2 a torrent's dead first tracker does not stop a
+//! the secret complete; X4 a torrent's dead first tracker does not stop a
 //! download that another tracker serves.
 
 mod common;
@@ -127,7 +127,7 @@ fn rule_x1_x2_x3_an_outsider_gets_nothing_and_holders_complete() {
 }
 
 #[test]
-fn rule_t2_a_dead_first_tracker_does_not_stop_a_download() {
+fn rule_x4_a_dead_first_tracker_does_not_stop_a_download() {
     let dir = tempfile::tempdir().unwrap();
     let live = quick_tracker("127.0.0.1:0".parse().unwrap());
     // A port nothing listens on: the first tracker of the torrent is down.

@@ -287,6 +287,13 @@ fn altered_file_is_fetched(torrent: fn(&Metainfo) -> Arc<Metainfo>) {
         stats.downloaded >= bytes.len() as u64,
         "the altered file was fetched"
     );
+    assert_ne!(
+        fs::metadata(&victim).unwrap().ino(),
+        fs::metadata(host.releases.join("B/lib/d2/f2.rb"))
+            .unwrap()
+            .ino(),
+        "the altered file was linked, not fetched"
+    );
 }
 
 /// "Nothing is ever written to a file of an earlier release" (reuse.rs),

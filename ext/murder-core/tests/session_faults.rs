@@ -204,7 +204,12 @@ fn downloads_fail_soon_when_the_seeder_left_with_pieces_nobody_else_has() {
             SessionRunner::start(meta.clone(), Role::Download { dest }, quick.clone()).unwrap()
         })
         .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
     while peers.iter().all(|p| p.stats().have_bytes == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "no peer verified a piece in 30 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     seed.stop();
