@@ -92,17 +92,22 @@ RSpec.describe "a closed swarm" do
     eventually { tracker.stats["torrents"].first["seeds"] == 1 }
 
     open_sockets = []
+    connects = ended = 0 # the flood's connections, and those the seed ended
     flood = Thread.new do
       until Thread.current[:stop]
         begin
-          open_sockets << TCPSocket.new("127.0.0.1", seed_port) if open_sockets.size < 300
+          if open_sockets.size < 300
+            open_sockets << TCPSocket.new("127.0.0.1", seed_port)
+            connects += 1
+          end
         rescue SystemCallError
           nil # the seed is gone: the example reports it
         end
         open_sockets.reject! do |s|
-          s.read_nonblock(1, exception: false).nil? && s.close.nil?
+          (s.read_nonblock(1, exception: false).nil? && s.close.nil?).tap { |gone| ended += 1 if gone }
         rescue SystemCallError
           s.close
+          ended += 1
           true
         end
         sleep 0.005
@@ -117,6 +122,10 @@ RSpec.describe "a closed swarm" do
     expect(status).to be_success, "#{out}\nseed: #{File.read(File.join(tmpdir, "seed.log"))}"
     expect(system("diff", "-r", tree, dest)).to be(true)
     expect(Process.waitpid(seed, Process::WNOHANG)).to be_nil, File.read(File.join(tmpdir, "seed.log"))
+    # The flood went past the limit (400 / 8 = 50 in their handshake), and
+    # the seed ended the oldest: else the example showed nothing.
+    expect(connects).to be > 100
+    expect(ended).to be > 50
   ensure
     flood&.[]=(:stop, true)
     flood&.join

@@ -330,15 +330,17 @@ fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
         },
     );
     let heard = Arc::new(std::sync::Mutex::new(Bitfield::new(count)));
-    let watcher_heard = heard.clone();
+    let haves = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (watcher_heard, watcher_haves) = (heard.clone(), haves.clone());
     let (watcher, _) = scripted_peer(PLAIN, *b"-XX0001-watcherwatch", count, move |mut r, w| {
-        let heard = watcher_heard.clone();
+        let (heard, haves) = (watcher_heard.clone(), watcher_haves.clone());
         async move {
             let _open = w; // dropping the write half would end the connection
             while let Some(message) = r.next().await {
                 // What the downloader held when we met comes as its bitfield.
                 match message {
                     Message::Have(p) => {
+                        haves.fetch_add(1, Ordering::Relaxed);
                         heard.lock().unwrap().set(p as usize);
                     }
                     Message::Bitfield(bits) => {
@@ -379,6 +381,11 @@ fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
     assert_eq!(
         heard.lock().unwrap().iter_ones().collect::<Vec<_>>(),
         half.iter_ones().collect::<Vec<_>>()
+    );
+    // Pieces were told as they verified, not only in a late bitfield.
+    assert!(
+        haves.load(Ordering::Relaxed) > 0,
+        "every piece came in the bitfield: the watcher met the downloader too late to show H1"
     );
     peer.stop();
 }
@@ -518,12 +525,16 @@ fn rule_t2_a_peer_that_takes_no_offers_holds_no_place_in_line() {
     // The idler comes once the turns are taken, so it waits in line.
     std::thread::sleep(Duration::from_millis(300));
     let (seed_addr, info_hash, pieces) = (seed.local_addr(), meta.info_hash(), meta.piece_count());
+    // Offers the idler received (a `have` or a bitfield each): none would
+    // mean it never took a turn, and the test showed nothing.
+    let offers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let idler_offers = offers.clone();
     std::thread::spawn(move || {
         current_thread().block_on(async move {
             let id = *b"-XX0001-idleridlerid";
-            let Some((mut r, mut w)) = dial(seed_addr, FAST, id, info_hash, pieces).await else {
-                return;
-            };
+            let (mut r, mut w) = dial(seed_addr, FAST, id, info_hash, pieces)
+                .await
+                .expect("the idler could not connect to the seed");
             if !w.send(&[Message::HaveNone, Message::Interested]).await {
                 return;
             }
@@ -532,6 +543,9 @@ fn rule_t2_a_peer_that_takes_no_offers_holds_no_place_in_line() {
             while Instant::now() < deadline {
                 match tokio::time::timeout(Duration::from_secs(5), r.next()).await {
                     Ok(None) => break,
+                    Ok(Some(Message::Have(_) | Message::Bitfield(_))) => {
+                        idler_offers.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(Some(_)) => {}
                     Err(_) if !w.send(&[Message::KeepAlive]).await => break,
                     Err(_) => {}
@@ -547,4 +561,8 @@ fn rule_t2_a_peer_that_takes_no_offers_holds_no_place_in_line() {
             d.stats()
         );
     }
+    assert!(
+        offers.load(Ordering::Relaxed) > 0,
+        "the idler was never offered a piece: it never reached a turn"
+    );
 }
