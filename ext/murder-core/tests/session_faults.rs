@@ -294,3 +294,57 @@ fn a_slow_steering_seed_is_not_mistaken_for_a_seeder_that_left() {
     assert_downloaded(&peer, 60, &dest, &data);
     seed.stop();
 }
+
+/// The watchdog's stall timeout counts payload we asked for or could use:
+/// a peer that answers no request and sends one block over and over (a
+/// duplicate each time after the first) kept the download "receiving", so
+/// it never failed.
+#[test]
+fn a_peer_repeating_an_unrequested_block_does_not_hold_off_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 100_000, 16);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let first_block = Bytes::from(std::fs::read(&data).unwrap()[..16384].to_vec());
+    let (repeater, _) = scripted_peer(
+        FAST,
+        *b"-XX0001-repeatrepeat",
+        meta.piece_count(),
+        move |_r, mut w| {
+            let block = first_block.clone();
+            async move {
+                if !w.send(&[Message::HaveAll, Message::Unchoke]).await {
+                    return;
+                }
+                loop {
+                    let again = Message::Piece {
+                        piece: 0,
+                        offset: 0,
+                        data: block.clone(),
+                    };
+                    if !w.send(&[again]).await {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        },
+    );
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download {
+            dest: dir.path().join("out/release.tgz"),
+        },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![repeater],
+            stall_timeout: Duration::from_secs(2),
+            ..local()
+        },
+    )
+    .unwrap();
+    match peer.wait_done(Duration::from_secs(20)) {
+        State::Failed(reason) => assert!(reason.contains("nothing received for"), "{reason}"),
+        other => panic!("expected a failure, got {other:?} {:?}", peer.stats()),
+    }
+}

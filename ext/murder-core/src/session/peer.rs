@@ -747,11 +747,8 @@ impl Peer {
         {
             return violation("block outside its piece");
         }
-        self.ctx
-            .downloaded
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.received += data.len() as u64;
-        if let Some(i) = self.outstanding.iter().position(|r| *r == req) {
+        let requested = self.outstanding.iter().position(|r| *r == req);
+        if let Some(i) = requested {
             self.outstanding.swap_remove(i);
             self.last_data = Instant::now();
             self.snubbed = false;
@@ -759,6 +756,15 @@ impl Peer {
         let start = piece as u64 * layout.piece_length() + offset as u64;
         let pad_dirty = layout.pad_dirty(start, &data);
         let accepted = self.ctx.pieces().accept(&req, self.key, pad_dirty);
+        // Payload counts (for the tracker, the rate, the watchdog) when we
+        // asked this peer for it or can use it: a peer repeating a block
+        // nobody asked for kept a stalled download "receiving" for ever.
+        if requested.is_some() || matches!(accepted, Accept::Write { .. }) {
+            self.ctx
+                .downloaded
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.received += data.len() as u64;
+        }
         match accepted {
             Accept::Unwanted => {}
             Accept::Duplicate => {
