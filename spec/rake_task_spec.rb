@@ -133,6 +133,44 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
   end
 
+  # A library caller's exception (a Timeout, Ctrl-C) while a host still
+  # downloads: ship stopped its seed and raised, but its thread per host
+  # went on, holding that host's SSH session, free to place the release.
+  it "ends every host's thread when the ship is interrupted" do
+    # Slow into h2 (its bridge side of the link): it is still downloading.
+    system("tc", "qdisc", "replace", "dev", "mfh2-br", "root", "tbf", "rate", "2mbit", "burst", "32kbit",
+           "latency", "400ms", exception: true)
+    File.binwrite(File.join(@project, "build/slow.bin"), Random.new(6).bytes(2_000_000))
+    rakefile = File.join(@project, "Rakefile")
+    original = File.read(rakefile)
+    File.write(rakefile, original + <<~RUBY)
+      task :interrupted do
+        main = Thread.current
+        before = Thread.list.size
+        Thread.new do
+          sleep 0.01 until File.exist?("#{host_path(2, '/srv/app/releases/.r6.part')}")
+          sleep 0.5
+          main.raise(Interrupt)
+        end
+        begin
+          Rake::Task[:ship].invoke
+          puts "shipped"
+        rescue Interrupt
+          sleep 1
+          puts "left running: \#{Thread.list.count(&:alive?) - before}"
+        end
+      end
+    RUBY
+    out, = rake("interrupted", env: { "TAG" => "r6" })
+    expect(out).to include("left running: 0")
+    expect(File.exist?(host_path(2, "/srv/app/releases/r6"))).to be(false)
+  ensure
+    File.write(rakefile, original) if original
+    FileUtils.rm_f(File.join(@project, "build/slow.bin"))
+    system("tc", "qdisc", "del", "dev", "mfh2-br", "root")
+    eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
+  end
+
   # The seed on this machine failed (a changed file cut short once the
   # torrent was made): the hosts waited out their stall timeout (10 s) and
   # the error named only them.

@@ -255,6 +255,14 @@ module Murder
         end
       end
       threads.map(&:value).to_h
+    ensure
+      # Interrupted (a Timeout or Ctrl-C in a library caller): the hosts
+      # are told to abort, then their threads end, closing each SSH session,
+      # so no host goes on to place the release.
+      if threads&.any?(&:alive?)
+        conversations.abort!("the ship was interrupted")
+        threads.each { |t| t.join(2) || t.kill }
+      end
     end
 
     # Runs the download on one host, installing the binary and trying once
