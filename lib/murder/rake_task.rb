@@ -131,6 +131,7 @@ module Murder
                                "'.', '_' and '-', starting with a letter or a digit (no '/' or shell characters)"
       end
       dest = format(destination, tag: release_tag)
+      require_ssh
       address = ip || local_address_towards(host_name(hosts.first))
       tracker = Tracker.new(port: port, interval: 1).start
       torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache)
@@ -215,6 +216,20 @@ module Murder
       end
     end
 
+    # net-ssh and net-scp come with Capistrano (through sshkit); a project
+    # without it names them in its Gemfile. Checked before anything starts.
+    #
+    # @api private
+    # @return [void]
+    # @raise [Murder::Error] when either cannot be loaded
+    def require_ssh
+      require "net/ssh"
+      require "net/scp"
+    rescue LoadError => e
+      raise Error, "#{name}: Murder::RakeTask needs the net-ssh and net-scp gems " \
+                   "(add gem \"net-ssh\" and gem \"net-scp\" to the Gemfile): #{e.message}"
+    end
+
     # @api private
     # @param host [String] `user@host` or `host`
     # @return [String] the host
@@ -237,8 +252,6 @@ module Murder
     # @return [Hash{String => Hash, String}] by host, its summary, or why it
     #   failed
     def run_peers(torrent, dest, secret, conversations)
-      require "net/ssh"
-      require "net/scp"
       sha = Remote.sha256(binary || Murder.binary)
       # Hosts that kept the last ship's torrent get the difference from it;
       # the others say so and get the whole one.
