@@ -143,8 +143,10 @@ pub struct SeedArgs {
 
 #[derive(clap::Args)]
 pub struct PeerArgs {
-    /// The .torrent file, or `-`: a deploy ticket on standard input (see
-    /// ticket.rs), as a deploy tool sends it over SSH.
+    /// The .torrent file, or `-`: a deploy ticket on standard input, as a
+    /// deploy tool sends it over SSH: one JSON line
+    /// {"torrent":LENGTH,"secret":"64 hex digits"}, then the .torrent's
+    /// LENGTH bytes (README: "murder peer - DEST").
     torrent: PathBuf,
     /// Where the data goes: the file, or the directory that will hold the
     /// torrent's files (of any name).
@@ -156,13 +158,15 @@ pub struct PeerArgs {
     #[arg(long, default_value_t = 30)]
     linger: u64,
     /// Look for content this host holds already under DIR (repeatable):
-    /// files of earlier releases, matched by content and verified piece by
-    /// piece against the torrent before they count.
+    /// files of earlier releases, matched by content and verified against
+    /// the torrent (the file's BEP 47 sha1, else piece by piece) before
+    /// they count.
     #[arg(long, value_name = "DIR")]
     reuse: Vec<PathBuf>,
-    /// How reused files land: hard links into the earlier release when on
-    /// the same file system (link), or copies (copy) for applications that
-    /// change release files in place.
+    /// How reused files land in the new release: hard links to the earlier
+    /// release's files when on the same file system (link; nothing is ever
+    /// written to them), or copies (copy) for applications that change
+    /// release files in place.
     #[arg(long, value_enum, default_value_t = ReuseArg::Link)]
     reuse_mode: ReuseArg,
     /// Once the download is verified and synced, stage it beside DEST,
