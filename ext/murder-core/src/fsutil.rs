@@ -135,8 +135,9 @@ pub fn sync_file_system(path: &Path) -> Result<()> {
 
 /// Renames `from` to `to` only if nothing is at `to`: an `AlreadyExists`
 /// error otherwise, never a replaced file or empty directory (rename(2)
-/// replaces both). A file system without RENAME_NOREPLACE gets a check
-/// then a rename.
+/// replaces both). A file system or kernel without RENAME_NOREPLACE gets a
+/// check then a rename. Through syscall(2): glibc has renameat2 only from
+/// 2.28, and the hosts' binary is built for glibc 2.17.
 pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
@@ -147,9 +148,11 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
         };
         let (cf, ct) = (c(from)?, c(to)?);
-        // SAFETY: two NUL-terminated paths that outlive the call.
+        // SAFETY: renameat2(2)'s arguments: two NUL-terminated paths that
+        // outlive the call, relative to the working directory, and a flag.
         let r = unsafe {
-            libc::renameat2(
+            libc::syscall(
+                libc::SYS_renameat2,
                 libc::AT_FDCWD,
                 cf.as_ptr(),
                 libc::AT_FDCWD,
@@ -161,7 +164,8 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
             return Ok(());
         }
         let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
+        // EINVAL: the file system lacks the flag; ENOSYS: the kernel (< 3.15).
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
             return Err(e);
         }
     }
