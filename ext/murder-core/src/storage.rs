@@ -609,12 +609,16 @@ impl Storage {
                 let mode = m.permissions().mode();
                 let placed = if file.executable && mode & 0o111 == 0 {
                     executable_mode(mode)
-                } else if !file.executable && mode & 0o111 != 0 && m.nlink() == 1 {
+                } else if !file.executable && mode & 0o111 != 0 {
                     mode & !0o111
                 } else {
                     mode
                 };
-                if placed != mode {
+                if placed != mode && m.nlink() > 1 {
+                    // Linked since it was staged (a deploy beside this one
+                    // reused our staging area): the chmod is ours alone.
+                    private_copy(&path, placed)?;
+                } else if placed != mode {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(placed))
                         .map_err(|e| Error::io(&path, e))?;
                 }
@@ -771,6 +775,20 @@ pub fn verified_pieces(meta: &Metainfo, path: &Path, progress: &Progress) -> Res
     Ok(have)
 }
 
+/// Replaces the file at `path` with a copy of its own, of `mode`: its
+/// inode stays as it is for whoever else links it (rule R1).
+fn private_copy(path: &Path, mode: u32) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let copy = path.with_file_name(format!(".{name}.murder-own"));
+    std::fs::copy(path, &copy).map_err(|e| Error::io(&copy, e))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(&copy, e))?;
+    std::fs::rename(&copy, path).map_err(|e| Error::io(path, e))
+}
+
 /// An executable's mode from the mode the file was written with (under
 /// the umask): execute wherever it may be read, so `umask 077` gives 0700
 /// and never widens a private file to 0755.
@@ -858,6 +876,50 @@ mod tests {
         opts.piece_length = Some(16384);
         opts.align = align;
         Arc::new(create_torrent(src, &opts, &Progress::new()).unwrap())
+    }
+
+    /// Rule R1 at placing: a staged file that someone else hard-linked
+    /// after it was staged (a deploy beside this one reusing our staging
+    /// area) keeps its mode for them; the placed release gets a copy of its
+    /// own with the torrent's execute bit.
+    #[test]
+    fn rule_r1_placing_chmods_a_file_linked_since_staging_only_in_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/run"), b"#!/bin/sh\necho run\n").unwrap();
+        std::fs::set_permissions(src.join("bin/run"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let mut opts = CreateOptions::new("t:1");
+        opts.piece_length = Some(16384);
+        opts.align = true;
+        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        assert!(meta.files.iter().any(|f| f.executable));
+        let dest = dir.path().join("out/release");
+        let (storage, _, _) = Storage::for_download(
+            meta.clone(),
+            &dest,
+            &Progress::new(),
+            true,
+            &ReuseConfig::default(),
+        )
+        .unwrap();
+        let bytes = std::fs::read(src.join("bin/run")).unwrap();
+        storage.write(0, 0, &bytes).unwrap();
+        let staged = storage.current_path(0);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let written = mode(&staged);
+        assert_eq!(written & 0o111, 0, "written without an execute bit");
+        let other = dir.path().join("other-release-run");
+        std::fs::hard_link(&staged, &other).unwrap();
+        storage.finish(&dest).unwrap();
+        assert_eq!(
+            mode(&other),
+            written,
+            "the other release's file was chmodded"
+        );
+        assert_eq!(mode(&dest.join("bin/run")), executable_mode(written));
+        assert_eq!(std::fs::read(dest.join("bin/run")).unwrap(), bytes);
     }
 
     /// Rule R2: a staging area an earlier run left for the same
