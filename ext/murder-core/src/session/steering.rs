@@ -51,6 +51,17 @@ struct State {
     empty_turns: usize,
 }
 
+impl State {
+    /// Takes `key` out of the line. An empty line starts the count of empty
+    /// turns afresh: the next line to form is woken once round as well.
+    fn leave_line(&mut self, key: u64) {
+        self.waiting.retain(|&k| k != key);
+        if self.waiting.is_empty() {
+            self.empty_turns = 0;
+        }
+    }
+}
+
 /// Pieces to offer one downloader, and whether a turn came free (the
 /// session should tell waiting peers).
 pub(super) struct Offer {
@@ -134,7 +145,7 @@ impl Steering {
                 }
                 return offer;
             }
-            state.waiting.retain(|&k| k != key);
+            state.leave_line(key);
             state.turns.insert(key, 0);
         }
         // A piece leaves twice only once every piece has left once and the
@@ -225,7 +236,7 @@ impl Steering {
         if state.waiting.front() != Some(&key) {
             return false;
         }
-        state.waiting.pop_front();
+        state.leave_line(key);
         !state.waiting.is_empty()
     }
 
@@ -260,7 +271,7 @@ impl Steering {
                 state.unsent += 1;
             }
         }
-        state.waiting.retain(|&k| k != key);
+        state.leave_line(key);
         state.turns.remove(&key).is_some() && !state.waiting.is_empty()
     }
 }
@@ -510,6 +521,24 @@ mod tests {
         assert!(
             (1..=10).contains(&wake_ups),
             "{wake_ups} wake-ups for nothing to offer (none: the line stalls)"
+        );
+        // The line empties (every waiting peer left), and a new one forms
+        // (eight take the turns, two wait): it is woken too, not held to
+        // the old line's count of empty turns.
+        let waiting: Vec<u64> = steering.state().waiting.iter().copied().collect();
+        for key in waiting {
+            steering.forget(key, std::iter::empty(), std::iter::empty());
+        }
+        let mut woken = 0;
+        for _ in 0..3 {
+            for key in 11..=20 {
+                let offer = steering.offer(key, &none, &none, 4, &picker, 10);
+                woken += usize::from(offer.turn_freed);
+            }
+        }
+        assert!(
+            woken >= 1,
+            "a line formed after an empty one was never woken"
         );
     }
 }
