@@ -121,7 +121,7 @@ module Murder
     # @raise [Murder::FileError, Murder::InvalidArgument] from making the
     #   torrent ({Torrent.create}) or starting the tracker or the seeder
     # @raise [SystemCallError] when {#binary} cannot be read
-    # @raise [LoadError] when net-ssh or net-scp is not installed
+    # @raise [Murder::Error] when net-ssh or net-scp is not installed
     def ship
       raise InvalidArgument, "#{name}: set source, hosts and destination" unless source && !hosts.empty? && destination
 
@@ -257,8 +257,9 @@ module Murder
       # the others say so and get the whole one.
       @tickets = Remote::Tickets.new(torrent.to_bencode, secret: secret, record: ticket_base_record)
       releases = reuse || File.dirname(dest)
-      threads = hosts.map do |host|
-        Thread.new do
+      threads = [] # filled one by one: an interrupt may come while they start
+      hosts.each do |host|
+        threads << Thread.new do
           # Keepalives (under the task's own options): a silent host fails.
           Net::SSH.start(host_name(host), host_user(host), **Remote::SSH_KEEPALIVE, **ssh_options) do |ssh|
             [host.to_s, peer_on(ssh, host, sha, @tickets, releases, dest, conversations)]
@@ -270,11 +271,19 @@ module Murder
       threads.map(&:value).to_h
     ensure
       # Interrupted (a Timeout or Ctrl-C in a library caller): the hosts
-      # are told to abort, then their threads end, closing each SSH session,
-      # so no host goes on to place the release.
+      # are told to abort, then their threads end (2 s for all of them),
+      # closing each SSH session, so no host goes on to place the release.
       if threads&.any?(&:alive?)
         conversations.abort!("the ship was interrupted")
-        threads.each { |t| t.join(2) || t.kill }
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 2
+        threads.each do |t|
+          begin
+            t.join([deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC), 0].max)
+          rescue Exception # what ended that thread is not ours to raise: go on ending the rest
+            nil
+          end
+          t.kill if t.alive?
+        end
       end
     end
 

@@ -299,17 +299,25 @@ fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
     });
     let bytes = Arc::new(std::fs::read(&data).unwrap());
     let shown = half.to_bytes();
+    // The seed unchokes once the watcher has met the downloader, so that
+    // every piece is told to the watcher as it verifies (not in a bitfield).
+    let met = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seed_waits = met.clone();
     let (seed, _) = scripted_peer(
         PLAIN,
         *b"-XX0001-halfseedhalf",
         count,
         move |mut r, mut w| {
-            let (bytes, shown) = (bytes.clone(), shown.clone());
+            let (bytes, shown, met) = (bytes.clone(), shown.clone(), seed_waits.clone());
             async move {
-                if !w
-                    .send(&[Message::Bitfield(shown.into()), Message::Unchoke])
-                    .await
-                {
+                if !w.send(&[Message::Bitfield(shown.into())]).await {
+                    return;
+                }
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !met.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if !w.send(&[Message::Unchoke]).await {
                     return;
                 }
                 while let Some(message) = r.next().await {
@@ -333,8 +341,9 @@ fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
     let haves = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (watcher_heard, watcher_haves) = (heard.clone(), haves.clone());
     let (watcher, _) = scripted_peer(PLAIN, *b"-XX0001-watcherwatch", count, move |mut r, w| {
-        let (heard, haves) = (watcher_heard.clone(), watcher_haves.clone());
+        let (heard, haves, met) = (watcher_heard.clone(), watcher_haves.clone(), met.clone());
         async move {
+            met.store(true, Ordering::Relaxed); // handshaken with the downloader
             let _open = w; // dropping the write half would end the connection
             while let Some(message) = r.next().await {
                 // What the downloader held when we met comes as its bitfield.

@@ -265,7 +265,9 @@ fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
 fn a_slow_steering_seed_is_not_mistaken_for_a_seeder_that_left() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("release.tgz");
-    // 32 pieces, a few on offer at a time, each 0.3 s on the seed's link.
+    // 32 pieces, a few on offer at a time (the rest held by no one), each
+    // 0.33 s on the seed's link (longer than the orphan timeout), a block
+    // every 0.08 s (well within it).
     random_file(&data, 2 * 1024 * 1024, 15);
     let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
     let seed = SessionRunner::start(
@@ -286,7 +288,7 @@ fn a_slow_steering_seed_is_not_mistaken_for_a_seeder_that_left() {
         SessionConfig {
             use_tracker: false,
             peers: vec![seed.local_addr()],
-            orphan_timeout: Duration::from_millis(150),
+            orphan_timeout: Duration::from_millis(250),
             ..local()
         },
     )
