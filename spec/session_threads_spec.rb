@@ -27,6 +27,19 @@ RSpec.describe "Murder sessions and Ruby threads" do
     expect(took.to_f).to be < 1.0
   end
 
+  # A seed's release whose tracker accepts and never answers, so that a
+  # stop waits on its "stopped" announce: yields the .torrent's path and
+  # the data's, and returns what the block returns.
+  def with_a_slow_stop
+    data = sample_file("release.tgz", bytes: 100_000)
+    silent = TCPServer.new("127.0.0.1", 0)
+    torrent = File.join(tmpdir, "release.torrent")
+    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(torrent)
+    yield torrent, data
+  ensure
+    silent&.close
+  end
+
   def ruby_child(script, *args, deadline: 30)
     out, status = Open3.capture2e("timeout", "-s", "KILL", deadline.to_s, RbConfig.ruby, "-I", File.join(ROOT, "lib"),
                                   "-e", script, *args.map(&:to_s))
@@ -114,32 +127,30 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # that never answers) raised before the session was forgotten: the seeder
   # then said "already started" to #start and "cancelled" to #stats forever.
   it "forgets a stopped session even when an interrupt ends the stop" do
-    data = sample_file("release.tgz", bytes: 100_000)
-    silent = TCPServer.new("127.0.0.1", 0) # accepts, never answers
-    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(File.join(tmpdir, "release.torrent"))
-    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), data, deadline: 20)
-      require "murder"
-      seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
-      sleep 0.3
-      stopper = Thread.new { seeder.stop }
-      stopper.report_on_exception = false
-      sleep 0.3
-      stopper.raise(Interrupt)
-      begin
-        stopper.join
-      rescue Interrupt
-        puts "stop interrupted"
-      end
-      begin
-        seeder.stats
-      rescue Murder::Error => e
-        puts "stats: #{e.class}"
-      end
-      seeder.start
-      puts "started again"
-      seeder.stop
-    RUBY
-    silent.close
+    out, status = with_a_slow_stop do |torrent, data|
+      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
+        require "murder"
+        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
+        sleep 0.3
+        stopper = Thread.new { seeder.stop }
+        stopper.report_on_exception = false
+        sleep 0.3
+        stopper.raise(Interrupt)
+        begin
+          stopper.join
+        rescue Interrupt
+          puts "stop interrupted"
+        end
+        begin
+          seeder.stats
+        rescue Murder::Error => e
+          puts "stats: #{e.class}"
+        end
+        seeder.start
+        puts "started again"
+        seeder.stop
+      RUBY
+    end
     expect(out).to include("stop interrupted", "stats: Murder::InvalidArgument", "started again")
     expect(status).to be_success, out
   end
@@ -148,28 +159,26 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # session had ended (its "stopped" announce still waiting), where the
   # docs promise a return once the session's threads have ended.
   it "returns from a second stop only once the session has ended" do
-    data = sample_file("release.tgz", bytes: 100_000)
-    silent = TCPServer.new("127.0.0.1", 0) # accepts, never answers: the stopped announce waits
-    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(File.join(tmpdir, "release.torrent"))
-    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), data, deadline: 20)
-      require "murder"
-      require "socket"
-      seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true, bind: "127.0.0.1").start
-      port = seeder.port
-      sleep 0.3
-      first = Thread.new { seeder.stop }
-      sleep 0.3
-      seeder.stop
-      puts first.join(0.5) ? "first stop done" : "first stop still under way"
-      begin
-        TCPServer.new("127.0.0.1", port).close
-        puts "port free"
-      rescue Errno::EADDRINUSE
-        puts "port still held"
-      end
-      first.join
-    RUBY
-    silent.close
+    out, status = with_a_slow_stop do |torrent, data|
+      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
+        require "murder"
+        require "socket"
+        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true, bind: "127.0.0.1").start
+        port = seeder.port
+        sleep 0.3
+        first = Thread.new { seeder.stop }
+        sleep 0.3
+        seeder.stop
+        puts first.join(0.5) ? "first stop done" : "first stop still under way"
+        begin
+          TCPServer.new("127.0.0.1", port).close
+          puts "port free"
+        rescue Errno::EADDRINUSE
+          puts "port still held"
+        end
+        first.join
+      RUBY
+    end
     expect(status).to be_success, out
     expect(out).to include("first stop done", "port free")
   end
@@ -179,32 +188,30 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # held it in 10 ms waits until the stop ended, and every other Ruby
   # thread stood still.
   it "lets other Ruby threads run while a stop interrupted twice finishes" do
-    data = sample_file("release.tgz", bytes: 100_000)
-    silent = TCPServer.new("127.0.0.1", 0) # accepts, never answers: the stopped announce waits
-    Murder::Torrent.create(data, tracker: "127.0.0.1:#{silent.addr[1]}").write(File.join(tmpdir, "release.torrent"))
-    out, status = ruby_child(<<~'RUBY', File.join(tmpdir, "release.torrent"), data, deadline: 20)
-      require "murder"
-      seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
-      sleep 0.3
-      ticks = 0
-      Thread.new { loop { sleep 0.01; ticks += 1 } }
-      stopper = Thread.new { seeder.stop }
-      stopper.report_on_exception = false
-      sleep 0.2
-      before = ticks
-      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      stopper.raise(Interrupt)
-      sleep 0.05
-      stopper.raise(Interrupt)
-      begin
-        stopper.join
-      rescue Interrupt
-        nil
-      end
-      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
-      puts format("ticks %d in %.2f s", ticks - before, took)
-    RUBY
-    silent.close
+    out, status = with_a_slow_stop do |torrent, data|
+      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
+        require "murder"
+        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
+        sleep 0.3
+        ticks = 0
+        Thread.new { loop { sleep 0.01; ticks += 1 } }
+        stopper = Thread.new { seeder.stop }
+        stopper.report_on_exception = false
+        sleep 0.2
+        before = ticks
+        started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        stopper.raise(Interrupt)
+        sleep 0.05
+        stopper.raise(Interrupt)
+        begin
+          stopper.join
+        rescue Interrupt
+          nil
+        end
+        took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+        puts format("ticks %d in %.2f s", ticks - before, took)
+      RUBY
+    end
     expect(status).to be_success, out
     ticks, took = out.match(/ticks (\d+) in ([\d.]+) s/)&.captures
     expect(took.to_f).to be > 0.5, out # the stop was still under way

@@ -872,10 +872,23 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, bytes).unwrap();
         }
+        torrent_of(src, align)
+    }
+
+    /// The torrent of what `src` holds, in 16 KiB pieces.
+    fn torrent_of(src: &Path, align: bool) -> Arc<Metainfo> {
         let mut opts = CreateOptions::new("t:1");
         opts.piece_length = Some(16384);
         opts.align = align;
         Arc::new(create_torrent(src, &opts, &Progress::new()).unwrap())
+    }
+
+    /// A download's storage of `meta` to `dest`, reusing nothing.
+    fn download_to(meta: &Arc<Metainfo>, dest: &Path) -> Storage {
+        let reuse = ReuseConfig::default();
+        Storage::for_download(meta.clone(), dest, &Progress::new(), true, &reuse)
+            .unwrap()
+            .0
     }
 
     /// Rule R1 at placing: a staged file that someone else hard-linked
@@ -890,20 +903,10 @@ mod tests {
         std::fs::write(src.join("bin/run"), b"#!/bin/sh\necho run\n").unwrap();
         std::fs::set_permissions(src.join("bin/run"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
-        let mut opts = CreateOptions::new("t:1");
-        opts.piece_length = Some(16384);
-        opts.align = true;
-        let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
+        let meta = torrent_of(&src, true);
         assert!(meta.files.iter().any(|f| f.executable));
         let dest = dir.path().join("out/release");
-        let (storage, _, _) = Storage::for_download(
-            meta.clone(),
-            &dest,
-            &Progress::new(),
-            true,
-            &ReuseConfig::default(),
-        )
-        .unwrap();
+        let storage = download_to(&meta, &dest);
         let bytes = std::fs::read(src.join("bin/run")).unwrap();
         storage.write(0, 0, &bytes).unwrap();
         let staged = storage.current_path(0);
@@ -945,14 +948,7 @@ mod tests {
         let (src2, two) = make("two", &[("app.jar", 1 << 20), ("keep", 100)]);
         let dest = dir.path().join("out/release");
         // The first torrent's download gets everything and "crashes".
-        let (first, _, _) = Storage::for_download(
-            one.clone(),
-            &dest,
-            &Progress::new(),
-            true,
-            &ReuseConfig::default(),
-        )
-        .unwrap();
+        let first = download_to(&one, &dest);
         let seed1 = Storage::for_seeding(one.clone(), &src1);
         let mut buf = vec![0u8; 16384];
         for piece in 0..one.piece_count() as u32 {
@@ -962,14 +958,7 @@ mod tests {
         }
         drop(first);
         // The second torrent, to the same destination.
-        let (second, _, _) = Storage::for_download(
-            two.clone(),
-            &dest,
-            &Progress::new(),
-            true,
-            &ReuseConfig::default(),
-        )
-        .unwrap();
+        let second = download_to(&two, &dest);
         let seed2 = Storage::for_seeding(two.clone(), &src2);
         for piece in 0..two.piece_count() as u32 {
             let (_, len) = two.layout().piece_range(piece as usize);

@@ -1,7 +1,7 @@
 //! Seeding and downloading between murder sessions on 127.0.0.1.
 
 mod common;
-use common::{assert_downloaded, local, random_file, torrent};
+use common::{assert_downloaded, local, random_file, torrent, untracked_seed};
 
 use std::time::Duration;
 
@@ -14,15 +14,7 @@ fn a_download_from_a_seed_without_tracker() {
     let data = dir.path().join("release.tgz");
     random_file(&data, 3_000_000, 1);
     let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
-    let seed = SessionRunner::start(
-        meta.clone(),
-        Role::Seed { data: data.clone() },
-        SessionConfig {
-            use_tracker: false,
-            ..local()
-        },
-    )
-    .unwrap();
+    let seed = untracked_seed(&meta, &data, local());
     let dest = dir.path().join("out/release.tgz");
     let peer = SessionRunner::start(
         meta.clone(),

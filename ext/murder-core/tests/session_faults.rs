@@ -2,7 +2,7 @@
 //! that leaves as soon as the swarm holds every piece.
 
 mod common;
-use common::{assert_downloaded, local, random_file, torrent, tracked_release};
+use common::{assert_downloaded, local, random_file, torrent, tracked_release, untracked_seed};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,16 +49,14 @@ fn a_peer_serving_corrupt_blocks_is_banned_and_the_download_completes() {
     random_file(&data, 2_000_000, 5);
     let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
     // The honest seed is slow, so the liar gets asked for plenty.
-    let seed = SessionRunner::start(
-        meta.clone(),
-        Role::Seed { data: data.clone() },
+    let seed = untracked_seed(
+        &meta,
+        &data,
         SessionConfig {
-            use_tracker: false,
             upload_limit: Some(1_000_000),
             ..local()
         },
-    )
-    .unwrap();
+    );
     let (liar, liar_connections) = corrupt_peer(meta.clone());
     let dest = dir.path().join("out/release.tgz");
     let peer = SessionRunner::start(
@@ -239,13 +237,24 @@ fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
     let data = dir.path().join("release.tgz");
     random_file(&data, 100_000, 14);
     let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    fails_on_its_stall_timeout(meta, &dir.path().join("out/release.tgz"), vec![]);
+}
+
+/// Downloads `meta` to `dest` from `peers` with a stall timeout of 2 s, and
+/// checks that it fails so, within 20 s.
+fn fails_on_its_stall_timeout(
+    meta: Arc<Metainfo>,
+    dest: &std::path::Path,
+    peers: Vec<std::net::SocketAddr>,
+) {
     let peer = SessionRunner::start(
         meta,
         Role::Download {
-            dest: dir.path().join("out/release.tgz"),
+            dest: dest.to_path_buf(),
         },
         SessionConfig {
             use_tracker: false,
+            peers,
             stall_timeout: Duration::from_secs(2),
             ..local()
         },
@@ -253,7 +262,7 @@ fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
     .unwrap();
     match peer.wait_done(Duration::from_secs(20)) {
         State::Failed(reason) => assert!(reason.contains("nothing received for 2 s"), "{reason}"),
-        other => panic!("expected a failure, got {other:?}"),
+        other => panic!("expected a failure, got {other:?} {:?}", peer.stats()),
     }
 }
 
@@ -270,16 +279,14 @@ fn a_slow_steering_seed_is_not_mistaken_for_a_seeder_that_left() {
     // every 0.08 s (well within it).
     random_file(&data, 2 * 1024 * 1024, 15);
     let meta = torrent(&data, "127.0.0.1:9", 64 * 1024);
-    let seed = SessionRunner::start(
-        meta.clone(),
-        Role::Seed { data: data.clone() },
+    let seed = untracked_seed(
+        &meta,
+        &data,
         SessionConfig {
-            use_tracker: false,
             upload_limit: Some(200_000),
             ..local()
         },
-    )
-    .unwrap();
+    );
     assert!(local().steer, "the default seed steers");
     let dest = dir.path().join("peer/release.tgz");
     let peer = SessionRunner::start(
@@ -332,21 +339,5 @@ fn a_peer_repeating_an_unrequested_block_does_not_hold_off_the_stall_timeout() {
             }
         },
     );
-    let peer = SessionRunner::start(
-        meta,
-        Role::Download {
-            dest: dir.path().join("out/release.tgz"),
-        },
-        SessionConfig {
-            use_tracker: false,
-            peers: vec![repeater],
-            stall_timeout: Duration::from_secs(2),
-            ..local()
-        },
-    )
-    .unwrap();
-    match peer.wait_done(Duration::from_secs(20)) {
-        State::Failed(reason) => assert!(reason.contains("nothing received for"), "{reason}"),
-        other => panic!("expected a failure, got {other:?} {:?}", peer.stats()),
-    }
+    fails_on_its_stall_timeout(meta, &dir.path().join("out/release.tgz"), vec![repeater]);
 }

@@ -68,6 +68,26 @@ pub fn proptest_config() -> ProptestConfig {
 
 pub mod wire_peer;
 
+/// A seed of `data` that announces to no tracker (its peers are pointed at
+/// it), with `config`'s other settings.
+pub fn untracked_seed(
+    meta: &Arc<Metainfo>,
+    data: &Path,
+    config: SessionConfig,
+) -> murder_core::session::SessionRunner {
+    murder_core::session::SessionRunner::start(
+        meta.clone(),
+        murder_core::session::Role::Seed {
+            data: data.to_path_buf(),
+        },
+        SessionConfig {
+            use_tracker: false,
+            ..config
+        },
+    )
+    .unwrap()
+}
+
 /// Waits up to `secs` for `peer` to complete, then checks that `dest`
 /// holds exactly the bytes of `data`.
 pub fn assert_downloaded(
