@@ -63,7 +63,9 @@ module Murder
     end
 
     # Binds the port, loads `allow_dir` and starts serving on a native
-    # thread; returns at once (the GVL is held only while it binds).
+    # thread. The GVL is held while it binds and while it reads every
+    # .torrent in `allow_dir` (each parsed and hashed, so a directory of
+    # many large torrents takes a while); it then returns at once.
     #
     # @return [self]
     # @raise [Murder::InvalidArgument] when the tracker is started already,
