@@ -562,22 +562,15 @@ impl Storage {
     pub fn rename_to(&self, dest: &Path) -> Result<()> {
         let mut root = self.root.write().unwrap_or_else(|e| e.into_inner());
         let staging = root.clone();
-        let appeared = || {
-            Error::InvalidArgument(format!(
-                "{}: appeared while downloading; the verified download stays at {}",
-                dest.display(),
-                staging.display()
-            ))
-        };
-        if dest.exists() || dest.is_symlink() {
-            return Err(appeared());
-        }
-        // Checked above for the message; the rename itself never replaces
-        // what appears in between (rename(2) would replace an empty
-        // directory or a file).
+        // Never over what appeared at `dest` meanwhile (rename(2) would
+        // replace an empty directory or a file).
         fsutil::rename_no_replace(&staging, dest).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                appeared()
+                Error::InvalidArgument(format!(
+                    "{}: appeared while downloading; the verified download stays at {}",
+                    dest.display(),
+                    staging.display()
+                ))
             } else {
                 Error::io(dest, e)
             }
@@ -923,6 +916,27 @@ mod tests {
         );
         assert_eq!(mode(&dest.join("bin/run")), executable_mode(written));
         assert_eq!(std::fs::read(dest.join("bin/run")).unwrap(), bytes);
+    }
+
+    /// Rule P4's rename: a destination that appeared while downloading
+    /// (here an empty directory, which rename(2) would replace) is refused,
+    /// naming where the verified download stays.
+    #[test]
+    fn a_destination_that_appeared_while_downloading_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let meta = tree_torrent(&src, &[("a.txt", vec![7u8; 100])], true);
+        let dest = dir.path().join("out/release");
+        let storage = download_to(&meta, &dest);
+        storage.write(0, 0, &[7u8; 100]).unwrap();
+        std::fs::create_dir(&dest).unwrap();
+        let e = storage.finish(&dest).unwrap_err().to_string();
+        assert!(e.contains("appeared while downloading"), "{e}");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        assert!(
+            storage.current_path(0).exists(),
+            "the staged download is kept"
+        );
     }
 
     /// Rule R2: a staging area an earlier run left for the same
