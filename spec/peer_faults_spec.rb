@@ -285,6 +285,26 @@ RSpec.describe "murder peer under faults" do
     expect(File.read(dest)).to eq("precious")
     expect(File.exist?(staging(dest))).to be(false)
   end
+
+  it "names a destination it cannot read instead of calling it other data" do
+    data, torrent = release(300_000, seed: 6, piece_length: "32K")
+    # The torrent's own data, but unreadable to the peer: as root (who reads
+    # anything), the peer runs as nobody, from a copy of the binary it may run.
+    FileUtils.chmod(0o711, tmpdir)
+    FileUtils.chmod(0o644, torrent)
+    binary = File.join(tmpdir, "murder")
+    FileUtils.cp(MURDER_BIN, binary)
+    dest = File.join(tmpdir, "unreadable.tgz")
+    FileUtils.cp(data, dest)
+    FileUtils.chmod(0o000, dest)
+    as_nobody = Process.uid.zero? ? %w[setpriv --reuid=65534 --regid=65534 --clear-groups] : []
+    status, _out, err = run_failing(*as_nobody, binary, "peer", torrent, dest, "--linger", "0")
+    expect(status.exitstatus).to eq(1)
+    expect(err).to match(/unreadable\.tgz: Permission denied/)
+    expect(err).not_to match(/not this torrent's data/)
+    FileUtils.chmod(0o644, dest)
+    expect(File.binread(dest)).to eq(File.binread(data))
+  end
 end
 
 RSpec.describe "murder peer --linger" do

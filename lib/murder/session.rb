@@ -193,9 +193,10 @@ module Murder
     #   the data does not fully match the torrent ("cannot seed"), or an
     #   option cannot work (`bind` or `ip` not an IP address, a peer not
     #   `IP:PORT`, `max_peers` outside 1..10,000, a limit of 0)
-    # @raise [Murder::FileError] when the port cannot be bound, or (with
-    #   `lazy_check`) the data is missing; without `lazy_check`, missing or
-    #   unreadable data raises InvalidArgument ("cannot seed")
+    # @raise [Murder::FileError] when the port cannot be bound, (with
+    #   `lazy_check`) the data is missing, or (without) a file of it is
+    #   there but cannot be read; without `lazy_check`, missing data
+    #   raises InvalidArgument ("cannot seed")
     # @raise [RangeError] when `port` is outside 0..65535 or a count or
     #   limit is negative
     # @raise [Interrupt] (or what `Thread#raise` raised) when interrupted

@@ -166,7 +166,9 @@ module Murder
     # Checks the data at `data_path` (the file, or the directory that holds
     # the torrent's files) against the piece hashes, on every core with the GVL
     # released; the block, interrupts and exceptions work as for {.create}.
-    # Missing, short or unreadable files only make their pieces incomplete.
+    # Missing or short files (or a directory where a file should be) only
+    # make their pieces incomplete; a file that is there but cannot be read
+    # raises, naming it.
     #
     # @example
     #   torrent.verify("release/") # => [true, true, false, ...]
@@ -178,6 +180,8 @@ module Murder
     # @yieldparam done [Integer] bytes checked so far
     # @yieldparam total [Integer] bytes to check in all
     # @return [Array<Boolean>] for each piece, whether it is complete and correct
+    # @raise [Murder::FileError] a file of the data cannot be read
+    #   (permission denied, an I/O error)
     # @raise [Interrupt, Exception] an interrupt, or what the block raised
     def verify(data_path, &progress)
       __verify(data_path.to_s, &progress)

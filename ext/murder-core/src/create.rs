@@ -716,6 +716,10 @@ mod tests {
         fs::remove_file(root.join("README")).unwrap();
         let first = check_pieces(&source, &m.pieces, &Progress::new()).unwrap();
         assert!(!first[0]);
+        // Nor does a directory where the file should be: no data there.
+        fs::create_dir(root.join("README")).unwrap();
+        let first = check_pieces(&source, &m.pieces, &Progress::new()).unwrap();
+        assert!(!first[0]);
     }
 
     #[test]

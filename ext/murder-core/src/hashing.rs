@@ -64,19 +64,34 @@ pub fn hash_pieces(src: &DataSource, progress: &Progress) -> Result<Vec<[u8; 20]
     })
 }
 
-/// Which pieces on disk match `expected`. Missing or short files only make
-/// their pieces incomplete; the result is an error only when cancelled.
+/// Which pieces on disk match `expected`. A file that is missing, short,
+/// or not a file (a directory where it should be, or under a file) only
+/// makes its pieces incomplete: that is data that is not there. A file that
+/// is there but cannot be read (permission denied, an I/O error) is an
+/// error naming it, never taken for other data; so is being cancelled.
 pub fn check_pieces(
     src: &DataSource,
     expected: &[[u8; 20]],
     progress: &Progress,
 ) -> Result<Vec<bool>> {
-    for_each_piece(src, progress, |piece, data| {
-        Ok(match data {
-            Ok(d) => <[u8; 20]>::from(Sha1::digest(d)) == expected[piece],
-            Err(_) => false,
-        })
+    for_each_piece(src, progress, |piece, data| match data {
+        Ok(d) => Ok(<[u8; 20]>::from(Sha1::digest(d)) == expected[piece]),
+        Err(e) if is_absent(&e) => Ok(false),
+        Err(e) => Err(e),
     })
+}
+
+/// Whether a read failed because the data is not there, rather than because
+/// what is there cannot be read.
+fn is_absent(e: &Error) -> bool {
+    match e {
+        Error::ChangedWhileHashing { .. } => true,
+        Error::Io { source, .. } => matches!(
+            source.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory
+        ),
+        _ => false,
+    }
 }
 
 fn for_each_piece<T, F>(src: &DataSource, progress: &Progress, f: F) -> Result<Vec<T>>
