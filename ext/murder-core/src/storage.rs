@@ -640,7 +640,6 @@ impl Storage {
 /// torrent's bytes, so an old tail would stay), or removed when it is a
 /// hard link into an earlier release (rule R1).
 fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
-    use std::collections::{HashMap, HashSet};
     use std::os::unix::fs::MetadataExt;
     let remove = |path: &Path, m: &std::fs::Metadata| -> Result<()> {
         if m.is_dir() {
@@ -675,23 +674,7 @@ fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
     if !top.is_dir() {
         return remove(staging, &top);
     }
-    // What the torrent puts where (below the root): regular files with
-    // their lengths, links, and the directories above them.
-    let mut files: HashMap<PathBuf, Option<u64>> = HashMap::new();
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
-    for f in meta
-        .files
-        .iter()
-        .filter(|f| f.symlink.is_some() || f.is_regular())
-    {
-        let rel: PathBuf = f.path.iter().collect();
-        let mut up = rel.parent();
-        while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
-            dirs.insert(d.to_path_buf());
-            up = d.parent();
-        }
-        files.insert(rel, f.is_regular().then_some(f.length));
-    }
+    let TreeShape { files, dirs } = TreeShape::of(meta);
     let mut walk = walkdir::WalkDir::new(staging)
         .min_depth(1)
         .follow_links(false)
@@ -721,6 +704,81 @@ fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a multi-file torrent puts where, below its root: regular files
+/// with their lengths, links (`None`), and the directories above them.
+struct TreeShape {
+    files: std::collections::HashMap<PathBuf, Option<u64>>,
+    dirs: std::collections::HashSet<PathBuf>,
+}
+
+impl TreeShape {
+    fn of(meta: &Metainfo) -> TreeShape {
+        let mut shape = TreeShape {
+            files: Default::default(),
+            dirs: Default::default(),
+        };
+        for f in meta
+            .files
+            .iter()
+            .filter(|f| f.symlink.is_some() || f.is_regular())
+        {
+            let rel: PathBuf = f.path.iter().collect();
+            let mut up = rel.parent();
+            while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
+                shape.dirs.insert(d.to_path_buf());
+                up = d.parent();
+            }
+            shape.files.insert(rel, f.is_regular().then_some(f.length));
+        }
+        shape
+    }
+}
+
+/// Where a tree at `root` whose data verified differs from what placing
+/// the torrent makes (rule R3): an entry it lacks or has too many, a link
+/// where a file should be or one to elsewhere, an execute bit. `None` when
+/// it is the torrent's tree, as a download would leave it.
+pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.single_file {
+        return Ok(None); // its data is all it is
+    }
+    for file in meta.files.iter().filter(|f| !f.pad) {
+        let path = file.path_under(root);
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            return Ok(Some(format!("{} is missing", path.display())));
+        };
+        let differs = match &file.symlink {
+            Some(target) => match std::fs::read_link(&path) {
+                Ok(text) if text == relative_link(&file.path, target) => None,
+                Ok(_) => Some("links elsewhere"),
+                Err(_) => Some("should be a symbolic link"),
+            },
+            None if !m.is_file() => Some("should be a regular file"),
+            None if (m.mode() & 0o111 != 0) != file.executable => Some(match file.executable {
+                true => "should be executable",
+                false => "should not be executable",
+            }),
+            None => None,
+        };
+        if let Some(what) = differs {
+            return Ok(Some(format!("{} {what}", path.display())));
+        }
+    }
+    let shape = TreeShape::of(meta);
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            Error::io(&path, e.into())
+        })?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        if !shape.files.contains_key(rel) && !shape.dirs.contains(rel) {
+            return Ok(Some(format!("{} is not in the torrent", entry.path().display())));
+        }
+    }
+    Ok(None)
 }
 
 /// Every directory of the tree at `root`, itself first. One that cannot

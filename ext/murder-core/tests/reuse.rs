@@ -759,3 +759,69 @@ fn a_read_only_file_linked_from_an_earlier_release_can_be_served() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Rule R3 of STATE.md: a destination that exists counts as done only if
+/// it is the release, modes and links included; otherwise the download is
+/// refused, naming the difference, and the tree is left as it was.
+#[test]
+fn rule_r3_an_existing_tree_counts_only_as_the_release() {
+    let host = host_with_a();
+    let a = host.build.join("A");
+    let dest = host.releases.join("A");
+    let meta = aligned(&a);
+    let again = || {
+        SessionRunner::start(
+            meta.clone(),
+            Role::Download { dest: dest.clone() },
+            SessionConfig {
+                use_tracker: false,
+                ..local()
+            },
+        )
+    };
+    let done = again().unwrap();
+    assert_eq!(done.wait_done(Duration::from_secs(10)), State::Complete);
+    drop(done);
+
+    let refused = |change: &dyn Fn(), undo: &dyn Fn(), says: &str| {
+        change();
+        let before = snapshot(&dest);
+        let err = again().err().expect("a changed tree must be refused").to_string();
+        assert!(err.contains("already exists with this torrent's data"), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert_eq!(snapshot(&dest), before, "the tree is left as it was");
+        undo();
+    };
+    let run = dest.join("bin/run");
+    refused(
+        &|| fs::set_permissions(&run, fs::Permissions::from_mode(0o644)).unwrap(),
+        &|| fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap(),
+        "bin/run should be executable",
+    );
+    let link = dest.join("bin/one");
+    refused(
+        &|| {
+            fs::remove_file(&link).unwrap();
+            fs::copy(dest.join("assets/one.bin"), &link).unwrap();
+        },
+        &|| {
+            fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink("../assets/one.bin", &link).unwrap();
+        },
+        "bin/one should be a symbolic link",
+    );
+    refused(
+        &|| fs::remove_file(&link).unwrap(),
+        &|| std::os::unix::fs::symlink("../assets/one.bin", &link).unwrap(),
+        "bin/one is missing",
+    );
+    let extra = dest.join("lib/d0/stale.rb");
+    refused(
+        &|| fs::write(&extra, b"old").unwrap(),
+        &|| fs::remove_file(&extra).unwrap(),
+        "stale.rb is not in the torrent",
+    );
+    // Undone, it is the release again.
+    let done = again().unwrap();
+    assert_eq!(done.wait_done(Duration::from_secs(10)), State::Complete);
+}

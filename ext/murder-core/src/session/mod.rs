@@ -51,7 +51,7 @@ pub use tracker_client::{local_address_towards, AnnounceEvent};
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
 use crate::progress::Progress;
-use crate::storage::{verified_pieces, Storage};
+use crate::storage::{tree_difference, verified_pieces, Storage};
 use context::Context;
 
 /// How long shutdown waits for the session's tasks before giving up on
@@ -306,6 +306,13 @@ fn prepare(
             if dest.exists() {
                 let have = verified_pieces(&meta, &dest, progress)?;
                 if have.is_complete() {
+                    // Its data alone does not make it the release (rule R3).
+                    if let Some(difference) = tree_difference(&meta, &dest)? {
+                        return Err(Error::InvalidArgument(format!(
+                            "{}: already exists with this torrent's data, but {difference}; remove it first",
+                            dest.display()
+                        )));
+                    }
                     return Ok((Storage::for_seeding(meta, &dest), have, None));
                 }
                 return Err(Error::InvalidArgument(format!(
