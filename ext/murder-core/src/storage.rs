@@ -775,7 +775,10 @@ pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
         })?;
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
         if !shape.files.contains_key(rel) && !shape.dirs.contains(rel) {
-            return Ok(Some(format!("{} is not in the torrent", entry.path().display())));
+            return Ok(Some(format!(
+                "{} is not in the torrent",
+                entry.path().display()
+            )));
         }
     }
     Ok(None)

@@ -786,8 +786,14 @@ fn rule_r3_an_existing_tree_counts_only_as_the_release() {
     let refused = |change: &dyn Fn(), undo: &dyn Fn(), says: &str| {
         change();
         let before = snapshot(&dest);
-        let err = again().err().expect("a changed tree must be refused").to_string();
-        assert!(err.contains("already exists with this torrent's data"), "{err}");
+        let err = again()
+            .err()
+            .expect("a changed tree must be refused")
+            .to_string();
+        assert!(
+            err.contains("already exists with this torrent's data"),
+            "{err}"
+        );
         assert!(err.contains(says), "{err}");
         assert_eq!(snapshot(&dest), before, "the tree is left as it was");
         undo();
