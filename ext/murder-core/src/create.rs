@@ -470,10 +470,7 @@ fn walk_tree(
         .into_iter()
         .filter_entry(included)
     {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            Error::io(path, e.into())
-        })?;
+        let entry = entry.map_err(|e| Error::walk(root, e))?;
         let kind = entry.file_type();
         if kind.is_dir() {
             continue;
@@ -580,10 +577,7 @@ fn walk(root: &Path, written_here: &HashSet<(u64, u64)>) -> Result<(Vec<FileEntr
         .follow_links(true)
         .sort_by_file_name()
     {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            Error::io(path, e.into())
-        })?;
+        let entry = entry.map_err(|e| Error::walk(root, e))?;
         if !entry.file_type().is_file() {
             continue;
         }

@@ -75,6 +75,12 @@ impl Error {
             source,
         }
     }
+
+    /// An error of walking the tree at `root`, named by the entry it met.
+    pub(crate) fn walk(root: &std::path::Path, e: walkdir::Error) -> Self {
+        let path = e.path().unwrap_or(root).to_path_buf();
+        Error::io(path, e.into())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

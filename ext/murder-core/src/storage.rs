@@ -680,10 +680,7 @@ fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
         .follow_links(false)
         .into_iter();
     while let Some(entry) = walk.next() {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(staging).to_path_buf();
-            Error::io(&path, e.into())
-        })?;
+        let entry = entry.map_err(|e| Error::walk(staging, e))?;
         let path = entry.path();
         let rel = path.strip_prefix(staging).unwrap_or(path);
         let m = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
@@ -769,10 +766,7 @@ pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
     }
     let shape = TreeShape::of(meta);
     for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            Error::io(&path, e.into())
-        })?;
+        let entry = entry.map_err(|e| Error::walk(root, e))?;
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
         if !shape.files.contains_key(rel) && !shape.dirs.contains(rel) {
             return Ok(Some(format!(
@@ -789,10 +783,7 @@ pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
 fn tree_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            Error::io(&path, e.into())
-        })?;
+        let entry = entry.map_err(|e| Error::walk(root, e))?;
         if entry.file_type().is_dir() {
             dirs.push(entry.into_path());
         }
