@@ -735,7 +735,8 @@ impl TreeShape {
 
 /// Where a tree at `root` whose data verified differs from what placing
 /// the torrent makes (rule R3): an entry it lacks or has too many, a link
-/// where a file should be or one to elsewhere, an execute bit. `None` when
+/// where a file or a directory should be or one to elsewhere, an execute
+/// bit. `None` when
 /// it is the torrent's tree, as a download would leave it.
 pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
@@ -768,11 +769,16 @@ pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
     for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let entry = entry.map_err(|e| Error::walk(root, e))?;
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        if !shape.files.contains_key(rel) && !shape.dirs.contains(rel) {
-            return Ok(Some(format!(
-                "{} is not in the torrent",
-                entry.path().display()
-            )));
+        // Files and links were checked above; a directory must be one, not
+        // a link to one (what is under it read well through the link).
+        let differs = match (shape.files.contains_key(rel), shape.dirs.contains(rel)) {
+            (true, _) => None,
+            (false, true) if entry.file_type().is_dir() => None,
+            (false, true) => Some("should be a directory"),
+            (false, false) => Some("is not in the torrent"),
+        };
+        if let Some(what) = differs {
+            return Ok(Some(format!("{} {what}", entry.path().display())));
         }
     }
     Ok(None)

@@ -827,6 +827,20 @@ fn rule_r3_an_existing_tree_counts_only_as_the_release() {
         &|| fs::remove_file(&extra).unwrap(),
         "stale.rb is not in the torrent",
     );
+    // A directory moved aside and linked back: every file reads the same
+    // through the link, but the tree is not the release.
+    let (lib, aside) = (dest.join("lib/d2"), host.releases.join("d2-aside"));
+    refused(
+        &|| {
+            fs::rename(&lib, &aside).unwrap();
+            std::os::unix::fs::symlink(&aside, &lib).unwrap();
+        },
+        &|| {
+            fs::remove_file(&lib).unwrap();
+            fs::rename(&aside, &lib).unwrap();
+        },
+        "lib/d2 should be a directory",
+    );
     // Undone, it is the release again.
     let done = again().unwrap();
     assert_eq!(done.wait_done(Duration::from_secs(10)), State::Complete);
