@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::wire_peer::{scripted_peer, FAST};
+use common::wire_peer::{handshake_on, scripted_peer, FAST};
+use murder_core::bitfield::Bitfield;
 use murder_core::session::{Role, SessionConfig, SessionRunner, State};
-use murder_core::wire::Message;
+use murder_core::wire::{BlockRequest, Message, BLOCK};
 use murder_core::Metainfo;
 
 /// A peer that claims every piece and answers every request with zeros.
@@ -340,4 +341,93 @@ fn a_peer_repeating_an_unrequested_block_does_not_hold_off_the_stall_timeout() {
         },
     );
     fails_on_its_stall_timeout(meta, &dir.path().join("out/release.tgz"), vec![repeater]);
+}
+
+/// Rule C5 (a peer that takes nothing we send for `SEND_STALL` is gone):
+/// a downloader whose link went down had told the seed it holds a piece
+/// the others lack, and left requests behind that the seed cannot send.
+/// The seed counted it a holder until its idle timeout (120 s), and it
+/// offers a piece that someone holds again only when idle, which the
+/// stuck requests kept it from being: the other downloader got every piece
+/// but that one and failed on its orphan timeout (a rake ship to farm
+/// hosts failed so, once, when the test took one host's link down).
+#[test]
+fn rule_c5_a_holder_whose_link_died_gives_its_pieces_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 4 << 20, 91);
+    let meta = torrent(&data, "127.0.0.1:9", 256 << 10);
+    let seed = untracked_seed(&meta, &data, local());
+    let (seed_addr, info_hash, pieces) = (seed.local_addr(), meta.info_hash(), meta.piece_count());
+    let (ready_tx, ready) = std::sync::mpsc::channel::<u32>();
+    let (done, done_rx) = std::sync::mpsc::channel::<()>();
+    // The dead peer: a small receive window, so that what the seed sends
+    // it stays in the seed's queue once it stops reading.
+    let dead = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let held = runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let stream = socket.connect(seed_addr).await.unwrap();
+            let (mut r, mut w) =
+                handshake_on(stream, FAST, *b"-XX0001-deaddeaddead", info_hash, pieces)
+                    .await
+                    .expect("handshake");
+            assert!(w.send(&[Message::HaveNone, Message::Interested]).await);
+            let (mut offers, mut unchoked) = (None, false);
+            while offers.is_none() || !unchoked {
+                match r.next().await.expect("the seed hung up") {
+                    Message::Bitfield(bits) => offers = Bitfield::from_bytes(&bits, pieces),
+                    Message::Unchoke => unchoked = true,
+                    _ => {}
+                }
+            }
+            let offers: Vec<usize> = offers.unwrap().iter_ones().collect();
+            assert!(offers.len() >= 2, "offered {offers:?}");
+            // It tells the seed it holds the first piece offered, and asks
+            // for 8 MiB of the second (far more than socket buffers take).
+            let (held, asked) = (offers[0] as u32, offers[1] as u32);
+            let ask = BlockRequest {
+                piece: asked,
+                offset: 0,
+                length: BLOCK as u32,
+            };
+            let mut messages = vec![Message::Have(held)];
+            messages.extend((0..512).map(|_| Message::Request(ask)));
+            assert!(w.send(&messages).await);
+            (held, r, w)
+        });
+        let (held, _r, _w) = held;
+        ready_tx.send(held).unwrap();
+        // Reads nothing more, and keeps the connection open.
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+    });
+    let held = ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the dead peer set up");
+    let dest = dir.path().join("peer/release.tgz");
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download { dest: dest.clone() },
+        SessionConfig {
+            use_tracker: false,
+            peers: vec![seed_addr],
+            ..local()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        local().orphan_timeout,
+        Duration::from_secs(10),
+        "the default"
+    );
+    let started = Instant::now();
+    assert_downloaded(&peer, 30, &dest, &data);
+    eprintln!("piece {held} came back after {:?}", started.elapsed());
+    done.send(()).unwrap();
+    dead.join().unwrap();
+    seed.stop();
 }

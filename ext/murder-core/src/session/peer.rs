@@ -33,6 +33,12 @@ const MAX_BYPASSES: usize = 32;
 /// A peer silent this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEPALIVE: Duration = Duration::from_secs(60);
+/// A peer whose socket takes nothing we send for this long, while we have
+/// bytes for it, is gone (its link or host died) or reads nothing: its
+/// connection ends, so the pieces it holds and its queue stop counting
+/// (rule C5). Half the default orphan timeout: the pieces a dead holder
+/// had must reach the others before they give up on them.
+const SEND_STALL: Duration = Duration::from_secs(5);
 /// Pipeline of a peer that stopped delivering, until it delivers again.
 const SNUBBED_PIPELINE: usize = 4;
 /// Requests kept in flight to a peer cover this many seconds at the rate it
@@ -228,6 +234,8 @@ impl Peer {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut read_at = tokio::time::Instant::now();
         let mut write_at = tokio::time::Instant::now();
+        // Since when bytes wait that the socket would take no part of.
+        let mut stalled_since: Option<tokio::time::Instant> = None;
         let read_chunk = self
             .ctx
             .download_limit
@@ -261,6 +269,16 @@ impl Peer {
             // A sealed writer may hold bytes the socket did not take.
             let pending = self.sent < self.out.len() || w.has_backlog();
             let now = tokio::time::Instant::now();
+            if !pending || write_at > now {
+                stalled_since = None;
+            } else if stalled_since.is_some_and(|t| now - t > SEND_STALL) {
+                return Err(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("took nothing we sent for {} s", SEND_STALL.as_secs()),
+                )));
+            } else {
+                stalled_since.get_or_insert(now);
+            }
             let mut room = (&mut inbuf).limit(read_chunk);
             let write_end = self.out.len().min(self.sent.saturating_add(write_chunk));
             // The earliest moment a rate limit lets a waiting direction go.
@@ -284,6 +302,7 @@ impl Peer {
                 }
                 written = w.write_queue(&mut self.out[self.sent..write_end]), if pending && write_at <= now => {
                     let n = written?;
+                    stalled_since = None;
                     self.sent += n;
                     self.written(n as u64);
                     self.last_sent = Instant::now();

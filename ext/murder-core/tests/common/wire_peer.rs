@@ -133,7 +133,19 @@ pub async fn dial(
     info_hash: [u8; 20],
     piece_count: usize,
 ) -> Option<(Reader, Writer)> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let stream = TcpStream::connect(addr).await.ok()?;
+    handshake_on(stream, reserved, id, info_hash, piece_count).await
+}
+
+/// Handshakes for `info_hash` on a connected `stream` (one a test set up
+/// its own way), as `dial` does.
+pub async fn handshake_on(
+    mut stream: TcpStream,
+    reserved: [u8; 8],
+    id: [u8; 20],
+    info_hash: [u8; 20],
+    piece_count: usize,
+) -> Option<(Reader, Writer)> {
     let _ = stream.set_nodelay(true);
     let ours = Handshake {
         reserved,
