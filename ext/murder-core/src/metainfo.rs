@@ -4,6 +4,7 @@
 //! pad files among them) keep the info-hash those tools computed.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::path::Path;
 
 use bendy::decoding::{Decoder, Object};
@@ -112,7 +113,12 @@ impl Metainfo {
                 limit: MAX_TORRENT_BYTES,
             }));
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // At most one byte past the limit, whatever the length said: a
+        // stream (a FIFO, a link to /dev/zero) has none, or no end.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_TORRENT_BYTES as u64 + 1).read_to_end(&mut bytes))
+            .map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes).map_err(refused)
     }
 

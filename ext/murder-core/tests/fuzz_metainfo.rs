@@ -118,3 +118,36 @@ fn the_seed_is_valid() {
     assert_eq!(m.files.len(), 3);
     assert!(m.files[1].pad && m.private);
 }
+
+/// A .torrent path that is a stream (a FIFO, `<(…)`, a link to /dev/zero)
+/// is read only up to the most a torrent may have: `load` read to the end,
+/// so a stream without one took all the memory there was.
+#[test]
+fn loading_a_stream_reads_no_more_than_a_torrent_may_have() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("endless.torrent");
+    common::mkfifo(&path);
+    // Four times the limit, unless the reader goes away first.
+    let limit = murder_core::metainfo::MAX_TORRENT_BYTES;
+    let writer_path = path.clone();
+    let writer = std::thread::spawn(move || {
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&writer_path)
+            .unwrap();
+        let chunk = vec![b'd'; 1 << 20];
+        let mut written = 0;
+        while written < 4 * limit && fifo.write_all(&chunk).is_ok() {
+            written += chunk.len();
+        }
+        written
+    });
+    let err = Metainfo::load(&path).unwrap_err().to_string();
+    assert!(err.contains("more than the"), "{err}");
+    let written = writer.join().unwrap();
+    assert!(
+        written < 2 * limit,
+        "the loader read {written} bytes of a stream whose limit is {limit}"
+    );
+}

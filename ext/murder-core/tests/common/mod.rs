@@ -68,6 +68,17 @@ pub fn proptest_config() -> ProptestConfig {
 
 pub mod wire_peer;
 
+/// `mkfifo PATH`: a name that is a stream, not a file.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(name.as_ptr(), 0o600) },
+        0,
+        "mkfifo {path:?}"
+    );
+}
+
 /// A seed of `data` that announces to no tracker (its peers are pointed at
 /// it), with `config`'s other settings.
 pub fn untracked_seed(
