@@ -1,6 +1,8 @@
 //! The tracker over real sockets on 127.0.0.1: the protocol, the allow-list,
 //! and hostile clients.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -449,16 +451,7 @@ fn silent_peers_expire() {
 #[test]
 fn the_allow_dir_is_reread_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data.bin");
-    std::fs::write(&data, vec![5u8; 100_000]).unwrap();
-    let torrent = murder_core::create_torrent(
-        &data,
-        &murder_core::CreateOptions::new("127.0.0.1:8998"),
-        &murder_core::Progress::new(),
-    )
-    .unwrap();
-    let allow = dir.path().join("allow");
-    std::fs::create_dir(&allow).unwrap();
+    let (torrent, allow) = torrent_and_allow_dir(dir.path(), 5);
     let server = TrackerServer::start(
         "127.0.0.1:0".parse().unwrap(),
         TrackerConfig {
@@ -530,4 +523,53 @@ fn a_padded_trees_hosts_count_down_from_its_data_not_its_pads() {
     assert_eq!(swarm.data_length, Some(data));
     let done: Vec<_> = swarm.peers.iter().map(|p| p.percent_done).collect();
     assert_eq!(done, vec![Some(0.0), Some(100.0)]);
+}
+
+/// A torrent of a small file in `dir` (its bytes all `byte`), and an empty
+/// allow directory beside it.
+fn torrent_and_allow_dir(
+    dir: &std::path::Path,
+    byte: u8,
+) -> (murder_core::Metainfo, std::path::PathBuf) {
+    let data = dir.join("data.bin");
+    std::fs::write(&data, vec![byte; 100_000]).unwrap();
+    let torrent = murder_core::create_torrent(
+        &data,
+        &murder_core::CreateOptions::new("127.0.0.1:8998"),
+        &murder_core::Progress::new(),
+    )
+    .unwrap();
+    let allow = dir.join("allow");
+    std::fs::create_dir(&allow).unwrap();
+    (torrent, allow)
+}
+
+/// The allow directory holds only files: a FIFO (or a link to a device)
+/// named like a torrent there is skipped. Opening it for reading waited for
+/// a writer that never came, so the tracker never started (and a reload
+/// would have stopped its housekeeping for good).
+#[test]
+fn the_allow_dir_skips_what_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, allow) = torrent_and_allow_dir(dir.path(), 6);
+    torrent.write(allow.join("data.torrent")).unwrap();
+    let stuck = allow.join("stuck.torrent");
+    common::mkfifo(&stuck);
+    let config = TrackerConfig {
+        allow_dir: Some(allow.clone()),
+        ..TrackerConfig::default()
+    };
+    let (tx, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(TrackerServer::start("127.0.0.1:0".parse().unwrap(), config));
+    });
+    let server = match started.recv_timeout(Duration::from_secs(5)) {
+        Ok(server) => server.unwrap(),
+        Err(_) => {
+            // Let the stuck start go (a writer that closes at once).
+            drop(std::fs::OpenOptions::new().write(true).open(&stuck));
+            panic!("the tracker did not start within 5 s: it opened the FIFO");
+        }
+    };
+    assert!(server.tracker().is_allowed(&torrent.info_hash()));
 }

@@ -297,15 +297,17 @@ pub fn parse_hex_hash(text: &str) -> Result<InfoHash> {
 }
 
 /// The .torrent files of `dir` with their modification times, sorted.
+/// Files only (a link to one counts): opening a FIFO waits for a writer,
+/// and a device may never end.
 fn torrent_files(dir: &Path) -> Result<Vec<(PathBuf, Option<SystemTime>)>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path())
         .filter(|p| p.extension().is_some_and(|e| e == "torrent"))
-        .map(|p| {
-            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-            (p, mtime)
+        .filter_map(|p| {
+            let meta = std::fs::metadata(&p).ok()?;
+            meta.is_file().then(|| (p, meta.modified().ok()))
         })
         .collect();
     files.sort();
