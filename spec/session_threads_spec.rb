@@ -155,6 +155,32 @@ RSpec.describe "Murder sessions and Ruby threads" do
     expect(status).to be_success, out
   end
 
+  # While a stop in another thread is under way (its "stopped" announce to
+  # a tracker that never answers), #stats and #port raised
+  # Murder::Cancelled, where the docs promise InvalidArgument once stopped.
+  it "answers stats and port during a stop in another thread as a stopped session" do
+    out, status = with_a_slow_stop do |torrent, data|
+      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
+        require "murder"
+        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
+        sleep 0.3
+        stopper = Thread.new { seeder.stop }
+        sleep 0.3
+        puts "stop under way" if stopper.alive?
+        %i[stats port].each do |call|
+          seeder.public_send(call)
+          puts "#{call}: answered"
+        rescue Murder::Error => e
+          puts "#{call}: #{e.class}: #{e.message}"
+        end
+        stopper.join
+      RUBY
+    end
+    expect(status).to be_success, out
+    expect(out).to include("stop under way", "stats: Murder::InvalidArgument: seeder stopped",
+                           "port: Murder::InvalidArgument: seeder stopped")
+  end
+
   # A second stop while the first is under way returned at once, before the
   # session had ended (its "stopped" announce still waiting), where the
   # docs promise a return once the session's threads have ended.

@@ -86,7 +86,7 @@ module Murder
     # @raise [Murder::InvalidArgument] when the session is not started, or
     #   stopped
     def port
-      native.port
+      stopped_is_invalid { native.port }
     end
 
     # @return [Boolean] whether the session is started, not stopped and not
@@ -119,7 +119,7 @@ module Murder
     # @raise [Murder::InvalidArgument] when the session is not started, or
     #   stopped
     def stats
-      JSON.parse(native.stats_json)
+      stopped_is_invalid { JSON.parse(native.stats_json) }
     end
 
     # Announces "stopped" to the tracker and closes every connection;
@@ -158,7 +158,24 @@ module Murder
     # @return [NativeSession] the running native session
     # @raise [Murder::InvalidArgument] when not started
     def native
-      @native or raise InvalidArgument, "#{self.class.name.split('::').last.downcase} not started"
+      @native or raise InvalidArgument, "#{kind} not started"
+    end
+
+    # A stop under way in another thread has taken the native session's
+    # runner (the native calls raise Cancelled then, which {Download#run}
+    # reads as its end): to a caller of a query it is stopped.
+    #
+    # @api private
+    def stopped_is_invalid
+      yield
+    rescue Cancelled
+      raise InvalidArgument, "#{kind} stopped"
+    end
+
+    # @api private
+    # @return [String] "seeder" or "download"
+    def kind
+      self.class.name.split("::").last.downcase
     end
 
     # Starts the native session (a seed when `seed`), checking the data
