@@ -40,6 +40,18 @@ RSpec.describe "Murder sessions and Ruby threads" do
     silent&.close
   end
 
+  # Runs `script` in a child (ruby_child) in which `seeder` seeds a release
+  # whose stop is slow (with_a_slow_stop), started 0.3 s before.
+  def with_a_slowly_stopping_seeder(script)
+    with_a_slow_stop do |torrent, data|
+      ruby_child(<<~'RUBY' + script, torrent, data, deadline: 20)
+        require "murder"
+        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
+        sleep 0.3
+      RUBY
+    end
+  end
+
   def ruby_child(script, *args, deadline: 30)
     out, status = Open3.capture2e("timeout", "-s", "KILL", deadline.to_s, RbConfig.ruby, "-I", File.join(ROOT, "lib"),
                                   "-e", script, *args.map(&:to_s))
@@ -127,30 +139,25 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # that never answers) raised before the session was forgotten: the seeder
   # then said "already started" to #start and "cancelled" to #stats forever.
   it "forgets a stopped session even when an interrupt ends the stop" do
-    out, status = with_a_slow_stop do |torrent, data|
-      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
-        require "murder"
-        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
-        sleep 0.3
-        stopper = Thread.new { seeder.stop }
-        stopper.report_on_exception = false
-        sleep 0.3
-        stopper.raise(Interrupt)
-        begin
-          stopper.join
-        rescue Interrupt
-          puts "stop interrupted"
-        end
-        begin
-          seeder.stats
-        rescue Murder::Error => e
-          puts "stats: #{e.class}"
-        end
-        seeder.start
-        puts "started again"
-        seeder.stop
-      RUBY
-    end
+    out, status = with_a_slowly_stopping_seeder(<<~'RUBY')
+      stopper = Thread.new { seeder.stop }
+      stopper.report_on_exception = false
+      sleep 0.3
+      stopper.raise(Interrupt)
+      begin
+        stopper.join
+      rescue Interrupt
+        puts "stop interrupted"
+      end
+      begin
+        seeder.stats
+      rescue Murder::Error => e
+        puts "stats: #{e.class}"
+      end
+      seeder.start
+      puts "started again"
+      seeder.stop
+    RUBY
     expect(out).to include("stop interrupted", "stats: Murder::InvalidArgument", "started again")
     expect(status).to be_success, out
   end
@@ -159,23 +166,18 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # a tracker that never answers), #stats and #port raised
   # Murder::Cancelled, where the docs promise InvalidArgument once stopped.
   it "answers stats and port during a stop in another thread as a stopped session" do
-    out, status = with_a_slow_stop do |torrent, data|
-      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
-        require "murder"
-        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
-        sleep 0.3
-        stopper = Thread.new { seeder.stop }
-        sleep 0.3
-        puts "stop under way" if stopper.alive?
-        %i[stats port].each do |call|
-          seeder.public_send(call)
-          puts "#{call}: answered"
-        rescue Murder::Error => e
-          puts "#{call}: #{e.class}: #{e.message}"
-        end
-        stopper.join
-      RUBY
-    end
+    out, status = with_a_slowly_stopping_seeder(<<~'RUBY')
+      stopper = Thread.new { seeder.stop }
+      sleep 0.3
+      puts "stop under way" if stopper.alive?
+      %i[stats port].each do |call|
+        seeder.public_send(call)
+        puts "#{call}: answered"
+      rescue Murder::Error => e
+        puts "#{call}: #{e.class}: #{e.message}"
+      end
+      stopper.join
+    RUBY
     expect(status).to be_success, out
     expect(out).to include("stop under way", "stats: Murder::InvalidArgument: seeder stopped",
                            "port: Murder::InvalidArgument: seeder stopped")
@@ -214,30 +216,25 @@ RSpec.describe "Murder sessions and Ruby threads" do
   # held it in 10 ms waits until the stop ended, and every other Ruby
   # thread stood still.
   it "lets other Ruby threads run while a stop interrupted twice finishes" do
-    out, status = with_a_slow_stop do |torrent, data|
-      ruby_child(<<~'RUBY', torrent, data, deadline: 20)
-        require "murder"
-        seeder = Murder::Seeder.new(Murder::Torrent.load(ARGV[0]), ARGV[1], lazy_check: true).start
-        sleep 0.3
-        ticks = 0
-        Thread.new { loop { sleep 0.01; ticks += 1 } }
-        stopper = Thread.new { seeder.stop }
-        stopper.report_on_exception = false
-        sleep 0.2
-        before = ticks
-        started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-        stopper.raise(Interrupt)
-        sleep 0.05
-        stopper.raise(Interrupt)
-        begin
-          stopper.join
-        rescue Interrupt
-          nil
-        end
-        took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
-        puts format("ticks %d in %.2f s", ticks - before, took)
-      RUBY
-    end
+    out, status = with_a_slowly_stopping_seeder(<<~'RUBY')
+      ticks = 0
+      Thread.new { loop { sleep 0.01; ticks += 1 } }
+      stopper = Thread.new { seeder.stop }
+      stopper.report_on_exception = false
+      sleep 0.2
+      before = ticks
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      stopper.raise(Interrupt)
+      sleep 0.05
+      stopper.raise(Interrupt)
+      begin
+        stopper.join
+      rescue Interrupt
+        nil
+      end
+      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+      puts format("ticks %d in %.2f s", ticks - before, took)
+    RUBY
     expect(status).to be_success, out
     ticks, took = out.match(/ticks (\d+) in ([\d.]+) s/)&.captures
     expect(took.to_f).to be > 0.5, out # the stop was still under way
