@@ -1,6 +1,9 @@
 # frozen_string_literal: true
 
 RSpec.describe Murder::Tracker do
+  # Torrents in the allow_dir of the GVL example: enough that reading them
+  # takes well over 0.1 s.
+  ALLOW_DIR_FILES = 20_000
   let(:torrent) { Murder::Torrent.create(sample_file, tracker: "127.0.0.1:8998") }
 
   def announce(port, hash_hex, peer:, left:, extra: "")
@@ -97,5 +100,35 @@ RSpec.describe Murder::Tracker do
     expect { described_class.new(interval: 0).start }.to raise_error(Murder::InvalidArgument)
   ensure
     first&.stop
+  end
+
+  # #start read every .torrent of `allow_dir` with the GVL held: a directory
+  # of thousands stood every other Ruby thread still until it was read.
+  it "lets other Ruby threads run while #start reads a large allow_dir" do
+    dir = File.join(tmpdir, "allow")
+    FileUtils.mkdir_p(dir)
+    torrent.write(File.join(dir, "0.torrent"))
+    bytes = File.binread(File.join(dir, "0.torrent"))
+    1.upto(ALLOW_DIR_FILES - 1) { |i| File.binwrite(File.join(dir, "#{i}.torrent"), bytes) }
+    ticks = 0
+    ticker = Thread.new do
+      loop do
+        ticks += 1
+        sleep 0.002
+      end
+    end
+    sleep 0.05
+    before = ticks
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    tracker = described_class.new(port: 0, bind: "127.0.0.1", allow_dir: dir).start
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    during = ticks - before
+    ticker.kill
+    expect(tracker.stats["torrents"].size).to eq(1)
+    # Long enough to tell: the ticker ticks every 2 ms or more.
+    expect(took).to be > 0.1
+    expect(during).to be >= (took / 0.002 / 4).floor, "#{during} ticks in #{took.round(2)} s"
+  ensure
+    tracker&.stop
   end
 end

@@ -63,9 +63,10 @@ module Murder
     end
 
     # Binds the port, loads `allow_dir` and starts serving on a native
-    # thread. The GVL is held while it binds and while it reads every
-    # .torrent in `allow_dir` (each parsed and hashed, so a directory of
-    # many large torrents takes a while); it then returns at once.
+    # thread. It reads every .torrent in `allow_dir` first (each parsed and
+    # hashed, so a directory of many large torrents takes a while) with the
+    # GVL released: other Ruby threads run meanwhile, and an interrupt
+    # raises once the reading is done (the tracker then does not start).
     #
     # @return [self]
     # @raise [Murder::InvalidArgument] when the tracker is started already,

@@ -61,7 +61,17 @@ fn start(
         operator_token,
         ..TrackerConfig::default()
     };
-    let server = Server::start(SocketAddr::new(ip, port), config).map_err(|e| to_ruby(ruby, e))?;
+    // Reading the allow directory (each torrent parsed and hashed) may
+    // take a while: other Ruby threads run meanwhile. Interrupted, the
+    // server started is dropped, which stops it.
+    let progress = Progress::new();
+    let server = nogvl::run(
+        ruby,
+        &progress,
+        move || Server::start(SocketAddr::new(ip, port), config),
+        || Ok(()),
+    )?
+    .map_err(|e| to_ruby(ruby, e))?;
     Ok(TrackerServer(Mutex::new(Some(server))))
 }
 
