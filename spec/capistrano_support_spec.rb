@@ -100,4 +100,24 @@ RSpec.describe Capistrano::Murder::Support do
       .to eq("murder: /srv/a: No space left on device")
     expect(s.reason(failed.call("h1: /srv/releases/v4 is not empty\nmore\n"))).to eq("h1: /srv/releases/v4 is not empty")
   end
+
+  # A host's `murder peer` killed (the OOM killer, an operator) says nothing
+  # after its prompt for the ticket: the deploy named that prompt as the
+  # host's failure. SSHKit's own message, for the command a deploy runs,
+  # with the status the remote shell gives (128 + 9).
+  it "tells a murder killed by a signal from its exit status, not from its prompt for the ticket" do
+    words = Murder::Remote.peer_command(murder: "/srv/app/murder/murder", sha256: "ab" * 32,
+                                        releases: "/srv/app/releases", dest: "/srv/app/releases/v5",
+                                        args: ["--progress", "json"])
+    failed = lambda do |stderr, status|
+      command = SSHKit::Command.new(*words)
+      command.on_stderr(nil, stderr)
+      command.exit_status = status
+    rescue SSHKit::Command::Failed => e
+      e
+    end
+    expect(s.reason(failed.call("#{Murder::Remote::PROMPT}\n", 137))).to eq("murder was killed by SIGKILL (exit 137)")
+    expect(s.reason(failed.call("#{Murder::Remote::PROMPT}\nmurder: /srv/a: No space left on device\n", 1)))
+      .to eq("murder: /srv/a: No space left on device")
+  end
 end

@@ -133,6 +133,42 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
   end
 
+  # A host's murder killed (the OOM killer, an operator: the worker that
+  # holds the download) said nothing, and its waiting parent exited 1: the
+  # ship named the prompt for the ticket as the host's failure, "murder:
+  # reading the deploy ticket from standard input".
+  it "names a host whose murder was killed by the signal that killed it" do
+    in_h3 = ->(*cmd) { system("ip", "netns", "exec", "mfh3", *cmd, exception: true) }
+    # Slow, so that h3 is still downloading when its murder is killed.
+    in_h3.call("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+               "latency", "400ms")
+    File.binwrite(File.join(@project, "build/killed.bin"), Random.new(7).bytes(1_000_000))
+    out, status = Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => "r6" }, "rake", "-f",
+                                File.join(@project, "Rakefile"), "ship", chdir: @project) do |stdin, io, waiter|
+      stdin.close
+      reader = Thread.new { io.read }
+      sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.r6.part")) || !waiter.alive?
+      # This ship's `murder peer - DEST` in h3's network namespace: the
+      # foreground process and the worker it forked, by pid.
+      peers = `ip netns pids mfh3`.split.map(&:to_i).select do |pid|
+        File.read("/proc/#{pid}/cmdline").split("\0").first(4) ==
+          ["/srv/app/murder/murder", "peer", "-", "/srv/app/releases/r6"]
+      rescue Errno::ENOENT
+        false
+      end
+      parent = ->(pid) { File.read("/proc/#{pid}/status")[/^PPid:\s+(\d+)/, 1].to_i }
+      worker = peers.find { |pid| peers.include?(parent.call(pid)) }
+      expect(worker).not_to be_nil, "murder peer processes in h3: #{peers}"
+      Process.kill("KILL", worker)
+      [reader.value, waiter.value]
+    end
+    expect(status).not_to be_success
+    expect(out).to match(/murder: failed on root@10\.250\.0\.13: murder: killed by signal 9 \(Killed\)/), out
+  ensure
+    in_h3.call("tc", "qdisc", "del", "dev", "eth0", "root")
+    FileUtils.rm_f(File.join(@project, "build/killed.bin"))
+  end
+
   # A library caller's exception (a Timeout, Ctrl-C) while a host still
   # downloads: ship stopped its seed and raised, but its thread per host
   # went on, holding that host's SSH session, free to place the release.

@@ -321,7 +321,7 @@ module Murder
         elsif (whole = tickets.after_failure(host, ticket, err))
           ticket = whole
         else
-          return err.lines.grep(/murder: /).last.to_s.strip.then { |m| m.empty? ? "exit #{status}" : m }
+          return Remote.failure(status, err)
         end
       end
     end

@@ -362,6 +362,29 @@ module Murder
       end
     end
 
+    # Why a host's `murder peer` failed: its own last word on standard
+    # error (not the prompt for the ticket, which every run prints first),
+    # else how it ended ({.ended}), else its exit status.
+    #
+    # @param status [Integer] the remote command's exit status
+    # @param stderr [String] what it wrote on standard error
+    # @return [String]
+    def failure(status, stderr)
+      said = stderr.to_s.lines.grep(/murder: /).reject { |line| line.include?(PROMPT) }.last
+      said&.strip || ended(status) || "exit #{status}"
+    end
+
+    # A remote command's end by a signal, as the shell tells it (128 + N):
+    # a `murder peer` killed (the OOM killer, an operator) says nothing.
+    #
+    # @param status [Integer] the exit status
+    # @return [String, nil] "murder was killed by SIGKILL (exit 137)", or nil
+    #   when the status is not a signal's
+    def ended(status)
+      name = status > 128 && Signal.signame(status - 128)
+      "murder was killed by SIG#{name} (exit #{status})" if name
+    end
+
     # How a deploy's error begins when the seed on this machine failed:
     # its hosts only saw their source go.
     #

@@ -357,6 +357,16 @@ pub fn fork_until_done() -> Result<Handoff, String> {
             let mut status = 0;
             // SAFETY: waiting for our own child.
             unsafe { libc::waitpid(child, &mut status, 0) };
+            if libc::WIFSIGNALED(status) {
+                // Killed (the OOM killer, an operator): it could not say
+                // so itself. Said here, with the shell's status for it.
+                let signal = libc::WTERMSIG(status);
+                eprintln!(
+                    "murder: killed by signal {signal} ({})",
+                    signal_name(signal)
+                );
+                std::process::exit(128 + signal);
+            }
             let code = if libc::WIFEXITED(status) {
                 libc::WEXITSTATUS(status)
             } else {
@@ -365,4 +375,17 @@ pub fn fork_until_done() -> Result<Handoff, String> {
             std::process::exit(if code == 0 { 1 } else { code })
         }
     }
+}
+
+/// The C library's description of `signal` ("Killed" for SIGKILL).
+fn signal_name(signal: libc::c_int) -> String {
+    // SAFETY: strsignal returns a string it owns (or NULL), read at once.
+    let text = unsafe { libc::strsignal(signal) };
+    if text.is_null() {
+        return format!("signal {signal}");
+    }
+    // SAFETY: a NUL-terminated string from strsignal.
+    unsafe { std::ffi::CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned()
 }

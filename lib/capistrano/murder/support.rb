@@ -107,13 +107,18 @@ module Capistrano
       end
 
       # The line of a failed remote command's error that says why: murder's
-      # own last word, a full disk or an error, else the first line.
+      # own last word (not its prompt for the ticket), a full disk or an
+      # error; else a signal that killed murder (SSHKit's "exit status:
+      # 137"); else the first line.
       #
       # @param error [Exception] what SSHKit (or a task) raised
       # @return [String]
       def reason(error)
-        lines = error.message.lines
-        (lines.grep(/murder: |No space|error/i).last || lines.first).to_s.strip
+        lines = error.message.lines.reject { |line| line.include?(::Murder::Remote::PROMPT) }
+        said = lines.grep(/murder: |No space|error/i).last
+        return said.strip if said
+
+        ::Murder::Remote.ended(error.message[/exit status: (\d+)/, 1].to_i) || lines.first.to_s.strip
       end
 
       # Checks a release tag.
