@@ -143,16 +143,16 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     in_h3.call("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
                "latency", "400ms")
     File.binwrite(File.join(@project, "build/killed.bin"), Random.new(7).bytes(1_000_000))
-    out, status = Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => "r6" }, "rake", "-f",
+    out, status = Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => "r7" }, "rake", "-f",
                                 File.join(@project, "Rakefile"), "ship", chdir: @project) do |stdin, io, waiter|
       stdin.close
       reader = Thread.new { io.read }
-      sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.r6.part")) || !waiter.alive?
+      sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.r7.part")) || !waiter.alive?
       # This ship's `murder peer - DEST` in h3's network namespace: the
       # foreground process and the worker it forked, by pid.
       peers = `ip netns pids mfh3`.split.map(&:to_i).select do |pid|
         File.read("/proc/#{pid}/cmdline").split("\0").first(4) ==
-          ["/srv/app/murder/murder", "peer", "-", "/srv/app/releases/r6"]
+          ["/srv/app/murder/murder", "peer", "-", "/srv/app/releases/r7"]
       rescue Errno::ENOENT
         false
       end
