@@ -736,8 +736,7 @@ impl TreeShape {
 /// Where a tree at `root` whose data verified differs from what placing
 /// the torrent makes (rule R3): an entry it lacks or has too many, a link
 /// where a file or a directory should be or one to elsewhere, an execute
-/// bit. `None` when
-/// it is the torrent's tree, as a download would leave it.
+/// bit. `None` when it is the torrent's tree, as a download would leave it.
 pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
     if meta.single_file {

@@ -8,7 +8,7 @@
 //! download that another tracker serves.
 
 mod common;
-use common::{local, quick_tracker, random_file, torrent};
+use common::{local, quick_tracker, random_file, torrent, untracked_download};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -84,19 +84,15 @@ fn rule_x1_x2_x3_an_outsider_gets_nothing_and_holders_complete() {
     let seen = standard_client_probe(seed.local_addr(), meta.info_hash());
     assert!(seen.is_empty(), "an outsider got {} bytes", seen.len());
     // X1: a murder peer with another secret, pointed at the seed, gets none.
-    let other = SessionRunner::start(
-        meta.clone(),
-        Role::Download {
-            dest: dir.path().join("other/release.tgz"),
-        },
+    let other = untracked_download(
+        &meta,
+        &dir.path().join("other/release.tgz"),
+        vec![seed.local_addr()],
         SessionConfig {
             secret: Some(SwarmSecret::generate().unwrap()),
-            peers: vec![seed.local_addr()],
-            use_tracker: false,
             ..local()
         },
-    )
-    .unwrap();
+    );
 
     // X3: holders complete through the tracker.
     let dest = dir.path().join("in/release.tgz");

@@ -3,7 +3,7 @@
 
 mod common;
 use common::wire_peer::{dial, scripted_peer, FAST, PLAIN};
-use common::{assert_downloaded, local, random_file, torrent};
+use common::{assert_downloaded, local, random_file, torrent, untracked_download};
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -80,16 +80,7 @@ fn rule_c1_a_reject_keeps_the_connection() {
         },
     );
     let dest = dir.path().join("out/release.tgz");
-    let peer = SessionRunner::start(
-        meta.clone(),
-        Role::Download { dest: dest.clone() },
-        SessionConfig {
-            use_tracker: false,
-            peers: vec![addr],
-            ..local()
-        },
-    )
-    .unwrap();
+    let peer = untracked_download(&meta, &dest, vec![addr], local());
     assert_downloaded(&peer, 20, &dest, &data);
     assert_eq!(
         connections.load(Ordering::SeqCst),
@@ -364,18 +355,8 @@ fn rule_h1_the_last_batch_of_haves_is_told_without_a_later_verdict() {
             }
         }
     });
-    let peer = SessionRunner::start(
-        meta.clone(),
-        Role::Download {
-            dest: dir.path().join("out/release.tgz"),
-        },
-        SessionConfig {
-            use_tracker: false,
-            peers: vec![seed, watcher],
-            ..local()
-        },
-    )
-    .unwrap();
+    let dest = dir.path().join("out/release.tgz");
+    let peer = untracked_download(&meta, &dest, vec![seed, watcher], local());
     let deadline = Instant::now() + Duration::from_secs(20);
     while peer.stats().pieces_have < count / 2 {
         assert!(

@@ -3,7 +3,7 @@
 
 mod common;
 use common::wire_peer::{scripted_peer, FAST};
-use common::{local, random_file, torrent};
+use common::{local, random_file, torrent, untracked_download};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,18 +98,7 @@ fn download_from(
     peers: &[SocketAddr],
     round: usize,
 ) -> SessionRunner {
-    let peer = SessionRunner::start(
-        meta.clone(),
-        Role::Download {
-            dest: dest.to_path_buf(),
-        },
-        SessionConfig {
-            peers: peers.to_vec(),
-            use_tracker: false,
-            ..local()
-        },
-    )
-    .unwrap();
+    let peer = untracked_download(meta, dest, peers.to_vec(), local());
     assert_eq!(
         peer.wait_done(Duration::from_secs(30)),
         State::Complete,

@@ -2,7 +2,10 @@
 //! that leaves as soon as the swarm holds every piece.
 
 mod common;
-use common::{assert_downloaded, local, random_file, torrent, tracked_release, untracked_seed};
+use common::{
+    assert_downloaded, local, random_file, torrent, tracked_release, untracked_download,
+    untracked_seed,
+};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,17 +293,15 @@ fn a_slow_steering_seed_is_not_mistaken_for_a_seeder_that_left() {
     );
     assert!(local().steer, "the default seed steers");
     let dest = dir.path().join("peer/release.tgz");
-    let peer = SessionRunner::start(
-        meta,
-        Role::Download { dest: dest.clone() },
+    let peer = untracked_download(
+        &meta,
+        &dest,
+        vec![seed.local_addr()],
         SessionConfig {
-            use_tracker: false,
-            peers: vec![seed.local_addr()],
             orphan_timeout: Duration::from_millis(250),
             ..local()
         },
-    )
-    .unwrap();
+    );
     assert_downloaded(&peer, 60, &dest, &data);
     seed.stop();
 }
@@ -409,16 +410,7 @@ fn rule_c5_a_holder_whose_link_died_gives_its_pieces_back() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the dead peer set up");
     let dest = dir.path().join("peer/release.tgz");
-    let peer = SessionRunner::start(
-        meta,
-        Role::Download { dest: dest.clone() },
-        SessionConfig {
-            use_tracker: false,
-            peers: vec![seed_addr],
-            ..local()
-        },
-    )
-    .unwrap();
+    let peer = untracked_download(&meta, &dest, vec![seed_addr], local());
     assert_eq!(
         local().orphan_timeout,
         Duration::from_secs(10),

@@ -99,6 +99,28 @@ pub fn untracked_seed(
     .unwrap()
 }
 
+/// A download of `meta` to `dest` that announces to no tracker and dials
+/// only `peers`, with `config`'s other settings.
+pub fn untracked_download(
+    meta: &Arc<Metainfo>,
+    dest: &Path,
+    peers: Vec<std::net::SocketAddr>,
+    config: SessionConfig,
+) -> murder_core::session::SessionRunner {
+    murder_core::session::SessionRunner::start(
+        meta.clone(),
+        murder_core::session::Role::Download {
+            dest: dest.to_path_buf(),
+        },
+        SessionConfig {
+            use_tracker: false,
+            peers,
+            ..config
+        },
+    )
+    .unwrap()
+}
+
 /// Waits up to `secs` for `peer` to complete, then checks that `dest`
 /// holds exactly the bytes of `data`.
 pub fn assert_downloaded(
