@@ -12,10 +12,12 @@
 //! ever written to a file of an earlier release.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
@@ -58,12 +60,16 @@ pub struct Reused {
     pub linked_from_staging: Vec<usize>,
     pub files_copied: usize,
     pub bytes: u64,
+    /// Earlier files opened and read (to verify them, or to hash their
+    /// first piece when looking for a renamed file).
+    pub files_read: usize,
 }
 
 /// A file that might hold some torrent file's content.
 #[derive(Debug)]
 struct Candidate {
     path: PathBuf,
+    len: u64,
     executable: bool,
     mtime: i64,
     /// In a staging area (`.NAME.part`): a failed attempt's, whose data
@@ -80,33 +86,69 @@ fn in_staging_area(dir: &Path, path: &Path) -> bool {
         .any(|c| crate::storage::is_staging_name(c.as_os_str()))
 }
 
-/// Candidates by size, newest first; one entry per inode.
-fn index(dirs: &[PathBuf], skip: &[&Path]) -> HashMap<u64, Vec<Candidate>> {
-    let mut by_size: HashMap<u64, Vec<Candidate>> = HashMap::new();
-    let mut inodes = std::collections::HashSet::new();
-    for dir in dirs {
-        let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
-        for entry in walk.filter_entry(|e| !skip.iter().any(|s| e.path() == *s)) {
-            let Ok(entry) = entry else { continue };
-            if !entry.file_type().is_file() {
-                continue;
+/// The files of earlier releases, one entry per inode, found by size and
+/// by size and name (rule R4: a lookup, not a scan, per new file).
+struct Index {
+    files: Vec<Candidate>,
+    /// Indices into `files` by size, newest first.
+    by_size: HashMap<u64, Vec<usize>>,
+    /// Indices into `files` by size and file name, newest first: where a
+    /// file of the same path is.
+    by_name: HashMap<(u64, OsString), Vec<usize>>,
+}
+
+impl Index {
+    fn build(dirs: &[PathBuf], skip: &[&Path]) -> Index {
+        let mut files = Vec::new();
+        let mut inodes = std::collections::HashSet::new();
+        for dir in dirs {
+            let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+            for entry in walk.filter_entry(|e| !skip.iter().any(|s| e.path() == *s)) {
+                let Ok(entry) = entry else { continue };
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.len() == 0 || !inodes.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                files.push(Candidate {
+                    staged: in_staging_area(dir, entry.path()),
+                    path: entry.into_path(),
+                    len: meta.len(),
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                    mtime: meta.mtime(),
+                });
             }
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.len() == 0 || !inodes.insert((meta.dev(), meta.ino())) {
-                continue;
+        }
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(files[i].mtime));
+        let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut by_name: HashMap<(u64, OsString), Vec<usize>> = HashMap::new();
+        for i in order {
+            let c = &files[i];
+            by_size.entry(c.len).or_default().push(i);
+            if let Some(name) = c.path.file_name() {
+                by_name.entry((c.len, name.to_owned())).or_default().push(i);
             }
-            by_size.entry(meta.len()).or_default().push(Candidate {
-                staged: in_staging_area(dir, entry.path()),
-                path: entry.into_path(),
-                executable: meta.permissions().mode() & 0o111 != 0,
-                mtime: meta.mtime(),
-            });
+        }
+        Index {
+            files,
+            by_size,
+            by_name,
         }
     }
-    for list in by_size.values_mut() {
-        list.sort_by_key(|c| std::cmp::Reverse(c.mtime));
+
+    /// Candidates of `len` bytes whose path ends in `suffix`, newest first.
+    fn same_path<'a>(&'a self, len: u64, suffix: &'a Path) -> impl Iterator<Item = usize> + 'a {
+        let name = suffix.file_name().map(OsStr::to_owned).unwrap_or_default();
+        self.by_name
+            .get(&(len, name))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |&c| self.files[c].path.ends_with(suffix))
     }
-    by_size
 }
 
 /// The pieces that hold data of file `index` and of no other file (pad
@@ -197,22 +239,22 @@ pub fn reuse(
     if config.dirs.is_empty() || meta.single_file {
         return Ok(reused);
     }
-    let by_size = index(&config.dirs, skip);
+    let index = Index::build(&config.dirs, skip);
     let mut offset = 0u64;
     let mut jobs = Vec::new();
     for (i, f) in meta.files.iter().enumerate() {
-        if f.is_regular() && f.length > 0 && by_size.contains_key(&f.length) {
+        if f.is_regular() && f.length > 0 && index.by_size.contains_key(&f.length) {
             if let Some((first, last)) = own_pieces(&layout, offset, f.length, i) {
                 if (first..=last).any(|p| !have.get(p)) {
-                    jobs.push((
-                        i,
-                        Span {
+                    jobs.push(Job {
+                        file: i,
+                        span: Span {
                             offset,
                             len: f.length,
                         },
                         first,
                         last,
-                    ));
+                    });
                 }
             }
         }
@@ -223,69 +265,130 @@ pub fn reuse(
     let staged = |i: usize| meta.files[i].path_under(staging);
     let dirs: std::collections::BTreeSet<PathBuf> = jobs
         .iter()
-        .filter_map(|&(i, ..)| staged(i).parent().map(Path::to_path_buf))
+        .filter_map(|job| staged(job.file).parent().map(Path::to_path_buf))
         .collect();
     for dir in &dirs {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    // First-piece hashes of candidates, computed once (rename detection).
-    let heads: Mutex<FirstPieces> = Mutex::default();
-    let results: Vec<Outcome> = jobs
+    let reads = AtomicUsize::new(0);
+    let try_candidate = |job: &Job, c: usize, buf: &mut Vec<u8>| -> Result<Outcome> {
+        let entry = &meta.files[job.file];
+        let target = Target {
+            dest: &staged(job.file),
+            executable: entry.executable,
+            sha1: entry.sha1,
+            span: job.span,
+            first: job.first,
+            last: job.last,
+        };
+        reads.fetch_add(1, Ordering::Relaxed);
+        bring_in(
+            meta,
+            &layout,
+            &index.files[c],
+            &target,
+            have,
+            config.mode,
+            buf,
+        )
+    };
+    // First the file at the same path of an earlier release: an everyday
+    // release changes few, so this settles nearly every file.
+    let same_path: Vec<Option<(Outcome, usize)>> = jobs
         .par_iter()
-        .map(|&(i, span, first, last)| {
+        .map(|job| {
             if progress.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let entry = &meta.files[i];
-            let dest = staged(i);
-            let suffix: PathBuf = entry.path.iter().collect();
-            let candidates = &by_size[&entry.length];
-            let same_path = candidates.iter().filter(|c| c.path.ends_with(&suffix));
-            let others = candidates.iter().filter(|c| !c.path.ends_with(&suffix));
+            let suffix: PathBuf = meta.files[job.file].path.iter().collect();
             let mut buf = Vec::new();
-            for (n, c) in same_path.chain(others).enumerate() {
-                if n > 0 && !c.path.ends_with(&suffix) {
-                    // Renamed? Only if its first piece is this file's.
-                    let head = {
-                        let key = (c.path.clone(), first);
-                        let known = heads
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&key)
-                            .copied();
-                        known.unwrap_or_else(|| {
-                            let h = File::open(&c.path)
-                                .and_then(|f| read_piece(&layout, &f, span, first, &mut buf))
-                                .ok();
-                            heads
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(key, h);
-                            h
-                        })
+            for c in index.same_path(job.span.len, &suffix) {
+                let outcome = try_candidate(job, c, &mut buf)?;
+                if !outcome.pieces.is_empty() {
+                    return Ok(Some((outcome, c)));
+                }
+            }
+            Ok(None)
+        })
+        .collect::<Result<_>>()?;
+    // Then renamed and moved files: an earlier file of the size whose first
+    // piece is this file's. Each candidate's first piece is hashed at most
+    // once (rule R4), when the first file of its size looks for a rename;
+    // one that a file verified above is known to hold that file's. (The
+    // torrent's last piece may be short: the file it starts is looked for
+    // with hashes of that length.)
+    let piece_len = |p: usize| layout.piece_range(p).1;
+    let known: HashMap<usize, [u8; 20]> = jobs
+        .iter()
+        .zip(&same_path)
+        .filter_map(|(job, found)| {
+            let (outcome, c) = found.as_ref()?;
+            let full = piece_len(job.first) == layout.piece_length();
+            (full && outcome.pieces.first() == Some(&job.first))
+                .then(|| (*c, meta.pieces[job.first]))
+        })
+        .collect();
+    // By size and first piece's length, then by the hash of that piece:
+    // candidates newest first.
+    type ByHead = HashMap<[u8; 20], Vec<usize>>;
+    let by_head: HashMap<(u64, u64), OnceLock<ByHead>> = jobs
+        .iter()
+        .zip(&same_path)
+        .filter(|(_, found)| found.is_none())
+        .map(|(job, _)| ((job.span.len, piece_len(job.first)), OnceLock::new()))
+        .collect();
+    let results: Vec<Outcome> = jobs
+        .par_iter()
+        .zip(same_path)
+        .map(|(job, found)| {
+            if let Some((outcome, _)) = found {
+                return Ok(outcome);
+            }
+            if progress.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let suffix: PathBuf = meta.files[job.file].path.iter().collect();
+            let mut buf = Vec::new();
+            let plen = piece_len(job.first);
+            let groups = by_head[&(job.span.len, plen)].get_or_init(|| {
+                // The hash of candidate `c`'s part of `job`'s first piece.
+                let mut head = |c: usize| {
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    File::open(&index.files[c].path)
+                        .and_then(|f| read_piece(&layout, &f, job.span, job.first, &mut buf))
+                        .ok()
+                };
+                let full = plen == layout.piece_length();
+                let mut groups = ByHead::new();
+                for &c in &index.by_size[&job.span.len] {
+                    let hash = match known.get(&c) {
+                        Some(&hash) if full => Some(hash),
+                        _ => head(c),
                     };
-                    if head != Some(meta.pieces[first]) {
-                        continue;
+                    if let Some(hash) = hash {
+                        groups.entry(hash).or_default().push(c);
                     }
                 }
-                let target = Target {
-                    dest: &dest,
-                    executable: entry.executable,
-                    sha1: entry.sha1,
-                    span,
-                    first,
-                    last,
-                };
-                let outcome = bring_in(meta, &layout, c, &target, have, config.mode, &mut buf)?;
-                if outcome.pieces.is_empty() {
-                    continue;
+                groups
+            });
+            let candidates = groups
+                .get(&meta.pieces[job.first])
+                .cloned()
+                .unwrap_or_default();
+            for c in candidates {
+                if index.files[c].path.ends_with(&suffix) {
+                    continue; // tried first, above
                 }
-                return Ok(outcome);
+                let outcome = try_candidate(job, c, &mut buf)?;
+                if !outcome.pieces.is_empty() {
+                    return Ok(outcome);
+                }
             }
             Ok(Outcome::default())
         })
         .collect::<Result<_>>()?;
-    for (outcome, &(i, ..)) in results.into_iter().zip(&jobs) {
+    reused.files_read = reads.into_inner();
+    for (outcome, &Job { file: i, .. }) in results.into_iter().zip(&jobs) {
         if outcome.linked {
             reused.linked.push(i);
             if outcome.staged {
@@ -301,8 +404,14 @@ pub fn reuse(
     Ok(reused)
 }
 
-/// The hash of a candidate's part of a piece, by candidate and piece.
-type FirstPieces = HashMap<(PathBuf, usize), Option<[u8; 20]>>;
+/// A torrent file that earlier files may hold: where it lies and which
+/// pieces are its own.
+struct Job {
+    file: usize,
+    span: Span,
+    first: usize,
+    last: usize,
+}
 
 #[derive(Default)]
 struct Outcome {

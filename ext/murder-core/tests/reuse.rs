@@ -845,3 +845,47 @@ fn rule_r3_an_existing_tree_counts_only_as_the_release() {
     let done = again().unwrap();
     assert_eq!(done.wait_done(Duration::from_secs(10)), State::Complete);
 }
+
+/// Rule R4 of STATE.md: an earlier file is read at most once to find out
+/// what it holds, however many files of the new release share its size.
+/// Here 300 files have one size and B changes a third of them (the
+/// torrent's last file, whose piece is short, has a size of its own).
+#[test]
+fn rule_r4_an_earlier_file_is_read_once_however_many_files_share_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("releases/A");
+    let b = dir.path().join("build/B");
+    for i in 0..300u64 {
+        let bytes = random(1000, i);
+        write(&a.join(format!("f{i}")), &bytes);
+        let changed = i % 3 == 0;
+        write(
+            &b.join(format!("f{i}")),
+            &if changed {
+                random(1000, 10_000 + i)
+            } else {
+                bytes
+            },
+        );
+    }
+    write(&a.join("zz"), &random(5000, 1));
+    write(&b.join("zz"), &random(5000, 1));
+    let config = ReuseConfig {
+        dirs: vec![dir.path().join("releases")],
+        mode: ReuseMode::Link,
+    };
+    let (_, _, reused) = murder_core::storage::Storage::for_download(
+        aligned(&b),
+        &dir.path().join("releases/B"),
+        &Progress::new(),
+        true,
+        &config,
+    )
+    .unwrap();
+    assert_eq!(reused.linked.len(), 201);
+    assert!(
+        reused.files_read <= 301 + 100,
+        "{} earlier files read: 301 of them, 100 changed",
+        reused.files_read
+    );
+}

@@ -323,10 +323,11 @@ fn prepare(
             let (storage, have, reused) =
                 Storage::for_download(meta, &dest, progress, reserve, reuse)?;
             tracing::debug!(
-                "reused {} bytes: {} files linked, {} copied",
+                "reused {} bytes: {} files linked, {} copied, {} earlier files read",
                 reused.bytes,
                 reused.linked.len(),
-                reused.files_copied
+                reused.files_copied,
+                reused.files_read
             );
             Ok((storage, have, Some(dest)))
         }
