@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
+use walkdir::DirEntryExt;
 
 use crate::bitfield::Bitfield;
 use crate::error::{Error, Result};
@@ -102,10 +103,20 @@ impl Index {
         let mut files = Vec::new();
         let mut inodes = std::collections::HashSet::new();
         for dir in dirs {
-            let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+            // One file system per directory searched, so that the inode
+            // number its listing gives tells a file seen already (in
+            // another release: a hard link) without a stat. Capistrano
+            // keeps five releases, nearly all links of the same inodes.
+            let Ok(dev) = std::fs::metadata(dir).map(|m| m.dev()) else {
+                continue;
+            };
+            let walk = walkdir::WalkDir::new(dir)
+                .follow_links(false)
+                .same_file_system(true)
+                .into_iter();
             for entry in walk.filter_entry(|e| !skip.iter().any(|s| e.path() == *s)) {
                 let Ok(entry) = entry else { continue };
-                if !entry.file_type().is_file() {
+                if !entry.file_type().is_file() || inodes.contains(&(dev, entry.ino())) {
                     continue;
                 }
                 let Ok(meta) = entry.metadata() else { continue };
