@@ -322,31 +322,31 @@ pub fn reuse(
             Ok(None)
         })
         .collect::<Result<_>>()?;
-    // Then renamed and moved files: an earlier file of the size whose first
-    // piece is this file's. Each candidate's first piece is hashed at most
-    // once (rule R4), when the first file of its size looks for a rename;
-    // one that a file verified above is known to hold that file's. (The
-    // torrent's last piece may be short: the file it starts is looked for
-    // with hashes of that length.)
-    let piece_len = |p: usize| layout.piece_range(p).1;
-    let known: HashMap<usize, [u8; 20]> = jobs
+    // Then renamed and moved files: an earlier file of the size that starts
+    // as this one does (`Job::head`). Each candidate is read for that at
+    // most once (rule R4), when the first file of its size looks for a
+    // rename; one that a file verified above is known to hold that file's.
+    let known: HashMap<(usize, Head), [u8; 20]> = jobs
         .iter()
         .zip(&same_path)
         .filter_map(|(job, found)| {
             let (outcome, c) = found.as_ref()?;
-            let full = piece_len(job.first) == layout.piece_length();
-            (full && outcome.pieces.first() == Some(&job.first))
-                .then(|| (*c, meta.pieces[job.first]))
+            let (head, hash) = job.head(meta, &layout);
+            let holds = match head {
+                Head::Piece(_) => outcome.pieces.first() == Some(&job.first),
+                Head::File => outcome.pieces.len() == job.last - job.first + 1,
+            };
+            holds.then_some(((*c, head), hash))
         })
         .collect();
-    // By size and first piece's length, then by the hash of that piece:
-    // candidates newest first.
+    // By size and the kind of head, then by its hash: candidates newest
+    // first.
     type ByHead = HashMap<[u8; 20], Vec<usize>>;
-    let by_head: HashMap<(u64, u64), OnceLock<ByHead>> = jobs
+    let by_head: HashMap<(u64, Head), OnceLock<ByHead>> = jobs
         .iter()
         .zip(&same_path)
         .filter(|(_, found)| found.is_none())
-        .map(|(job, _)| ((job.span.len, piece_len(job.first)), OnceLock::new()))
+        .map(|(job, _)| ((job.span.len, job.head(meta, &layout).0), OnceLock::new()))
         .collect();
     let results: Vec<Outcome> = jobs
         .par_iter()
@@ -360,21 +360,22 @@ pub fn reuse(
             }
             let suffix: PathBuf = meta.files[job.file].path.iter().collect();
             let mut buf = Vec::new();
-            let plen = piece_len(job.first);
-            let groups = by_head[&(job.span.len, plen)].get_or_init(|| {
-                // The hash of candidate `c`'s part of `job`'s first piece.
-                let mut head = |c: usize| {
+            let (head, expected) = job.head(meta, &layout);
+            let groups = by_head[&(job.span.len, head)].get_or_init(|| {
+                let mut read = |c: usize| {
                     reads.fetch_add(1, Ordering::Relaxed);
-                    File::open(&index.files[c].path)
-                        .and_then(|f| read_piece(&layout, &f, job.span, job.first, &mut buf))
-                        .ok()
+                    let file = File::open(&index.files[c].path).ok()?;
+                    match head {
+                        Head::Piece(_) => read_piece(&layout, &file, job.span, job.first, &mut buf),
+                        Head::File => file_sha1(&file, job.span.len, &mut buf),
+                    }
+                    .ok()
                 };
-                let full = plen == layout.piece_length();
                 let mut groups = ByHead::new();
                 for &c in &index.by_size[&job.span.len] {
-                    let hash = match known.get(&c) {
-                        Some(&hash) if full => Some(hash),
-                        _ => head(c),
+                    let hash = match known.get(&(c, head)) {
+                        Some(&hash) => Some(hash),
+                        None => read(c),
                     };
                     if let Some(hash) = hash {
                         groups.entry(hash).or_default().push(c);
@@ -382,10 +383,7 @@ pub fn reuse(
                 }
                 groups
             });
-            let candidates = groups
-                .get(&meta.pieces[job.first])
-                .cloned()
-                .unwrap_or_default();
+            let candidates = groups.get(&expected).cloned().unwrap_or_default();
             for c in candidates {
                 if index.files[c].path.ends_with(&suffix) {
                     continue; // tried first, above
@@ -422,6 +420,29 @@ struct Job {
     span: Span,
     first: usize,
     last: usize,
+}
+
+/// What tells earlier files of one size apart by how they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Head {
+    /// The hash of the first piece, of this length (the torrent's last
+    /// piece may be short).
+    Piece(u64),
+    /// The file's own SHA-1 (BEP 47), for a file shorter than a piece:
+    /// its piece is mostly padding, hashed for nothing.
+    File,
+}
+
+impl Job {
+    /// How this file is looked for among earlier files, and the hash it
+    /// must have.
+    fn head(&self, meta: &Metainfo, layout: &Layout) -> (Head, [u8; 20]) {
+        let plen = layout.piece_range(self.first).1;
+        match meta.files[self.file].sha1 {
+            Some(sha1) if self.span.len < plen => (Head::File, sha1),
+            _ => (Head::Piece(plen), meta.pieces[self.first]),
+        }
+    }
 }
 
 #[derive(Default)]

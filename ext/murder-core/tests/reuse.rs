@@ -603,7 +603,8 @@ fn rule_p4_links_from_a_failed_attempts_staging_area_are_synced() {
 }
 
 /// Reuse test 4: a release that only renames and moves files moves no
-/// file data.
+/// file data. A renamed file shorter than a piece is found by its own
+/// SHA-1 (BEP 47), else by its first piece's hash, as without `sha1`.
 #[test]
 fn a_rename_only_release_moves_no_file_data() {
     let host = host_with_a();
@@ -611,13 +612,21 @@ fn a_rename_only_release_moves_no_file_data() {
     copy_tree(&host.build.join("A"), &b);
     fs::rename(b.join("lib/d1"), b.join("lib/moved")).unwrap();
     fs::rename(b.join("assets/two.bin"), b.join("assets/renamed.bin")).unwrap();
-    let stats = ship(
-        &b,
-        &host.releases.join("B"),
-        Some((host.releases.clone(), ReuseMode::Link)),
-    );
-    assert_same_tree(&b, &host.releases.join("B"));
-    assert_eq!(stats.downloaded, 0, "{stats:?}");
+    let with_sha1 = aligned(&b);
+    for (name, meta) in [
+        ("B", with_sha1.clone()),
+        ("B2", without_file_sha1(&with_sha1)),
+    ] {
+        let stats = ship_torrent(
+            meta,
+            &b,
+            &host.releases.join(name),
+            // A alone: B, placed first, holds B2's files at their paths.
+            Some((host.releases.join("A"), ReuseMode::Link)),
+        );
+        assert_same_tree(&b, &host.releases.join(name));
+        assert_eq!(stats.downloaded, 0, "{name}: {stats:?}");
+    }
 }
 
 /// Rule T1 of STATE.md (a piece every connected peer holds need not leave
