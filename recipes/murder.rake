@@ -17,14 +17,17 @@ namespace :murder do
     outdated = Queue.new
     on murder_hosts, in: :parallel do |host|
       # Every deploy calls this: only hosts whose copy is not this binary
-      # (its digest, recorded at install) get it.
-      installed = capture(:sh, "-c", *S.args('[ -x "$1" ] && cat "$1.sha256"', "sh", "#{dir}/murder"),
-                          raise_on_non_zero_exit: false).strip
-      outdated << S.host_key(host) unless installed == digest
+      # (its digest, recorded at install) get it, if it runs there.
+      uname, installed = capture(:sh, "-c", *S.args('uname -sm; [ -x "$1" ] && cat "$1.sha256"', "sh", "#{dir}/murder"),
+                                 raise_on_non_zero_exit: false).lines.map(&:strip)
+      outdated << [S.host_key(host), uname] unless installed == digest
     end
+    unames = Array.new(outdated.size) { outdated.pop }.to_h
+    wrong = ::Murder::Binary.mismatch(binary, unames)
+    raise Capistrano::Murder::Error, "murder: not installed anywhere: #{wrong}" if wrong
+
     # The configuration's own servers (the ones `on` yields are copies).
-    names = Array.new(outdated.size) { outdated.pop }
-    hosts = murder_hosts.select { |h| names.include?(S.host_key(h)) }
+    hosts = murder_hosts.select { |h| unames.key?(S.host_key(h)) }
     distribution = Capistrano::Murder::BinaryDistribution.new(
       self, binary: binary, dir: dir, port: fetch(:murder_binary_port), fanout: fetch(:murder_binary_fanout)
     )

@@ -60,7 +60,12 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
         rescue SSHKit::Command::Failed => e
           # One round trip when the host's murder is current; else install it
           # and go again (the first deploy, or a new version of murder).
-          if e.message.include?("murder-binary-outdated") && !installed
+          if (uname = remote.outdated(e.message)) && !installed
+            # Never a binary that cannot run there (a deployer's own, of
+            # another OS or CPU): the host fails, saying so.
+            wrong = ::Murder::Binary.mismatch(binary, key => uname)
+            raise Capistrano::Murder::Error, wrong if wrong
+
             installed = true
             S.install_binary(self, binary, dir, sha)
             retry

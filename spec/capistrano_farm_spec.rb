@@ -478,6 +478,31 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     FileUtils.rm_rf(app(3, "shared/murder/murder.new"))
   end
 
+  # A deployer's binary of another OS or CPU (a developer's Mac, an arm64
+  # laptop for x86_64 servers) replaced every host's murder and failed on
+  # each with "Exec format error". Here: the real binary, its ELF header
+  # naming aarch64, as the kernel sees one built for that CPU.
+  it "installs no murder binary the hosts cannot run, naming what they are, and keeps theirs" do
+    state = lambda do
+      (1..SIZE).map do |i|
+        [File.symlink?(app(i, "current")) && File.readlink(app(i, "current")),
+         File.exist?(app(i, "shared/murder/murder.sha256")) && File.read(app(i, "shared/murder/murder.sha256"))]
+      end
+    end
+    before = state.call
+    arm = File.join(Dir.mktmpdir("murder-arm-"), "murder")
+    FileUtils.cp(MURDER_BIN, arm)
+    File.open(arm, "r+b") { |f| f.pwrite([183].pack("v"), 18) }
+    out, status = cap_within(120, "deploy", env: { "MURDER_BINARY" => arm })
+    expect(status).not_to be_success
+    expect(out).to include("murder: not installed anywhere: the murder binary #{arm} is built for Linux aarch64, and "), out
+    expect(out).to match(/are Linux x86_64: set :murder_binary \(or MURDER_BINARY\)/), out
+    (1..SIZE).each { |i| expect(out).to match(/\b10\.250\.0\.#{10 + i}\b/) }
+    expect(state.call).to eq(before) # no release placed, no binary replaced
+  ensure
+    FileUtils.rm_rf(File.dirname(arm)) if arm
+  end
+
   # The deployer's seed failed (a changed file of the exported tree cut short under it, once
   # the torrent was made): every host waited out its stall timeout (10 s)
   # and the deploy's error named the hosts, not the seed.

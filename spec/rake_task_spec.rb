@@ -27,7 +27,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
         t.tag = ENV["TAG"]
         t.linger = 2
         t.remote_binary = "/srv/app/murder/murder"
-        t.binary = "#{MURDER_BIN}"
+        t.binary = ENV.fetch("SHIP_BINARY", "#{MURDER_BIN}")
         t.ssh_options = { keys: ["#{FARM_R}/id_ed25519"], keys_only: true, auth_methods: ["publickey"],
                           user_known_hosts_file: "#{FARM_R}/known_hosts", verify_host_key: :always, timeout: 5 }
       end
@@ -167,6 +167,25 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
   ensure
     in_h3.call("tc", "qdisc", "del", "dev", "eth0", "root")
     FileUtils.rm_f(File.join(@project, "build/killed.bin"))
+  end
+
+  # A binary of another CPU (as the kernel sees it: the real one, its ELF
+  # header naming aarch64) replaced each host's murder and failed there
+  # with "Exec format error".
+  it "installs no binary the hosts cannot run, and names what they are" do
+    arm = File.join(@project, "murder-aarch64")
+    FileUtils.cp(MURDER_BIN, arm)
+    File.open(arm, "r+b") { |f| f.pwrite([183].pack("v"), 18) }
+    sha256 = host_path(1, "/srv/app/murder/murder.sha256")
+    installed = File.exist?(sha256) && File.read(sha256)
+    out, status = rake("ship", env: { "TAG" => "r8", "SHIP_BINARY" => arm })
+    expect(status).not_to be_success
+    expect(out).to include("failed on root@10.250.0.11: the murder binary #{arm} is built for Linux aarch64, " \
+                           "and root@10.250.0.11 is Linux x86_64: set :murder_binary"), out
+    expect(File.exist?(sha256) && File.read(sha256)).to eq(installed)
+    expect(File.exist?(host_path(1, "/srv/app/releases/r8"))).to be(false)
+  ensure
+    FileUtils.rm_f(arm)
   end
 
   # A library caller's exception (a Timeout, Ctrl-C) while a host still

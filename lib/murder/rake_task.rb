@@ -65,7 +65,8 @@ module Murder
     #   /usr/local/lib/murder/murder)
     attr_accessor :remote_binary
     # @return [String, nil] the murder binary to install there (nil: the
-    #   gem's, {Murder.binary})
+    #   gem's, {Murder.binary}); built for the hosts (a host whose
+    #   `uname -sm` does not fit its header fails, and gets nothing)
     attr_accessor :binary
     # @return [String, nil] this machine's address the hosts reach (nil:
     #   the local address of the route to the first host)
@@ -315,6 +316,9 @@ module Murder
 
         if status == Remote::OUTDATED
           return "could not install murder" if installed
+
+          wrong = Binary.mismatch(binary || Murder.binary, host.to_s => Remote.outdated(err))
+          return wrong if wrong
 
           install(ssh, sha)
           installed = true

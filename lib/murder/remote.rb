@@ -37,12 +37,14 @@ module Murder
     # the rest goes to `murder peer -`. The binary is current when the
     # digest recorded beside it at install (murder.sha256) is the one this
     # deploy ships: no host hashes its binary on every deploy. Exits
-    # {OUTDATED} when it is not, else with the status of `murder peer`.
+    # {OUTDATED} when it is not, saying what the host is ({.outdated}: the
+    # deployer installs a binary only where it runs), else with the status
+    # of `murder peer`.
     SCRIPT = <<~'SH'
       murder=$1 sha=$2 releases=$3 keep=$4
       shift 4
       if [ ! -x "$murder" ] || [ "$(cat "$murder.sha256" 2>/dev/null)" != "$sha" ]; then
-        echo "murder-binary-outdated" >&2
+        echo "murder-binary-outdated: $(uname -sm)" >&2
         exit 97
       fi
       mkdir -p "$releases" || exit 1
@@ -372,6 +374,16 @@ module Murder
     def failure(status, stderr)
       said = stderr.to_s.lines.grep(/murder: /).reject { |line| line.include?(PROMPT) }.last
       said&.strip || ended(status) || "exit #{status}"
+    end
+
+    # What a host whose murder is not current said it is ({SCRIPT}).
+    #
+    # @param stderr [String] the command's standard error (or an error
+    #   message holding it)
+    # @return [String, nil] its `uname -sm` ("Linux x86_64"); nil when it
+    #   did not say that its murder is outdated
+    def outdated(stderr)
+      stderr.to_s[/murder-binary-outdated: ?(.*)$/, 1]&.strip
     end
 
     # A remote command's end by a signal, as the shell tells it (128 + N):

@@ -5,6 +5,7 @@ require "ipaddr"
 require "json"
 require "net/http"
 require "shellwords"
+require "murder/binary"
 require "murder/progress"
 require "murder/remote"
 
