@@ -18,6 +18,14 @@ require "mkmf"
 require "rbconfig"
 require "shellwords"
 
+# The engine uses Linux's system calls (fallocate, sync_file_range,
+# renameat2, accept4), and the extension is loaded as an ELF .so: say so
+# before cargo fails deep in a crate.
+unless RbConfig::CONFIG["host_os"].include?("linux")
+  abort "murder: builds on Linux only (the deploying machine runs the same engine as the servers); " \
+        "deploy from a Linux machine, container or VM (host_os here: #{RbConfig::CONFIG['host_os']})"
+end
+
 root = File.expand_path("../..", __dir__)
 cargo = ENV.fetch("CARGO", find_executable("cargo") || File.expand_path("~/.cargo/bin/cargo"))
 target_dir = ENV.fetch("CARGO_TARGET_DIR", File.join(root, "target"))
