@@ -63,7 +63,7 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
           if (uname = remote.outdated(e.message)) && !installed
             # Never a binary that cannot run there (a deployer's own, of
             # another OS or CPU): the host fails, saying so.
-            wrong = ::Murder::Binary.mismatch(binary, key => uname)
+            wrong = ::Murder::Binary.mismatch(binary, { key => uname })
             raise Capistrano::Murder::Error, wrong if wrong
 
             installed = true

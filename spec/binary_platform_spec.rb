@@ -22,27 +22,27 @@ RSpec.describe "the platform a murder binary is built for" do
 
   it "reads this machine's binary as Linux x86_64" do
     expect(binary.platform(MURDER_BIN).to_s).to eq("Linux x86_64")
-    expect(binary.mismatch(MURDER_BIN, "web1" => "Linux x86_64", "web2" => "")).to be_nil
+    expect(binary.mismatch(MURDER_BIN, { "web1" => "Linux x86_64", "web2" => "" })).to be_nil
   end
 
   it "names the hosts a binary of another CPU or OS cannot run on, and what to set" do
     arm = built_for(183)
     expect(binary.platform(arm).to_s).to eq("Linux aarch64")
-    why = binary.mismatch(arm, "web1" => "Linux x86_64", "web2" => "Linux aarch64", "web3" => "Linux x86_64")
+    why = binary.mismatch(arm, { "web1" => "Linux x86_64", "web2" => "Linux aarch64", "web3" => "Linux x86_64" })
     expect(why).to eq("the murder binary #{arm} is built for Linux aarch64, and web1, web3 are Linux x86_64: " \
                       "set :murder_binary (or MURDER_BINARY) to a murder built for them " \
                       "(`cargo build --release -p murder-cli` on such a machine)")
     mac = File.join(tmpdir, "murder-mac")
     File.binwrite(mac, "\xCF\xFA\xED\xFE".b + [0x0100000c].pack("V") + ("\0" * 56))
     expect(binary.platform(mac).to_s).to eq("Darwin arm64")
-    expect(binary.mismatch(mac, "web1" => "Linux aarch64")).to include("built for Darwin arm64, and web1 is Linux aarch64")
+    expect(binary.mismatch(mac, { "web1" => "Linux aarch64" })).to include("built for Darwin arm64, and web1 is Linux aarch64")
   end
 
   it "checks nothing for a binary of a format or CPU it does not know" do
     script = File.join(tmpdir, "murder-wrapper")
     File.write(script, "#!/bin/sh\nexec /opt/murder \"$@\"\n")
     expect(binary.platform(script)).to be_nil
-    expect(binary.mismatch(script, "web1" => "Linux x86_64")).to be_nil
+    expect(binary.mismatch(script, { "web1" => "Linux x86_64" })).to be_nil
     expect(binary.platform(built_for(0x9999))).to be_nil
   end
 

@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "capistrano/murder/support"
+
 # Twitter's Murder workflow through Capistrano on a farm of 8 real hosts
 # (bin/farm: network namespaces with their own sshd and mounts). Needs root.
 RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
@@ -499,7 +501,22 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     expect(out).to match(/are Linux x86_64: set :murder_binary \(or MURDER_BINARY\)/), out
     (1..SIZE).each { |i| expect(out).to match(/\b10\.250\.0\.#{10 + i}\b/) }
     expect(state.call).to eq(before) # no release placed, no binary replaced
+    # The same when this machine's record says the hosts hold that binary
+    # (no check round): each host's murder says it is outdated, and what
+    # the host is.
+    record = File.join(CAP_D, "tmp/murder/binary-hosts.json")
+    kept = File.exist?(record) && File.read(record)
+    Capistrano::Murder::Support.remember_binary(record, Murder::Remote.sha256(arm),
+                                                (1..SIZE).map { |i| "10.250.0.#{10 + i}" })
+    out, status = cap_within(120, "deploy", env: { "MURDER_BINARY" => arm })
+    expect(status).not_to be_success
+    said = Regexp.new("the release was placed on no host; failed: 10\\.250\\.0\\.\\d+: the murder binary " \
+                      "#{Regexp.escape(arm)} is built for Linux aarch64, and 10\\.250\\.0\\.\\d+ is Linux x86_64: " \
+                      "set :murder_binary")
+    expect(out).to match(said), out
+    expect(state.call).to eq(before)
   ensure
+    kept ? File.write(record, kept) : FileUtils.rm_f(record) if record
     FileUtils.rm_rf(File.dirname(arm)) if arm
   end
 

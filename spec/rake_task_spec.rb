@@ -181,7 +181,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     out, status = rake("ship", env: { "TAG" => "r8", "SHIP_BINARY" => arm })
     expect(status).not_to be_success
     expect(out).to include("failed on root@10.250.0.11: the murder binary #{arm} is built for Linux aarch64, " \
-                           "and root@10.250.0.11 is Linux x86_64: set :murder_binary"), out
+                           "and root@10.250.0.11 is Linux x86_64: set the task's binary (or MURDER_BINARY) to a murder built for them"), out
     expect(File.exist?(sha256) && File.read(sha256)).to eq(installed)
     expect(File.exist?(host_path(1, "/srv/app/releases/r8"))).to be(false)
   ensure

@@ -86,14 +86,15 @@ module Murder
     # one of them runs it (or its platform is not known).
     #
     # @example
-    #   Murder::Binary.mismatch("/build/murder", "web1" => "Linux x86_64")
+    #   Murder::Binary.mismatch("/build/murder", { "web1" => "Linux x86_64" })
     #   # => "the murder binary /build/murder is built for Linux aarch64, and web1 is Linux x86_64: ..."
     #
     # @param path [String] the binary
     # @param hosts [Hash{String => String}] each host's name => its `uname -sm`
+    # @param setting [String] what the user sets to pick another binary
     # @return [String, nil]
     # @raise [SystemCallError] when the binary cannot be read
-    def mismatch(path, hosts)
+    def mismatch(path, hosts, setting: ":murder_binary (or MURDER_BINARY)")
       platform = platform(path) or return nil
       wrong = hosts.reject { |_, uname| platform.runs_on?(uname) }
       return nil if wrong.empty?
@@ -101,8 +102,8 @@ module Murder
       kinds = wrong.group_by { |_, uname| uname.strip }.map do |uname, named|
         "#{named.map(&:first).join(', ')} #{named.size == 1 ? 'is' : 'are'} #{uname}"
       end
-      "the murder binary #{path} is built for #{platform}, and #{kinds.join('; ')}: set :murder_binary " \
-        "(or MURDER_BINARY) to a murder built for them (`cargo build --release -p murder-cli` on such a machine)"
+      "the murder binary #{path} is built for #{platform}, and #{kinds.join('; ')}: set #{setting} " \
+        "to a murder built for them (`cargo build --release -p murder-cli` on such a machine)"
     end
   end
 end

@@ -317,7 +317,8 @@ module Murder
         if status == Remote::OUTDATED
           return "could not install murder" if installed
 
-          wrong = Binary.mismatch(binary || Murder.binary, host.to_s => Remote.outdated(err))
+          wrong = Binary.mismatch(binary || Murder.binary, { host.to_s => Remote.outdated(err) },
+                                  setting: "the task's binary (or MURDER_BINARY)")
           return wrong if wrong
 
           install(ssh, sha)
