@@ -244,6 +244,37 @@ fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
     fails_on_its_stall_timeout(meta, &dir.path().join("out/release.tgz"), vec![]);
 }
 
+/// The watchdog's stall rule names the cause when it is the tracker: a host
+/// that cannot reach it (a firewall, the wrong deployer address) learns of
+/// no peer, and its error said only "nothing received (0 peers connected)".
+#[test]
+fn a_download_whose_tracker_never_answers_fails_naming_the_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 100_000, 15);
+    // Port 9 of loopback: nothing listens, connections are refused.
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download {
+            dest: dir.path().join("out/release.tgz"),
+        },
+        SessionConfig {
+            stall_timeout: Duration::from_secs(2),
+            ..local()
+        },
+    )
+    .unwrap();
+    match peer.wait_done(Duration::from_secs(20)) {
+        State::Failed(reason) => assert!(
+            reason.contains("nothing received for 2 s (0 peers connected); no tracker answered: ")
+                && reason.contains("http://127.0.0.1:9/announce"),
+            "{reason}"
+        ),
+        other => panic!("expected a failure, got {other:?} {:?}", peer.stats()),
+    }
+}
+
 /// Downloads `meta` to `dest` from `peers` with a stall timeout of 2 s, and
 /// checks that it fails so, within 20 s.
 fn fails_on_its_stall_timeout(

@@ -48,6 +48,7 @@ pub(super) async fn run(ctx: Arc<Context>, url: String) {
         let mut wait = match reply {
             Ok(reply) => {
                 failures = 0;
+                ctx.tracker_answered.store(true, Ordering::Relaxed);
                 tracing::debug!("announce {event:?}: {} peers", reply.peers.len());
                 if event == AnnounceEvent::Completed {
                     completed_sent = true;
@@ -65,6 +66,7 @@ pub(super) async fn run(ctx: Arc<Context>, url: String) {
             }
             Err(e) => {
                 tracing::warn!("{e}");
+                *ctx.tracker_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 failures += 1;
                 Duration::from_secs((1u64 << failures.min(4)).min(15))
             }

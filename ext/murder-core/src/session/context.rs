@@ -95,6 +95,11 @@ pub(crate) struct Context {
     /// A closed swarm's key and tracker token (`None`: plain BitTorrent).
     pub swarm_key: Option<SwarmKey>,
     pub tracker_token: Option<String>,
+    /// Some tracker answered an announce once.
+    pub tracker_answered: AtomicBool,
+    /// The last announce that failed, as its error says (a leaf lock): the
+    /// watchdog names it when no tracker ever answered.
+    pub tracker_error: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -138,6 +143,8 @@ impl Context {
         let ctx = Context {
             swarm_key,
             tracker_token,
+            tracker_answered: AtomicBool::new(false),
+            tracker_error: Mutex::new(None),
             peer_id,
             pick_epoch: picker.epoch(),
             pieces: Mutex::new(picker),

@@ -124,7 +124,7 @@ impl Announcer {
                 .client
                 .get(uri)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(with_causes(&e)))?;
             if !response.status().is_success() {
                 return Err(fail(format!("HTTP {}", response.status())));
             }
@@ -139,6 +139,19 @@ impl Announcer {
             .map_err(|_| fail("timed out".into()))??;
         parse_reply(&body).map_err(fail)
     }
+}
+
+/// An error and what caused it, down the chain: hyper says only "client
+/// error (Connect)", its source why ("Connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Reads a tracker's bencoded reply.

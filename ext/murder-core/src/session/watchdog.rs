@@ -52,10 +52,11 @@ pub(super) async fn run(ctx: Arc<Context>) {
             received_at = Instant::now();
         } else if received_at.elapsed() >= ctx.config.stall_timeout {
             ctx.fail(&Error::Failed(format!(
-                "{}: nothing received for {} s ({} peers connected)",
+                "{}: nothing received for {} s ({} peers connected){}",
                 ctx.meta.name,
                 received_at.elapsed().as_secs(),
-                ctx.admission.connected()
+                ctx.admission.connected(),
+                tracker_silence(&ctx)
             )));
             return;
         }
@@ -79,5 +80,18 @@ pub(super) async fn run(ctx: Arc<Context>) {
             )));
             return;
         }
+    }
+}
+
+/// Why no peer may be known: every announce so far failed. A host that
+/// cannot reach the tracker (a firewall, the wrong address for it) learns
+/// of no peer, and the stall is the tracker's.
+fn tracker_silence(ctx: &Context) -> String {
+    if ctx.tracker_answered.load(Ordering::Relaxed) {
+        return String::new();
+    }
+    match &*ctx.tracker_error.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some(error) => format!("; no tracker answered: {error}"),
+        None => String::new(),
     }
 }
