@@ -56,6 +56,10 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
         begin
           out = capture(*command, interaction_handler: conversations.start(ticket, barrier, key))
           summary = remote.reports(out).find { |e| e["event"] == "complete" }
+          # SSHKit takes a command that sent no exit status (SSH's
+          # `exit-signal`: its remote shell was killed) for a success.
+          raise Capistrano::Murder::Error, remote::NO_SUMMARY unless summary
+
           lock.synchronize { results[key] = summary }
         rescue SSHKit::Command::Failed => e
           # One round trip when the host's murder is current; else install it

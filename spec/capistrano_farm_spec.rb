@@ -581,6 +581,46 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
   end
 
+  # The remote shell that runs murder killed by a signal: SSH sends
+  # `exit-signal`, which SSHKit ignores, taking the command for a success.
+  # The deploy went on as if that host had its release, and failed later
+  # in Capistrano's own tasks ("Directory does not exist").
+  it "fails naming a host whose remote shell was killed by a signal" do
+    currents = -> { (1..SIZE).map { |i| File.symlink?(app(i, "current")) && File.readlink(app(i, "current")) } }
+    before = currents.call
+    File.write(File.join(@repo, "VERSION"), "shell killed\n")
+    @git.call("commit", "-q", "-am", "shell killed")
+    slow = ->(*how) { system("ip", "netns", "exec", "mfh3", "tc", "qdisc", *how, exception: true) }
+    slow.call("replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms")
+    killer = Thread.new do
+      # In h3, the shell (`sh -c SCRIPT murder-peer …`) whose `murder peer`
+      # runs: the download is under way.
+      args = ->(pid) { File.read("/proc/#{pid}/cmdline").split("\0") rescue [] }
+      parent = ->(pid) { File.read("/proc/#{pid}/status")[/^PPid:\s+(\d+)/, 1].to_i rescue 0 }
+      shell = nil
+      until shell
+        sleep 0.02
+        pids = `ip netns pids mfh3`.split.map(&:to_i)
+        peers = pids.select { |pid| args.call(pid)[0].to_s.end_with?("/murder") && args.call(pid)[1] == "peer" }
+        shell = peers.map(&parent).find { |pid| args.call(pid)[0] == "sh" && args.call(pid)[3] == "murder-peer" }
+      end
+      Process.kill("KILL", shell)
+    end
+    killer.report_on_exception = false
+    out, status = cap_within(120, "deploy")
+    expect(killer.value).to be_a(Integer) # it killed one
+    expect(status).not_to be_success, out
+    # h3's murder, orphaned, may have staged before its shell died: the
+    # others then placed theirs. `current` moves nowhere either way.
+    expect(out).to match(/murder: the release was placed on (no host|the other hosts); failed: 10\.250\.0\.13: /), out
+    expect(out).to include("10.250.0.13: #{Murder::Remote::NO_SUMMARY}"), out
+    expect(currents.call).to eq(before)
+  ensure
+    killer&.kill
+    slow&.call("del", "dev", "eth0", "root")
+    eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  end
+
   it "deploys with set :pty, true" do
     File.write(File.join(@repo, "VERSION"), "pty\n")
     @git.call("commit", "-q", "-am", "pty")

@@ -133,40 +133,61 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
   end
 
+  # Ships TAG with h3's link slowed, and once h3 has started downloading,
+  # SIGKILLs the process of h3 that the block picks from the command lines
+  # of h3's network namespace ({pid => argv}). Returns the output and status.
+  def ship_killing_in_h3(tag)
+    in_h3 = ->(*cmd) { system("ip", "netns", "exec", "mfh3", *cmd, exception: true) }
+    in_h3.call("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+               "latency", "400ms")
+    extra = File.join(@project, "build/#{tag}.bin")
+    File.binwrite(extra, Random.new(tag.sum).bytes(1_000_000))
+    Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => tag }, "rake", "-f",
+                  File.join(@project, "Rakefile"), "ship", chdir: @project) do |stdin, io, waiter|
+      stdin.close
+      reader = Thread.new { io.read }
+      sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.#{tag}.part")) || !waiter.alive?
+      argv = `ip netns pids mfh3`.split.to_h do |pid|
+        [pid.to_i, (File.read("/proc/#{pid}/cmdline").split("\0") rescue [])]
+      end
+      victim = yield(argv)
+      expect(victim).not_to be_nil, "h3's processes: #{argv}"
+      Process.kill("KILL", victim)
+      [reader.value, waiter.value]
+    end
+  ensure
+    in_h3.call("tc", "qdisc", "del", "dev", "eth0", "root")
+    FileUtils.rm_f(extra) if extra
+    eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
+  end
+
   # A host's murder killed (the OOM killer, an operator: the worker that
   # holds the download) said nothing, and its waiting parent exited 1: the
   # ship named the prompt for the ticket as the host's failure, "murder:
   # reading the deploy ticket from standard input".
   it "names a host whose murder was killed by the signal that killed it" do
-    in_h3 = ->(*cmd) { system("ip", "netns", "exec", "mfh3", *cmd, exception: true) }
-    # Slow, so that h3 is still downloading when its murder is killed.
-    in_h3.call("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
-               "latency", "400ms")
-    File.binwrite(File.join(@project, "build/killed.bin"), Random.new(7).bytes(1_000_000))
-    out, status = Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => "r7" }, "rake", "-f",
-                                File.join(@project, "Rakefile"), "ship", chdir: @project) do |stdin, io, waiter|
-      stdin.close
-      reader = Thread.new { io.read }
-      sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.r7.part")) || !waiter.alive?
-      # This ship's `murder peer - DEST` in h3's network namespace: the
-      # foreground process and the worker it forked, by pid.
-      peers = `ip netns pids mfh3`.split.map(&:to_i).select do |pid|
-        File.read("/proc/#{pid}/cmdline").split("\0").first(4) ==
-          ["/srv/app/murder/murder", "peer", "-", "/srv/app/releases/r7"]
-      rescue Errno::ENOENT
-        false
-      end
+    out, status = ship_killing_in_h3("r7") do |argv|
+      # This ship's `murder peer - DEST`: the foreground process and the
+      # worker it forked.
+      peers = argv.select { |_, args| args.first(4) == ["/srv/app/murder/murder", "peer", "-", "/srv/app/releases/r7"] }
       parent = ->(pid) { File.read("/proc/#{pid}/status")[/^PPid:\s+(\d+)/, 1].to_i }
-      worker = peers.find { |pid| peers.include?(parent.call(pid)) }
-      expect(worker).not_to be_nil, "murder peer processes in h3: #{peers}"
-      Process.kill("KILL", worker)
-      [reader.value, waiter.value]
+      peers.keys.find { |pid| peers.key?(parent.call(pid)) }
     end
     expect(status).not_to be_success
     expect(out).to match(/murder: failed on root@10\.250\.0\.13: murder: killed by signal 9 \(Killed\)/), out
-  ensure
-    in_h3.call("tc", "qdisc", "del", "dev", "eth0", "root")
-    FileUtils.rm_f(File.join(@project, "build/killed.bin"))
+  end
+
+  # The remote shell that runs murder killed by a signal: SSH then sends
+  # `exit-signal`, not an exit status, and the ship named the host by what
+  # its orphaned murder said last ("not placed: the verified release stays
+  # staged"), not by what happened.
+  it "names a host whose remote shell was killed by the signal that killed it" do
+    out, status = ship_killing_in_h3("r9") do |argv|
+      # `sh -c SCRIPT murder-peer MURDER SHA RELEASES KEEP DEST …`
+      argv.find { |_, args| args[0] == "sh" && args[3] == "murder-peer" && args.include?("/srv/app/releases/r9") }&.first
+    end
+    expect(status).not_to be_success
+    expect(out).to match(/failed on root@10\.250\.0\.13: murder: the remote shell running murder was killed by SIGKILL/), out
   end
 
   # A binary of another CPU (as the kernel sees it: the real one, its ELF

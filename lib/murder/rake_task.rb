@@ -353,7 +353,7 @@ module Murder
     def exec_conversing(ssh, command, conversation)
       out = +""
       err = +""
-      status = nil
+      status = signal = nil
       ssh.open_channel do |channel|
         channel.exec(command) do |_, ok|
           raise Error, "#{command}: could not run" unless ok
@@ -367,9 +367,13 @@ module Murder
             conversation.on_data(nil, :stderr, data, ch)
           end
           channel.on_request("exit-status") { |_, data| status = data.read_long }
+          # A remote shell killed by a signal sends its name instead.
+          channel.on_request("exit-signal") { |_, data| signal = data.read_string }
         end
       end
       ssh.loop
+      return [1, out, err + "\nmurder: the remote shell running murder was killed by SIG#{signal}\n"] if signal && !status
+
       [status || 1, out, err]
     end
 

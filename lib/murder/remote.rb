@@ -25,6 +25,12 @@ module Murder
     # The exit status of the command when the host's murder is not the
     # one this deploy ships.
     OUTDATED = 97
+    # Why a host failed whose command ended without murder's summary
+    # (`{"event":"complete",…}`) and without an exit status: SSH sends a
+    # remote shell's death by a signal as `exit-signal`, and SSHKit then
+    # reports nothing at all.
+    NO_SUMMARY = "murder ended without its summary and without an exit status " \
+                 "(the remote shell running it was killed by a signal, or its SSH session ended)"
     # Net::SSH options under a deploy's own: a keepalive every 5 s when a
     # connection is quiet, and a host that leaves 4 unanswered fails its
     # command (about 20 s). Without them a host that stops answering
