@@ -222,6 +222,10 @@ namespace :murder do
         out = capture(*S.command(murder, "peer", torrent, peer_target, *(ip ? ["--ip", ip] : []), "--linger", linger,
                                       *reuse, "--pidfile", "#{run}/peer-#{tag}.pid", "--progress", "json"))
         summary = out.lines.map { |l| JSON.parse(l) rescue nil }.compact.find { |e| e["event"] == "complete" }
+        # SSHKit takes a command that sent no exit status (SSH's
+        # `exit-signal`: murder killed) for a success.
+        raise Capistrano::Murder::Error, ::Murder::Remote::NO_SUMMARY unless summary
+
         lock.synchronize { results[S.host_key(host)] = summary }
         if tree
           # In place already: murder renamed its staging area to dest.

@@ -301,6 +301,31 @@ RSpec.describe "Capistrano murder tasks on a farm of hosts", order: :defined do
     system("ip", "netns", "exec", "mfh1", "tc", "qdisc", "del", "dev", "eth0", "root", err: File::NULL)
   end
 
+  # A host's `murder peer`, both processes, killed by a signal (an
+  # operator's `pkill -9 murder`): SSH sends `exit-signal`, which SSHKit
+  # ignores, taking the command for a success without murder's summary.
+  # (One of them killed is told apart: the worker's death is reported by
+  # the foreground, and a worker that outlives the foreground finishes and
+  # prints the summary itself.)
+  it "fails naming a host whose murder peer was killed by a signal" do
+    slow = %w[ip netns exec mfh3 tc qdisc replace dev eth0 root tbf rate 1mbit burst 32kbit latency 400ms]
+    system(*slow, exception: true)
+    killer = kill_in_netns("mfh3") do |procs|
+      peers = procs.select { |_, (argv, _)| argv[0].to_s.end_with?("/murder") && argv[1] == "peer" }
+      # The foreground `murder peer` and the worker it forked.
+      worker, (_, foreground) = peers.find { |_, (_, ppid)| peers.key?(ppid) }
+      [foreground, worker] if worker
+    end
+    out, status = cap("murder:distribute", "tag=v9", "files_path=/srv/src", "destination_path=/srv/releases")
+    expect(killer.value.size).to eq(2)
+    expect(status).not_to be_success, out
+    expect(out).to include("10.250.0.13: #{Murder::Remote::NO_SUMMARY}"), out
+  ensure
+    killer&.kill
+    system("ip", "netns", "exec", "mfh3", "tc", "qdisc", "del", "dev", "eth0", "root", err: File::NULL)
+    eventually(timeout: 90) { murder_processes.empty? }
+  end
+
   # The clean-up of murder:distribute covers every step after the binary:
   # a torrent that cannot be made (no such files_path on the seeder) used
   # to fail before the `begin`, leaving the trackers it had started running.
@@ -592,23 +617,14 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     @git.call("commit", "-q", "-am", "shell killed")
     slow = ->(*how) { system("ip", "netns", "exec", "mfh3", "tc", "qdisc", *how, exception: true) }
     slow.call("replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms")
-    killer = Thread.new do
-      # In h3, the shell (`sh -c SCRIPT murder-peer …`) whose `murder peer`
-      # runs: the download is under way.
-      args = ->(pid) { File.read("/proc/#{pid}/cmdline").split("\0") rescue [] }
-      parent = ->(pid) { File.read("/proc/#{pid}/status")[/^PPid:\s+(\d+)/, 1].to_i rescue 0 }
-      shell = nil
-      until shell
-        sleep 0.02
-        pids = `ip netns pids mfh3`.split.map(&:to_i)
-        peers = pids.select { |pid| args.call(pid)[0].to_s.end_with?("/murder") && args.call(pid)[1] == "peer" }
-        shell = peers.map(&parent).find { |pid| args.call(pid)[0] == "sh" && args.call(pid)[3] == "murder-peer" }
-      end
-      Process.kill("KILL", shell)
+    # In h3, the shell (`sh -c SCRIPT murder-peer …`) whose `murder peer`
+    # runs: the download is under way.
+    killer = kill_in_netns("mfh3") do |procs|
+      peers = procs.select { |_, (argv, _)| argv[0].to_s.end_with?("/murder") && argv[1] == "peer" }
+      peers.values.map(&:last).find { |pid| procs.dig(pid, 0, 0) == "sh" && procs.dig(pid, 0, 3) == "murder-peer" }
     end
-    killer.report_on_exception = false
     out, status = cap_within(120, "deploy")
-    expect(killer.value).to be_a(Integer) # it killed one
+    expect(killer.value.size).to eq(1)
     expect(status).not_to be_success, out
     # h3's murder, orphaned, may have staged before its shell died: the
     # others then placed theirs. `current` moves nowhere either way.

@@ -115,6 +115,26 @@ module ProcessHelpers
     end
   end
 
+  # A thread that watches the processes of farm host NS's network
+  # namespace until the block picks some of them from
+  # {pid => [argv, parent pid]}, then SIGKILLs those. Its value: the pids.
+  def kill_in_netns(ns)
+    Thread.new do
+      victims = []
+      while victims.empty?
+        sleep 0.02
+        procs = `ip netns pids #{ns}`.split.to_h do |pid|
+          argv = File.read("/proc/#{pid}/cmdline").split("\0") rescue []
+          ppid = File.read("/proc/#{pid}/status")[/^PPid:\s+(\d+)/, 1].to_i rescue 0
+          [pid.to_i, [argv, ppid]]
+        end
+        victims = Array(yield(procs)).compact
+      end
+      Process.kill("KILL", *victims)
+      victims
+    end.tap { |thread| thread.report_on_exception = false }
+  end
+
   # True while the process runs (a zombie waiting to be reaped has ended).
   def process_alive?(pid)
     state = File.read("/proc/#{pid}/stat")[/\) (\S)/, 1]

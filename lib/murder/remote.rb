@@ -26,11 +26,11 @@ module Murder
     # one this deploy ships.
     OUTDATED = 97
     # Why a host failed whose command ended without murder's summary
-    # (`{"event":"complete",…}`) and without an exit status: SSH sends a
-    # remote shell's death by a signal as `exit-signal`, and SSHKit then
-    # reports nothing at all.
+    # (`{"event":"complete",…}`) and without an exit status: SSH sends the
+    # death by a signal of the command's process as `exit-signal`, and
+    # SSHKit then reports nothing at all (a success).
     NO_SUMMARY = "murder ended without its summary and without an exit status " \
-                 "(the remote shell running it was killed by a signal, or its SSH session ended)"
+                 "(it, or the shell running it, was killed by a signal)"
     # Net::SSH options under a deploy's own: a keepalive every 5 s when a
     # connection is quiet, and a host that leaves 4 unanswered fails its
     # command (about 20 s). Without them a host that stops answering
