@@ -53,6 +53,19 @@ RSpec.describe "the murder command" do
     expect(murder("info", "r.torrent")).to include("size       #{Murder::Progress.human(data)} (#{data} bytes), ")
   end
 
+  it "says which empty directories a tree's torrent leaves out, even when quiet" do
+    tree = File.join(tmpdir, "tree")
+    FileUtils.mkdir_p([File.join(tree, "tmp/cache"), File.join(tree, "log")])
+    File.write(File.join(tree, "README"), "hello\n")
+    File.write(File.join(tree, "log/.keep"), "")
+    out, err, status = Open3.capture3(MURDER_BIN, "make-torrent", tree, "--align", "-q", "--tracker", "127.0.0.1:8998",
+                                      "-o", File.join(tmpdir, "t.torrent"))
+    expect(status).to be_success, err
+    expect(out).to eq("")
+    expect(err).to eq("murder: 1 empty directory is not in the torrent (a torrent holds files and links only; " \
+                      "put a file such as .keep in one that must exist): tmp\n")
+  end
+
   it "ends quietly when what reads its output has gone (murder info X | head)" do
     murder("make-torrent", sample_tree, "--tracker", "127.0.0.1:8998", "-o", "r.torrent")
     reader, writer = IO.pipe

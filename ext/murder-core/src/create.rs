@@ -75,12 +75,16 @@ impl CreateOptions {
     }
 }
 
-/// What making an aligned torrent found in the hash cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What making an aligned torrent found in the hash cache, and left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheUse {
     pub files_hashed: usize,
     pub files_cached: usize,
     pub bytes_hashed: u64,
+    /// Directories of the tree with no file or link below them (relative,
+    /// `/`-separated): a torrent holds files and links only, so these are
+    /// not in it, and a download does not make them.
+    pub empty_dirs: Vec<String>,
 }
 
 /// `host:port` becomes `http://host:port/announce`; a URL is kept as it is.
@@ -206,7 +210,7 @@ pub fn create_torrent_with_cache(
                     .map_err(|e| Error::InvalidArgument(format!("exclude {g:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let entries = walk_tree(path, &exclude, &written_here(options))?;
+        let (entries, empty_dirs) = walk_tree(path, &exclude, &written_here(options))?;
         let content: u64 = entries.iter().map(|e| e.length).sum();
         if content == 0 {
             return Err(Error::NothingToShare(path.to_path_buf()));
@@ -215,7 +219,8 @@ pub fn create_torrent_with_cache(
             None => aligned_piece_length(entries.iter().map(|e| e.length)),
             Some(n) => check_length(n)?,
         };
-        aligned_info(name, entries, piece_length, options, progress)?
+        let (info, used) = aligned_info(name, entries, piece_length, options, progress)?;
+        (info, CacheUse { empty_dirs, ..used })
     } else {
         let (files, disk_paths, single_file) = if meta.is_dir() {
             let (files, disk_paths) = walk(path, &written_here(options))?;
@@ -258,6 +263,7 @@ pub fn create_torrent_with_cache(
             files_hashed: info.files.len(),
             files_cached: 0,
             bytes_hashed: total,
+            empty_dirs: Vec::new(),
         };
         (info, hashed)
     };
@@ -451,12 +457,14 @@ fn written_here(options: &CreateOptions) -> HashSet<(u64, u64)> {
         .collect()
 }
 
+/// The tree's entries, sorted, and its directories that hold none of them.
 fn walk_tree(
     root: &Path,
     exclude: &[glob::Pattern],
     written_here: &HashSet<(u64, u64)>,
-) -> Result<Vec<TreeEntry>> {
+) -> Result<(Vec<TreeEntry>, Vec<String>)> {
     let mut entries = Vec::new();
+    let mut dirs = Vec::new();
     let included = |e: &walkdir::DirEntry| {
         e.depth() == 0
             || !exclude
@@ -472,10 +480,11 @@ fn walk_tree(
     {
         let entry = entry.map_err(|e| Error::walk(root, e))?;
         let kind = entry.file_type();
+        let components = relative_components(root, entry.path())?;
         if kind.is_dir() {
+            dirs.push(components);
             continue;
         }
-        let components = relative_components(root, entry.path())?;
         let meta = entry
             .metadata()
             .map_err(|e| Error::io(entry.path(), e.into()))?;
@@ -514,7 +523,26 @@ fn walk_tree(
             )));
         }
     }
-    Ok(entries)
+    // A directory holds something when an entry's path starts with it.
+    let held: HashSet<&[String]> = entries
+        .iter()
+        .flat_map(|e| (1..e.components.len()).map(move |n| &e.components[..n]))
+        .collect();
+    let empty: Vec<&Vec<String>> = dirs
+        .iter()
+        .filter(|d| !held.contains(d.as_slice()))
+        .collect();
+    // Named once: a directory whose parent is empty too goes with it.
+    let outermost = empty
+        .iter()
+        .filter(|d| {
+            !empty
+                .iter()
+                .any(|p| p.len() + 1 == d.len() && d.starts_with(p))
+        })
+        .map(|d| d.join("/"))
+        .collect();
+    Ok((entries, outermost))
 }
 
 fn relative_components(root: &Path, path: &Path) -> Result<Vec<String>> {
@@ -766,6 +794,24 @@ mod tests {
         std::os::unix::fs::symlink("../lib/a.rb", root.join("bin/a")).unwrap();
         std::os::unix::fs::symlink("deep", root.join("lib/current")).unwrap();
         dir
+    }
+
+    /// A torrent holds files and links only: the directories that hold
+    /// neither are named (the outermost of each), so that nothing is left
+    /// out unsaid.
+    #[test]
+    fn an_aligned_tree_names_the_empty_directories_it_leaves_out() {
+        let dir = aligned_tree();
+        let root = dir.path().join("release");
+        fs::create_dir_all(root.join("tmp/cache/assets")).unwrap();
+        fs::create_dir_all(root.join("log")).unwrap();
+        fs::create_dir_all(root.join("lib/none")).unwrap();
+        fs::write(root.join("log/.keep"), b"").unwrap();
+        let mut opts = CreateOptions::new("127.0.0.1:8998");
+        opts.align = true;
+        let (m, used) = create_torrent_with_cache(&root, &opts, &Progress::new()).unwrap();
+        assert_eq!(used.empty_dirs, ["lib/none", "tmp"]);
+        assert!(m.files.iter().any(|f| f.path == ["log", ".keep"]));
     }
 
     #[test]
