@@ -27,6 +27,16 @@ RSpec.describe Murder::Torrent do
       expect(plain.data_length).to eq(plain.total_length)
     end
 
+    it "warns of the empty directories an aligned tree's torrent leaves out" do
+      root = File.join(tmpdir, "tree")
+      FileUtils.mkdir_p([File.join(root, "public/uploads"), File.join(root, "log")])
+      File.write(File.join(root, "README"), "hello\n")
+      File.write(File.join(root, "log/.keep"), "")
+      expect { described_class.create(root, tracker: "10.0.0.1:8998", align: true) }
+        .to output("murder: 1 empty directory is not in the torrent (a torrent holds files and links only; " \
+                   "put a file such as .keep in one that must exist): public\n").to_stderr
+    end
+
     it "makes a private single-file torrent with an automatic piece length" do
       torrent = described_class.create(sample_file, tracker: "seed.example:8998", private: true)
       expect(torrent).to be_private

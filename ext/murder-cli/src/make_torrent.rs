@@ -101,23 +101,9 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     torrent.write(&args.output)?;
-    if !cache.empty_dirs.is_empty() {
+    if let Some(warning) = cache.empty_dirs_warning() {
         // Said even with --quiet: hosts will not have these.
-        let shown: Vec<&str> = cache
-            .empty_dirs
-            .iter()
-            .take(5)
-            .map(String::as_str)
-            .collect();
-        let more = cache.empty_dirs.len() - shown.len();
-        eprintln!(
-            "murder: {} empty director{} not in the torrent (a torrent holds files and links only; \
-             put a file such as .keep in one that must exist): {}{}",
-            cache.empty_dirs.len(),
-            if cache.empty_dirs.len() == 1 { "y is" } else { "ies are" },
-            shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
-        );
+        eprintln!("{warning}");
     }
     if !args.quiet {
         let total = torrent.total_length();

@@ -87,6 +87,28 @@ pub struct CacheUse {
     pub empty_dirs: Vec<String>,
 }
 
+impl CacheUse {
+    /// What to tell the user of `empty_dirs`, if any: one line, the first
+    /// five named.
+    pub fn empty_dirs_warning(&self) -> Option<String> {
+        let count = self.empty_dirs.len();
+        if count == 0 {
+            return None;
+        }
+        let shown = self.empty_dirs[..count.min(5)].join(", ");
+        let more = if count > 5 {
+            format!(" and {} more", count - 5)
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "murder: {count} empty director{} not in the torrent (a torrent holds files and links only; \
+             put a file such as .keep in one that must exist): {shown}{more}",
+            if count == 1 { "y is" } else { "ies are" }
+        ))
+    }
+}
+
 /// `host:port` becomes `http://host:port/announce`; a URL is kept as it is.
 pub fn announce_url(tracker: &str) -> Result<String> {
     let tracker = tracker.trim();

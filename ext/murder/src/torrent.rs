@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use magnus::{block::Proc, function, method, prelude::*, Error, RModule, RString, Ruby};
+use magnus::{block::Proc, function, method, prelude::*, Error, RModule, RString, Ruby, Value};
 use murder_core::hashing::{check_pieces, DataSource};
-use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
+use murder_core::{create_torrent_with_cache, CreateOptions, Metainfo, Progress};
 
 use crate::{errors::to_ruby, nogvl};
 
@@ -75,12 +75,15 @@ fn create(
     let result = nogvl::run(
         ruby,
         &progress,
-        || create_torrent(&path, &options, &progress),
+        || create_torrent_with_cache(&path, &options, &progress),
         || report(&progress, &block),
     )?;
-    result
-        .map(|m| Torrent(Arc::new(m)))
-        .map_err(|e| to_ruby(ruby, e))
+    let (made, used) = result.map_err(|e| to_ruby(ruby, e))?;
+    if let Some(warning) = used.empty_dirs_warning() {
+        // Kernel#warn: on standard error, in a deploy's output too.
+        let _: Value = ruby.module_kernel().funcall("warn", (warning,))?;
+    }
+    Ok(Torrent(Arc::new(made)))
 }
 
 fn load(ruby: &Ruby, path: PathBuf) -> Result<Torrent, Error> {
