@@ -502,11 +502,19 @@ fn walk_tree(
     {
         let entry = entry.map_err(|e| Error::walk(root, e))?;
         let kind = entry.file_type();
-        let components = relative_components(root, entry.path())?;
         if kind.is_dir() {
-            dirs.push(components);
+            // Named only if nothing lies below it (a name that is not
+            // UTF-8 fails with what lies below).
+            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            dirs.push(
+                relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
+            );
             continue;
         }
+        let components = relative_components(root, entry.path())?;
         let meta = entry
             .metadata()
             .map_err(|e| Error::io(entry.path(), e.into()))?;
@@ -550,18 +558,16 @@ fn walk_tree(
         .iter()
         .flat_map(|e| (1..e.components.len()).map(move |n| &e.components[..n]))
         .collect();
-    let empty: Vec<&Vec<String>> = dirs
+    let empty: HashSet<&[String]> = dirs
         .iter()
-        .filter(|d| !held.contains(d.as_slice()))
+        .map(Vec::as_slice)
+        .filter(|d| !held.contains(d))
         .collect();
-    // Named once: a directory whose parent is empty too goes with it.
-    let outermost = empty
+    // Named once, in the walk's order: a directory whose parent is empty
+    // too goes with it.
+    let outermost = dirs
         .iter()
-        .filter(|d| {
-            !empty
-                .iter()
-                .any(|p| p.len() + 1 == d.len() && d.starts_with(p))
-        })
+        .filter(|d| empty.contains(d.as_slice()) && !empty.contains(&d[..d.len() - 1]))
         .map(|d| d.join("/"))
         .collect();
     Ok((entries, outermost))
