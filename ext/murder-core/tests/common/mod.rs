@@ -79,6 +79,20 @@ pub fn mkfifo(path: &Path) {
     );
 }
 
+/// A session of `role` that announces to no tracker, with `config`'s other
+/// settings.
+fn untracked(
+    meta: &Arc<Metainfo>,
+    role: murder_core::session::Role,
+    config: SessionConfig,
+) -> murder_core::session::SessionRunner {
+    let config = SessionConfig {
+        use_tracker: false,
+        ..config
+    };
+    murder_core::session::SessionRunner::start(meta.clone(), role, config).unwrap()
+}
+
 /// A seed of `data` that announces to no tracker (its peers are pointed at
 /// it), with `config`'s other settings.
 pub fn untracked_seed(
@@ -86,17 +100,8 @@ pub fn untracked_seed(
     data: &Path,
     config: SessionConfig,
 ) -> murder_core::session::SessionRunner {
-    murder_core::session::SessionRunner::start(
-        meta.clone(),
-        murder_core::session::Role::Seed {
-            data: data.to_path_buf(),
-        },
-        SessionConfig {
-            use_tracker: false,
-            ..config
-        },
-    )
-    .unwrap()
+    let data = data.to_path_buf();
+    untracked(meta, murder_core::session::Role::Seed { data }, config)
 }
 
 /// A download of `meta` to `dest` that announces to no tracker and dials
@@ -107,18 +112,9 @@ pub fn untracked_download(
     peers: Vec<std::net::SocketAddr>,
     config: SessionConfig,
 ) -> murder_core::session::SessionRunner {
-    murder_core::session::SessionRunner::start(
-        meta.clone(),
-        murder_core::session::Role::Download {
-            dest: dest.to_path_buf(),
-        },
-        SessionConfig {
-            use_tracker: false,
-            peers,
-            ..config
-        },
-    )
-    .unwrap()
+    let dest = dest.to_path_buf();
+    let role = murder_core::session::Role::Download { dest };
+    untracked(meta, role, SessionConfig { peers, ..config })
 }
 
 /// Waits up to `secs` for `peer` to complete, then checks that `dest`
