@@ -147,10 +147,18 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
       stdin.close
       reader = Thread.new { io.read }
       sleep 0.01 until File.exist?(host_path(3, "/srv/app/releases/.#{tag}.part")) || !waiter.alive?
-      argv = `ip netns pids mfh3`.split.to_h do |pid|
-        [pid.to_i, (File.read("/proc/#{pid}/cmdline").split("\0") rescue [])]
+      # The staging directory can appear before murder forks its worker:
+      # look again until the block finds its process.
+      argv = victim = nil
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 20
+      loop do
+        argv = `ip netns pids mfh3`.split.to_h do |pid|
+          [pid.to_i, (File.read("/proc/#{pid}/cmdline").split("\0") rescue [])]
+        end
+        victim = (yield(argv) rescue nil)
+        break if victim || !waiter.alive? || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        sleep 0.05
       end
-      victim = yield(argv)
       expect(victim).not_to be_nil, "h3's processes: #{argv}"
       Process.kill("KILL", victim)
       [reader.value, waiter.value]
