@@ -275,6 +275,42 @@ fn a_download_whose_tracker_never_answers_fails_naming_the_tracker() {
     }
 }
 
+/// Rule A1 (STATE.md, the watchdog): a download that no tracker ever
+/// answered and that never had a peer fails on the tracker timeout (15 s by
+/// default), not the stall timeout (60 s): a host behind a firewall that
+/// drops the tracker's port held `cap deploy` for a minute before it said
+/// so.
+#[test]
+fn rule_a1_a_download_no_tracker_ever_answered_fails_on_the_tracker_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 100_000, 16);
+    // Port 9 of loopback: nothing listens, connections are refused.
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let started = Instant::now();
+    let peer = SessionRunner::start(
+        meta,
+        Role::Download {
+            dest: dir.path().join("out/release.tgz"),
+        },
+        local(),
+    )
+    .unwrap();
+    match peer.wait_done(Duration::from_secs(25)) {
+        State::Failed(reason) => assert!(
+            reason.contains("no tracker answered in 15 s and no peer connected: ")
+                && reason.contains("http://127.0.0.1:9/announce"),
+            "{reason}"
+        ),
+        other => panic!(
+            "expected a failure within 25 s, got {other:?} after {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!dir.path().join("out/release.tgz").exists());
+}
+
 /// Downloads `meta` to `dest` from `peers` with a stall timeout of 2 s, and
 /// checks that it fails so, within 20 s.
 fn fails_on_its_stall_timeout(

@@ -57,6 +57,11 @@ pub struct SessionConfig {
     /// A download fails when it received nothing for this long (no peer
     /// sends, or none can be reached): a deploy never hangs on one host.
     pub stall_timeout: Duration,
+    /// A download that no tracker ever answered, and that never had a peer
+    /// connected, fails after this long: a host that cannot reach the
+    /// tracker (a firewall, the wrong address) says so without waiting out
+    /// the stall timeout.
+    pub tracker_timeout: Duration,
     /// Content on this host to bring into a download before fetching
     /// anything (files of earlier releases).
     pub reuse: ReuseConfig,
@@ -92,6 +97,8 @@ impl Default for SessionConfig {
             preallocate: true,
             orphan_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
+            // Four announces at least (2 s connect timeout, 2 s apart).
+            tracker_timeout: Duration::from_secs(15),
             reuse: ReuseConfig::default(),
             lazy_check: false,
             place: true,
@@ -129,6 +136,7 @@ impl SessionConfig {
         if self.snub_timeout.is_zero()
             || self.orphan_timeout.is_zero()
             || self.stall_timeout.is_zero()
+            || self.tracker_timeout.is_zero()
         {
             return bad("timeouts must be longer than zero".into());
         }

@@ -7,6 +7,8 @@
 //! (Only once some peer was ever connected: before that, the seeder may
 //! simply not have started yet.) And a download that received nothing at
 //! all for the stall timeout fails too: no host of a deploy waits forever.
+//! Sooner, on the tracker timeout, when no tracker ever answered and no
+//! peer was ever connected: such a host cannot learn of any peer.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
     let mut progress_at = Instant::now();
     let mut last_received = ctx.downloaded.load(Ordering::Relaxed);
     let mut received_at = Instant::now();
+    let since = Instant::now();
     // Looks often enough to honour the orphan timeout (tests set it short).
     let every =
         (ctx.config.orphan_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
@@ -57,6 +60,25 @@ pub(super) async fn run(ctx: Arc<Context>) {
                 received_at.elapsed().as_secs(),
                 ctx.admission.connected(),
                 tracker_silence(&ctx)
+            )));
+            return;
+        }
+        if received == 0
+            && since.elapsed() >= ctx.config.tracker_timeout
+            && ctx.config.use_tracker
+            && !ctx.tracker_answered.load(Ordering::Relaxed)
+            && !ctx.admission.ever_admitted()
+        {
+            let error = ctx
+                .tracker_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| "its announce is still unanswered".into());
+            ctx.fail(&Error::Failed(format!(
+                "{}: no tracker answered in {} s and no peer connected: {error}",
+                ctx.meta.name,
+                ctx.config.tracker_timeout.as_secs()
             )));
             return;
         }
