@@ -437,9 +437,11 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
   end
 
   it "deploys a tree with executables and a link twice, the second fetching only the change, and rolls back" do
-    out = cap!("deploy")
+    # The seed on the port a firewall would open (:murder_seed_port).
+    out = cap!("deploy", env: { "MURDER_SEED_PORT" => "18997" })
     expect(out).not_to match(/\btar\b|packed/) # no archive, no extraction
     expect(out).to include("goes out in a closed swarm") # the strategy's default
+    expect(out).to include("seeded from 10.250.0.1:18997;"), out
     expect_release_everywhere
     first_release = File.basename(File.readlink(app(1, "current")))
 
@@ -479,6 +481,21 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     (1..SIZE).each { |i| expect(File.basename(File.readlink(app(i, "current")))).to eq(first_release), "h#{i}" }
     expect_release_everywhere(first_release)
     @git.call("checkout", "-q", "-")
+    eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
+  end
+
+  # Servers that cannot reach this machine (a firewall that drops its
+  # ports; here the address the torrent names is nobody's) learn of no
+  # peer. Each waited out its 60 s stall timeout before failing (rule A1),
+  # and the error did not say what to open.
+  it "fails in seconds when the servers cannot reach this machine's tracker, naming the ports to open" do
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    out, status = cap_within(120, "deploy", env: { "MURDER_DEPLOYER_IP" => "10.250.0.99", "MURDER_SEED_PORT" => "18997" })
+    expect(status).not_to be_success
+    expect(out).to match(%r{the release was placed on no host; failed: 10\.250\.0\.\d+: .*no tracker answered in 15 s and no peer connected: tracker http://10\.250\.0\.99:8998/announce}), out
+    expect(out).to include("(servers must reach this machine at :murder_deployer_ip on TCP ports 8998 (:tracker_port) " \
+                           "and 18997 (the seed's; set :murder_seed_port to fix it))"), out
+    expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
   end
 

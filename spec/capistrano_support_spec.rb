@@ -68,6 +68,29 @@ RSpec.describe Capistrano::Murder::Support do
     end
   end
 
+  # The seed of a tree deploy listened on a port it picked; a deployer
+  # behind a firewall could not open it ahead.
+  it "takes a seed port as a whole TCP port, 0 or nil for any free one, naming the setting otherwise" do
+    expect(s.port(nil, "murder_seed_port")).to eq(0)
+    expect(s.port(0, "murder_seed_port")).to eq(0)
+    expect(s.port(8997, "murder_seed_port")).to eq(8997)
+    expect(s.port("8997", "murder_seed_port")).to eq(8997)
+    [-1, 65_536, "x", "", 1.5, "0x10"].each do |bad|
+      expect { s.port(bad, "murder_seed_port") }
+        .to raise_error(Capistrano::Murder::Error, /murder_seed_port #{Regexp.escape(bad.inspect)}: give a TCP port/)
+    end
+  end
+
+  it "names the ports to open when hosts never reached this machine's tracker, and only then" do
+    reasons = ["murder: release: no tracker answered in 15 s and no peer connected: tracker http://10.0.0.1:8998/announce: " \
+               "connection refused", "murder: No space left on device"]
+    expect(s.unreachable_hint(reasons, 8998, 8997)).to eq(
+      " (servers must reach this machine at :murder_deployer_ip on TCP ports 8998 (:tracker_port) " \
+      "and 8997 (the seed's; set :murder_seed_port to fix it))"
+    )
+    expect(s.unreachable_hint(reasons.drop(1), 8998, 8997)).to eq("")
+  end
+
   it "refuses a remote murder path that is relative, starts with ~ or holds whitespace, naming the setting" do
     expect(s.remote_murder_path("/srv/app/shared/murder/")).to eq("/srv/app/shared/murder")
     { "~/app/shared/murder" => /must be an absolute path/, "shared/murder" => /must be an absolute path/,

@@ -47,8 +47,9 @@ module Capistrano
     # `:murder_compression` (`:gzip` or `:none`, for an archive),
     # `:murder_reuse` (`:link`, `:copy` or `:none`), `:murder_closed_swarm`
     # (true: a tree goes out in a closed swarm, with a fresh secret per
-    # deploy) and `:murder_cache_path` ("tmp/murder"), besides those of
-    # {Tasks}.
+    # deploy), `:murder_seed_port` (0: any free port; the TCP port this
+    # machine's seed listens on, for a firewall to open) and
+    # `:murder_cache_path` ("tmp/murder"), besides those of {Tasks}.
     #
     # The methods below are for the task file; they run on this machine.
     #
@@ -82,6 +83,7 @@ module Capistrano
         set_if_empty :murder_reuse, :link
         set_if_empty :murder_cache_path, "tmp/murder"
         set_if_empty :murder_closed_swarm, true
+        set_if_empty :murder_seed_port, 0
       end
 
       # Capistrano's hook: runs `murder:scm:create_release` after
@@ -173,11 +175,14 @@ module Capistrano
                                                 hash_cache: File.join(cache_path, "hashes.json"))
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
-        run_locally do
-          info "murder: #{torrent.name} goes out in #{swarm}; dashboard http://#{S.url_host(ip)}:#{tracker.port}/?token=#{operator}"
-        end
         tracker.allow(torrent, secret: secret)
-        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, lazy_check: true, secret: secret).start
+        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, port: S.port(fetch(:murder_seed_port), "murder_seed_port"),
+                                                    lazy_check: true, secret: secret).start
+        # The ports servers must reach here (a firewall's question).
+        run_locally do
+          info "murder: #{torrent.name} goes out in #{swarm}, seeded from #{S.url_host(ip)}:#{seeder.port}; " \
+               "dashboard http://#{S.url_host(ip)}:#{tracker.port}/?token=#{operator}"
+        end
         yield torrent, tracker, secret, seeder
       ensure
         # The tracker stops even if stopping the seeder raised.
@@ -215,7 +220,8 @@ module Capistrano
         FileUtils.mkdir_p(temp)
         torrent.write(File.join(temp, "#{tag}.tgz.torrent"))
         tracker.allow(torrent)
-        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip).start
+        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip,
+                                                        port: S.port(fetch(:murder_seed_port), "murder_seed_port")).start
         set :murder_local_tracker, [ip, tracker.port]
         yield
       ensure
