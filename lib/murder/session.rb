@@ -254,8 +254,8 @@ module Murder
     #
     # @param timeout [Numeric, nil] seconds after which the download fails
     #   (checked about once a second; nil: none, though the engine fails a
-    #   download that receives nothing for 60 s, or whose missing pieces no
-    #   peer holds)
+    #   download that receives nothing for 60 s, whose missing pieces no
+    #   peer holds, or that no tracker answered and no peer reached for 15 s)
     # @param keep_seeding [Boolean] leave the session serving (see above)
     # @yield [progress] about once a second, with the GVL held
     # @yieldparam progress [Hash] the engine's progress report: "event"
