@@ -102,7 +102,8 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
     where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
     # A failure the watcher had no time to see counts too.
     seed = remote.seed_failed(conversations.aborted || seeder.failure)
-    hint = S.unreachable_hint(failures.values, tracker.port, seeder.port)
+    hint = remote.unreachable_hint(failures.values, tracker.port, seeder.port,
+                                   ":murder_deployer_ip, :tracker_port and :murder_seed_port")
     raise Capistrano::Murder::Error,
           "murder: #{seed}#{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ") + hint
   end

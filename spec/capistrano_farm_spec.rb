@@ -493,8 +493,8 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     out, status = cap_within(120, "deploy", env: { "MURDER_DEPLOYER_IP" => "10.250.0.99", "MURDER_SEED_PORT" => "18997" })
     expect(status).not_to be_success
     expect(out).to match(%r{the release was placed on no host; failed: 10\.250\.0\.\d+: .*no tracker answered in 15 s and no peer connected: tracker http://10\.250\.0\.99:8998/announce}), out
-    expect(out).to include("(servers must reach this machine at :murder_deployer_ip on TCP ports 8998 (:tracker_port) " \
-                           "and 18997 (the seed's; set :murder_seed_port to fix it))"), out
+    expect(out).to include("(the hosts must reach this machine on TCP ports 8998 (the tracker) and 18997 (the seed): " \
+                           "open them, or set :murder_deployer_ip, :tracker_port and :murder_seed_port)"), out
     expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (tracker|seed|peer)}).empty? }
   end

@@ -81,14 +81,15 @@ RSpec.describe Capistrano::Murder::Support do
     end
   end
 
+  # Shared by the deploy strategy and the Rake ship (Murder::Remote).
   it "names the ports to open when hosts never reached this machine's tracker, and only then" do
     reasons = ["murder: release: no tracker answered in 15 s and no peer connected: tracker http://10.0.0.1:8998/announce: " \
                "connection refused", "murder: No space left on device"]
-    expect(s.unreachable_hint(reasons, 8998, 8997)).to eq(
-      " (servers must reach this machine at :murder_deployer_ip on TCP ports 8998 (:tracker_port) " \
-      "and 8997 (the seed's; set :murder_seed_port to fix it))"
+    expect(Murder::Remote.unreachable_hint(reasons, 8998, 8997, "ip, port and seed_port")).to eq(
+      " (the hosts must reach this machine on TCP ports 8998 (the tracker) and 8997 (the seed): " \
+      "open them, or set ip, port and seed_port)"
     )
-    expect(s.unreachable_hint(reasons.drop(1), 8998, 8997)).to eq("")
+    expect(Murder::Remote.unreachable_hint(reasons.drop(1), 8998, 8997, "ip")).to eq("")
   end
 
   it "refuses a remote murder path that is relative, starts with ~ or holds whitespace, naming the setting" do

@@ -28,6 +28,8 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
         t.linger = 2
         t.remote_binary = "/srv/app/murder/murder"
         t.binary = ENV.fetch("SHIP_BINARY", "#{MURDER_BIN}")
+        t.ip = ENV["SHIP_IP"] if ENV["SHIP_IP"]
+        t.seed_port = Integer(ENV["SHIP_SEED_PORT"]) if ENV["SHIP_SEED_PORT"]
         t.ssh_options = { keys: ["#{FARM_R}/id_ed25519"], keys_only: true, auth_methods: ["publickey"],
                           user_known_hosts_file: "#{FARM_R}/known_hosts", verify_host_key: :always, timeout: 5 }
       end
@@ -104,6 +106,17 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
   # A host that stops answering (its link down) once its murder peer has
   # started: net-ssh sends nothing on a channel that waits for output, so
   # the ship waited for that host for ever.
+  # Hosts that cannot reach this machine (here: the address the torrent
+  # names is nobody's) waited out the 60 s stall timeout (rule A1), and the
+  # error did not say what to open.
+  it "fails in seconds when the hosts cannot reach this machine's tracker, naming the ports to open" do
+    out, status = rake("ship", env: { "TAG" => "r10", "SHIP_IP" => "10.250.0.99", "SHIP_SEED_PORT" => "18996" })
+    expect(status).not_to be_success
+    expect(out).to match(%r{failed on root@10\.250\.0\.\d+: murder: .*no tracker answered in 15 s and no peer connected: tracker http://10\.250\.0\.99:\d+/announce}), out
+    expect(out).to match(/\(the hosts must reach this machine on TCP ports \d+ \(the tracker\) and 18996 \(the seed\): open them, or set ip, port and seed_port\)/), out
+    (1..HOSTS_R).each { |i| expect(File.exist?(host_path(i, "/srv/app/releases/r10"))).to be(false) }
+  end
+
   it "fails naming a host that stops answering, within seconds" do
     in_h3 = ->(*cmd) { system("ip", "netns", "exec", "mfh3", *cmd, exception: true) }
     # Slow, so that h3 is still downloading when its link goes.

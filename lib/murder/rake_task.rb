@@ -73,6 +73,9 @@ module Murder
     attr_accessor :ip
     # @return [Integer] the tracker's port here (default 0: any free port)
     attr_accessor :port
+    # @return [Integer] the seed's port here (default 0: any free port),
+    #   for a firewall between this machine and the hosts to open
+    attr_accessor :seed_port
     # @return [Integer] seconds hosts keep seeding once they are done
     #   (default 30)
     attr_accessor :linger
@@ -98,6 +101,7 @@ module Murder
       @ssh_options = {}
       @remote_binary = "/usr/local/lib/murder/murder"
       @port = 0
+      @seed_port = 0
       @linger = 30
       @cache = "tmp/murder/hashes.json"
       @closed = true
@@ -138,7 +142,7 @@ module Murder
       torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache)
       secret = Murder.generate_secret if closed
       tracker.allow(torrent, secret: secret)
-      seeder = Seeder.new(torrent, source, ip: address, lazy_check: true, secret: secret).start
+      seeder = Seeder.new(torrent, source, ip: address, port: seed_port, lazy_check: true, secret: secret).start
       watcher = Thread.new { Progress.new(hosts.size) { tracker.stats }.watch }
       # The seed failing (a file changed under it) stops every host's
       # download at once, instead of each waiting out its stall timeout.
@@ -150,7 +154,8 @@ module Murder
       unless failed.empty?
         # The seed's failure comes first: the hosts only name its effect.
         seed = Remote.seed_failed(conversations.aborted || seeder.failure)
-        raise Error, "murder: #{seed}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}"
+        hint = Remote.unreachable_hint(failed.values, tracker.port, seeder.port, "ip, port and seed_port")
+        raise Error, "murder: #{seed}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}#{hint}"
       end
 
       @tickets.keep

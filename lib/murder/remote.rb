@@ -412,6 +412,22 @@ module Murder
       why ? "the seed on this machine failed (#{why}); " : ""
     end
 
+    # What to do about hosts that never reached this machine's tracker
+    # (their reasons say "no tracker answered"): the ports to open.
+    #
+    # @param reasons [Array<String>] the failed hosts' reasons
+    # @param tracker_port [Integer]
+    # @param seed_port [Integer]
+    # @param settings [String] the settings that change the address and
+    #   the ports, named as the caller's users set them
+    # @return [String] the words to put last ("" when no host failed so)
+    def unreachable_hint(reasons, tracker_port, seed_port, settings)
+      return "" unless reasons.any? { |why| why.include?("no tracker answered") }
+
+      " (the hosts must reach this machine on TCP ports #{tracker_port} (the tracker) and #{seed_port} " \
+        "(the seed): open them, or set #{settings})"
+    end
+
     # The engine's report lines in a command's output.
     #
     # @param output [String, nil] what `murder peer --progress json` printed

@@ -154,20 +154,6 @@ module Capistrano
         raise Error, "#{name} #{value.inspect}: give a TCP port (1 to 65535), or 0 for any free one"
       end
 
-      # What to do about hosts that never reached this machine's tracker
-      # (their {reason} says "no tracker answered"): the ports to open.
-      #
-      # @param reasons [Array<String>] the failed hosts' reasons
-      # @param tracker_port [Integer]
-      # @param seed_port [Integer]
-      # @return [String] "" when no host failed so
-      def unreachable_hint(reasons, tracker_port, seed_port)
-        return "" unless reasons.any? { |why| why.include?("no tracker answered") }
-
-        " (servers must reach this machine at :murder_deployer_ip on TCP ports #{tracker_port} (:tracker_port) " \
-          "and #{seed_port} (the seed's; set :murder_seed_port to fix it))"
-      end
-
       # Checks a path argument.
       #
       # @param value [#to_s] the path
