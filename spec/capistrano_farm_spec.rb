@@ -490,6 +490,10 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
   # and the error did not say what to open.
   it "fails in seconds when the servers cannot reach this machine's tracker, naming the ports to open" do
     before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    # A change no host holds: a release its earlier ones hold whole is
+    # placed from them alone, with no peer needed.
+    File.write(File.join(@repo, "VERSION"), "unreachable\n")
+    @git.call("commit", "-q", "-am", "unreachable")
     out, status = cap_within(120, "deploy", env: { "MURDER_DEPLOYER_IP" => "10.250.0.99", "MURDER_SEED_PORT" => "18997" })
     expect(status).not_to be_success
     expect(out).to match(%r{the release was placed on no host; failed: 10\.250\.0\.\d+: .*no tracker answered in 15 s and no peer connected: tracker http://10\.250\.0\.99:8998/announce}), out

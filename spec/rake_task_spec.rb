@@ -110,11 +110,17 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
   # names is nobody's) waited out the 60 s stall timeout (rule A1), and the
   # error did not say what to open.
   it "fails in seconds when the hosts cannot reach this machine's tracker, naming the ports to open" do
+    # Bytes no host holds yet: a build the hosts' earlier releases hold
+    # whole is placed from them alone, with no peer needed.
+    extra = File.join(@project, "build/unreachable.bin")
+    File.binwrite(extra, Random.new(10).bytes(100_000))
     out, status = rake("ship", env: { "TAG" => "r10", "SHIP_IP" => "10.250.0.99", "SHIP_SEED_PORT" => "18996" })
     expect(status).not_to be_success
     expect(out).to match(%r{failed on root@10\.250\.0\.\d+: murder: .*no tracker answered in 15 s and no peer connected: tracker http://10\.250\.0\.99:\d+/announce}), out
     expect(out).to match(/\(the hosts must reach this machine on TCP ports \d+ \(the tracker\) and 18996 \(the seed\): open them, or set ip, port and seed_port\)/), out
     (1..HOSTS_R).each { |i| expect(File.exist?(host_path(i, "/srv/app/releases/r10"))).to be(false) }
+  ensure
+    FileUtils.rm_f(extra) if extra
   end
 
   it "fails naming a host that stops answering, within seconds" do
