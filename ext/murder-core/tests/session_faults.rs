@@ -244,35 +244,44 @@ fn a_download_that_receives_nothing_fails_after_the_stall_timeout() {
     fails_on_its_stall_timeout(meta, &dir.path().join("out/release.tgz"), vec![]);
 }
 
+/// Downloads a file whose torrent names a tracker where nothing listens
+/// (port 9 of loopback: connections are refused) with `config`, and waits
+/// up to `within` for it to fail. Returns why, how long it took, and
+/// whether anything was left at the destination.
+fn fails_without_a_tracker(config: SessionConfig, within: Duration) -> (String, Duration, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 100_000, 15);
+    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
+    let dest = dir.path().join("out/release.tgz");
+    let started = Instant::now();
+    let peer = SessionRunner::start(meta, Role::Download { dest: dest.clone() }, config).unwrap();
+    match peer.wait_done(within) {
+        State::Failed(reason) => (reason, started.elapsed(), dest.exists()),
+        other => panic!(
+            "expected a failure within {} s, got {other:?} after {:.1} s {:?}",
+            within.as_secs(),
+            started.elapsed().as_secs_f64(),
+            peer.stats()
+        ),
+    }
+}
+
 /// The watchdog's stall rule names the cause when it is the tracker: a host
 /// that cannot reach it (a firewall, the wrong deployer address) learns of
 /// no peer, and its error said only "nothing received (0 peers connected)".
 #[test]
 fn a_download_whose_tracker_never_answers_fails_naming_the_tracker() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("release.tgz");
-    random_file(&data, 100_000, 15);
-    // Port 9 of loopback: nothing listens, connections are refused.
-    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
-    let peer = SessionRunner::start(
-        meta,
-        Role::Download {
-            dest: dir.path().join("out/release.tgz"),
-        },
-        SessionConfig {
-            stall_timeout: Duration::from_secs(2),
-            ..local()
-        },
-    )
-    .unwrap();
-    match peer.wait_done(Duration::from_secs(20)) {
-        State::Failed(reason) => assert!(
-            reason.contains("nothing received for 2 s (0 peers connected); no tracker answered: ")
-                && reason.contains("http://127.0.0.1:9/announce"),
-            "{reason}"
-        ),
-        other => panic!("expected a failure, got {other:?} {:?}", peer.stats()),
-    }
+    let config = SessionConfig {
+        stall_timeout: Duration::from_secs(2),
+        ..local()
+    };
+    let (reason, _, _) = fails_without_a_tracker(config, Duration::from_secs(20));
+    assert!(
+        reason.contains("nothing received for 2 s (0 peers connected); no tracker answered: ")
+            && reason.contains("http://127.0.0.1:9/announce"),
+        "{reason}"
+    );
 }
 
 /// Rule A1 (STATE.md, the watchdog): a download that no tracker ever
@@ -282,33 +291,14 @@ fn a_download_whose_tracker_never_answers_fails_naming_the_tracker() {
 /// so.
 #[test]
 fn rule_a1_a_download_no_tracker_ever_answered_fails_on_the_tracker_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("release.tgz");
-    random_file(&data, 100_000, 16);
-    // Port 9 of loopback: nothing listens, connections are refused.
-    let meta = torrent(&data, "127.0.0.1:9", 32 * 1024);
-    let started = Instant::now();
-    let peer = SessionRunner::start(
-        meta,
-        Role::Download {
-            dest: dir.path().join("out/release.tgz"),
-        },
-        local(),
-    )
-    .unwrap();
-    match peer.wait_done(Duration::from_secs(25)) {
-        State::Failed(reason) => assert!(
-            reason.contains("no tracker answered in 15 s and no peer connected: ")
-                && reason.contains("http://127.0.0.1:9/announce"),
-            "{reason}"
-        ),
-        other => panic!(
-            "expected a failure within 25 s, got {other:?} after {:.1} s",
-            started.elapsed().as_secs_f64()
-        ),
-    }
-    assert!(started.elapsed() < Duration::from_secs(20));
-    assert!(!dir.path().join("out/release.tgz").exists());
+    let (reason, took, left) = fails_without_a_tracker(local(), Duration::from_secs(25));
+    assert!(
+        reason.contains("no tracker answered in 15 s and no peer connected: ")
+            && reason.contains("http://127.0.0.1:9/announce"),
+        "{reason}"
+    );
+    assert!(took < Duration::from_secs(20));
+    assert!(!left);
 }
 
 /// Downloads `meta` to `dest` from `peers` with a stall timeout of 2 s, and
