@@ -178,7 +178,10 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
         break if victim || !waiter.alive? || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
         sleep 0.05
       end
-      expect(victim).not_to be_nil, "h3's processes: #{argv}"
+      # When the ship ended first, what it said tells why (seen once: the
+      # foreground murder gone and the worker left, with no remote shell).
+      said = waiter.alive? ? "" : "; the ship ended first (#{waiter.value}) and said:\n#{reader.value}"
+      expect(victim).not_to be_nil, "h3's processes: #{argv}#{said}"
       Process.kill("KILL", victim)
       [reader.value, waiter.value]
     end
