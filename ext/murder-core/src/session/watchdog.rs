@@ -54,10 +54,12 @@ pub(super) async fn run(ctx: Arc<Context>) {
             last_received = received;
             received_at = Instant::now();
         } else if received_at.elapsed() >= ctx.config.stall_timeout {
+            // The timeout, not the time measured: a tick late under load
+            // would otherwise name a limit nobody set.
             ctx.fail(&Error::Failed(format!(
                 "{}: nothing received for {} s ({} peers connected){}",
                 ctx.meta.name,
-                received_at.elapsed().as_secs(),
+                ctx.config.stall_timeout.as_secs(),
                 ctx.admission.connected(),
                 tracker_silence(&ctx)
             )));
@@ -69,11 +71,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
             && !ctx.tracker_answered.load(Ordering::Relaxed)
             && !ctx.admission.ever_admitted()
         {
-            let error = ctx
-                .tracker_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
+            let error = last_tracker_error(&ctx)
                 .unwrap_or_else(|| "its announce is still unanswered".into());
             ctx.fail(&Error::Failed(format!(
                 "{}: no tracker answered in {} s and no peer connected: {error}",
@@ -112,8 +110,16 @@ fn tracker_silence(ctx: &Context) -> String {
     if ctx.tracker_answered.load(Ordering::Relaxed) {
         return String::new();
     }
-    match &*ctx.tracker_error.lock().unwrap_or_else(|e| e.into_inner()) {
+    match last_tracker_error(ctx) {
         Some(error) => format!("; no tracker answered: {error}"),
         None => String::new(),
     }
+}
+
+/// The last announce's error, if it failed (a leaf lock: STATE.md).
+fn last_tracker_error(ctx: &Context) -> Option<String> {
+    ctx.tracker_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
