@@ -123,11 +123,24 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     FileUtils.rm_f(extra) if extra
   end
 
+  # Slows what h3 receives to 1 Mbit/s, so that a ship is still downloading
+  # there while an example acts: on h3's bridge side of the link (a qdisc on
+  # h3's eth0 slows only what h3 sends, and h3 then finished now and then
+  # before the example acted). The murder binary (64 MB) goes to every host
+  # first, unslowed, when no earlier example installed it.
+  def slow_into_h3
+    unless File.exist?(host_path(3, "/srv/app/murder/murder"))
+      out, status = rake("ship", env: { "TAG" => "binary" })
+      expect(status).to be_success, out
+    end
+    system("tc", "qdisc", "replace", "dev", "mfh3-br", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+           "latency", "400ms", exception: true)
+  end
+
   it "fails naming a host that stops answering, within seconds" do
     in_h3 = ->(*cmd) { system("ip", "netns", "exec", "mfh3", *cmd, exception: true) }
     # Slow, so that h3 is still downloading when its link goes.
-    in_h3.call("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
-               "latency", "400ms")
+    slow_into_h3
     File.binwrite(File.join(@project, "build/silent.bin"), Random.new(5).bytes(1_000_000))
     out = +""
     Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => "r5" }, "rake", "-f",
@@ -146,7 +159,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     expect(out).to match(/murder: failed on root@10\.250\.0\.13: .*not responding/), out
   ensure
     in_h3.call("ip", "link", "set", "eth0", "up")
-    in_h3.call("tc", "qdisc", "del", "dev", "eth0", "root")
+    system("tc", "qdisc", "del", "dev", "mfh3-br", "root")
     FileUtils.rm_f(File.join(@project, "build/silent.bin"))
     # h3's murder peer ends on its own (stall timeout) once it is alone.
     eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/app/murder/murder (seed|peer)}).empty? }
@@ -156,17 +169,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
   # SIGKILLs the process of h3 that the block picks from the command lines
   # of h3's network namespace ({pid => argv}). Returns the output and status.
   def ship_killing_in_h3(tag)
-    # The murder binary (64 MB) on every host first, unslowed: when this
-    # example runs alone, no earlier ship installed it.
-    unless File.exist?(host_path(3, "/srv/app/murder/murder"))
-      out, status = rake("ship", env: { "TAG" => "#{tag}-binary" })
-      expect(status).to be_success, out
-    end
-    # Slow into h3 (its bridge side of the link: a qdisc on h3's eth0 would
-    # slow only what h3 sends, and h3 then finished now and then before the
-    # block found its process).
-    system("tc", "qdisc", "replace", "dev", "mfh3-br", "root", "tbf", "rate", "1mbit", "burst", "32kbit",
-           "latency", "400ms", exception: true)
+    slow_into_h3
     extra = File.join(@project, "build/#{tag}.bin")
     File.binwrite(extra, Random.new(tag.sum).bytes(1_000_000))
     Open3.popen2e({ "RUBYLIB" => File.join(ROOT, "lib"), "TAG" => tag }, "rake", "-f",
