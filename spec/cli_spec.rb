@@ -53,17 +53,18 @@ RSpec.describe "the murder command" do
     expect(murder("info", "r.torrent")).to include("size       #{Murder::Progress.human(data)} (#{data} bytes), ")
   end
 
-  it "says which empty directories a tree's torrent leaves out, even when quiet" do
+  it "keeps a tree's empty directories in its torrent and shows them" do
     tree = File.join(tmpdir, "tree")
     FileUtils.mkdir_p([File.join(tree, "tmp/cache"), File.join(tree, "log")])
     File.write(File.join(tree, "README"), "hello\n")
     File.write(File.join(tree, "log/.keep"), "")
-    out, err, status = Open3.capture3(MURDER_BIN, "make-torrent", tree, "--align", "-q", "--tracker", "127.0.0.1:8998",
+    out, err, status = Open3.capture3(MURDER_BIN, "make-torrent", tree, "--align", "--tracker", "127.0.0.1:8998",
                                       "-o", File.join(tmpdir, "t.torrent"))
     expect(status).to be_success, err
-    expect(out).to eq("")
-    expect(err).to eq("murder: 1 empty directory is not in the torrent (a torrent holds files and links only; " \
-                      "put a file such as .keep in one that must exist): tmp\n")
+    expect(err).to eq("")
+    expect(out).to include("  empty dirs 1\n")
+    expect(murder("info", "t.torrent")).to include("empty dirs 1\n  tmp/cache/\n")
+    expect(JSON.parse(murder("info", "--json", "t.torrent"))["empty_dirs"]).to eq([%w[tmp cache]])
   end
 
   it "ends quietly when what reads its output has gone (murder info X | head)" do

@@ -17,6 +17,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     File.write(File.join(build, "bin/run"), "#!/bin/sh\necho run\n")
     File.chmod(0o755, File.join(build, "bin/run"))
     File.binwrite(File.join(build, "data.bin"), Random.new(9).bytes(800_000))
+    FileUtils.mkdir_p(File.join(build, "log")) # empty: the hosts make it too
     File.write(File.join(@project, "Rakefile"), <<~RUBY)
       require "murder/rake_task"
 
@@ -64,6 +65,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
       dir = host_path(i, "/srv/app/releases/r1")
       expect(File.binread(File.join(dir, "data.bin"))).to eq(File.binread(File.join(@project, "build/data.bin")))
       expect(File.executable?(File.join(dir, "bin/run"))).to be(true)
+      expect(Dir.empty?(File.join(dir, "log"))).to be(true)
     end
     File.write(File.join(@project, "build/VERSION"), "two\n")
     # Every host kept the torrent as the next ticket's base; host 1 loses it.
@@ -80,7 +82,10 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     fetched = out.scan(/murder:   root@10\.250\.0\.\d+: 781\.\d KiB reused, (\d+) B downloaded/).flatten.map(&:to_i)
     expect(fetched.size).to eq(HOSTS_R), out
     expect(fetched).to all(be_between(4, 16 * 1024 - 1)), out
-    (1..HOSTS_R).each { |i| expect(File.read(host_path(i, "/srv/app/releases/r2/VERSION"))).to eq("two\n") }
+    (1..HOSTS_R).each do |i|
+      expect(File.read(host_path(i, "/srv/app/releases/r2/VERSION"))).to eq("two\n")
+      expect(Dir.empty?(host_path(i, "/srv/app/releases/r2/log"))).to be(true)
+    end
   end
 
   it "refuses a tag that would leave the destination's directory, touching no host" do

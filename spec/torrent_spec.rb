@@ -27,14 +27,16 @@ RSpec.describe Murder::Torrent do
       expect(plain.data_length).to eq(plain.total_length)
     end
 
-    it "warns of the empty directories an aligned tree's torrent leaves out" do
+    it "keeps an aligned tree's empty directories in the torrent, saying nothing" do
       root = File.join(tmpdir, "tree")
       FileUtils.mkdir_p([File.join(root, "public/uploads"), File.join(root, "log")])
       File.write(File.join(root, "README"), "hello\n")
       File.write(File.join(root, "log/.keep"), "")
-      expect { described_class.create(root, tracker: "10.0.0.1:8998", align: true) }
-        .to output("murder: 1 empty directory is not in the torrent (a torrent holds files and links only; " \
-                   "put a file such as .keep in one that must exist): public\n").to_stderr
+      torrent = nil
+      expect { torrent = described_class.create(root, tracker: "10.0.0.1:8998", align: true) }.not_to output.to_stderr
+      expect(torrent.empty_dirs).to eq(["public/uploads"])
+      expect(described_class.parse(torrent.to_bencode).empty_dirs).to eq(["public/uploads"])
+      expect(described_class.create(root, tracker: "10.0.0.1:8998").empty_dirs).to eq([]) # unaligned: none
     end
 
     it "makes a private single-file torrent with an automatic piece length" do

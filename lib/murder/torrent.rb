@@ -48,6 +48,12 @@ module Murder
   #   Whether the torrent is one file rather than a directory.
   #   @return [Boolean]
   #
+  # @!method empty_dirs
+  #   The tree's directories that hold no file (`/`-separated, below the
+  #   torrent's name): a download makes them, as it makes the files. Only
+  #   aligned trees (`align: true`) record them; other clients ignore them.
+  #   @return [Array<String>]
+  #
   # @!method to_bencode
   #   The bytes of the .torrent file; `info` is kept byte for byte, so the
   #   info-hash never changes in a round trip through {Torrent.parse}.

@@ -49,6 +49,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "creation_date": t.creation_date,
             "comment": t.comment,
             "files": files,
+            "empty_dirs": t.empty_dirs,
         });
         println!("{doc}");
         return Ok(());
@@ -87,6 +88,18 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if real.len() > 20 {
         println!("  … and {} more (--json lists all)", real.len() - 20);
+    }
+    if !t.empty_dirs.is_empty() {
+        println!("empty dirs {}", t.empty_dirs.len());
+        for d in t.empty_dirs.iter().take(20) {
+            println!("  {}/", d.join("/"));
+        }
+        if t.empty_dirs.len() > 20 {
+            println!(
+                "  … and {} more (--json lists all)",
+                t.empty_dirs.len() - 20
+            );
+        }
     }
     Ok(())
 }

@@ -101,10 +101,6 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     torrent.write(&args.output)?;
-    if let Some(warning) = cache.empty_dirs_warning() {
-        // Said even with --quiet: hosts will not have these.
-        eprintln!("{warning}");
-    }
     if !args.quiet {
         let total = torrent.total_length();
         println!("{}", args.output.display());
@@ -116,6 +112,9 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             torrent.files.iter().filter(|f| !f.pad).count(),
             crate::info::padding(&torrent)
         );
+        if !torrent.empty_dirs.is_empty() {
+            println!("  empty dirs {}", torrent.empty_dirs.len());
+        }
         println!(
             "  pieces     {} of {}",
             torrent.piece_count(),

@@ -81,32 +81,6 @@ pub struct CacheUse {
     pub files_hashed: usize,
     pub files_cached: usize,
     pub bytes_hashed: u64,
-    /// Directories of the tree with no file or link below them (relative,
-    /// `/`-separated): a torrent holds files and links only, so these are
-    /// not in it, and a download does not make them.
-    pub empty_dirs: Vec<String>,
-}
-
-impl CacheUse {
-    /// What to tell the user of `empty_dirs`, if any: one line, the first
-    /// five named.
-    pub fn empty_dirs_warning(&self) -> Option<String> {
-        let count = self.empty_dirs.len();
-        if count == 0 {
-            return None;
-        }
-        let shown = self.empty_dirs[..count.min(5)].join(", ");
-        let more = if count > 5 {
-            format!(" and {} more", count - 5)
-        } else {
-            String::new()
-        };
-        Some(format!(
-            "murder: {count} empty director{} not in the torrent (a torrent holds files and links only; \
-             put a file such as .keep in one that must exist): {shown}{more}",
-            if count == 1 { "y is" } else { "ies are" }
-        ))
-    }
 }
 
 /// `host:port` becomes `http://host:port/announce`; a URL is kept as it is.
@@ -241,8 +215,7 @@ pub fn create_torrent_with_cache(
             None => aligned_piece_length(entries.iter().map(|e| e.length)),
             Some(n) => check_length(n)?,
         };
-        let (info, used) = aligned_info(name, entries, piece_length, options, progress)?;
-        (info, CacheUse { empty_dirs, ..used })
+        aligned_info(name, entries, empty_dirs, piece_length, options, progress)?
     } else {
         let (files, disk_paths, single_file) = if meta.is_dir() {
             let (files, disk_paths) = walk(path, &written_here(options))?;
@@ -280,12 +253,12 @@ pub fn create_torrent_with_cache(
             files,
             single_file,
             private: options.private,
+            empty_dirs: Vec::new(),
         };
         let hashed = CacheUse {
             files_hashed: info.files.len(),
             files_cached: 0,
             bytes_hashed: total,
-            empty_dirs: Vec::new(),
         };
         (info, hashed)
     };
@@ -321,6 +294,7 @@ struct TreeEntry {
 fn aligned_info(
     name: String,
     entries: Vec<TreeEntry>,
+    empty_dirs: Vec<Vec<String>>,
     piece_length: u64,
     options: &CreateOptions,
     progress: &Progress,
@@ -414,6 +388,7 @@ fn aligned_info(
             files,
             single_file: false,
             private: options.private,
+            empty_dirs,
         },
         used,
     ))
@@ -479,12 +454,13 @@ fn written_here(options: &CreateOptions) -> HashSet<(u64, u64)> {
         .collect()
 }
 
-/// The tree's entries, sorted, and its directories that hold none of them.
+/// The tree's entries, sorted, and the directories that hold none of them
+/// and no directory (making those makes every empty one).
 fn walk_tree(
     root: &Path,
     exclude: &[glob::Pattern],
     written_here: &HashSet<(u64, u64)>,
-) -> Result<(Vec<TreeEntry>, Vec<String>)> {
+) -> Result<(Vec<TreeEntry>, Vec<Vec<String>>)> {
     let mut entries = Vec::new();
     let mut dirs = Vec::new();
     let included = |e: &walkdir::DirEntry| {
@@ -503,15 +479,7 @@ fn walk_tree(
         let entry = entry.map_err(|e| Error::walk(root, e))?;
         let kind = entry.file_type();
         if kind.is_dir() {
-            // Named only if nothing lies below it (a name that is not
-            // UTF-8 fails with what lies below).
-            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            dirs.push(
-                relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>(),
-            );
+            dirs.push(relative_components(root, entry.path())?);
             continue;
         }
         let components = relative_components(root, entry.path())?;
@@ -558,19 +526,15 @@ fn walk_tree(
         .iter()
         .flat_map(|e| (1..e.components.len()).map(move |n| &e.components[..n]))
         .collect();
-    let empty: HashSet<&[String]> = dirs
+    // A directory that holds no entry and no other directory: the leaves
+    // of the empty ones, in the walk's order.
+    let parents: HashSet<&[String]> = dirs.iter().map(|d| &d[..d.len() - 1]).collect();
+    let empty = dirs
         .iter()
-        .map(Vec::as_slice)
-        .filter(|d| !held.contains(d))
+        .filter(|d| !held.contains(d.as_slice()) && !parents.contains(d.as_slice()))
+        .cloned()
         .collect();
-    // Named once, in the walk's order: a directory whose parent is empty
-    // too goes with it.
-    let outermost = dirs
-        .iter()
-        .filter(|d| empty.contains(d.as_slice()) && !empty.contains(&d[..d.len() - 1]))
-        .map(|d| d.join("/"))
-        .collect();
-    Ok((entries, outermost))
+    Ok((entries, empty))
 }
 
 fn relative_components(root: &Path, path: &Path) -> Result<Vec<String>> {
@@ -824,11 +788,12 @@ mod tests {
         dir
     }
 
-    /// A torrent holds files and links only: the directories that hold
-    /// neither are named (the outermost of each), so that nothing is left
-    /// out unsaid.
+    /// An empty directory of the tree is in the torrent, under the info-hash
+    /// (the deepest of each empty branch: making it makes the rest), and
+    /// survives a round trip through the file; one that holds a file, or
+    /// only a directory, is not listed.
     #[test]
-    fn an_aligned_tree_names_the_empty_directories_it_leaves_out() {
+    fn an_aligned_tree_keeps_its_empty_directories() {
         let dir = aligned_tree();
         let root = dir.path().join("release");
         fs::create_dir_all(root.join("tmp/cache/assets")).unwrap();
@@ -837,9 +802,13 @@ mod tests {
         fs::write(root.join("log/.keep"), b"").unwrap();
         let mut opts = CreateOptions::new("127.0.0.1:8998");
         opts.align = true;
-        let (m, used) = create_torrent_with_cache(&root, &opts, &Progress::new()).unwrap();
-        assert_eq!(used.empty_dirs, ["lib/none", "tmp"]);
+        let m = create_torrent(&root, &opts, &Progress::new()).unwrap();
+        let dirs: Vec<String> = m.empty_dirs.iter().map(|d| d.join("/")).collect();
+        assert_eq!(dirs, ["lib/none", "tmp/cache/assets"]);
         assert!(m.files.iter().any(|f| f.path == ["log", ".keep"]));
+        let again = Metainfo::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(again.empty_dirs, m.empty_dirs);
+        assert_eq!(again.info_hash(), m.info_hash());
     }
 
     #[test]

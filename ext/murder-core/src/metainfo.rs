@@ -84,6 +84,11 @@ pub struct Metainfo {
     /// True when `info` has `length` (one file) rather than `files`.
     pub single_file: bool,
     pub private: bool,
+    /// Directories a download makes though no file lies in them (`murder
+    /// empty dirs` in `info`, so the info-hash covers it; other clients
+    /// ignore the key): a torrent's files alone cannot say a release has an
+    /// empty `log/` or `tmp/cache/`. Components below the root, like paths.
+    pub empty_dirs: Vec<Vec<String>>,
     info_hash: [u8; 20],
     raw_info: Vec<u8>,
 }
@@ -96,6 +101,7 @@ pub(crate) struct NewInfo {
     pub files: Vec<FileEntry>,
     pub single_file: bool,
     pub private: bool,
+    pub empty_dirs: Vec<Vec<String>>,
 }
 
 impl Metainfo {
@@ -180,6 +186,7 @@ impl Metainfo {
             files: info.files,
             single_file: info.single_file,
             private: info.private,
+            empty_dirs: info.empty_dirs,
             info_hash: Sha1::digest(raw_info).into(),
             raw_info: raw_info.to_vec(),
         };
@@ -212,6 +219,7 @@ impl Metainfo {
             files: info.files,
             single_file: info.single_file,
             private: info.private,
+            empty_dirs: info.empty_dirs,
         };
         metainfo.validate()?;
         Ok(metainfo)
@@ -423,6 +431,7 @@ impl Metainfo {
                 seen_dirs.insert(dir);
             }
         }
+        self.check_empty_dirs(&seen_files, &links)?;
         if total == 0 {
             return Err(invalid("length", "adds up to zero bytes: nothing to share"));
         }
@@ -436,6 +445,51 @@ impl Metainfo {
             });
         }
         self.check_pads()
+    }
+
+    /// An empty directory is a path like a file's, below no file and no
+    /// link (nothing may be made through one), and no file's own path.
+    fn check_empty_dirs(&self, files: &HashSet<String>, links: &HashSet<String>) -> MResult<()> {
+        if self.single_file && !self.empty_dirs.is_empty() {
+            return Err(invalid(
+                "murder empty dirs",
+                "a single-file torrent has no directories",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for dir in &self.empty_dirs {
+            let shown = dir.join("/");
+            let unsafe_path = |reason| MetainfoError::UnsafePath {
+                path: shown.clone(),
+                reason,
+            };
+            if shown.len() >= MAX_PATH_BYTES {
+                return Err(unsafe_path("is longer than a path may be (4,096 bytes)"));
+            }
+            if dir.is_empty() {
+                return Err(unsafe_path("empty path"));
+            }
+            for component in dir {
+                check_component(component, &shown, "murder empty dirs")?;
+            }
+            if !seen.insert(shown.clone()) {
+                return Err(unsafe_path("appears twice in the torrent"));
+            }
+            for depth in 1..=dir.len() {
+                let up = dir[..depth].join("/");
+                if links.contains(&up) {
+                    return Err(unsafe_path(
+                        "is a directory at or under a path that is a link",
+                    ));
+                }
+                if files.contains(&up) {
+                    return Err(unsafe_path(
+                        "is a directory at or under a path that is a file",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// BEP 47: pad files are zeros. A piece that lies wholly in padding
@@ -495,6 +549,7 @@ fn parse_info(raw: &[u8]) -> MResult<NewInfo> {
     let mut files = None;
     let mut private = false;
     let mut has_file_tree = false;
+    let mut empty_dirs = Vec::new();
 
     let mut decoder = Decoder::new(raw).with_max_depth(MAX_DEPTH);
     let Some(Object::Dict(mut dict)) = decoder.next_object().map_err(bencode)? else {
@@ -526,6 +581,7 @@ fn parse_info(raw: &[u8]) -> MResult<NewInfo> {
             b"length" => length = Some(non_negative(value, "length")?),
             b"files" => files = Some(parse_files(value)?),
             b"private" => private = int(value, "private")? == 1,
+            b"murder empty dirs" => empty_dirs = paths(value, "murder empty dirs")?,
             b"file tree" => has_file_tree = true,
             _ => {}
         }
@@ -559,6 +615,7 @@ fn parse_info(raw: &[u8]) -> MResult<NewInfo> {
         files,
         single_file,
         private,
+        empty_dirs,
     })
 }
 
@@ -652,6 +709,9 @@ fn encode_info(info: &NewInfo) -> MResult<Vec<u8>> {
                     })
                 })?;
             }
+            if !info.empty_dirs.is_empty() {
+                d.emit_pair(b"murder empty dirs", &info.empty_dirs)?;
+            }
             d.emit_pair(b"name", &info.name)?;
             d.emit_pair(b"piece length", info.piece_length)?;
             d.emit_pair_with(b"pieces", |e| e.emit_bytes(&flat))?;
@@ -683,6 +743,18 @@ fn components(value: Object<'_, '_>, field: &'static str) -> MResult<Vec<String>
     let mut out = Vec::new();
     while let Some(part) = parts.next_object().map_err(bencode)? {
         out.push(text(part, field)?);
+    }
+    Ok(out)
+}
+
+/// A list of paths, each a list of components.
+fn paths(value: Object<'_, '_>, field: &'static str) -> MResult<Vec<Vec<String>>> {
+    let Object::List(mut list) = value else {
+        return Err(invalid(field, "must be a list of paths"));
+    };
+    let mut out = Vec::new();
+    while let Some(path) = list.next_object().map_err(bencode)? {
+        out.push(components(path, field)?);
     }
     Ok(out)
 }
@@ -1045,6 +1117,69 @@ mod tests {
             &[[1; 20], zeros, [3; 20]],
         );
         assert!(Metainfo::from_bytes(&fine).is_ok());
+    }
+
+    /// `murder empty dirs` names directories as safely as `path` names
+    /// files: never out of the tree, never through a link, never where a
+    /// file goes; a tree's own empty directories read back as written.
+    #[test]
+    fn reads_empty_dirs_and_refuses_hostile_ones() {
+        let link = "d4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathl1:aee";
+        let with_dirs = |dirs: &str| {
+            tree(link, 10, &[[1; 20]]).replace_bytes(
+                b"e4:name3:dir",
+                format!("e17:murder empty dirs{dirs}4:name3:dir").as_bytes(),
+            )
+        };
+        let m = Metainfo::from_bytes(&with_dirs("ll3:log5:cacheel3:tmpee")).unwrap();
+        assert_eq!(m.empty_dirs, [vec!["log", "cache"], vec!["tmp"]]);
+        for (dirs, reason) in [
+            ("ll2:..ee", "`.` or `..` component"),
+            ("ll3:log2:..ee", "`.` or `..` component"),
+            (
+                "ll4:/etcee",
+                "component holds a slash (absolute or nested path)",
+            ),
+            ("ll0:ee", "empty component"),
+            ("llee", "empty path"),
+            (
+                "ll4:linkee",
+                "is a directory at or under a path that is a link",
+            ),
+            (
+                "ll4:link3:subee",
+                "is a directory at or under a path that is a link",
+            ),
+            (
+                "ll1:aee",
+                "is a directory at or under a path that is a file",
+            ),
+            (
+                "ll1:a1:bee",
+                "is a directory at or under a path that is a file",
+            ),
+            ("ll3:logel3:logee", "appears twice in the torrent"),
+        ] {
+            match err(&with_dirs(dirs)) {
+                MetainfoError::UnsafePath { reason: r, .. } => assert_eq!(r, reason, "{dirs}"),
+                other => panic!("{dirs}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            err(&with_dirs("i3e")),
+            MetainfoError::Invalid {
+                field: "murder empty dirs",
+                ..
+            }
+        ));
+        let one = single(10).replace_bytes(b"4:name", b"17:murder empty dirsll3:logee4:name");
+        assert!(matches!(
+            err(&one),
+            MetainfoError::Invalid {
+                field: "murder empty dirs",
+                ..
+            }
+        ));
     }
 
     /// A path longer than a path may be (4,096 bytes) is refused at

@@ -628,6 +628,11 @@ impl Storage {
             }
             std::os::unix::fs::symlink(&relative, &path).map_err(|e| Error::io(&path, e))?;
         }
+        // Before the sync, which makes their entries durable too.
+        for dir in &self.meta.empty_dirs {
+            let path: PathBuf = staging.join(dir.iter().collect::<PathBuf>());
+            std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
         Ok(())
     }
 }
@@ -704,7 +709,8 @@ fn prune_to_torrent(meta: &Metainfo, staging: &Path) -> Result<()> {
 }
 
 /// What a multi-file torrent puts where, below its root: regular files
-/// with their lengths, links (`None`), and the directories above them.
+/// with their lengths, links (`None`), and the directories above them and
+/// its empty ones.
 struct TreeShape {
     files: std::collections::HashMap<PathBuf, Option<u64>>,
     dirs: std::collections::HashSet<PathBuf>,
@@ -728,6 +734,11 @@ impl TreeShape {
                 up = d.parent();
             }
             shape.files.insert(rel, f.is_regular().then_some(f.length));
+        }
+        for dir in &meta.empty_dirs {
+            for depth in 1..=dir.len() {
+                shape.dirs.insert(dir[..depth].iter().collect());
+            }
         }
         shape
     }
@@ -762,6 +773,12 @@ pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
         };
         if let Some(what) = differs {
             return Ok(Some(format!("{} {what}", path.display())));
+        }
+    }
+    for dir in &meta.empty_dirs {
+        let path = root.join(dir.iter().collect::<PathBuf>());
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return Ok(Some(format!("{} should be a directory", path.display())));
         }
     }
     let shape = TreeShape::of(meta);

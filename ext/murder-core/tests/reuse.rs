@@ -28,7 +28,8 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Release A: 120 files of 1-60 KB in 6 directories, two 400 KB assets,
-/// an executable and two links.
+/// an executable, two links and two empty directories (one of them in
+/// another that holds nothing else).
 fn release_a(root: &Path) {
     for i in 0..120u64 {
         let len = 1000 + (i * 7919) % 60_000;
@@ -43,6 +44,8 @@ fn release_a(root: &Path) {
     fs::set_permissions(root.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("../assets/one.bin", root.join("bin/one")).unwrap();
     std::os::unix::fs::symlink("d0", root.join("lib/current")).unwrap();
+    fs::create_dir_all(root.join("log")).unwrap();
+    fs::create_dir_all(root.join("tmp/cache")).unwrap();
 }
 
 fn aligned(root: &Path) -> Arc<Metainfo> {
@@ -121,16 +124,19 @@ fn ship_torrent(
     peer.stats()
 }
 
-/// Every entry of a tree: contents (or link target) and mode.
+/// Every entry of a tree: contents (or link target) and mode; a directory
+/// only by its name (torrents carry no directory modes).
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
     walkdir::WalkDir::new(root)
         .follow_links(false)
         .min_depth(1)
         .into_iter()
         .map(|e| e.unwrap())
-        .filter(|e| !e.file_type().is_dir())
         .map(|e| {
             let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            if e.file_type().is_dir() {
+                return (rel, (b"(directory)".to_vec(), 0));
+            }
             let meta = fs::symlink_metadata(e.path()).unwrap();
             let content = if e.file_type().is_symlink() {
                 fs::read_link(e.path())
@@ -540,9 +546,12 @@ fn rule_r1_a_link_whose_piece_is_lost_to_a_later_file_is_not_written() {
     let host = host_with_a();
     let b = host.build.join("B");
     copy_tree(&host.build.join("A"), &b);
-    // No links: an unaligned torrent has no BEP 47 link entries.
+    // No links, no empty directories: an unaligned torrent has no BEP 47
+    // link entries, nor murder's list of empty directories.
     fs::remove_file(b.join("lib/current")).unwrap();
     fs::remove_file(b.join("bin/one")).unwrap();
+    fs::remove_dir(b.join("log")).unwrap();
+    fs::remove_dir_all(b.join("tmp")).unwrap();
     fs::set_permissions(b.join("bin/run"), fs::Permissions::from_mode(0o644)).unwrap();
     earlier_attempt(&host, &aligned(&b), "assets/one.bin");
     let a_one = host.releases.join("A/assets/one.bin");

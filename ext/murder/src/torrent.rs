@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use magnus::{block::Proc, function, method, prelude::*, Error, RModule, RString, Ruby, Value};
+use magnus::{block::Proc, function, method, prelude::*, Error, RModule, RString, Ruby};
 use murder_core::hashing::{check_pieces, DataSource};
-use murder_core::{create_torrent_with_cache, CreateOptions, Metainfo, Progress};
+use murder_core::{create_torrent, CreateOptions, Metainfo, Progress};
 
 use crate::{errors::to_ruby, nogvl};
 
@@ -27,6 +27,7 @@ pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     class.define_method("private?", method!(Torrent::is_private, 0))?;
     class.define_method("single_file?", method!(Torrent::is_single_file, 0))?;
     class.define_method("__files", method!(Torrent::files, 0))?;
+    class.define_method("empty_dirs", method!(Torrent::empty_dirs, 0))?;
     class.define_method("to_bencode", method!(Torrent::to_bencode, 0))?;
     class.define_method("__write", method!(Torrent::write, 1))?;
     class.define_method("__verify", method!(Torrent::verify, 1))?;
@@ -75,14 +76,10 @@ fn create(
     let result = nogvl::run(
         ruby,
         &progress,
-        || create_torrent_with_cache(&path, &options, &progress),
+        || create_torrent(&path, &options, &progress),
         || report(&progress, &block),
     )?;
-    let (made, used) = result.map_err(|e| to_ruby(ruby, e))?;
-    if let Some(warning) = used.empty_dirs_warning() {
-        // Kernel#warn: on standard error, in a deploy's output too.
-        let _: Value = ruby.module_kernel().funcall("warn", (warning,))?;
-    }
+    let made = result.map_err(|e| to_ruby(ruby, e))?;
     Ok(Torrent(Arc::new(made)))
 }
 
@@ -153,6 +150,10 @@ impl Torrent {
             .filter(|f| !f.pad)
             .map(|f| (f.path.join("/"), f.length))
             .collect()
+    }
+
+    fn empty_dirs(&self) -> Vec<String> {
+        self.0.empty_dirs.iter().map(|d| d.join("/")).collect()
     }
 
     fn to_bencode(ruby: &Ruby, rb_self: &Self) -> RString {
