@@ -176,8 +176,7 @@ module Capistrano
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
         tracker.allow(torrent, secret: secret)
-        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, port: S.port(fetch(:murder_seed_port), "murder_seed_port"),
-                                                    lazy_check: true, secret: secret).start
+        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, port: seed_port, lazy_check: true, secret: secret).start
         # The ports servers must reach here (a firewall's question).
         run_locally do
           info "murder: #{torrent.name} goes out in #{swarm}, seeded from #{S.url_host(ip)}:#{seeder.port}; " \
@@ -220,8 +219,7 @@ module Capistrano
         FileUtils.mkdir_p(temp)
         torrent.write(File.join(temp, "#{tag}.tgz.torrent"))
         tracker.allow(torrent)
-        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip,
-                                                        port: S.port(fetch(:murder_seed_port), "murder_seed_port")).start
+        seeder = ::Murder::Seeder.new(torrent, archive, ip: ip, port: seed_port).start
         set :murder_local_tracker, [ip, tracker.port]
         yield
       ensure
@@ -263,6 +261,11 @@ module Capistrano
       def clock = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
       private
+
+      # @api private
+      # @return [Integer] :murder_seed_port, checked (0: any free port)
+      # @raise [Capistrano::Murder::Error] when it is no TCP port
+      def seed_port = S.port(fetch(:murder_seed_port), "murder_seed_port")
 
       # @api private
       # @return [String] :murder_deployer_ip, else this machine's address
