@@ -125,7 +125,7 @@ impl Context {
             State::Downloading
         };
         let (verdict_tx, verdicts) = mpsc::unbounded_channel();
-        let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), verdict_tx)
+        let hasher = Hasher::start(storage.clone(), &meta, verdict_tx)
             .map_err(|e| Error::io("hasher thread", e))?;
         let steering = (seeding && config.steer)
             .then(|| Steering::new(picker.have().len(), storage.layout().piece_length()));

@@ -8,7 +8,12 @@
 //! The bytes it hashes are those the piece's accepted writers wrote (each
 //! block is handed over after its write succeeded), with zeros where pad
 //! files lie: the bytes on disk. Blocks it had no room for, and blocks of a
-//! piece whose memory budget ran out, are read back from disk instead.
+//! piece whose memory budget ran out, are read back from disk instead. A
+//! piece that holds one whole file and then padding (an aligned tree's
+//! small files: most of a release) is checked by that file's own SHA-1
+//! (BEP 47, under the info-hash, as reuse checks it) when hashed from
+//! memory: its pad is zeros on no disk, and hashing them was most of the
+//! work of a first deploy of such a tree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +25,7 @@ use sha1::{Digest, Sha1};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::Error;
+use crate::metainfo::Metainfo;
 use crate::picker::VerifyJob;
 use crate::storage::Storage;
 use crate::wire::BLOCK;
@@ -62,9 +68,11 @@ pub(crate) struct Hasher {
 impl Hasher {
     pub fn start(
         storage: Arc<Storage>,
-        expected: Arc<Vec<[u8; 20]>>,
+        meta: &Metainfo,
         verdicts: UnboundedSender<Verdict>,
     ) -> std::io::Result<Hasher> {
+        let expected = Arc::new(meta.pieces.clone());
+        let whole_files = whole_file_hashes(meta);
         let (jobs, queue) = channel();
         let queued = Arc::new(AtomicU64::new(0));
         // Write-back waits on the disk (sync_file_range blocks while the
@@ -83,6 +91,7 @@ impl Hasher {
         let worker = Worker {
             storage,
             expected,
+            whole_files,
             verdicts,
             writeback,
             queued: queued.clone(),
@@ -143,6 +152,24 @@ impl Drop for Hasher {
     }
 }
 
+/// For each piece that holds one whole file of the torrent, from its first
+/// byte, and then only padding: that file's SHA-1 (BEP 47), if the torrent
+/// gives it.
+fn whole_file_hashes(meta: &Metainfo) -> Vec<Option<[u8; 20]>> {
+    let layout = meta.layout();
+    (0..meta.piece_count())
+        .map(|piece| {
+            let (start, len) = layout.piece_range(piece);
+            let mut spans = layout.spans(start, len);
+            let first = spans.next()?;
+            let file = &meta.files[first.file];
+            let whole = !first.pad && first.file_offset == 0 && first.len == file.length;
+            let padded = spans.all(|s| s.pad) && first.len < len;
+            (whole && padded).then_some(file.sha1).flatten()
+        })
+        .collect()
+}
+
 /// Bytes of blocks waiting in `early`.
 fn held(early: &BTreeMap<u64, Bytes>) -> u64 {
     early.values().map(|b| b.len() as u64).sum()
@@ -160,6 +187,8 @@ struct Running {
 struct Worker {
     storage: Arc<Storage>,
     expected: Arc<Vec<[u8; 20]>>,
+    /// `whole_file_hashes`: pieces checked by their file's SHA-1.
+    whole_files: Vec<Option<[u8; 20]>>,
     verdicts: UnboundedSender<Verdict>,
     /// Verified pieces, for the write-back thread.
     writeback: Sender<u32>,
@@ -240,8 +269,13 @@ impl Worker {
         }
         let in_memory =
             running.filter(|r| !r.skipped && r.next == job.data_end && r.early.is_empty());
-        let digest: Result<[u8; 20], Error> = match in_memory {
-            Some(mut r) => {
+        let whole_file = self.whole_files.get(job.piece as usize).copied().flatten();
+        let expected = self.expected.get(job.piece as usize);
+        let ok: Result<bool, Error> = match (in_memory, whole_file) {
+            // The bytes hashed are the file's, all of them: the rest of
+            // the piece is padding.
+            (Some(r), Some(file_sha1)) => Ok(<[u8; 20]>::from(r.sha.finalize()) == file_sha1),
+            (Some(mut r), None) => {
                 // Trailing padding: zeros on no disk.
                 let zeros = [0u8; BLOCK as usize];
                 let mut left = job.length - job.data_end;
@@ -250,9 +284,12 @@ impl Worker {
                     r.sha.update(&zeros[..n]);
                     left -= n as u64;
                 }
-                Ok(r.sha.finalize().into())
+                Ok(expected == Some(&r.sha.finalize().into()))
             }
-            None => self.storage.hash_piece(job.piece),
+            (None, _) => self
+                .storage
+                .hash_piece(job.piece)
+                .map(|d| expected == Some(&d)),
         };
         let mut verdict = Verdict {
             ok: false,
@@ -261,8 +298,8 @@ impl Worker {
             job,
         };
         let piece = verdict.job.piece;
-        match digest {
-            Ok(d) => verdict.ok = self.expected.get(piece as usize) == Some(&d),
+        match ok {
+            Ok(ok) => verdict.ok = ok,
             Err(e) => {
                 verdict.error = Some(e);
                 return verdict;
@@ -322,7 +359,7 @@ mod tests {
         .unwrap();
         let storage = Arc::new(storage);
         let (tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
-        let hasher = Hasher::start(storage.clone(), Arc::new(meta.pieces.clone()), tx).unwrap();
+        let hasher = Hasher::start(storage.clone(), &meta, tx).unwrap();
         Rig {
             _dir: dir,
             bytes,
@@ -385,6 +422,68 @@ mod tests {
             4,
             "block hashes from disk, for blame"
         );
+        hasher.stop();
+    }
+
+    /// Rule P3 for a piece of one whole file and padding (an aligned
+    /// tree's small file): hashed from memory, it is checked by the file's
+    /// own SHA-1, so its zeros are not hashed; read back from disk, by the
+    /// piece's hash. Shown with a torrent whose piece hash for it is wrong
+    /// and whose file SHA-1 is right: memory says yes, disk says no.
+    #[tokio::test]
+    async fn rule_p3_a_piece_of_one_whole_file_is_checked_by_its_file_sha1() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("tree");
+        std::fs::create_dir_all(&src).unwrap();
+        let a: Vec<u8> = (0..2000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(src.join("a"), &a).unwrap();
+        std::fs::write(src.join("b"), vec![9u8; 40_000]).unwrap();
+        let mut opts = CreateOptions::new("t:1");
+        opts.piece_length = Some(64 * 1024);
+        opts.align = true;
+        let made = create_torrent(&src, &opts, &Progress::new()).unwrap();
+        assert_eq!(whole_file_hashes(&made)[0], made.files[0].sha1);
+        assert_eq!(whole_file_hashes(&made)[1], None, "b ends the torrent: no padding");
+        // Piece 0's hash made wrong; `a`'s SHA-1 kept.
+        let bytes = made.to_bytes();
+        let at = bytes
+            .windows(20)
+            .position(|w| w == made.pieces[0])
+            .unwrap();
+        let mut wrong = bytes.clone();
+        wrong[at] ^= 0xff;
+        let meta = Arc::new(crate::metainfo::Metainfo::from_bytes(&wrong).unwrap());
+        let reuse = crate::reuse::ReuseConfig::default();
+        let (storage, _, _) = Storage::for_download(
+            meta.clone(),
+            &dir.path().join("out"),
+            &Progress::new(),
+            true,
+            &reuse,
+        )
+        .unwrap();
+        let storage = Arc::new(storage);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let hasher = Hasher::start(storage.clone(), &meta, tx).unwrap();
+        let job = VerifyJob {
+            piece: 0,
+            length: 65_536,
+            data_end: 2000,
+            block_hashes: false,
+            pad_dirty: false,
+        };
+        storage.write(0, 0, &a).unwrap();
+        hasher.block(0, 0, Bytes::copy_from_slice(&a));
+        hasher.verify(job.clone());
+        assert!(rx.recv().await.unwrap().ok, "from memory: a's own SHA-1");
+        hasher.verify(job.clone());
+        assert!(!rx.recv().await.unwrap().ok, "from disk: the piece's hash");
+        // Other bytes than a's, from memory: refused.
+        let mut liar = a.clone();
+        liar[1999] ^= 1;
+        hasher.block(0, 0, Bytes::from(liar));
+        hasher.verify(job);
+        assert!(!rx.recv().await.unwrap().ok);
         hasher.stop();
     }
 
