@@ -340,6 +340,25 @@ mod tests {
         verdicts: tokio::sync::mpsc::UnboundedReceiver<Verdict>,
     }
 
+    /// A download's storage of `meta` to `dest`, its hasher, and the
+    /// receiver of the hasher's verdicts.
+    fn download(
+        meta: &Arc<crate::metainfo::Metainfo>,
+        dest: &std::path::Path,
+    ) -> (
+        Arc<Storage>,
+        Hasher,
+        tokio::sync::mpsc::UnboundedReceiver<Verdict>,
+    ) {
+        let reuse = crate::reuse::ReuseConfig::default();
+        let (storage, _, _) =
+            Storage::for_download(meta.clone(), dest, &Progress::new(), true, &reuse).unwrap();
+        let storage = Arc::new(storage);
+        let (tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
+        let hasher = Hasher::start(storage.clone(), meta, tx).unwrap();
+        (storage, hasher, verdicts)
+    }
+
     fn rig(len: u32) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("data");
@@ -348,18 +367,7 @@ mod tests {
         let mut opts = CreateOptions::new("t:1");
         opts.piece_length = Some(64 * 1024);
         let meta = Arc::new(create_torrent(&src, &opts, &Progress::new()).unwrap());
-        let reuse = crate::reuse::ReuseConfig::default();
-        let (storage, _, _) = Storage::for_download(
-            meta.clone(),
-            &dir.path().join("out"),
-            &Progress::new(),
-            true,
-            &reuse,
-        )
-        .unwrap();
-        let storage = Arc::new(storage);
-        let (tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
-        let hasher = Hasher::start(storage.clone(), &meta, tx).unwrap();
+        let (storage, hasher, verdicts) = download(&meta, &dir.path().join("out"));
         Rig {
             _dir: dir,
             bytes,
@@ -443,28 +451,18 @@ mod tests {
         opts.align = true;
         let made = create_torrent(&src, &opts, &Progress::new()).unwrap();
         assert_eq!(whole_file_hashes(&made)[0], made.files[0].sha1);
-        assert_eq!(whole_file_hashes(&made)[1], None, "b ends the torrent: no padding");
+        assert_eq!(
+            whole_file_hashes(&made)[1],
+            None,
+            "b ends the torrent: no padding"
+        );
         // Piece 0's hash made wrong; `a`'s SHA-1 kept.
         let bytes = made.to_bytes();
-        let at = bytes
-            .windows(20)
-            .position(|w| w == made.pieces[0])
-            .unwrap();
+        let at = bytes.windows(20).position(|w| w == made.pieces[0]).unwrap();
         let mut wrong = bytes.clone();
         wrong[at] ^= 0xff;
         let meta = Arc::new(crate::metainfo::Metainfo::from_bytes(&wrong).unwrap());
-        let reuse = crate::reuse::ReuseConfig::default();
-        let (storage, _, _) = Storage::for_download(
-            meta.clone(),
-            &dir.path().join("out"),
-            &Progress::new(),
-            true,
-            &reuse,
-        )
-        .unwrap();
-        let storage = Arc::new(storage);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let hasher = Hasher::start(storage.clone(), &meta, tx).unwrap();
+        let (storage, hasher, mut rx) = download(&meta, &dir.path().join("out"));
         let job = VerifyJob {
             piece: 0,
             length: 65_536,
