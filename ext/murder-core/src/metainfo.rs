@@ -321,13 +321,6 @@ impl Metainfo {
 
     /// The checks every torrent passes, whoever made it.
     fn validate(&self) -> MResult<()> {
-        fn too_long(path: &str) -> MetainfoError {
-            let start: String = path.chars().take(60).collect();
-            MetainfoError::UnsafePath {
-                path: format!("{start}…"),
-                reason: "is longer than a path may be (4,096 bytes)",
-            }
-        }
         check_component(&self.name, &self.name, "name")?;
         if self.piece_length == 0 || self.piece_length > MAX_PIECE_LENGTH {
             return Err(invalid(
@@ -464,7 +457,7 @@ impl Metainfo {
                 reason,
             };
             if shown.len() >= MAX_PATH_BYTES {
-                return Err(unsafe_path("is longer than a path may be (4,096 bytes)"));
+                return Err(too_long(&shown));
             }
             if dir.is_empty() {
                 return Err(unsafe_path("empty path"));
@@ -519,6 +512,15 @@ impl Metainfo {
             }
         }
         Ok(())
+    }
+}
+
+/// A path past `MAX_PATH_BYTES`, named by its start.
+fn too_long(path: &str) -> MetainfoError {
+    let start: String = path.chars().take(60).collect();
+    MetainfoError::UnsafePath {
+        path: format!("{start}…"),
+        reason: "is longer than a path may be (4,096 bytes)",
     }
 }
 
