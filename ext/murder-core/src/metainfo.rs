@@ -105,6 +105,16 @@ pub(crate) struct NewInfo {
 }
 
 impl Metainfo {
+    /// Where each of `empty_dirs` is below `root`.
+    pub fn empty_dirs_under<'a>(
+        &'a self,
+        root: &'a std::path::Path,
+    ) -> impl Iterator<Item = std::path::PathBuf> + 'a {
+        self.empty_dirs
+            .iter()
+            .map(move |dir| dir.iter().fold(root.to_path_buf(), |path, c| path.join(c)))
+    }
+
     /// Reads and validates a .torrent file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

@@ -629,8 +629,7 @@ impl Storage {
             std::os::unix::fs::symlink(&relative, &path).map_err(|e| Error::io(&path, e))?;
         }
         // Before the sync, which makes their entries durable too.
-        for dir in &self.meta.empty_dirs {
-            let path: PathBuf = staging.join(dir.iter().collect::<PathBuf>());
+        for path in self.meta.empty_dirs_under(staging) {
             std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }
         Ok(())
@@ -775,8 +774,7 @@ pub fn tree_difference(meta: &Metainfo, root: &Path) -> Result<Option<String>> {
             return Ok(Some(format!("{} {what}", path.display())));
         }
     }
-    for dir in &meta.empty_dirs {
-        let path = root.join(dir.iter().collect::<PathBuf>());
+    for path in meta.empty_dirs_under(root) {
         if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             return Ok(Some(format!("{} should be a directory", path.display())));
         }
