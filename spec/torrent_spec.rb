@@ -39,6 +39,22 @@ RSpec.describe Murder::Torrent do
       expect(described_class.create(root, tracker: "10.0.0.1:8998").empty_dirs).to eq([]) # unaligned: none
     end
 
+    it "leaves out of an aligned tree what exclude names, at any depth, and refuses exclude without align" do
+      root = File.join(tmpdir, "tree")
+      FileUtils.mkdir_p([File.join(root, ".git/objects"), File.join(root, "vendor/lib/.git")])
+      File.write(File.join(root, ".git/HEAD"), "ref: refs/heads/main\n")
+      File.write(File.join(root, "vendor/lib/.git/HEAD"), "ref: refs/heads/main\n")
+      File.write(File.join(root, ".gitignore"), "tmp/\n")
+      File.write(File.join(root, "vendor/lib/lib.rb"), "module Lib; end\n")
+      File.write(File.join(root, "debug.log"), "noise\n")
+      torrent = described_class.create(root, tracker: "10.0.0.1:8998", align: true, exclude: [".git", "*.log"])
+      expect(torrent.files.map(&:path)).to eq([".gitignore", "vendor/lib/lib.rb"])
+      expect { described_class.create(root, tracker: "10.0.0.1:8998", exclude: [".git"]) }
+        .to raise_error(Murder::InvalidArgument, /exclude needs an aligned tree/)
+      expect { described_class.create(root, tracker: "10.0.0.1:8998", align: true, exclude: ["[x"]) }
+        .to raise_error(Murder::InvalidArgument, /exclude "\[x"/)
+    end
+
     it "makes a private single-file torrent with an automatic piece length" do
       torrent = described_class.create(sample_file, tracker: "seed.example:8998", private: true)
       expect(torrent).to be_private

@@ -79,11 +79,12 @@ module Murder
       # keeps symbolic links as links (they must point inside the tree), so
       # that hosts can reuse files they hold already; `hash_cache` then names
       # a file where what each file hashed to is remembered, so that only
-      # changed files are hashed the next time.
+      # changed files are hashed the next time, and `exclude` leaves out
+      # files and directories by name.
       #
       # @example An aligned tree, hashing only what changed since last time
       #   Murder::Torrent.create("build/", tracker: "10.0.0.1:8998", align: true,
-      #                          hash_cache: "tmp/murder/hashes.json")
+      #                          hash_cache: "tmp/murder/hashes.json", exclude: [".git"])
       #
       # @param path [String, #to_s] the file or directory to share
       # @param tracker [String, #to_s, Array<String>] the tracker as
@@ -99,6 +100,10 @@ module Murder
       # @param hash_cache [String, #to_s, nil] the hash cache file of an
       #   aligned tree (read if it is there, written afterwards; a missing or
       #   unreadable one is an empty cache)
+      # @param exclude [Array<String>] globs (`File.fnmatch` style, e.g.
+      #   `".git"`, `"*.log"`) naming files and directories an aligned tree
+      #   leaves out, at any depth; they match a name, not a path. Needs
+      #   `align: true`
       # @yield [done, total] with the GVL held, about ten times a second and
       #   once at the end
       # @yieldparam done [Integer] bytes hashed so far (files found in the
@@ -107,7 +112,8 @@ module Murder
       #   starts (while a tree is still being listed)
       # @return [Murder::Torrent]
       # @raise [Murder::InvalidArgument] for a bad `tracker` or
-      #   `piece_length`, nothing to share (no file, or only empty ones), a
+      #   `piece_length`, a bad glob in `exclude` or `exclude` without
+      #   `align`, nothing to share (no file, or only empty ones), a
       #   `path` that is neither a regular file nor a directory, a name that
       #   is not UTF-8, or a symbolic link that points outside the tree
       # @raise [Murder::FileError] when `path` or a file below it cannot be
@@ -115,12 +121,12 @@ module Murder
       #   be written
       # @raise [Interrupt, Exception] an interrupt, or what the block raised
       def create(path, tracker:, piece_length: nil, private: false, comment: nil, align: false, hash_cache: nil,
-                 &progress)
+                 exclude: [], &progress)
         trackers = Array(tracker).map(&:to_s)
         raise InvalidArgument, "a torrent needs a tracker" if trackers.empty?
 
         __create(path.to_s, trackers, piece_length, private ? true : false, comment, align ? true : false,
-                 hash_cache&.to_s, &progress)
+                 hash_cache&.to_s, Array(exclude).map(&:to_s), &progress)
       end
 
       # Reads and validates a .torrent file (with the GVL held: it is small).

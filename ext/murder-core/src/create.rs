@@ -178,6 +178,13 @@ pub fn create_torrent_with_cache(
     progress: &Progress,
 ) -> Result<(Metainfo, CacheUse)> {
     let announce = announce_url(&options.tracker)?;
+    // Only an aligned tree is walked name by name; anywhere else an
+    // exclusion would be silently ignored and ship what the caller left out.
+    if !options.exclude.is_empty() && !options.align {
+        return Err(Error::InvalidArgument(
+            "exclude needs an aligned tree (align)".into(),
+        ));
+    }
     let mut announce_list = Vec::new();
     if !options.more_trackers.is_empty() {
         announce_list.push(vec![announce.clone()]);
@@ -786,6 +793,43 @@ mod tests {
         std::os::unix::fs::symlink("../lib/a.rb", root.join("bin/a")).unwrap();
         std::os::unix::fs::symlink("deep", root.join("lib/current")).unwrap();
         dir
+    }
+
+    /// `exclude` leaves out what is named like a glob at any depth (a
+    /// vendored checkout's `.git` too) and nothing else; asked of anything
+    /// but an aligned tree it is refused, not ignored.
+    #[test]
+    fn exclude_leaves_out_names_at_any_depth_and_needs_align() {
+        let dir = aligned_tree();
+        let root = dir.path().join("release");
+        for git in [root.join(".git/objects"), root.join("lib/deep/.git")] {
+            fs::create_dir_all(&git).unwrap();
+            fs::write(git.join("HEAD"), b"ref: refs/heads/main\n").unwrap();
+        }
+        fs::write(root.join(".gitignore"), b"tmp/\n").unwrap();
+        let mut opts = CreateOptions::new("127.0.0.1:8998");
+        opts.align = true;
+        opts.exclude = vec![".git".into()];
+        let m = create_torrent(&root, &opts, &Progress::new()).unwrap();
+        let paths: Vec<String> = m
+            .files
+            .iter()
+            .filter(|f| !f.pad)
+            .map(|f| f.path.join("/"))
+            .collect();
+        assert!(
+            paths.iter().all(|p| !p.split('/').any(|c| c == ".git")),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&".gitignore".to_string()), "{paths:?}");
+        assert!(paths.contains(&"lib/deep/b.rb".to_string()), "{paths:?}");
+
+        opts.align = false;
+        let err = create_torrent(&root, &opts, &Progress::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("exclude needs an aligned tree"),
+            "{err}"
+        );
     }
 
     /// An empty directory of the tree is in the torrent, under the info-hash

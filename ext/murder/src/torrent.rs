@@ -14,7 +14,7 @@ pub struct Torrent(Arc<Metainfo>);
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("Torrent", ruby.class_object())?;
-    class.define_singleton_method("__create", function!(create, 7))?;
+    class.define_singleton_method("__create", function!(create, 8))?;
     class.define_singleton_method("__load", function!(load, 1))?;
     class.define_singleton_method("__parse", function!(parse, 1))?;
     class.define_method("info_hash", method!(Torrent::info_hash, 0))?;
@@ -53,6 +53,7 @@ fn create(
     comment: Option<String>,
     align: bool,
     hash_cache: Option<PathBuf>,
+    exclude: Vec<String>,
 ) -> Result<Torrent, Error> {
     let block = ruby.block_proc().ok();
     let Some((tracker, more_trackers)) = trackers.split_first() else {
@@ -69,7 +70,7 @@ fn create(
         comment,
         align,
         hash_cache,
-        exclude: Vec::new(),
+        exclude,
         leave_out: Vec::new(),
     };
     let progress = Progress::new();
