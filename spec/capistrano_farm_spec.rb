@@ -680,6 +680,23 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     expect((3..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before[2..])
   end
 
+  # A :murder_source_dir that is a git checkout shipped its .git (the
+  # repository and its history) to every server; an archive of the same
+  # directory never held it.
+  it "deploys murder_source_dir as a tree without its .git (murder_exclude's default)" do
+    File.write(File.join(@repo, "VERSION"), "from a directory\n")
+    @git.call("commit", "-q", "-am", "from a directory")
+    out, status = cap_within(90, "deploy", env: { "MURDER_SOURCE_DIR" => @repo })
+    expect(status).to be_success, out
+    expected = tree(@repo)
+    (1..SIZE).each do |i|
+      root = current(i, "")
+      expect(File.exist?(File.join(root, ".git"))).to be(false), "h#{i} holds .git"
+      expect(tree(root)).to eq(expected), "h#{i}"
+      expect(File.read(File.join(root, "REVISION"))).to start_with("dir:"), "h#{i}"
+    end
+  end
+
   it "ships one archive with murder_release :archive, seeding from the deployer with murder_seed_locally" do
     File.write(File.join(@repo, "VERSION"), "three\n")
     @git.call("commit", "-q", "-am", "three")

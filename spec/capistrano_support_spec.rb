@@ -81,6 +81,18 @@ RSpec.describe Capistrano::Murder::Support do
     end
   end
 
+  # :murder_exclude names files and directories at any depth; a path would
+  # silently match nothing and ship what the project meant to leave out.
+  it "takes murder_exclude as names, one or a list, refusing a path or an empty name" do
+    expect(s.exclude(nil)).to eq([])
+    expect(s.exclude(".git")).to eq([".git"])
+    expect(s.exclude([".git", :"*.log"])).to eq([".git", "*.log"])
+    ["", "log/*.log", "/tmp", "a\nb"].each do |bad|
+      expect { s.exclude([".git", bad]) }
+        .to raise_error(Capistrano::Murder::Error, /murder_exclude #{Regexp.escape(bad.inspect)}: give names/)
+    end
+  end
+
   # Shared by the deploy strategy and the Rake ship (Murder::Remote).
   it "names the ports to open when hosts never reached this machine's tracker, and only then" do
     reasons = ["murder: release: no tracker answered in 15 s and no peer connected: tracker http://10.0.0.1:8998/announce: " \

@@ -18,6 +18,9 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
     File.chmod(0o755, File.join(build, "bin/run"))
     File.binwrite(File.join(build, "data.bin"), Random.new(9).bytes(800_000))
     FileUtils.mkdir_p(File.join(build, "log")) # empty: the hosts make it too
+    # A build kept in git: the repository is not part of the release.
+    FileUtils.mkdir_p(File.join(build, ".git/refs"))
+    File.write(File.join(build, ".git/HEAD"), "ref: refs/heads/main\n")
     File.write(File.join(@project, "Rakefile"), <<~RUBY)
       require "murder/rake_task"
 
@@ -66,6 +69,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
       expect(File.binread(File.join(dir, "data.bin"))).to eq(File.binread(File.join(@project, "build/data.bin")))
       expect(File.executable?(File.join(dir, "bin/run"))).to be(true)
       expect(Dir.empty?(File.join(dir, "log"))).to be(true)
+      expect(File.exist?(File.join(dir, ".git"))).to be(false) # exclude's default
     end
     File.write(File.join(@project, "build/VERSION"), "two\n")
     # Every host kept the torrent as the next ticket's base; host 1 loses it.

@@ -42,6 +42,10 @@ module Murder
     attr_accessor :description
     # @return [String] the directory to ship (required)
     attr_accessor :source
+    # @return [Array<String>] names (globs such as ".git" or "*.log") of
+    #   files and directories under {#source} that are not shipped, at any
+    #   depth (default `[".git"]`: a checkout never ships its repository)
+    attr_accessor :exclude
     # @return [Array<String>] hosts, as `user@host` or `host` (required)
     attr_accessor :hosts
     # @return [String] where the release goes on each host (required), a
@@ -104,6 +108,7 @@ module Murder
       @seed_port = 0
       @linger = 30
       @cache = "tmp/murder/hashes.json"
+      @exclude = [".git"]
       @closed = true
       yield self if block_given?
       define
@@ -139,7 +144,8 @@ module Murder
       require_ssh
       address = ip || local_address_towards(host_name(hosts.first))
       tracker = Tracker.new(port: port, interval: 1).start
-      torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache)
+      torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache,
+                                       exclude: exclude)
       secret = Murder.generate_secret if closed
       tracker.allow(torrent, secret: secret)
       seeder = Seeder.new(torrent, source, ip: address, port: seed_port, lazy_check: true, secret: secret).start

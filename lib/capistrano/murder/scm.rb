@@ -48,8 +48,10 @@ module Capistrano
     # `:murder_reuse` (`:link`, `:copy` or `:none`), `:murder_closed_swarm`
     # (true: a tree goes out in a closed swarm, with a fresh secret per
     # deploy), `:murder_seed_port` (0: any free port; the TCP port this
-    # machine's seed listens on, for a firewall to open) and
-    # `:murder_cache_path` ("tmp/murder"), besides those of {Tasks}.
+    # machine's seed listens on, for a firewall to open),
+    # `:murder_exclude` (`[".git"]`: names of files and directories a
+    # release leaves out, at any depth) and `:murder_cache_path`
+    # ("tmp/murder"), besides those of {Tasks}.
     #
     # The methods below are for the task file; they run on this machine.
     #
@@ -84,6 +86,9 @@ module Capistrano
         set_if_empty :murder_cache_path, "tmp/murder"
         set_if_empty :murder_closed_swarm, true
         set_if_empty :murder_seed_port, 0
+        # A :murder_source_dir that is a checkout must not ship its
+        # repository (an archive from it never did).
+        set_if_empty :murder_exclude, [".git"]
       end
 
       # Capistrano's hook: runs `murder:scm:create_release` after
@@ -172,7 +177,8 @@ module Capistrano
         started = clock
         torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
                                                 piece_length: S.piece_length(fetch(:murder_piece_length)),
-                                                hash_cache: File.join(cache_path, "hashes.json"))
+                                                hash_cache: File.join(cache_path, "hashes.json"),
+                                                exclude: exclude)
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
         tracker.allow(torrent, secret: secret)
@@ -232,7 +238,8 @@ module Capistrano
       end
 
       # Packs the release into `archive` on this machine: a tar of
-      # :murder_source_dir (without .git), or `git archive` of :branch;
+      # :murder_source_dir (without what :murder_exclude names), or `git
+      # archive` of :branch (what git tracks, less `export-ignore`);
       # gzip'd unless :murder_compression is :none.
       #
       # @api private
@@ -246,7 +253,8 @@ module Capistrano
           dir = File.expand_path(dir)
           raise Error, "murder_source_dir #{dir} is not a directory" unless File.directory?(dir)
 
-          run_locally!("tar", gzip ? "-czf" : "-cf", archive, "--exclude=.git", "-C", dir, ".")
+          run_locally!("tar", gzip ? "-czf" : "-cf", archive, *exclude.map { |glob| "--exclude=#{glob}" },
+                       "-C", dir, ".")
           S.dir_revision(dir)
         else
           repo = File.expand_path(fetch(:murder_repo_path))
@@ -261,6 +269,11 @@ module Capistrano
       def clock = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
       private
+
+      # @api private
+      # @return [Array<String>] :murder_exclude, checked
+      # @raise [Capistrano::Murder::Error] when it is not a list of names
+      def exclude = S.exclude(fetch(:murder_exclude))
 
       # @api private
       # @return [Integer] :murder_seed_port, checked (0: any free port)

@@ -154,6 +154,28 @@ module Capistrano
         raise Error, "#{name} #{value.inspect}: give a TCP port (1 to 65535), or 0 for any free one"
       end
 
+      # Checks :murder_exclude: names (globs such as ".git" or "*.log"),
+      # matched against each file's and directory's name at any depth.
+      #
+      # @example
+      #   Support.exclude([".git", "*.log"]) # => [".git", "*.log"]
+      #   Support.exclude(nil)                # => []
+      # @param value [Array<String, Symbol>, String, nil] the setting
+      # @return [Array<String>]
+      # @raise [Capistrano::Murder::Error] for an empty name, one with a
+      #   "/" (a path never matches a name), or control characters
+      def exclude(value)
+        Array(value).map do |glob|
+          name = glob.to_s
+          if name.empty? || name.include?("/") || name.match?(/[[:cntrl:]]/)
+            raise Error, "murder_exclude #{glob.inspect}: give names (globs such as \".git\" or \"*.log\"), " \
+                         "matched at any depth, with no \"/\""
+          end
+
+          name
+        end
+      end
+
       # Checks a path argument.
       #
       # @param value [#to_s] the path
