@@ -113,6 +113,35 @@ RSpec.describe "the murder command" do
     end
   end
 
+  # `murder relay`, as a deploy runs it over SSH: it says when it is
+  # ready, passes bytes both ways, and ends with its standard input.
+  it "relays connections until its standard input closes, saying when it is ready" do
+    echo = TCPServer.new("127.0.0.1", 0)
+    server = Thread.new do
+      client = echo.accept
+      client.write(client.readpartial(1 << 16).upcase)
+      client.close
+    end
+    Open3.popen3(MURDER_BIN, "relay", "--forward", "0=127.0.0.1:#{echo.addr[1]}", "--while-stdin-open") do |stdin, out, _err, waiter|
+      ready = out.gets
+      expect(ready).to match(/\Amurder relay: ready: \[::\]:(\d+) -> 127\.0\.0\.1:#{echo.addr[1]}\n\z/)
+      port = Integer(ready[/\]:(\d+)/, 1])
+      TCPSocket.open("127.0.0.1", port) do |s|
+        s.write("through the relay")
+        expect(s.read).to eq("THROUGH THE RELAY")
+      end
+      stdin.close
+      expect(waiter.join(5)).not_to be_nil, "the relay still runs after its input closed"
+      expect(waiter.value).to be_success
+    end
+    server.join
+    status, _out, err = run_failing(MURDER_BIN, "relay", "--forward", "8998=somewhere:1")
+    expect(status.exitstatus).to eq(2)
+    expect(err).to include(%(forward "8998=somewhere:1": expected PORT=ADDRESS:PORT))
+  ensure
+    echo&.close
+  end
+
   # A foreground seed or tracker took --log and wrote nothing there: its
   # log went to stderr, and the file never came.
   it "refuses --log without --daemon for a seed and a tracker, where it named a file never written" do

@@ -49,15 +49,20 @@ module Murder
     #   digits (see {Murder.generate_secret}). Peers must hold it before any
     #   data flows, the wire is encrypted (Noise, AEGIS-128X4), and announces
     #   carry the tracker token derived from it. nil: plain BitTorrent
+    # @param announce_to [Array<String>, String] trackers to announce to in
+    #   place of the torrent's (`"HOST:PORT"` or an http:// URL; empty: the
+    #   torrent's): a seed on a machine the servers reach only through a
+    #   relay announces to its own tracker here, with `ip:` the relay's
     # @raise [Murder::InvalidArgument] when `reuse_mode` is neither `:link`
-    #   nor `:copy`, or `secret` is not 64 hex digits (raised by `start`)
+    #   nor `:copy`, `secret` is not 64 hex digits, or a tracker of
+    #   `announce_to` is neither HOST:PORT nor a URL (raised by `start`)
     # @raise [Murder::FileError, Murder::InvalidTorrent] when `torrent` is a
     #   path that cannot be read or is not a valid torrent
     # @raise [ArgumentError, TypeError] when `port`, `max_peers` or a limit
     #   is not an integer (`Integer()`)
     def initialize(torrent, path, ip: nil, port: 0, bind: EVERY_ADDRESS, max_peers: nil,
                    upload_limit: nil, download_limit: nil, peers: [], reuse: [], reuse_mode: :link, lazy_check: false,
-                   secret: nil)
+                   secret: nil, announce_to: [])
       @torrent = torrent.is_a?(Torrent) ? torrent : Torrent.load(torrent)
       @path = path.to_s
       copy = case reuse_mode.to_s
@@ -67,7 +72,8 @@ module Murder
              end
       @options = [bind.to_s, Integer(port), ip&.to_s, max_peers&.then { |n| Integer(n) },
                   upload_limit&.then { |n| Integer(n) }, download_limit&.then { |n| Integer(n) }, Array(peers).map(&:to_s),
-                  Array(reuse).map(&:to_s), copy, lazy_check ? true : false, secret&.to_s]
+                  Array(reuse).map(&:to_s), copy, lazy_check ? true : false, secret&.to_s,
+                  Array(announce_to).map(&:to_s)]
       @native = nil
       @stop_lock = Thread::Mutex.new
     end

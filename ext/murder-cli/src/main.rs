@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod daemon;
 mod info;
 mod make_torrent;
+mod relay;
 mod serve_file;
 mod signals;
 mod stop;
@@ -49,6 +50,9 @@ enum Command {
     /// Hand one file to hosts that fetch it (a host passing the murder
     /// binary on to the next ones), then exit.
     ServeFile(serve_file::Args),
+    /// Pass connections on to other addresses, until stopped (a deploy's
+    /// way to servers that cannot connect to the deploying machine).
+    Relay(relay::Args),
 }
 
 /// A release of thousands of files keeps many open; the usual soft limit
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Peer(args) => transfer::peer(args),
         Command::Stop(args) => stop::run(args),
         Command::ServeFile(args) => serve_file::run(args),
+        Command::Relay(args) => relay::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

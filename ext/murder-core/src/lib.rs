@@ -14,6 +14,7 @@ pub mod metainfo;
 pub mod metrics;
 pub mod picker;
 pub mod progress;
+pub mod relay;
 pub mod reuse;
 pub mod secure;
 pub mod session;

@@ -251,3 +251,74 @@ fn a_fleet_addressed_by_ipv6_reaches_the_default_listeners() {
         SessionRunner::start(meta, Role::Download { dest: dest.clone() }, defaults()).unwrap();
     assert_downloaded(&peer, 30, &dest, &data);
 }
+
+/// A deployer the servers cannot connect to seeds through a relay on a
+/// server (127.0.0.2 here): the torrent names the relay's tracker port,
+/// the seed announces to its own tracker on loopback (`announce_to`) with
+/// the relay's address, and a downloader that knows only the relay gets
+/// every byte through it.
+#[test]
+fn a_seed_behind_a_relay_announces_to_its_own_tracker_and_is_reached_through_the_relay() {
+    use murder_core::relay::{Forward, Relay};
+    let dir = tempfile::tempdir().unwrap();
+    let tracker =
+        TrackerServer::start("127.0.0.1:0".parse().unwrap(), TrackerConfig::default()).unwrap();
+    let tracker_port = tracker.local_addr().port();
+    let relay_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let data = dir.path().join("release.tgz");
+    random_file(&data, 2_000_000, 21);
+    let meta = torrent(&data, &format!("{relay_ip}:{tracker_port}"), 64 * 1024);
+    tracker.tracker().allow_torrent(&meta);
+    let seed = SessionRunner::start(
+        meta.clone(),
+        Role::Seed { data: data.clone() },
+        SessionConfig {
+            announce_ip: Some(relay_ip),
+            announce_to: vec![tracker.local_addr().to_string()],
+            ..local()
+        },
+    )
+    .unwrap();
+    // The seed reached its tracker while nothing listened at the relay's
+    // address: it announced where `announce_to` said, not to the torrent's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tracker
+        .tracker()
+        .stats()
+        .torrents
+        .iter()
+        .map(|t| t.seeds)
+        .sum::<usize>()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seed never announced to its tracker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The relay listens on the relay's address with the ports' own numbers.
+    let forward = |port: u16| Forward {
+        listen: std::net::SocketAddr::new(relay_ip, port),
+        to: std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+    };
+    let relay = Relay::bind(&[forward(tracker_port), forward(seed.local_addr().port())]).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relaying = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(relay.run(async {
+            let _ = stopped.await;
+        }))
+    });
+    let dest = dir.path().join("out/release.tgz");
+    let peer = SessionRunner::start(meta, Role::Download { dest: dest.clone() }, local()).unwrap();
+    assert_downloaded(&peer, 30, &dest, &data);
+    assert!(seed.stats().uploaded >= 2_000_000, "{:?}", seed.stats());
+    peer.stop();
+    seed.stop();
+    stop.send(()).unwrap();
+    relaying.join().unwrap().unwrap();
+}

@@ -26,7 +26,7 @@ pub struct NativeSession {
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("NativeSession", ruby.class_object())?;
-    class.define_singleton_method("start", function!(start, 14))?;
+    class.define_singleton_method("start", function!(start, 15))?;
     class.define_method("port", method!(NativeSession::port, 0))?;
     class.define_method("stats_json", method!(NativeSession::stats_json, 0))?;
     class.define_method("progress_json", method!(NativeSession::progress_json, 0))?;
@@ -64,6 +64,7 @@ fn start(
     reuse_copy: bool,
     lazy_check: bool,
     secret: Option<String>,
+    announce_to: Vec<String>,
 ) -> Result<NativeSession, Error> {
     let secret = secret
         .map(|s| SwarmSecret::from_hex(&s))
@@ -94,6 +95,7 @@ fn start(
         },
         lazy_check,
         secret,
+        announce_to,
         ..SessionConfig::default()
     };
     let role = if seed {

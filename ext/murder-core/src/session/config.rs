@@ -39,6 +39,11 @@ pub struct SessionConfig {
     pub peers: Vec<SocketAddr>,
     /// Announce to the torrent's tracker.
     pub use_tracker: bool,
+    /// Trackers to announce to in place of the torrent's (`HOST:PORT` or
+    /// an http:// URL; empty: the torrent's). A deployer seeding through a
+    /// relay announces to its own tracker on loopback, while the torrent
+    /// names the relay, which the servers reach.
+    pub announce_to: Vec<String>,
     /// Most bytes per second sent to all peers together.
     pub upload_limit: Option<u64>,
     /// Most bytes per second received from all peers together.
@@ -91,6 +96,7 @@ impl Default for SessionConfig {
             announce_interval: None,
             peers: Vec::new(),
             use_tracker: true,
+            announce_to: Vec::new(),
             upload_limit: None,
             download_limit: None,
             steer: true,
@@ -146,6 +152,9 @@ impl SessionConfig {
         {
             return bad("announce interval: at least 1 s".into());
         }
+        for tracker in &self.announce_to {
+            crate::create::announce_url(tracker)?;
+        }
         Ok(())
     }
 }
@@ -178,5 +187,10 @@ mod tests {
             ..Default::default()
         })
         .contains("pipeline"));
+        assert!(refused(SessionConfig {
+            announce_to: vec!["127.0.0.1:8998".into(), "nowhere".into()],
+            ..Default::default()
+        })
+        .contains("tracker \"nowhere\""));
     }
 }

@@ -178,9 +178,20 @@ impl Session {
             ctx.tasks.spawn(watchdog::run(ctx.clone()));
         }
         if ctx.config.use_tracker {
-            // Every tracker of the torrent (BEP 12), each on its own
-            // schedule; their peers merge in admission.
-            for url in ctx.meta.trackers() {
+            // Every tracker of the torrent (BEP 12), or those the caller
+            // named in their place, each on its own schedule; their peers
+            // merge in admission.
+            let trackers = if ctx.config.announce_to.is_empty() {
+                ctx.meta.trackers()
+            } else {
+                // Each was checked by `validate`.
+                ctx.config
+                    .announce_to
+                    .iter()
+                    .filter_map(|t| crate::create::announce_url(t).ok())
+                    .collect()
+            };
+            for url in trackers {
                 ctx.tasks.spawn(announce::run(ctx.clone(), url));
             }
         }
