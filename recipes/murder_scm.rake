@@ -18,7 +18,9 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
   # One round trip: hosts whose murder is not current get it, passing it on;
   # none when the last deploy from here left this binary on every host.
   record = File.join(File.expand_path(fetch(:murder_cache_path)), "binary-hosts.json")
-  invoke "murder:distribute_files" unless S.binary_known?(record, sha, murder_peers)
+  relay_server = relay_host
+  holders = (murder_peers + [relay_server].compact).uniq
+  invoke "murder:distribute_files" unless S.binary_known?(record, sha, holders)
   murder = remote_murder
   dir = File.dirname(murder)
   # Quoted for the remote shell like every argument: a `~` would not expand.
@@ -39,9 +41,13 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
   results = {}
   failures = {}
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  # Servers that cannot connect here reach the tracker and the seed
+  # through the relay; its end aborts every host, as the seed's does.
+  relay = relay_server && murder_start_relay(relay_server, binary, murder, sha, [tracker.port, seeder.port])
   watcher = Thread.new { Capistrano::Murder::Progress.new(peers.size) { tracker.stats }.watch }
   conversations = remote::Conversations.new
   seed_watch = conversations.watch(seeder)
+  relay_watch = relay && conversations.watch(relay)
   begin
     S.without_pty do
       on peers, in: :parallel do |host|
@@ -93,23 +99,35 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
       end
     end
   ensure
-    watcher.kill
-    seed_watch.kill
+    watcher&.kill
+    seed_watch&.kill
+    relay_watch&.kill
+    relay_failure = relay&.failure
+    relay&.stop
   end
   unless failures.empty?
     # Hosts that fail after all of them staged it (renaming it into place,
     # say) fail alone: the others were told to place it.
     where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
     # A failure the watcher had no time to see counts too.
-    seed = remote.seed_failed(conversations.aborted || seeder.failure)
-    hint = remote.unreachable_hint(failures.values, tracker.port, seeder.port,
-                                   ":murder_deployer_ip, :tracker_port and :murder_seed_port")
+    seed = if relay_failure
+             "the relay on #{relay_server} failed (#{relay_failure}); "
+           else
+             remote.seed_failed(conversations.aborted || seeder.failure)
+           end
+    hint = if relay
+             remote.unreachable_hint(failures.values, tracker.port, seeder.port, ":tracker_port and :murder_seed_port",
+                                     at: "the relay on #{relay_server}")
+           else
+             remote.unreachable_hint(failures.values, tracker.port, seeder.port,
+                                     ":murder_deployer_ip, :tracker_port and :murder_seed_port")
+           end
     raise Capistrano::Murder::Error,
           "murder: #{seed}#{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ") + hint
   end
   # Every peer ran this binary (checked by its digest before it started),
   # and kept this torrent as the next ticket's base.
-  S.remember_binary(record, sha, peers)
+  S.remember_binary(record, sha, holders)
   tickets.keep
   if (line = tickets.summary(peers.size, last: "the last deploy's torrent"))
     run_locally { info line }
@@ -117,6 +135,24 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
   Capistrano::Murder::Progress.hosts(results)
   Capistrano::Murder::Progress.summary(results, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started,
                                        hash_seconds: fetch(:murder_hash_seconds, nil), torrent: torrent)
+end
+
+# Starts the relay on `server` (:murder_relay), installing this deploy's
+# murder there first when it has another (as a peer's command does).
+def murder_start_relay(server, binary, murder, sha, ports)
+  installed = false
+  begin
+    Capistrano::Murder::Relay.new(server, murder: murder, sha256: sha, ports: ports).start
+  rescue Capistrano::Murder::Relay::Outdated => e
+    raise if installed
+
+    wrong = ::Murder::Binary.mismatch(binary, { S.host_key(server) => e.uname })
+    raise Capistrano::Murder::Error, wrong if wrong
+
+    on(server) { S.install_binary(self, binary, File.dirname(murder), sha) }
+    installed = true
+    retry
+  end
 end
 
 namespace :murder do

@@ -697,6 +697,65 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     end
   end
 
+  # No server may open a connection to this machine (a deployer behind
+  # NAT, a CI runner): each host's routing refuses every packet to it but
+  # its sshd's answers. A tree deploy could not be made at all; through
+  # the relay on h1 (murder_relay), every host gets it, and a second
+  # deploy through it reuses the first.
+  def refuse_connections_to_the_deployer(on)
+    (1..SIZE).each do |i|
+      rules = [%W[priority 100 to 10.250.0.1 ipproto tcp sport 22 lookup main], %W[priority 101 to 10.250.0.1 prohibit]]
+      rules.each { |rule| system("ip", "-n", "mfh#{i}", "rule", on ? "add" : "del", *rule, exception: on) }
+    end
+  end
+
+  it "deploys a tree through the relay on a server when no server can connect to this machine (murder_relay)" do
+    refuse_connections_to_the_deployer(true)
+    # What the rules do: a host's connection to a port open here fails.
+    listening = TCPServer.new("10.250.0.1", 0)
+    reach = ["ip", "netns", "exec", "mfh2", "bash", "-c", "exec 3<>/dev/tcp/10.250.0.1/#{listening.addr[1]}"]
+    expect(system(*reach, err: File::NULL)).to be(false)
+    listening.close
+    File.write(File.join(@repo, "VERSION"), "through the relay\n")
+    @git.call("commit", "-q", "-am", "through the relay")
+    out, status = cap_within(120, "deploy", env: { "MURDER_RELAY" => "1" })
+    expect(status).to be_success, out
+    expect(out).to include("through the relay on 10.250.0.11")
+    expect_release_everywhere
+    File.write(File.join(@repo, "VERSION"), "through the relay, again\n")
+    @git.call("commit", "-q", "-am", "through the relay, again")
+    out, status = cap_within(120, "deploy", env: { "MURDER_RELAY" => "1" })
+    expect(status).to be_success, out
+    expect_release_everywhere
+    downloads = out.scan(/murder:   (\S+): .* reused, ([\d.]+) (B|KiB|MiB) downloaded/)
+    expect(downloads.size).to eq(SIZE), out
+    downloads.each { |host, _, unit| expect(unit).not_to eq("MiB"), "#{host} downloaded the release again:\n#{out}" }
+  ensure
+    refuse_connections_to_the_deployer(false)
+    eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (relay|peer)}).empty? }
+  end
+
+  it "fails at once, naming the relay and the port, when the relay's port is taken there" do
+    taken = Process.spawn("ip", "netns", "exec", "mfh1", "python3", "-c",
+                          "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); " \
+                          "s.bind(('0.0.0.0', 8998)); s.listen(); print('up', flush=True); time.sleep(120)",
+                          out: (reader, writer = IO.pipe).last)
+    writer.close
+    expect(reader.gets).to eq("up\n")
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out, status = cap_within(90, "deploy", env: { "MURDER_RELAY" => "1" })
+    expect(status).not_to be_success
+    expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 30
+    expect(out).to match(/the relay on 10\.250\.0\.11 failed: .*8998.*in use/i), out
+    expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
+  ensure
+    if taken
+      Process.kill("KILL", taken)
+      Process.wait(taken)
+    end
+  end
+
   it "ships one archive with murder_release :archive, seeding from the deployer with murder_seed_locally" do
     File.write(File.join(@repo, "VERSION"), "three\n")
     @git.call("commit", "-q", "-am", "three")

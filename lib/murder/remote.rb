@@ -420,11 +420,12 @@ module Murder
     # @param seed_port [Integer]
     # @param settings [String] the settings that change the address and
     #   the ports, named as the caller's users set them
+    # @param at [String] where the hosts must reach them
     # @return [String] the words to put last ("" when no host failed so)
-    def unreachable_hint(reasons, tracker_port, seed_port, settings)
+    def unreachable_hint(reasons, tracker_port, seed_port, settings, at: "this machine")
       return "" unless reasons.any? { |why| why.include?("no tracker answered") }
 
-      " (the hosts must reach this machine on TCP ports #{tracker_port} (the tracker) and #{seed_port} " \
+      " (the hosts must reach #{at} on TCP ports #{tracker_port} (the tracker) and #{seed_port} " \
         "(the seed): open them, or set #{settings})"
     end
 

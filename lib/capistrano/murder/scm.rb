@@ -24,6 +24,7 @@ require "open3"
 require "tmpdir"
 require_relative "support"
 require_relative "helpers"
+require_relative "relay"
 
 
 module Capistrano
@@ -50,8 +51,10 @@ module Capistrano
     # deploy), `:murder_seed_port` (0: any free port; the TCP port this
     # machine's seed listens on, for a firewall to open),
     # `:murder_exclude` (`[".git"]`: names of files and directories a
-    # release leaves out, at any depth) and `:murder_cache_path`
-    # ("tmp/murder"), besides those of {Tasks}.
+    # release leaves out, at any depth), `:murder_relay` (false; true: the
+    # servers reach this machine's tracker and seed through the first
+    # `:seeder` server, over SSH, for a deployer they cannot connect to)
+    # and `:murder_cache_path` ("tmp/murder"), besides those of {Tasks}.
     #
     # The methods below are for the task file; they run on this machine.
     #
@@ -89,6 +92,7 @@ module Capistrano
         # A :murder_source_dir that is a checkout must not ship its
         # repository (an archive from it never did).
         set_if_empty :murder_exclude, [".git"]
+        set_if_empty :murder_relay, false
       end
 
       # Capistrano's hook: runs `murder:scm:create_release` after
@@ -167,7 +171,10 @@ module Capistrano
       #   towards the first server cannot be told (set :murder_deployer_ip)
       def serve_tree(dir)
         require "murder"
-        ip = deployer_ip
+        relay = relay_host
+        # Through a relay, the servers reach this machine at the relay's
+        # address, on the same port numbers.
+        ip = relay ? relay_address(relay) : deployer_ip
         secret = ::Murder.generate_secret if fetch(:murder_closed_swarm)
         # The dashboard of a closed swarm needs a token; this one lives as
         # long as this deploy's tracker.
@@ -182,11 +189,17 @@ module Capistrano
         set :murder_hash_seconds, clock - started
         swarm = secret ? "a closed swarm (a fresh secret for this deploy, sent over SSH)" : "an open swarm"
         tracker.allow(torrent, secret: secret)
-        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, port: seed_port, lazy_check: true, secret: secret).start
-        # The ports servers must reach here (a firewall's question).
+        # Through a relay, the seed announces to the tracker here, with the
+        # relay's address; the torrent names the relay, for the servers.
+        announce_to = relay ? ["127.0.0.1:#{tracker.port}"] : []
+        seeder = ::Murder::Seeder.new(torrent, dir, ip: ip, port: seed_port, lazy_check: true, secret: secret,
+                                                    announce_to: announce_to).start
+        # The ports servers must reach (a firewall's question).
+        via = relay ? " through the relay on #{relay}" : ""
+        dashboard = relay ? "127.0.0.1" : S.url_host(ip)
         run_locally do
-          info "murder: #{torrent.name} goes out in #{swarm}, seeded from #{S.url_host(ip)}:#{seeder.port}; " \
-               "dashboard http://#{S.url_host(ip)}:#{tracker.port}/?token=#{operator}"
+          info "murder: #{torrent.name} goes out in #{swarm}, seeded from #{S.url_host(ip)}:#{seeder.port}#{via}; " \
+               "dashboard http://#{dashboard}:#{tracker.port}/?token=#{operator}"
         end
         yield torrent, tracker, secret, seeder
       ensure
@@ -279,6 +292,28 @@ module Capistrano
       # @return [Integer] :murder_seed_port, checked (0: any free port)
       # @raise [Capistrano::Murder::Error] when it is no TCP port
       def seed_port = S.port(fetch(:murder_seed_port), "murder_seed_port")
+
+      # @api private
+      # @return [Capistrano::Configuration::Server, nil] the server that
+      #   relays this machine's tracker and seed (`:murder_relay`: the first
+      #   `:seeder`, else the first server), nil without a relay
+      def relay_host
+        murder_seeder if fetch(:murder_relay)
+      end
+
+      # The address the other servers reach the relay at: its `murder_ip`,
+      # else its name when that is an address, else the name as this
+      # machine resolves it.
+      #
+      # @api private
+      # @param host [Capistrano::Configuration::Server]
+      # @return [String]
+      # @raise [Capistrano::Murder::Error] when it cannot be told
+      def relay_address(host)
+        S.announce_ip(host) || Addrinfo.tcp(host.hostname, 0).ip_address
+      rescue SocketError => e
+        raise Error, "murder_relay: cannot tell #{host}'s address (#{e.message}); set its murder_ip"
+      end
 
       # @api private
       # @return [String] :murder_deployer_ip, else this machine's address
