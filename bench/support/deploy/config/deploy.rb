@@ -18,3 +18,4 @@ set :murder_release, ENV["MURDER_RELEASE"].to_sym if ENV["MURDER_RELEASE"]
 set :murder_cache_path, ENV["MURDER_CACHE_PATH"] if ENV["MURDER_CACHE_PATH"]
 set :murder_binary_fanout, Integer(ENV["MURDER_BINARY_FANOUT"]) if ENV["MURDER_BINARY_FANOUT"]
 set :murder_piece_length, Integer(ENV["MURDER_PIECE_LENGTH"]) unless ENV.fetch("MURDER_PIECE_LENGTH", "").empty?
+set :murder_relay, ENV["MURDER_RELAY"] == "1"
