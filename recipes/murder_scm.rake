@@ -110,18 +110,14 @@ def murder_ship_tree(torrent, tracker, secret, seeder)
     # say) fail alone: the others were told to place it.
     where = barrier.unanimous? ? "the release was placed on the other hosts" : "the release was placed on no host"
     # A failure the watcher had no time to see counts too.
-    seed = if relay_failure
-             "the relay on #{relay_server} failed (#{relay_failure}); "
-           else
-             remote.seed_failed(conversations.aborted || seeder.failure)
-           end
-    hint = if relay
-             remote.unreachable_hint(failures.values, tracker.port, seeder.port, ":tracker_port and :murder_seed_port",
-                                     at: "the relay on #{relay_server}")
-           else
-             remote.unreachable_hint(failures.values, tracker.port, seeder.port,
-                                     ":murder_deployer_ip, :tracker_port and :murder_seed_port")
-           end
+    seed = remote.seed_failed(conversations.aborted || seeder.failure, relay: relay_server,
+                                                                       relay_failure: relay_failure)
+    at, settings = if relay
+                     ["the relay on #{relay_server}", ":tracker_port and :murder_seed_port"]
+                   else
+                     ["this machine", ":murder_deployer_ip, :tracker_port and :murder_seed_port"]
+                   end
+    hint = remote.unreachable_hint(failures.values, tracker.port, seeder.port, settings, at: at)
     raise Capistrano::Murder::Error,
           "murder: #{seed}#{where}; failed: " + failures.map { |h, why| "#{h}: #{why}" }.join("; ") + hint
   end
@@ -142,8 +138,8 @@ end
 def murder_start_relay(server, binary, murder, sha, ports)
   installed = false
   begin
-    Capistrano::Murder::Relay.new(server, murder: murder, sha256: sha, ports: ports).start
-  rescue Capistrano::Murder::Relay::Outdated => e
+    ::Murder::Relay.new(server, ssh: S.net_ssh(server), murder: murder, sha256: sha, ports: ports).start
+  rescue ::Murder::Relay::Outdated => e
     raise if installed
 
     wrong = ::Murder::Binary.mismatch(binary, { S.host_key(server) => e.uname })

@@ -102,6 +102,20 @@ RSpec.describe Capistrano::Murder::Support do
       "open them, or set ip, port and seed_port)"
     )
     expect(Murder::Remote.unreachable_hint(reasons.drop(1), 8998, 8997, "ip")).to eq("")
+    expect(Murder::Remote.unreachable_hint(reasons, 8998, 8997, "port", at: "the relay on app1")).to start_with(
+      " (the hosts must reach the relay on app1 on TCP ports 8998"
+    )
+  end
+
+  # The hosts only see their source go: the error names it first, the
+  # relay before the seed behind it.
+  it "names a failed seed, or the relay in front of it, first" do
+    r = Murder::Remote
+    expect(r.seed_failed(nil)).to eq("")
+    expect(r.seed_failed("a file changed")).to eq("the seed on this machine failed (a file changed); ")
+    expect(r.seed_failed("murder relay ended", relay: "app1", relay_failure: "murder relay ended"))
+      .to eq("the relay on app1 failed (murder relay ended); ")
+    expect(r.seed_failed(nil, relay: "app1", relay_failure: nil)).to eq("")
   end
 
   it "refuses a remote murder path that is relative, starts with ~ or holds whitespace, naming the setting" do

@@ -34,6 +34,7 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
         t.binary = ENV.fetch("SHIP_BINARY", "#{MURDER_BIN}")
         t.ip = ENV["SHIP_IP"] if ENV["SHIP_IP"]
         t.seed_port = Integer(ENV["SHIP_SEED_PORT"]) if ENV["SHIP_SEED_PORT"]
+        t.relay = ENV["SHIP_RELAY"] if ENV["SHIP_RELAY"]
         t.ssh_options = { keys: ["#{FARM_R}/id_ed25519"], keys_only: true, auth_methods: ["publickey"],
                           user_known_hosts_file: "#{FARM_R}/known_hosts", verify_host_key: :always, timeout: 5 }
       end
@@ -90,6 +91,26 @@ RSpec.describe "Murder::RakeTask on a farm of hosts", order: :defined do
       expect(File.read(host_path(i, "/srv/app/releases/r2/VERSION"))).to eq("two\n")
       expect(Dir.empty?(host_path(i, "/srv/app/releases/r2/log"))).to be(true)
     end
+  end
+
+  # No host may open a connection to this machine (each host's routing
+  # refuses every packet to it but its sshd's answers): the ship goes
+  # through the relay on host 1 (RakeTask#relay), which gets the binary
+  # first (it has another).
+  it "ships through the relay on a host when no host can connect to this machine" do
+    rules = [%w[priority 100 to 10.250.0.1 ipproto tcp sport 22 lookup main], %w[priority 101 to 10.250.0.1 prohibit]]
+    (1..HOSTS_R).each { |i| rules.each { |r| system("ip", "-n", "mfh#{i}", "rule", "add", *r, exception: true) } }
+    File.write(host_path(1, "/srv/app/murder/murder.sha256"), "0" * 64)
+    File.write(File.join(@project, "build/VERSION"), "relayed\n")
+    out, status = rake("ship", env: { "TAG" => "relayed", "SHIP_RELAY" => "root@10.250.0.11" })
+    expect(status).to be_success, out
+    (1..HOSTS_R).each do |i|
+      expect(File.read(host_path(i, "/srv/app/releases/relayed/VERSION"))).to eq("relayed\n")
+      expect(File.binread(host_path(i, "/srv/app/releases/relayed/data.bin")))
+        .to eq(File.binread(File.join(@project, "build/data.bin")))
+    end
+  ensure
+    (1..HOSTS_R).each { |i| rules.each { |r| system("ip", "-n", "mfh#{i}", "rule", "del", *r, err: File::NULL) } }
   end
 
   it "refuses a tag that would leave the destination's directory, touching no host" do

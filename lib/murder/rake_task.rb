@@ -5,6 +5,7 @@ require "rake/tasklib"
 require "socket"
 require "murder"
 require "murder/remote"
+require "murder/relay"
 require "murder/progress"
 
 module Murder
@@ -86,6 +87,13 @@ module Murder
     # @return [String] where this machine keeps its hash cache (default
     #   tmp/murder/hashes.json)
     attr_accessor :cache
+    # @return [String, nil] a host (`user@host` or `host`, one of {#hosts}
+    #   or not) that relays this machine's tracker and seed to the hosts,
+    #   over SSH, for hosts that cannot open connections to this machine (a
+    #   deployer behind NAT, a CI runner); nil (the default): the hosts
+    #   connect here. The hosts reach it at its address (the name as this
+    #   machine resolves it), on {#port} and the seed's port
+    attr_accessor :relay
     # @return [Boolean] ship in a closed swarm (default true): a fresh
     #   secret per run, sent to each host over SSH; peers without it get
     #   nothing and the wire is encrypted. false: plain BitTorrent
@@ -142,25 +150,34 @@ module Murder
       end
       dest = format(destination, tag: release_tag)
       require_ssh
-      address = ip || local_address_towards(host_name(hosts.first))
+      # Through a relay, the hosts reach this machine at the relay's
+      # address, on the same port numbers.
+      address = relay ? relay_address : ip || local_address_towards(host_name(hosts.first))
       tracker = Tracker.new(port: port, interval: 1).start
       torrent = Torrent.create(source, tracker: "#{address}:#{tracker.port}", align: true, hash_cache: cache,
                                        exclude: exclude)
       secret = Murder.generate_secret if closed
       tracker.allow(torrent, secret: secret)
-      seeder = Seeder.new(torrent, source, ip: address, port: seed_port, lazy_check: true, secret: secret).start
+      # Through a relay the seed announces to the tracker here; the torrent
+      # names the relay, for the hosts.
+      seeder = Seeder.new(torrent, source, ip: address, port: seed_port, lazy_check: true, secret: secret,
+                                           announce_to: relay ? ["127.0.0.1:#{tracker.port}"] : []).start
+      relaying = relay && start_relay([tracker.port, seeder.port])
       watcher = Thread.new { Progress.new(hosts.size) { tracker.stats }.watch }
       # The seed failing (a file changed under it) stops every host's
       # download at once, instead of each waiting out its stall timeout.
       conversations = Remote::Conversations.new
       seed_watch = conversations.watch(seeder)
+      relay_watch = relaying && conversations.watch(relaying)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       results = run_peers(torrent, dest, secret, conversations)
       failed = results.select { |_, r| r.is_a?(String) }
       unless failed.empty?
         # The seed's failure comes first: the hosts only name its effect.
-        seed = Remote.seed_failed(conversations.aborted || seeder.failure)
-        hint = Remote.unreachable_hint(failed.values, tracker.port, seeder.port, "ip, port and seed_port")
+        seed = Remote.seed_failed(conversations.aborted || seeder.failure, relay: relay,
+                                                                            relay_failure: relaying&.failure)
+        at, settings = relay ? ["the relay on #{relay}", "port and seed_port"] : ["this machine", "ip, port and seed_port"]
+        hint = Remote.unreachable_hint(failed.values, tracker.port, seeder.port, settings, at: at)
         raise Error, "murder: #{seed}failed on #{failed.map { |h, why| "#{h}: #{why}" }.join('; ')}#{hint}"
       end
 
@@ -175,6 +192,8 @@ module Murder
     ensure
       watcher&.kill
       seed_watch&.kill
+      relay_watch&.kill
+      relaying&.stop
       # The tracker stops even if stopping the seeder raised.
       begin
         seeder&.stop
@@ -401,6 +420,44 @@ module Murder
       ssh.scp.upload!(binary || Murder.binary, "#{remote_binary}.new")
       ssh.exec!("chmod 755 #{remote_binary.shellescape}.new && mv -f #{remote_binary.shellescape}.new " \
                 "#{remote_binary.shellescape} && echo #{sha} > #{remote_binary.shellescape}.sha256")
+    end
+
+    # Starts the relay on {#relay}, installing the binary there first when
+    # it has another (as a host's download does).
+    #
+    # @api private
+    # @param ports [Array<Integer>] the tracker's and the seed's here
+    # @return [Murder::Relay] started
+    # @raise [Murder::Error] naming the relay and why it did not start
+    def start_relay(ports)
+      sha = Remote.sha256(binary || Murder.binary)
+      ssh = [host_name(relay), host_user(relay), Remote::SSH_KEEPALIVE.merge(ssh_options)]
+      installed = false
+      begin
+        Relay.new(relay, ssh: ssh, murder: remote_binary, sha256: sha, ports: ports).start
+      rescue Relay::Outdated => e
+        raise if installed
+
+        wrong = Binary.mismatch(binary || Murder.binary, { relay.to_s => e.uname },
+                                setting: "the task's binary (or MURDER_BINARY)")
+        raise Error, wrong if wrong
+
+        Net::SSH.start(*ssh[0, 2], **ssh[2]) { |session| install(session, sha) }
+        installed = true
+        retry
+      end
+    end
+
+    # The address the hosts reach {#relay} at: its name as this machine
+    # resolves it.
+    #
+    # @api private
+    # @return [String]
+    # @raise [Murder::InvalidArgument] when it cannot be told
+    def relay_address
+      Addrinfo.tcp(host_name(relay), 0).ip_address
+    rescue SocketError => e
+      raise InvalidArgument, "#{name}: cannot tell the address of the relay #{relay} (#{e.message})"
     end
 
     # This machine's address on the route to `host` (no packet is sent).

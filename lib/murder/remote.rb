@@ -403,13 +403,18 @@ module Murder
       "murder was killed by SIG#{name} (exit #{status})" if name
     end
 
-    # How a deploy's error begins when the seed on this machine failed:
-    # its hosts only saw their source go.
+    # How a deploy's error begins when the seed on this machine, or the
+    # relay in front of it, failed: its hosts only saw their source go.
     #
     # @param why [String, nil] the seed's failure ({Session#failure})
-    # @return [String] the words to put first ("" when it did not fail)
-    def seed_failed(why)
-      why ? "the seed on this machine failed (#{why}); " : ""
+    # @param relay [#to_s, nil] the relaying host, if any
+    # @param relay_failure [String, nil] why the relay ended ({Relay#failure})
+    # @return [String] the words to put first ("" when neither failed)
+    def seed_failed(why, relay: nil, relay_failure: nil)
+      return "the relay on #{relay} failed (#{relay_failure}); " if relay_failure
+      return "the seed on this machine failed (#{why}); " if why
+
+      ""
     end
 
     # What to do about hosts that never reached this machine's tracker

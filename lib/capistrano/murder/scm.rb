@@ -24,7 +24,7 @@ require "open3"
 require "tmpdir"
 require_relative "support"
 require_relative "helpers"
-require_relative "relay"
+require "murder/relay"
 
 
 module Capistrano

@@ -154,6 +154,18 @@ module Capistrano
         raise Error, "#{name} #{value.inspect}: give a TCP port (1 to 65535), or 0 for any free one"
       end
 
+      # How SSHKit connects to `host`, for a connection of murder's own
+      # (the relay's): the deploy's :ssh_options under the server's own.
+      #
+      # @param host [Capistrano::Configuration::Server]
+      # @return [Array(String, String, Hash)] the host name, the user and
+      #   the options for `Net::SSH.start`
+      def net_ssh(host)
+        copy = host.dup
+        copy.ssh_options = SSHKit::Backend::Netssh.config.ssh_options.merge(host.ssh_options || {})
+        [String(host.hostname), host.username, copy.netssh_options]
+      end
+
       # Checks :murder_exclude: names (globs such as ".git" or "*.log"),
       # matched against each file's and directory's name at any depth.
       #
