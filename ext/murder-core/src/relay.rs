@@ -113,6 +113,8 @@ async fn accept(listener: TcpListener, to: SocketAddr, cancel: CancellationToken
         // Reap the ended ones, so the set holds only live connections.
         while connections.try_join_next().is_some() {}
         let Ok((client, from)) = accepted else {
+            // Out of descriptors, say: a pause, not a spin, until some end.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
