@@ -735,6 +735,40 @@ RSpec.describe "cap deploy with the murder strategy on the farm", order: :define
     eventually(timeout: 15) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (relay|peer)}).empty? }
   end
 
+  # The relay's end (its server's sshd, an operator's kill) leaves the
+  # servers without the seed: every host is told to stop at once and the
+  # error names the relay, where each would wait out its stall timeout.
+  it "stops every host and names the relay when the relay dies during the deploy" do
+    refuse_connections_to_the_deployer(true)
+    before = (1..SIZE).map { |i| File.readlink(app(i, "current")) }
+    File.binwrite(File.join(@repo, "app/blob.bin"), Random.new(11).bytes(1_500_000))
+    @git.call("commit", "-q", "-am", "a new blob")
+    slow = ->(*how) { system("ip", "netns", "exec", "mfh3", "tc", "qdisc", *how, exception: true) }
+    slow.call("replace", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms")
+    # Once h3 downloads, the relay on h1 is killed.
+    killer = kill_in_netns("mfh1") do |procs|
+      relay = procs.find { |_, (argv, _)| argv[0].to_s.end_with?("/murder") && argv[1] == "relay" }&.first
+      downloading = `ip netns pids mfh3`.split.any? do |pid|
+        File.read("/proc/#{pid}/cmdline").split("\0")[1] == "peer"
+      rescue Errno::ENOENT
+        false
+      end
+      relay if downloading
+    end
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out, status = cap_within(120, "deploy", env: { "MURDER_RELAY" => "1" })
+    expect(killer.value.size).to eq(1)
+    expect(status).not_to be_success, out
+    expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 45
+    expect(out).to include("the relay on 10.250.0.11 failed ("), out
+    expect((1..SIZE).map { |i| File.readlink(app(i, "current")) }).to eq(before)
+  ensure
+    killer&.kill
+    slow&.call("del", "dev", "eth0", "root")
+    refuse_connections_to_the_deployer(false)
+    eventually(timeout: 90) { `ps -eo args=`.lines.grep(%r{/srv/farmapp/shared/murder/murder (relay|peer)}).empty? }
+  end
+
   it "fails at once, naming the relay and the port, when the relay's port is taken there" do
     taken = Process.spawn("ip", "netns", "exec", "mfh1", "python3", "-c",
                           "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); " \
