@@ -31,9 +31,10 @@ module Murder
       end
     end
 
-    # Bytes read from a forwarded connection's socket at a time. net-ssh's
-    # own forwarding reads 8 KiB per turn of its loop: bench/release's first
-    # release took 13.8 s through the relay with it, 12.2 s with this.
+    # Bytes read from a forwarded connection's socket at a time (net-ssh's
+    # own forwarding reads 8 KiB per turn of its loop; bench/release's first
+    # release through the relay took 13.8 s with that, 12.2 and 14.1 s with
+    # this: no difference the runs' spread can show).
     CHUNK = 256 * 1024
     # Bytes a forwarded connection may have waiting for the SSH window
     # before its socket is read again: the seed is held back, not buffered
