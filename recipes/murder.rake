@@ -53,6 +53,7 @@ namespace :murder do
       running = test(:sh, "-c", *S.args("#{S::ALIVE_SH}murder_alive \"$1\"", "murder-alive", pidfile))
       unless running
         execute *S.command(murder, "tracker", "--port", port, "--interval", interval, "--allow-dir", "#{dir}/torrents",
+                                "--max-peers-per-address", fetch(:murder_max_peers_per_address),
                                 "--pidfile", pidfile, "--daemon", "--log", "#{dir}/run/tracker.log")
       end
     end

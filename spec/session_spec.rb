@@ -122,6 +122,8 @@ RSpec.describe "Murder::Seeder and Murder::Download" do
     status, _out, err = run_failing(MURDER_BIN, "tracker", "--port", "0", "--interval", "0")
     expect(status.exitstatus).to eq(1)
     expect(err).to match(/interval 0 s/)
+    status, _out, err = run_failing(MURDER_BIN, "tracker", "--port", "0", "--max-peers-per-address", "0")
+    expect([status.exitstatus, err]).to match([1, /\Amurder: max peers per address 0: /])
     # Above tokio's semaphore limit: a panic once the tracker said it was up.
     status, out, err = run_failing(MURDER_BIN, "tracker", "--port", "0", "--max-connections", "3000000000000000000")
     expect([status.exitstatus, out, err]).to match([1, "", /\Amurder: max connections 3000000000000000000: /])

@@ -98,6 +98,8 @@ RSpec.describe Murder::Tracker do
       .to raise_error(Murder::FileError, /Address already in use/)
     expect { described_class.new(bind: "not an ip").start }.to raise_error(Murder::InvalidArgument, /not an IP address/)
     expect { described_class.new(interval: 0).start }.to raise_error(Murder::InvalidArgument)
+    expect { described_class.new(port: 0, max_peers_per_address: 0).start }
+      .to raise_error(Murder::InvalidArgument, /max peers per address 0/)
   ensure
     first&.stop
   end

@@ -29,6 +29,8 @@ module Capistrano
     # `:default_temp_path` ("/tmp") and `:remote_murder_path`
     # (DEPLOY_TO/shared/murder), as in Murder; `:tracker_port` (8998);
     # `:murder_tracker_interval` (5 s, so the progress line moves);
+    # `:murder_max_peers_per_address` (256: raise it when more servers reach
+    # the tracker through one NAT address);
     # `:murder_binary` (the gem's, {::Murder.binary}); `:murder_linger`
     # (30 s); `:murder_binary_port` (`:tracker_port` + 1) and
     # `:murder_binary_fanout` (3), for hosts that pass the binary on;
@@ -64,6 +66,8 @@ module Capistrano
         set_if_empty :tracker_port, 8998
         # Short, so the deployer's progress line (from /stats.json) moves.
         set_if_empty :murder_tracker_interval, 5
+        # Servers one address may add to a swarm (a NAT's hosts share one).
+        set_if_empty :murder_max_peers_per_address, 256
         # murder's own.
         set_if_empty :murder_binary, -> { Support.default_binary }
         set_if_empty :murder_linger, 30

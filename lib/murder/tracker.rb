@@ -42,6 +42,9 @@ module Murder
     # @param peer_timeout [Integer, nil] seconds after which a silent peer is
     #   forgotten (nil: 2 × `interval`)
     # @param numwant [Integer] peers handed out when a client names no number
+    # @param max_peers_per_address [Integer] peers one address (other than
+    #   this machine's) may add to a swarm; raise it when more hosts reach
+    #   the tracker through one NAT address
     # @param allow_dir [String, nil] a directory of .torrent files to allow,
     #   re-read when it changes (unreadable .torrent files in it are skipped
     #   with a warning)
@@ -49,14 +52,16 @@ module Murder
     #   pages (`/`, `/stats.json`, `/metrics`, `/scrape`) show every torrent,
     #   closed swarms included; at least 16 printable characters
     # @raise [ArgumentError, TypeError] when `port`, `interval`,
-    #   `peer_timeout` or `numwant` is not an integer (`Integer()`)
-    def initialize(port: DEFAULT_PORT, bind: EVERY_ADDRESS, interval: 15, peer_timeout: nil, numwant: 50, allow_dir: nil,
-                   operator_token: nil)
+    #   `peer_timeout`, `numwant` or `max_peers_per_address` is not an
+    #   integer (`Integer()`)
+    def initialize(port: DEFAULT_PORT, bind: EVERY_ADDRESS, interval: 15, peer_timeout: nil, numwant: 50,
+                   max_peers_per_address: 256, allow_dir: nil, operator_token: nil)
       @port = Integer(port)
       @bind = bind.to_s
       @interval = Integer(interval)
       @peer_timeout = peer_timeout&.then { |t| Integer(t) }
       @numwant = Integer(numwant)
+      @max_peers_per_address = Integer(max_peers_per_address)
       @allow_dir = allow_dir&.to_s
       @operator_token = operator_token&.to_s
       @server = nil
@@ -71,8 +76,8 @@ module Murder
     # @return [self]
     # @raise [Murder::InvalidArgument] when the tracker is started already,
     #   `bind` is not an IP address, or a setting cannot work (`interval`
-    #   outside 1..3600, `peer_timeout` or `numwant` 0, `allow_dir` not a
-    #   directory)
+    #   outside 1..3600, `peer_timeout`, `numwant` or `max_peers_per_address`
+    #   0, `allow_dir` not a directory)
     # @raise [Murder::FileError] when the port cannot be bound ("Address
     #   already in use") or `allow_dir` cannot be read
     # @raise [RangeError] when `port` is outside 0..65535 or a setting is
@@ -80,7 +85,8 @@ module Murder
     def start
       raise InvalidArgument, "tracker already started" if @server
 
-      @server = TrackerServer.start(@bind, @port, @interval, @peer_timeout, @numwant, @allow_dir, @operator_token)
+      @server = TrackerServer.start(@bind, @port, @interval, @peer_timeout, @numwant, @max_peers_per_address, @allow_dir,
+                                    @operator_token)
       self
     end
 

@@ -34,6 +34,11 @@ pub struct Args {
     /// Most connections served at once.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// Peers one address (other than this machine's) may add to a swarm:
+    /// raise it when more hosts than this reach the tracker through one NAT
+    /// address.
+    #[arg(long, default_value_t = 256)]
+    max_peers_per_address: usize,
     /// Write the process id here (removed on exit); `murder stop --pidfile` stops it.
     #[arg(long)]
     pidfile: Option<PathBuf>,
@@ -62,6 +67,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         default_numwant: args.numwant,
         allow_dir: args.allow_dir.clone(),
         max_connections: args.max_connections,
+        max_peers_per_address: args.max_peers_per_address,
         secret: args
             .secret_file
             .as_deref()

@@ -23,7 +23,7 @@ pub struct TrackerServer(Mutex<Option<Server>>);
 
 pub fn define(ruby: &Ruby, module: RModule) -> Result<(), Error> {
     let class = module.define_class("TrackerServer", ruby.class_object())?;
-    class.define_singleton_method("start", function!(start, 7))?;
+    class.define_singleton_method("start", function!(start, 8))?;
     class.define_singleton_method("names_info_hash?", function!(names_info_hash, 1))?;
     class.define_method("port", method!(TrackerServer::port, 0))?;
     class.define_method("running?", method!(TrackerServer::is_running, 0))?;
@@ -43,6 +43,7 @@ fn start(
     interval: u64,
     peer_timeout: Option<u64>,
     numwant: usize,
+    max_peers_per_address: usize,
     allow_dir: Option<PathBuf>,
     operator_token: Option<String>,
 ) -> Result<TrackerServer, Error> {
@@ -57,6 +58,7 @@ fn start(
         interval: Duration::from_secs(interval),
         peer_timeout: peer_timeout.map(Duration::from_secs),
         default_numwant: numwant,
+        max_peers_per_address,
         allow_dir,
         operator_token,
         ..TrackerConfig::default()

@@ -180,6 +180,7 @@ module Capistrano
         # long as this deploy's tracker.
         operator = SecureRandom.hex(16)
         tracker = ::Murder::Tracker.new(port: fetch(:tracker_port), interval: 1,
+                                        max_peers_per_address: fetch(:murder_max_peers_per_address),
                                         operator_token: operator).start
         started = clock
         torrent = ::Murder::Torrent.create(dir, tracker: "#{ip}:#{tracker.port}", align: true,
@@ -231,7 +232,8 @@ module Capistrano
         require "murder"
         ip = deployer_ip
         tracker = ::Murder::Tracker.new(port: fetch(:tracker_port),
-                                        interval: fetch(:murder_tracker_interval)).start
+                                        interval: fetch(:murder_tracker_interval),
+                                        max_peers_per_address: fetch(:murder_max_peers_per_address)).start
         torrent = ::Murder::Torrent.create(archive, tracker: "#{ip}:#{tracker.port}",
                                                    piece_length: S.piece_length(fetch(:murder_piece_length)))
         temp = S.absolute_path(ENV.fetch("temp_path", fetch(:default_temp_path)), "temp_path")

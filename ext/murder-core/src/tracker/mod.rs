@@ -39,6 +39,12 @@ pub struct TrackerConfig {
     pub max_numwant: usize,
     /// Most connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Entries one source address (other than this machine's loopback) may
+    /// make in a swarm: a host runs one peer, and a holder of a closed
+    /// swarm's token could otherwise announce fresh peer ids without end.
+    /// Hosts that reach the tracker through one NAT address need at least
+    /// their number.
+    pub max_peers_per_address: usize,
     /// A directory of .torrent files to allow, re-read when it changes.
     pub allow_dir: Option<PathBuf>,
     /// Every torrent allowed is a closed swarm of this secret (see
@@ -57,6 +63,7 @@ impl Default for TrackerConfig {
             default_numwant: 50,
             max_numwant: 500,
             max_connections: 512,
+            max_peers_per_address: 256,
             allow_dir: None,
             secret: None,
             operator_token: None,
@@ -88,6 +95,9 @@ impl TrackerConfig {
         }
         if self.max_connections == 0 {
             return bad("max connections 0: the tracker would serve nobody".into());
+        }
+        if self.max_peers_per_address == 0 {
+            return bad("max peers per address 0: no host would be recorded".into());
         }
         // Each is a descriptor; far fewer fit a process (and tokio's
         // semaphore refuses more than usize::MAX >> 3 permits).
@@ -145,8 +155,8 @@ impl Tracker {
         config.validate()?;
         Ok(Tracker {
             inner: Arc::new(Inner {
+                registry: Mutex::new(Registry::with_source_limit(config.max_peers_per_address)),
                 config,
-                registry: Mutex::new(Registry::default()),
                 counters: Counters::default(),
             }),
         })

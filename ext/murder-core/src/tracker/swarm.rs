@@ -30,11 +30,12 @@ pub struct Lengths {
     pub data: u64,
 }
 
-/// Entries one source address on the network may make in a swarm: a host
-/// runs one peer, and a holder of a closed swarm's token announcing fresh
-/// peer ids made one entry each, without end. The tracker's own machine
-/// (loopback: its tests and benches run hundreds of peers there) is not
-/// bounded.
+/// Entries one source address on the network may make in a swarm unless
+/// the tracker is told otherwise (`TrackerConfig::max_peers_per_address`):
+/// a host runs one peer, and a holder of a closed swarm's token announcing
+/// fresh peer ids made one entry each, without end. The tracker's own
+/// machine (loopback: its tests and benches run hundreds of peers there,
+/// and a relay's hosts all arrive from it) is not bounded.
 const MAX_PEERS_PER_SOURCE: usize = 256;
 
 /// Completion times kept per swarm for the dashboard's curve: a fleet's
@@ -143,12 +144,29 @@ pub struct PeerStats {
     pub rate: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     torrents: HashMap<InfoHash, Swarm>,
+    /// Entries one source address may make in a swarm.
+    source_limit: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::with_source_limit(MAX_PEERS_PER_SOURCE)
+    }
 }
 
 impl Registry {
+    /// A registry in which one source address (not loopback) makes at
+    /// most `limit` entries per swarm.
+    pub fn with_source_limit(limit: usize) -> Registry {
+        Registry {
+            torrents: HashMap::new(),
+            source_limit: limit,
+        }
+    }
+
     /// Adds a torrent to the allow-list (or refreshes its name and size).
     /// A closed swarm stays closed: allowed again without a token (its
     /// file seen again by an allow directory's reload, say), it keeps its
@@ -225,10 +243,11 @@ impl Registry {
         // Nor does a new entry past the source's share.
         if known.is_none()
             && !from.is_loopback()
-            && swarm.peers.from_source(from) >= MAX_PEERS_PER_SOURCE
+            && swarm.peers.from_source(from) >= self.source_limit
         {
             tracing::debug!(
-                "{from}: {MAX_PEERS_PER_SOURCE} entries in {} already; not recorded",
+                "{from}: {} entries in {} already; not recorded",
+                self.source_limit,
                 swarm.name
             );
             return Some(Self::reply(swarm, request, numwant));
@@ -405,7 +424,11 @@ mod tests {
     }
 
     fn registry() -> Registry {
-        let mut r = Registry::default();
+        allowed(Registry::default())
+    }
+
+    /// `r` with the test torrent allowed.
+    fn allowed(mut r: Registry) -> Registry {
         r.allow(
             HASH,
             "rel".into(),
@@ -501,6 +524,21 @@ mod tests {
             .announce(&announce(2, 10, Event::None), LOCAL, 50, now)
             .unwrap();
         assert!(other.peers.is_empty());
+    }
+
+    /// The limit per address is the tracker's to set (hosts behind one NAT
+    /// address): with 3, a fourth host from that address is not recorded.
+    #[test]
+    fn the_entries_per_address_follow_the_configured_limit() {
+        let mut r = allowed(Registry::with_source_limit(3));
+        let now = Instant::now();
+        let nat: IpAddr = "10.66.0.7".parse().unwrap();
+        for n in 0..5u64 {
+            let mut a = announce(0, 10, Event::Started);
+            a.peer_id[..8].copy_from_slice(&n.to_be_bytes());
+            r.announce(&a, nat, 50, now);
+        }
+        assert_eq!(r.scrape(&HASH, Viewer::Operator).unwrap().incomplete, 3);
     }
 
     /// Rule: one source address makes at most MAX_PEERS_PER_SOURCE entries
