@@ -4,7 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use murder_core::tracker::{self, Tracker, TrackerConfig, DEFAULT_PORT};
+use murder_core::tracker::{
+    self, Tracker, TrackerConfig, DEFAULT_MAX_PEERS_PER_ADDRESS, DEFAULT_PORT,
+};
 
 use crate::daemon::{self, Pidfile, Ready};
 
@@ -37,7 +39,7 @@ pub struct Args {
     /// Peers one address (other than this machine's) may add to a swarm:
     /// raise it when more hosts than this reach the tracker through one NAT
     /// address.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PEERS_PER_ADDRESS)]
     max_peers_per_address: usize,
     /// Write the process id here (removed on exit); `murder stop --pidfile` stops it.
     #[arg(long)]

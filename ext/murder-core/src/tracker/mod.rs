@@ -26,6 +26,9 @@ pub use swarm::{AllowSource, Stats, Viewer};
 use swarm::{Lengths, Registry};
 
 pub const DEFAULT_PORT: u16 = 8998;
+/// Peers one address other than loopback may add to a swarm unless told
+/// otherwise (`TrackerConfig::max_peers_per_address`).
+pub const DEFAULT_MAX_PEERS_PER_ADDRESS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
@@ -63,7 +66,7 @@ impl Default for TrackerConfig {
             default_numwant: 50,
             max_numwant: 500,
             max_connections: 512,
-            max_peers_per_address: 256,
+            max_peers_per_address: DEFAULT_MAX_PEERS_PER_ADDRESS,
             allow_dir: None,
             secret: None,
             operator_token: None,

@@ -36,7 +36,7 @@ pub struct Lengths {
 /// fresh peer ids made one entry each, without end. The tracker's own
 /// machine (loopback: its tests and benches run hundreds of peers there,
 /// and a relay's hosts all arrive from it) is not bounded.
-const MAX_PEERS_PER_SOURCE: usize = 256;
+const MAX_PEERS_PER_SOURCE: usize = super::DEFAULT_MAX_PEERS_PER_ADDRESS;
 
 /// Completion times kept per swarm for the dashboard's curve: a fleet's
 /// worth (`max_peers` goes up to 10,000 too).
