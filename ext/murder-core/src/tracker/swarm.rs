@@ -30,14 +30,6 @@ pub struct Lengths {
     pub data: u64,
 }
 
-/// Entries one source address on the network may make in a swarm unless
-/// the tracker is told otherwise (`TrackerConfig::max_peers_per_address`):
-/// a host runs one peer, and a holder of a closed swarm's token announcing
-/// fresh peer ids made one entry each, without end. The tracker's own
-/// machine (loopback: its tests and benches run hundreds of peers there,
-/// and a relay's hosts all arrive from it) is not bounded.
-const MAX_PEERS_PER_SOURCE: usize = super::DEFAULT_MAX_PEERS_PER_ADDRESS;
-
 /// Completion times kept per swarm for the dashboard's curve: a fleet's
 /// worth (`max_peers` goes up to 10,000 too).
 const MAX_COMPLETIONS_KEPT: usize = 10_000;
@@ -147,13 +139,18 @@ pub struct PeerStats {
 #[derive(Debug)]
 pub struct Registry {
     torrents: HashMap<InfoHash, Swarm>,
-    /// Entries one source address may make in a swarm.
+    /// Entries one source address on the network may make in a swarm
+    /// (`TrackerConfig::max_peers_per_address`): a host runs one peer, and
+    /// a holder of a closed swarm's token announcing fresh peer ids made
+    /// one entry each, without end. The tracker's own machine (loopback:
+    /// its tests and benches run hundreds of peers there, and a relay's
+    /// hosts all arrive from it) is not bounded.
     source_limit: usize,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry::with_source_limit(MAX_PEERS_PER_SOURCE)
+        Registry::with_source_limit(super::DEFAULT_MAX_PEERS_PER_ADDRESS)
     }
 }
 
@@ -403,6 +400,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::DEFAULT_MAX_PEERS_PER_ADDRESS;
 
     const HASH: InfoHash = [1; 20];
 
@@ -541,7 +539,7 @@ mod tests {
         assert_eq!(r.scrape(&HASH, Viewer::Operator).unwrap().incomplete, 3);
     }
 
-    /// Rule: one source address makes at most MAX_PEERS_PER_SOURCE entries
+    /// Rule: one source address makes at most DEFAULT_MAX_PEERS_PER_ADDRESS entries
     /// in a swarm; an entry that leaves makes room, other addresses are not
     /// held back.
     #[test]
@@ -554,26 +552,26 @@ mod tests {
             a
         };
         let host: IpAddr = "10.66.0.5".parse().unwrap();
-        for n in 0..MAX_PEERS_PER_SOURCE + 100 {
+        for n in 0..DEFAULT_MAX_PEERS_PER_ADDRESS + 100 {
             r.announce(&fresh(n, Event::Started), host, 50, now);
         }
         let counts = |r: &Registry| r.scrape(&HASH, Viewer::Operator).unwrap().incomplete;
-        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE);
+        assert_eq!(counts(&r), DEFAULT_MAX_PEERS_PER_ADDRESS);
         let elsewhere: IpAddr = "10.66.0.9".parse().unwrap();
         r.announce(&fresh(100_000, Event::Started), elsewhere, 50, now);
-        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE + 1);
+        assert_eq!(counts(&r), DEFAULT_MAX_PEERS_PER_ADDRESS + 1);
         r.announce(&fresh(0, Event::Stopped), host, 50, now);
         r.announce(&fresh(200_000, Event::Started), host, 50, now);
-        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE + 1);
+        assert_eq!(counts(&r), DEFAULT_MAX_PEERS_PER_ADDRESS + 1);
         assert!(r
             .announce(&fresh(200_001, Event::Started), host, 50, now)
             .is_some_and(|reply| !reply.peers.is_empty()));
-        assert_eq!(counts(&r), MAX_PEERS_PER_SOURCE + 1);
+        assert_eq!(counts(&r), DEFAULT_MAX_PEERS_PER_ADDRESS + 1);
         // The tracker's own machine is not bounded.
-        for n in 300_000..300_000 + MAX_PEERS_PER_SOURCE + 10 {
+        for n in 300_000..300_000 + DEFAULT_MAX_PEERS_PER_ADDRESS + 10 {
             r.announce(&fresh(n, Event::Started), LOCAL, 50, now);
         }
-        assert_eq!(counts(&r), 2 * MAX_PEERS_PER_SOURCE + 11);
+        assert_eq!(counts(&r), 2 * DEFAULT_MAX_PEERS_PER_ADDRESS + 11);
     }
 
     #[test]
