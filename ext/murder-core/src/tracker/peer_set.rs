@@ -125,35 +125,33 @@ impl PeerSet {
         }
     }
 
-    /// Up to `want` distinct peers drawn at random, never `asking` itself;
-    /// downloaders only when `seeds_too` is false.
+    /// Up to `want` distinct peers, never `asking` itself: seeds first, then
+    /// downloaders, each drawn at random; downloaders only when `seeds_too`
+    /// is false. Seeds first because a client dials the first addresses of a
+    /// reply (ours dial at most half their slots): drawn from everyone, a
+    /// 16-host deploy left 4 hosts unconnected to its one seed until the
+    /// seed's next announce, and those, holding nothing fresh to pass on,
+    /// sent at 76-84 Mbit/s where the others sent 88-95.
     pub fn pick(&self, asking: &PeerId, seeds_too: bool, want: usize) -> Vec<(PeerId, SocketAddr)> {
-        // The pool is seeds then downloaders (or downloaders alone), seen as
-        // one index range with the asking peer's position cut out.
-        let offset = if seeds_too { 0 } else { self.seeds.len() };
-        let pool = self.seeds.len() + self.downloaders.len() - offset;
-        let own = match self.index.get(asking) {
-            Some(Slot::Seed(i)) if seeds_too => Some(*i),
-            Some(Slot::Downloader(i)) => Some(self.seeds.len() + i - offset),
+        let mut picked = Vec::with_capacity(want.min(self.seeds.len() + self.downloaders.len()));
+        let own_seed = match self.index.get(asking) {
+            Some(Slot::Seed(i)) => Some(*i),
             _ => None,
         };
-        let range = pool - usize::from(own.is_some());
-        let entry = |i: usize| {
-            let i = match own {
-                Some(o) if i >= o => i + 1,
-                _ => i,
-            } + offset;
-            let (id, p) = if i < self.seeds.len() {
-                &self.seeds[i]
-            } else {
-                &self.downloaders[i - self.seeds.len()]
-            };
-            (*id, p.addr)
+        let own_downloader = match self.index.get(asking) {
+            Some(Slot::Downloader(i)) => Some(*i),
+            _ => None,
         };
-        sample(range, want.min(range))
-            .into_iter()
-            .map(entry)
-            .collect()
+        if seeds_too {
+            draw(&self.seeds, own_seed, want, &mut picked);
+        }
+        draw(
+            &self.downloaders,
+            own_downloader,
+            want - picked.len(),
+            &mut picked,
+        );
+        picked
     }
 
     fn at(&self, slot: Slot) -> &(PeerId, Peer) {
@@ -180,6 +178,24 @@ impl PeerSet {
             self.index.insert(*moved, refiled);
         }
         entry
+    }
+}
+
+/// Appends up to `want` entries of `list` drawn at random, never the one at
+/// `own` (the asker's).
+fn draw(
+    list: &[(PeerId, Peer)],
+    own: Option<usize>,
+    want: usize,
+    out: &mut Vec<(PeerId, SocketAddr)>,
+) {
+    let range = list.len() - usize::from(own.is_some());
+    for i in sample(range, want.min(range)) {
+        let i = match own {
+            Some(o) if i >= o => i + 1,
+            _ => i,
+        };
+        out.push((list[i].0, list[i].1.addr));
     }
 }
 
@@ -306,6 +322,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Seeds come first in a reply, so that a client dialling the first
+    /// few addresses it is given reaches the release's source.
+    #[test]
+    fn a_pick_puts_the_seeds_first() {
+        let mut set = PeerSet::default();
+        for n in 0..40 {
+            // Peers 5, 15, 25 and 35 are seeds.
+            set.upsert(id(n), || peer(u64::from(n % 10 != 5)), |_| {});
+        }
+        for _ in 0..50 {
+            let got = set.pick(&id(0), true, 8);
+            assert_eq!(got.len(), 8);
+            assert!(
+                got[..4].iter().all(|(i, _)| set.get(i).unwrap().left == 0),
+                "seeds first"
+            );
+            assert!(got[4..].iter().all(|(i, _)| set.get(i).unwrap().left > 0));
+        }
+        // Fewer wanted than there are seeds: seeds only, drawn at random.
+        let mut seen = HashSet::new();
+        for _ in 0..100 {
+            let got = set.pick(&id(0), true, 2);
+            assert!(got.iter().all(|(i, _)| set.get(i).unwrap().left == 0));
+            seen.extend(got.into_iter().map(|(i, _)| i));
+        }
+        assert_eq!(seen.len(), 4);
+        // A seed asking is given downloaders only, never itself.
+        let got = set.pick(&id(5), false, 100);
+        assert_eq!(got.len(), 36);
     }
 
     #[test]
