@@ -2,9 +2,10 @@
 
 require_relative "../../lib/murder/progress"
 
-# What the demo scripts (bin/demo-swarm, bin/demo-deploy) share: bytes in
-# binary units, running a command that must succeed, the monotonic clock
-# and a median. `include ScriptHelpers` at the top of a script.
+# What the demo scripts (bin/demo-swarm, bin/demo-deploy) and benchmarks
+# share: bytes in binary units, running a command that must succeed, a
+# tool installed when missing, the monotonic clock and a median.
+# `include ScriptHelpers` at the top of a script.
 module ScriptHelpers
   module_function
 
@@ -16,6 +17,17 @@ module ScriptHelpers
     out = IO.popen(cmd.map(&:to_s), err: %i[child out], &:read)
     abort "#{cmd.join(' ')} failed:\n#{out}" unless $?.success?
     out
+  end
+
+  # Installs Debian's `package` when `command` is not on the PATH (a tool
+  # only a benchmark needs, which bin/setup leaves out); aborts naming it
+  # when that fails.
+  def ensure_command(command, package = command)
+    return if system("command -v #{command} >/dev/null")
+
+    installed = system("apt-get install -y -qq #{package} >/dev/null 2>&1") ||
+                system("apt-get update -qq && apt-get install -y -qq #{package} >/dev/null")
+    abort "#{command} is needed and `apt-get install #{package}` failed" unless installed
   end
 
   def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
