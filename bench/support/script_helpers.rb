@@ -23,10 +23,10 @@ module ScriptHelpers
   # only a benchmark needs, which bin/setup leaves out); aborts naming it
   # when that fails.
   def ensure_command(command, package = command)
-    return if system("command -v #{command} >/dev/null")
+    return if ENV.fetch("PATH", "").split(":").any? { |dir| File.executable?(File.join(dir, command)) }
 
-    installed = system("apt-get install -y -qq #{package} >/dev/null 2>&1") ||
-                system("apt-get update -qq && apt-get install -y -qq #{package} >/dev/null")
+    install = ["apt-get", "install", "-y", "-qq", package, { out: File::NULL, err: File::NULL }]
+    installed = system(*install) || (system("apt-get", "update", "-qq") && system(*install))
     abort "#{command} is needed and `apt-get install #{package}` failed" unless installed
   end
 
